@@ -1,0 +1,14 @@
+"""Meshes as finite-volume geometry: the `Mesh`, its adapters, and coarsening."""
+from ._build import from_polygons
+from ._mesh import Mesh, MeshError
+from .cartesian import cartesian, cells_to_grid, grid_to_cells
+from .coarsening import Coarsening, agglomerate, column_parent, native_parent
+from .healpix import healpix
+from .icosahedral import icosahedral
+from .meshio_adapter import from_meshio
+
+__all__ = [
+    "Mesh", "MeshError", "from_polygons", "cartesian", "healpix", "icosahedral", "from_meshio",
+    "Coarsening", "native_parent", "agglomerate", "column_parent", "grid_to_cells",
+    "cells_to_grid",
+]

@@ -1,0 +1,279 @@
+"""The `Mesh`: finite-volume geometry shared by every part of meshclosure.
+
+Vocabulary (DESIGN.md §2): a *cell* is a control volume and a graph node, a
+*face* is the interface between two cells and one undirected graph edge, a
+*vertex* is a mesh point. ``face_cells[0]`` is the owner ``a``, ``face_cells[1]``
+the neighbour ``b``; ``face_normal`` points from ``a`` to ``b``; a face flux is
+positive from ``a`` to ``b``.
+
+``face_vertices[:, f] = (v0, v1)`` is ordered so that ``v0 -> v1`` runs
+counter-clockwise around the owner (seen from outside the sphere, or from
+``+z`` in the plane). Then the transport of a streamfunction ``psi`` given at
+vertices, ``U_f = psi(v0) - psi(v1)``, is the exact discrete form of
+``u = k x grad(psi)`` (``u = -dpsi/dy``, ``v = dpsi/dx``) and has zero
+divergence in every cell (see :func:`meshclosure.fv.transport_from_streamfunction`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["Mesh", "MeshError"]
+
+
+class MeshError(ValueError):
+    """A mesh breaks a rule of the finite-volume contract.
+
+    Attributes
+    ----------
+    cells, faces : list of int
+        The offending cells and faces (may be empty).
+    """
+
+    def __init__(self, message: str, cells: Any = (), faces: Any = ()) -> None:
+        super().__init__(message)
+        self.cells = [int(c) for c in cells]
+        self.faces = [int(f) for f in faces]
+
+
+_FLOAT_FIELDS = (
+    "cell_center", "cell_volume", "face_normal", "face_area", "face_center",
+    "cell_distance", "vertex_pos", "boundary_face_normal", "boundary_face_area",
+    "boundary_face_center",
+)
+_INDEX_FIELDS = (
+    "face_cells", "face_vertices", "cell_vertices", "boundary_face_cell",
+    "boundary_face_vertices", "boundary_face_tag",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Mesh:
+    """Finite-volume geometry of a 2-D surface mesh (plane, sphere) or a 1-D column.
+
+    Build meshes with the adapters (:func:`~meshclosure.mesh.cartesian`,
+    :func:`~meshclosure.mesh.healpix`, :func:`~meshclosure.mesh.icosahedral`,
+    :func:`~meshclosure.mesh.from_meshio`) rather than by hand.
+
+    Attributes
+    ----------
+    cell_center : Tensor, shape (n_cells, d)
+        Cell centroids; on the sphere on the sphere of radius ``radius``.
+    cell_volume : Tensor, shape (n_cells,)
+        Cell areas (2-D) or lengths (1-D column), in length units squared.
+    face_cells : LongTensor, shape (2, n_faces)
+        Owner (row 0) and neighbour (row 1) of each interior face.
+    face_normal : Tensor, shape (n_faces, d)
+        Unit normal from owner to neighbour, tangent to the sphere.
+    face_area : Tensor, shape (n_faces,)
+        Face length (great-circle arc on the sphere).
+    face_center : Tensor, shape (n_faces, d)
+        Face midpoint.
+    cell_distance : Tensor, shape (n_faces,)
+        Owner-to-neighbour centre distance (geodesic on the sphere).
+    vertex_pos : Tensor, shape (n_vertices, d)
+    face_vertices : LongTensor, shape (2, n_faces)
+        ``(v0, v1)`` counter-clockwise around the owner.
+    cell_vertices : LongTensor, shape (n_cells, max_vertices_per_cell)
+        Polygon of each cell, counter-clockwise, padded with -1.
+    boundary_face_cell : LongTensor, shape (n_boundary_faces,)
+    boundary_face_vertices : LongTensor, shape (2, n_boundary_faces)
+    boundary_face_normal : Tensor, shape (n_boundary_faces, d)
+        Outward unit normal.
+    boundary_face_area, boundary_face_center : Tensor
+    boundary_face_tag : LongTensor, shape (n_boundary_faces,)
+        Index into ``boundary_tag_names``.
+    boundary_tag_names : tuple of str
+    radius : float or None
+        Sphere radius; ``None`` for planar meshes and columns.
+    period : tuple of float or None
+        Periodic lengths ``(lx, ly)`` of a doubly periodic plane.
+    info : dict
+        Family and parameters, e.g. ``{"family": "healpix", "nside": 8}``.
+    """
+
+    cell_center: Tensor
+    cell_volume: Tensor
+    face_cells: Tensor
+    face_normal: Tensor
+    face_area: Tensor
+    face_center: Tensor
+    cell_distance: Tensor
+    vertex_pos: Tensor
+    face_vertices: Tensor
+    cell_vertices: Tensor
+    boundary_face_cell: Tensor
+    boundary_face_vertices: Tensor
+    boundary_face_normal: Tensor
+    boundary_face_area: Tensor
+    boundary_face_center: Tensor
+    boundary_face_tag: Tensor
+    boundary_tag_names: tuple = ()
+    radius: float | None = None
+    period: tuple | None = None
+    info: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_cells(self) -> int:
+        return int(self.cell_volume.shape[0])
+
+    @property
+    def n_faces(self) -> int:
+        return int(self.face_cells.shape[1])
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.vertex_pos.shape[0])
+
+    @property
+    def n_boundary_faces(self) -> int:
+        return int(self.boundary_face_cell.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Dimension ``d`` of the coordinates (1 column, 2 plane, 3 sphere)."""
+        return int(self.cell_center.shape[1])
+
+    @property
+    def is_sphere(self) -> bool:
+        return self.radius is not None
+
+    @property
+    def family(self) -> str:
+        return str(self.info.get("family", "unknown"))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.cell_volume.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.cell_volume.device
+
+    def domain_area(self) -> float:
+        """Exact area of the domain: ``info["domain_area"]`` when the adapter
+        knows it (Cartesian ``lx·ly``), 4πR² on the sphere, else the area
+        enclosed by the boundary faces (shoelace over them)."""
+        import math
+
+        if "domain_area" in self.info:
+            return float(self.info["domain_area"])
+        if self.is_sphere:
+            return 4.0 * math.pi * self.radius**2
+        if self.period is not None:
+            return float(self.period[0] * self.period[1])
+        if self.dim == 1:
+            x = self.vertex_pos[:, 0]
+            return float(x.max() - x.min())
+        v = self.vertex_pos.double()
+        p, q = v[self.boundary_face_vertices[0]], v[self.boundary_face_vertices[1]]
+        return float(0.5 * (p[:, 0] * q[:, 1] - q[:, 0] * p[:, 1]).sum())
+
+    def signature(self) -> dict:
+        """A small, JSON-able description used to match data and models to a mesh."""
+        sig = {k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool))}
+        sig.update(n_cells=self.n_cells, n_faces=self.n_faces,
+                   total_volume=round(float(self.cell_volume.double().sum()), 9))
+        return sig
+
+    # ------------------------------------------------------------- transforms
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> "Mesh":
+        """Copy to ``device`` with floating-point geometry in ``dtype``."""
+        changes = {}
+        for name in _FLOAT_FIELDS:
+            changes[name] = getattr(self, name).to(device=device, dtype=dtype)
+        for name in _INDEX_FIELDS:
+            changes[name] = getattr(self, name).to(device=device)
+        return dataclasses.replace(self, **changes)
+
+    def double(self) -> "Mesh":
+        return self.to(dtype=torch.float64)
+
+    def float(self) -> "Mesh":
+        return self.to(dtype=torch.float32)
+
+    def permute_cells(self, perm: Tensor) -> "Mesh":
+        """Renumber cells: new cell ``i`` is old cell ``perm[i]``.
+
+        Face order and vertices are unchanged; owner/neighbour indices are
+        renumbered. Used to test permutation equivariance and to reorder for
+        memory locality.
+
+        Parameters
+        ----------
+        perm : LongTensor, shape (n_cells,)
+            A permutation of ``range(n_cells)``.
+        """
+        perm = torch.as_tensor(perm, dtype=torch.long, device=self.device)
+        if perm.shape != (self.n_cells,) or not torch.equal(
+                torch.sort(perm).values, torch.arange(self.n_cells, device=self.device)):
+            raise ValueError(
+                f"perm must be a permutation of range(n_cells={self.n_cells}); got shape "
+                f"{tuple(perm.shape)}. Pass e.g. torch.randperm(mesh.n_cells).")
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(self.n_cells, device=self.device)
+        return dataclasses.replace(
+            self,
+            cell_center=self.cell_center[perm],
+            cell_volume=self.cell_volume[perm],
+            cell_vertices=self.cell_vertices[perm],
+            face_cells=inverse[self.face_cells],
+            boundary_face_cell=inverse[self.boundary_face_cell],
+        )
+
+    # ------------------------------------------------------------ validation
+    def validate(self, raise_on_error: bool = True, tol: float | None = None) -> list[str]:
+        """Check the finite-volume contract (DESIGN.md §3).
+
+        Checks: nothing NaN/Inf; every face joins two distinct, existing cells;
+        cells are closed and consistently oriented (the transport of a random
+        vertex streamfunction has zero divergence in every cell); volumes and
+        face areas are positive; normals are unit, tangent on the sphere and
+        point owner -> neighbour; the volumes sum to the domain area; a closed
+        sphere has Euler characteristic 2.
+
+        Parameters
+        ----------
+        raise_on_error : bool
+            Raise a :class:`MeshError` on the first failed check (default);
+            otherwise return the list of problems (empty when valid).
+        tol : float, optional
+            Relative tolerance; default 1e-10 in float64, 1e-4 in float32.
+
+        Returns
+        -------
+        list of str
+            Problems found (empty when valid).
+        """
+        from ._validate import validate_mesh
+
+        return validate_mesh(self, raise_on_error=raise_on_error, tol=tol)
+
+    def euler_characteristic(self) -> int:
+        """``V - E + F`` with V the vertices that end a face, E all faces
+        (interior and boundary) and F the cells. 2 for a closed sphere, 0 for a
+        periodic plane (torus) or an annulus."""
+        used = torch.cat([self.face_vertices.reshape(-1),
+                          self.boundary_face_vertices.reshape(-1)]).unique()
+        return int(used.numel() - self.n_faces - self.n_boundary_faces + self.n_cells)
+
+    # ------------------------------------------------------------------ graph
+    def to_graph(self, fields: Any = None):
+        """This mesh and cell fields as a ``torch_geometric.data.Data``.
+
+        See :func:`meshclosure.graph.to_graph`.
+        """
+        from ..graph import to_graph
+
+        return to_graph(self, fields)
+
+    def __repr__(self) -> str:
+        fam = ", ".join(f"{k}={v}" for k, v in self.info.items())
+        return (f"Mesh({fam}; n_cells={self.n_cells}, n_faces={self.n_faces}, "
+                f"n_boundary_faces={self.n_boundary_faces}, dim={self.dim}, "
+                f"dtype={self.dtype})")
