@@ -286,6 +286,10 @@ def from_polygons(vertices, cells, *, radius: float | None = None, period=None,
         raise MeshError("vertices have 3 coordinates but radius=None; meshclosure handles "
                         "planar (x, y) meshes and spheres: pass radius=R for a sphere or drop "
                         "the z column for a plane.")
+    if radius is not None and not (isinstance(radius, (int, float, np.floating))
+                                   and np.isfinite(radius) and radius > 0):
+        raise MeshError(f"radius must be a positive finite length; got radius={radius!r}. "
+                         "Pass e.g. radius=1.0 (unit sphere) or 6.371e6 (Earth, metres).")
     info = dict(info or {})
     v = _check_vertices(v, radius)
     padded = _pad_cells(cells, len(v))

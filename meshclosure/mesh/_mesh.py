@@ -163,8 +163,10 @@ class Mesh:
 
         if "domain_area" in self.info:
             return float(self.info["domain_area"])
-        if self.is_sphere:
+        if self.is_sphere and self.n_boundary_faces == 0:
             return 4.0 * math.pi * self.radius**2
+        if self.is_sphere:
+            return _gauss_bonnet_area(self)
         if self.period is not None:
             return float(self.period[0] * self.period[1])
         if self.dim == 1:
@@ -255,7 +257,7 @@ class Mesh:
         return validate_mesh(self, raise_on_error=raise_on_error, tol=tol)
 
     def euler_characteristic(self) -> int:
-        """``V - E + F`` with V the vertices that end a face, E all faces
+        """For 2-D meshes, ``V - E + F`` with V the vertices that end a face, E all faces
         (interior and boundary) and F the cells. 2 for a closed sphere, 0 for a
         periodic plane (torus) or an annulus."""
         used = torch.cat([self.face_vertices.reshape(-1),
@@ -277,3 +279,26 @@ class Mesh:
         return (f"Mesh({fam}; n_cells={self.n_cells}, n_faces={self.n_faces}, "
                 f"n_boundary_faces={self.n_boundary_faces}, dim={self.dim}, "
                 f"dtype={self.dtype})")
+
+
+def _gauss_bonnet_area(mesh: Mesh) -> float:
+    """Area of an open region of the sphere from its boundary alone (Gauss–Bonnet):
+    ``A = R² (2π χ − Σ turning angles)`` where the boundary is made of great-circle
+    arcs traversed with the region on the left, and χ is the Euler characteristic."""
+    import math
+
+    v = mesh.vertex_pos.double() / mesh.radius
+    p, q = mesh.boundary_face_vertices
+    # tangent of arc p->q at its start and at its end
+    def tangent(at, to):
+        t = v[to] - (v[to] * v[at]).sum(1, keepdim=True) * v[at]
+        return t / t.norm(dim=1, keepdim=True)
+    t_out = tangent(p, q)                      # leaving p
+    t_in = -tangent(q, p)                      # arriving at q
+    # next boundary face of the loop: the one starting where this one ends
+    order = torch.argsort(p)
+    nxt = order[torch.searchsorted(p[order], q)]
+    a, b = t_in, t_out[nxt]
+    turn = torch.atan2((torch.linalg.cross(a, b) * v[q]).sum(1), (a * b).sum(1))
+    chi = mesh.euler_characteristic()
+    return float(mesh.radius**2 * (2 * math.pi * chi - turn.sum()))

@@ -297,6 +297,10 @@ class Coarsening:
     def restrict_boundary_flux(self, boundary_flux: torch.Tensor) -> torch.Tensor:
         """Sum of fine outward boundary fluxes over each coarse boundary face."""
         boundary_flux = torch.as_tensor(boundary_flux)
+        if boundary_flux.shape[:1] != (self.fine.n_boundary_faces,):
+            raise ValueError(f"boundary_flux must have n_fine_boundary_faces = "
+                             f"{self.fine.n_boundary_faces} rows; got shape "
+                             f"{tuple(boundary_flux.shape)}.")
         out = boundary_flux.new_zeros((self.coarse.n_boundary_faces,) + tuple(boundary_flux.shape[1:]))
         return out.index_add(0, self.boundary_face_map, boundary_flux)
 
@@ -331,6 +335,12 @@ def native_parent(mesh: Mesh, factor: int, return_info: bool = False):
         if nx % factor or ny % factor:
             raise ValueError(f"factor={factor} must divide nx={nx} and ny={ny} for a Cartesian "
                              "block coarsening; choose a common divisor.")
+        periodic = [bool(mesh.period and mesh.period[k]) for k in range(2)]
+        for name, n, per in (("nx", nx, periodic[0]), ("ny", ny, periodic[1])):
+            if per and n // factor < 3:
+                raise ValueError(f"factor={factor} leaves {n // factor} cells on the periodic axis "
+                                 f"{name}={n}; a periodic axis needs at least 3 cells. Use "
+                                 f"factor <= {n // 3}.")
         j, i = idx // nx, idx % nx
         parent = (j // factor) * (nx // factor) + i // factor
         info.update(nx=nx // factor, ny=ny // factor)
