@@ -1,0 +1,251 @@
+"""Barotropic vorticity equation, and its 2-D Boussinesq cousin in an x–z slice.
+
+Barotropic vorticity (DESIGN.md §6), on the sphere or the plane::
+
+    ∂t ζ + ∇·(u (ζ + f)) = ν∇²ζ − μζ + F,      ∇²ψ = ζ,      u = k × ∇ψ
+
+discretised in flux form on any :class:`~meshclosure.mesh.Mesh` ::
+
+    dζ_i/dt = −div(U (ζ + f)|_f + Φ^visc + Φ^closure + Φ^noise)_i − μ ζ_i + F_i
+
+with ``ψ`` solved at cells by the once-factorised :class:`~meshclosure.fv.poisson.PoissonSolver`,
+interpolated to vertices, and ``U_f = ψ(v0) − ψ(v1)`` (exactly non-divergent).
+Because ``∇·u = 0``, ``∇·(u f) = u·∇f``: the planetary vorticity is advected
+with the relative one, which keeps ``Σ V ζ`` exact to rounding. Coriolis:
+``f = 2Ω sin(lat)`` on the sphere; ``f = f0 + β (y − y0)`` on the plane.
+
+Passive tracers in ``state`` (any key other than ``"zeta"``) are carried by
+the same transports, with diffusivity ``kappa``.
+
+Boussinesq slice (:class:`BoussinesqModel`): in an x–z slice (``y`` of the
+mesh is height ``z``; periodic in x, walls at bottom and top) the buoyancy
+``b`` is a prognostic tracer, and vorticity ``ζ = ∂w/∂x − ∂u/∂z = ∇²ψ``
+(``u = −∂ψ/∂z``, ``w = ∂ψ/∂x``) is driven by its horizontal gradient::
+
+    ∂t ζ + ∇·(u ζ) = ν∇²ζ + ∂b/∂x,      ∂t b + ∇·(u b) = κ∇²b  (+ boundary buoyancy flux)
+
+References: Williamson et al. 1992 (Rossby–Haurwitz wave, test 6),
+doi:10.1016/S0021-9991(05)80016-6; Haurwitz 1940, J. Mar. Res. 3, 254–267.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Mapping, Optional, Union
+
+import torch
+from torch import Tensor
+
+from ..fv.advection import cfl_dt, linear_flux, upwind_flux
+from ..fv.gradient import gradient
+from ..fv.laplacian import diffusive_flux
+from ..fv.operators import divergence, transport_from_streamfunction
+from ..fv.poisson import PoissonSolver, vertex_streamfunction
+from ..mesh._mesh import Mesh
+
+__all__ = ["BarotropicModel", "BoussinesqModel", "EARTH_OMEGA", "EARTH_RADIUS"]
+
+EARTH_OMEGA = 7.292e-5
+"""Earth's rotation rate (1/s), as in Williamson et al. 1992."""
+EARTH_RADIUS = 6.37122e6
+"""Earth's radius (m), as in Williamson et al. 1992."""
+
+Closure = Callable[[float, Dict[str, Tensor], Mesh], Mapping[str, Tensor]]
+
+
+def _is_zero(x) -> bool:
+    return isinstance(x, (int, float)) and x == 0
+
+
+class BarotropicModel(torch.nn.Module):
+    """Forced–dissipative barotropic vorticity right-hand side on a mesh.
+
+    Parameters
+    ----------
+    mesh : Mesh
+        Sphere (closed) or plane (doubly periodic, or bounded: walls, ψ = 0).
+    omega : float
+        Rotation rate Ω on the sphere (1/time): ``f = 2Ω sin(lat)``.
+    f0, beta, y0 : float
+        Plane only: ``f = f0 + β (y − y0)`` (f-plane when ``beta = 0``).
+    nu : float
+        Viscosity ν (length²/time).
+    drag : float
+        Linear drag μ (1/time).
+    forcing : Tensor (n_cells,) or callable ``(t, state) -> Tensor``, optional
+        Vorticity forcing F (1/time²).
+    kappa : float
+        Diffusivity of the passive tracers.
+    scheme : {"linear", "limited", "upwind"}
+        Advection scheme for vorticity and tracers.
+    closure : callable ``(t, state, mesh) -> dict var -> (n_faces,)``, optional
+        Subgrid face fluxes per prognostic variable, added before the divergence.
+    flux_noise : float
+        Std of Gaussian face-flux noise on every variable (conservative).
+    generator : torch.Generator, optional
+
+    Examples
+    --------
+    >>> import torch
+    >>> from meshclosure.mesh import healpix
+    >>> mesh = healpix(4)
+    >>> model = BarotropicModel(mesh, omega=1.0)
+    >>> zeta = torch.randn(mesh.n_cells, dtype=torch.float64)
+    >>> tend = model.rhs(0.0, {"zeta": zeta})["zeta"]
+    >>> abs(float((mesh.cell_volume * tend).sum())) < 1e-12
+    True
+    >>> BarotropicModel(mesh, drag=-1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: drag must be a finite number >= 0; got -1.0. ...
+    """
+
+    def __init__(self, mesh: Mesh, omega: float = 0.0, f0: float = 0.0, beta: float = 0.0,
+                 y0: Optional[float] = None, nu: float = 0.0, drag: float = 0.0,
+                 forcing: Union[Tensor, Callable, None] = None, kappa: float = 0.0,
+                 scheme: str = "linear", closure: Optional[Closure] = None,
+                 flux_noise: float = 0.0, generator: Optional[torch.Generator] = None) -> None:
+        super().__init__()
+        if not isinstance(mesh, Mesh) or mesh.dim != 2 and not mesh.is_sphere:
+            raise TypeError("mesh must be a 2-D meshclosure Mesh (plane or sphere); got "
+                            f"{mesh!r}.")
+        for name, value in (("nu", nu), ("drag", drag), ("kappa", kappa),
+                            ("flux_noise", flux_noise)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}. "
+                                 "Use 0 to switch the term off.")
+        if scheme not in ("linear", "limited", "upwind"):
+            raise ValueError(f"scheme must be 'linear', 'limited' or 'upwind'; got {scheme!r}.")
+        if mesh.is_sphere and (f0 or beta):
+            raise ValueError("f0/beta are for planar meshes; on the sphere f = 2Ω sin(lat): "
+                             "pass omega instead.")
+        self.mesh, self.nu, self.drag, self.kappa = mesh, nu, drag, kappa
+        self.forcing, self.scheme, self.closure = forcing, scheme, closure
+        self.flux_noise, self.generator = flux_noise, generator
+        self.poisson = PoissonSolver(mesh)
+        x = mesh.cell_center
+        if mesh.is_sphere:
+            self.register_buffer("f", 2 * omega * x[:, 2] / mesh.radius)
+        else:
+            y = x[:, 1]
+            y0 = float(y.mean()) if y0 is None else y0
+            self.register_buffer("f", f0 + beta * (y - y0))
+
+    # ----------------------------------------------------------------- pieces
+    def streamfunction(self, zeta: Tensor) -> Tensor:
+        """Cell streamfunction ``ψ (n_cells,)`` with ``∇²ψ = ζ`` (zero mean, or ψ = 0 on walls)."""
+        return self.poisson(zeta)
+
+    def transport(self, zeta: Tensor) -> Tensor:
+        """Integrated, exactly non-divergent face transports ``U (n_faces,)``."""
+        psi_v = vertex_streamfunction(self.mesh, self.streamfunction(zeta))
+        return transport_from_streamfunction(self.mesh, psi_v)
+
+    def _advect(self, q: Tensor, U: Tensor) -> Tensor:
+        if self.scheme == "upwind":
+            return upwind_flux(self.mesh, q, U)
+        return linear_flux(self.mesh, q, U,
+                           limiter="barth_jespersen" if self.scheme == "limited" else None)
+
+    def _add_closure_and_noise(self, t, state, name: str, flux: Tensor, extra) -> Tensor:
+        if extra is not None and name in extra:
+            phi = extra[name]
+            if phi.shape != flux.shape:
+                raise ValueError(f"closure flux for {name!r} has shape {tuple(phi.shape)}; "
+                                 f"expected {tuple(flux.shape)} (one integrated flux per face).")
+            flux = flux + phi.to(flux.dtype)
+        if not _is_zero(self.flux_noise):
+            flux = flux + self.flux_noise * torch.randn(
+                flux.shape, dtype=flux.dtype, device=flux.device, generator=self.generator)
+        return flux
+
+    def rhs(self, t: float, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """Tendencies of ``"zeta"`` and every passive tracer in ``state``."""
+        if "zeta" not in state:
+            raise KeyError(f"state needs 'zeta' (relative vorticity); got keys {sorted(state)}.")
+        zeta = state["zeta"]
+        if zeta.shape != (self.mesh.n_cells,):
+            raise ValueError(f"state['zeta'] must have shape (n_cells,) = ({self.mesh.n_cells},); "
+                             f"got {tuple(zeta.shape)}.")
+        U = self.transport(zeta)
+        extra = self.closure(t, dict(state), self.mesh) if self.closure is not None else None
+        f = self.f.to(zeta.dtype)
+        flux = self._advect(zeta + f, U)
+        if not _is_zero(self.nu):
+            flux = flux + diffusive_flux(self.mesh, zeta, self.nu)
+        flux = self._add_closure_and_noise(t, state, "zeta", flux, extra)
+        out = {"zeta": -divergence(self.mesh, flux)}
+        if not _is_zero(self.drag):
+            out["zeta"] = out["zeta"] - self.drag * zeta
+        if self.forcing is not None:
+            out["zeta"] = out["zeta"] + (self.forcing(t, state) if callable(self.forcing)
+                                         else self.forcing)
+        for name, q in state.items():
+            if name == "zeta":
+                continue
+            tflux = self._advect(q, U)
+            if not _is_zero(self.kappa):
+                tflux = tflux + diffusive_flux(self.mesh, q, self.kappa)
+            tflux = self._add_closure_and_noise(t, state, name, tflux, extra)
+            out[name] = -divergence(self.mesh, tflux)
+        return out
+
+    forward = rhs
+
+    def cfl_dt(self, zeta: Tensor, courant: float = 0.5) -> float:
+        """Advective time step for the current flow at outflow Courant number ``courant``."""
+        return cfl_dt(self.mesh, self.transport(zeta), courant)
+
+    def energy(self, zeta: Tensor) -> Tensor:
+        """Kinetic energy per unit area ``−½ ⟨ψ ζ⟩`` (area-weighted mean)."""
+        V = self.mesh.cell_volume.to(zeta.dtype)
+        return -0.5 * (V * self.streamfunction(zeta) * zeta).sum() / V.sum()
+
+    def enstrophy(self, zeta: Tensor) -> Tensor:
+        """Enstrophy per unit area ``½ ⟨ζ²⟩``."""
+        V = self.mesh.cell_volume.to(zeta.dtype)
+        return 0.5 * (V * zeta**2).sum() / V.sum()
+
+
+class BoussinesqModel(BarotropicModel):
+    """2-D Boussinesq convection in a vertical x–z slice (periodic x, walls in z).
+
+    State: ``"zeta"`` (vorticity, 1/time) and ``"b"`` (buoyancy, length/time²);
+    other keys are passive tracers.
+
+    Parameters
+    ----------
+    mesh : Mesh
+        ``cartesian(nx, nz, lx, lz, periodic=(True, False))``: mesh ``y`` is height.
+    nu, kappa : float
+        Viscosity and buoyancy diffusivity (length²/time).
+    buoyancy_flux : Tensor (n_boundary_faces,) or callable ``t -> Tensor``, optional
+        Prescribed integrated OUTWARD buoyancy flux through the boundary faces
+        (e.g. ``−B · A_b`` at the bottom heats from below); walls elsewhere.
+    scheme, closure, flux_noise, generator
+        As in :class:`BarotropicModel`.
+    """
+
+    def __init__(self, mesh: Mesh, nu: float = 0.0, kappa: float = 0.0,
+                 buoyancy_flux: Union[Tensor, Callable, None] = None, scheme: str = "linear",
+                 closure: Optional[Closure] = None, flux_noise: float = 0.0,
+                 generator: Optional[torch.Generator] = None) -> None:
+        if mesh.is_sphere or mesh.n_boundary_faces == 0:
+            raise ValueError("BoussinesqModel needs a vertical slice with walls at bottom and top, "
+                             "e.g. cartesian(nx, nz, lx, lz, periodic=(True, False)).")
+        super().__init__(mesh, nu=nu, kappa=kappa, scheme=scheme, closure=closure,
+                         flux_noise=flux_noise, generator=generator)
+        self.buoyancy_flux = buoyancy_flux
+
+    def rhs(self, t: float, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """Tendencies of ``"zeta"``, ``"b"`` and passive tracers."""
+        if "b" not in state:
+            raise KeyError(f"state needs 'b' (buoyancy) and 'zeta'; got keys {sorted(state)}.")
+        out = super().rhs(t, state)
+        b = state["b"]
+        out["zeta"] = out["zeta"] + gradient(self.mesh, b)[:, 0]
+        if self.buoyancy_flux is not None:
+            bflux = self.buoyancy_flux(t) if callable(self.buoyancy_flux) else self.buoyancy_flux
+            out["b"] = out["b"] - divergence(self.mesh, torch.zeros_like(self.mesh.face_area,
+                                                                         dtype=b.dtype),
+                                             bflux.to(b.dtype))
+        return out

@@ -1,0 +1,132 @@
+"""Explicit time steppers for states that are dicts of cell tensors.
+
+A *state* is a ``dict`` ``name -> Tensor (n_cells, ...)``; a right-hand side
+``rhs(t, state)`` returns the tendencies as a dict with the same keys (a key
+missing from the tendencies is held fixed). Each stepper has the signature
+``step(rhs, t, state, dt) -> state`` and is differentiable (no in-place
+updates, no detach).
+
+* :func:`euler_step`: forward Euler, first order.
+* :func:`ssprk3_step`: the three-stage, third-order strong-stability-preserving
+  Runge–Kutta scheme of Shu & Osher (1988, doi:10.1016/0021-9991(88)90177-5),
+  a convex combination of Euler steps with SSP coefficient 1 (Gottlieb, Shu &
+  Tadmor 2001, doi:10.1137/S003614450036757X)::
+
+      y1 = yⁿ + Δt F(tⁿ, yⁿ)
+      y2 = ¾ yⁿ + ¼ (y1 + Δt F(tⁿ + Δt, y1))
+      yⁿ⁺¹ = ⅓ yⁿ + ⅔ (y2 + Δt F(tⁿ + ½Δt, y2))
+
+* :func:`rk4_step`: classical fourth-order Runge–Kutta.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Mapping
+
+from torch import Tensor
+
+__all__ = ["State", "RHS", "Stepper", "euler_step", "ssprk3_step", "rk4_step", "STEPPERS",
+           "get_stepper"]
+
+State = Dict[str, Tensor]
+RHS = Callable[[float, State], Mapping[str, Tensor]]
+Stepper = Callable[[RHS, float, State, float], State]
+
+
+def _axpy(state: Mapping[str, Tensor], tend: Mapping[str, Tensor], dt: float) -> State:
+    """``state + dt * tend`` per variable (variables without tendency are kept)."""
+    unknown = set(tend) - set(state)
+    if unknown:
+        raise KeyError(f"rhs returned tendencies for {sorted(unknown)} which are not in the "
+                       f"state (keys {sorted(state)}); return tendencies only for state "
+                       "variables.")
+    return {k: (v + dt * tend[k]) if k in tend else v for k, v in state.items()}
+
+
+def _combine(wa: float, a: Mapping[str, Tensor], wb: float, b: Mapping[str, Tensor]) -> State:
+    return {k: wa * a[k] + wb * b[k] for k in a}
+
+
+def euler_step(rhs: RHS, t: float, state: State, dt: float) -> State:
+    """Forward Euler: ``yⁿ⁺¹ = yⁿ + Δt F(tⁿ, yⁿ)`` (first order).
+
+    Parameters
+    ----------
+    rhs : callable ``(t, state) -> dict of tendencies``
+    t : float
+    state : dict name -> Tensor (n_cells, ...)
+    dt : float
+
+    Returns
+    -------
+    dict name -> Tensor (n_cells, ...)
+
+    Examples
+    --------
+    >>> import torch
+    >>> euler_step(lambda t, s: {"y": -s["y"]}, 0.0, {"y": torch.ones(2)}, 0.5)["y"]
+    tensor([0.5000, 0.5000])
+    >>> euler_step(lambda t, s: {"z": s["y"]}, 0.0, {"y": torch.ones(2)}, 0.5)
+    Traceback (most recent call last):
+    ...
+    KeyError: "rhs returned tendencies for ['z'] which are not in the state (keys ['y']); ..."
+    """
+    return _axpy(state, rhs(t, state), dt)
+
+
+def ssprk3_step(rhs: RHS, t: float, state: State, dt: float) -> State:
+    """Shu–Osher SSP-RK3 step (third order, SSP coefficient 1).
+
+    Parameters and returns as :func:`euler_step`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> y = ssprk3_step(lambda t, s: {"y": -s["y"]}, 0.0, {"y": torch.ones(1, dtype=torch.float64)}, 0.1)
+    >>> round(float(y["y"]), 8)   # 1 - h + h²/2 - h³/6
+    0.90483333
+    """
+    y1 = _axpy(state, rhs(t, state), dt)
+    y2 = _combine(0.75, state, 0.25, _axpy(y1, rhs(t + dt, y1), dt))
+    return _combine(1.0 / 3.0, state, 2.0 / 3.0, _axpy(y2, rhs(t + 0.5 * dt, y2), dt))
+
+
+def rk4_step(rhs: RHS, t: float, state: State, dt: float) -> State:
+    """Classical fourth-order Runge–Kutta step.
+
+    ``yⁿ⁺¹ = yⁿ + Δt/6 (k1 + 2k2 + 2k3 + k4)``.
+
+    Parameters and returns as :func:`euler_step`.
+    """
+    k1 = rhs(t, state)
+    k2 = rhs(t + 0.5 * dt, _axpy(state, k1, 0.5 * dt))
+    k3 = rhs(t + 0.5 * dt, _axpy(state, k2, 0.5 * dt))
+    k4 = rhs(t + dt, _axpy(state, k3, dt))
+    tend = {k: (k1[k] + 2.0 * k2[k] + 2.0 * k3[k] + k4[k]) / 6.0 for k in k1}
+    return _axpy(state, tend, dt)
+
+
+STEPPERS: Dict[str, Stepper] = {"euler": euler_step, "ssprk3": ssprk3_step, "rk4": rk4_step}
+"""Registry of time steppers by name."""
+
+ORDER = {"euler": 1, "ssprk3": 3, "rk4": 4}
+"""Formal order of accuracy of each registered stepper."""
+
+
+def get_stepper(stepper: "str | Stepper") -> Stepper:
+    """A stepper from its name in :data:`STEPPERS` (or a callable, returned as is).
+
+    Examples
+    --------
+    >>> get_stepper("rk4") is rk4_step
+    True
+    >>> get_stepper("rk2")
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown stepper='rk2'; choose one of ['euler', 'ssprk3', 'rk4'] or pass a callable (rhs, t, state, dt) -> state.
+    """
+    if callable(stepper):
+        return stepper
+    if stepper not in STEPPERS:
+        raise ValueError(f"Unknown stepper={stepper!r}; choose one of {list(STEPPERS)} or pass "
+                         "a callable (rhs, t, state, dt) -> state.")
+    return STEPPERS[stepper]

@@ -1,0 +1,219 @@
+"""Advection–diffusion of a passive tracer in flux form, with a closure hook.
+
+The model solves, on any :class:`~meshclosure.mesh.Mesh`, ::
+
+    ∂t q + ∇·(u q) = ∇·(κ ∇q) + S − r (q − q*)
+
+in the finite-volume form (DESIGN.md §2, §6) ::
+
+    dq_i/dt = −div(Φ^adv + Φ^diff + Φ^closure + Φ^noise)_i + S_i − r (q_i − q*_i)
+
+with all face fluxes integrated over the face and positive owner -> neighbour:
+
+* ``Φ^adv_f = U_f q_f`` (:mod:`meshclosure.fv.advection`; ``U`` the integrated
+  face transport, exactly non-divergent when it comes from a streamfunction),
+* ``Φ^diff_f = −κ ∇q·n_f A_f`` (:func:`meshclosure.fv.laplacian.diffusive_flux`),
+* ``Φ^closure`` from the learned (or any) closure ``closure(t, state, mesh)``,
+* ``Φ^noise_f ~ N(0, σ_f²)``, one sample per face and call: a stochastic flux
+  that is conservative because each face carries one value.
+
+Every flux passes through the one divergence, so ``Σ_i V_i dq_i/dt`` equals the
+volume integral of the sources minus the net boundary flux, to rounding,
+whatever the closure or the noise.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ..fv.advection import cfl_dt, linear_flux, upwind_flux
+from ..fv.operators import divergence
+from ..mesh._mesh import Mesh
+
+__all__ = ["TracerModel", "SCHEMES"]
+
+SCHEMES = ("linear", "limited", "upwind")
+"""Advection schemes: unlimited linear reconstruction (2nd order), Barth–Jespersen
+limited linear reconstruction (2nd order, no new extrema), first-order upwind."""
+
+Closure = Callable[[float, Dict[str, Tensor], Mesh], Mapping[str, Tensor]]
+
+
+class TracerModel(torch.nn.Module):
+    """Tracer advection–diffusion right-hand side on a mesh.
+
+    Parameters
+    ----------
+    mesh : Mesh
+    transport : Tensor, shape (n_faces,), or callable ``t -> Tensor (n_faces,)``
+        Integrated face transports ``U_f`` (length²/time), positive owner ->
+        neighbour, e.g. :func:`meshclosure.fv.transport_from_streamfunction`;
+        a callable for time-dependent flows.
+    kappa : float or Tensor (n_faces,)
+        Diffusivity (length²/time); ``0`` disables diffusion.
+    source : Tensor (n_cells, ...) or callable ``(t, state) -> Tensor``, optional
+        Source ``S`` ([q]/time).
+    relaxation : (rate, target), optional
+        Newtonian relaxation ``−rate (q − target)``; ``rate`` in 1/time,
+        ``target`` a number or Tensor (n_cells, ...).
+    scheme : {"linear", "limited", "upwind"}
+        Advection scheme (see :data:`SCHEMES`).
+    closure : callable ``(t, state, mesh) -> dict var -> Tensor (n_faces, ...)``, optional
+        Subgrid face fluxes added to the resolved flux before the divergence.
+        If it is an ``nn.Module`` its parameters are this model's parameters.
+    flux_noise : float or Tensor (n_faces,)
+        Standard deviation of Gaussian face-flux noise ([q]·length²/time);
+        drawn anew at every ``rhs`` call (every Runge–Kutta stage).
+    boundary_flux : Tensor (n_boundary_faces, ...) or callable ``t -> Tensor``, optional
+        Prescribed outward flux of ``q`` through boundary faces; walls (zero)
+        by default.
+    var : str
+        Name of the tracer in the state dict (default ``"q"``).
+    generator : torch.Generator, optional
+        Random generator for the flux noise.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from meshclosure.mesh import cartesian
+    >>> mesh = cartesian(8, 8)
+    >>> U = 0.3 * mesh.face_normal[:, 0] * mesh.face_area
+    >>> model = TracerModel(mesh, U, scheme="upwind", flux_noise=0.1)
+    >>> q = torch.rand(mesh.n_cells, dtype=torch.float64)
+    >>> dq = model.rhs(0.0, {"q": q})["q"]
+    >>> abs(float((mesh.cell_volume * dq).sum())) < 1e-14
+    True
+    >>> TracerModel(mesh, U, scheme="weno")
+    Traceback (most recent call last):
+    ...
+    ValueError: scheme must be one of ('linear', 'limited', 'upwind'); got 'weno'. ...
+    """
+
+    def __init__(self, mesh: Mesh, transport: Union[Tensor, Callable[[float], Tensor]],
+                 kappa: Union[float, Tensor] = 0.0,
+                 source: Union[Tensor, Callable, None] = None,
+                 relaxation: Optional[Tuple[float, Union[float, Tensor]]] = None,
+                 scheme: str = "linear", closure: Optional[Closure] = None,
+                 flux_noise: Union[float, Tensor] = 0.0,
+                 boundary_flux: Union[Tensor, Callable, None] = None,
+                 var: str = "q", generator: Optional[torch.Generator] = None) -> None:
+        super().__init__()
+        if not isinstance(mesh, Mesh):
+            raise TypeError(f"mesh must be a meshclosure.mesh.Mesh; got {type(mesh).__name__}.")
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}; got {scheme!r}. Use 'limited' "
+                             "for bounded tracers, 'linear' for accuracy, 'upwind' for a "
+                             "first-order reference.")
+        if isinstance(transport, Tensor):
+            if transport.shape[:1] != (mesh.n_faces,) or transport.dim() != 1:
+                raise ValueError(f"transport must have shape (n_faces,) = ({mesh.n_faces},); "
+                                 f"got {tuple(transport.shape)}. Build it with "
+                                 "meshclosure.fv.transport_from_streamfunction(mesh, psi).")
+        elif not callable(transport):
+            raise TypeError(f"transport must be a Tensor (n_faces,) or a callable t -> Tensor; "
+                            f"got {type(transport).__name__}.")
+        if relaxation is not None and (not isinstance(relaxation, (tuple, list))
+                                       or len(relaxation) != 2):
+            raise ValueError(f"relaxation must be a pair (rate, target); got {relaxation!r}.")
+        if isinstance(kappa, (int, float)) and kappa < 0:
+            raise ValueError(f"kappa must be >= 0 (a diffusivity); got {kappa!r}.")
+        if isinstance(flux_noise, (int, float)) and flux_noise < 0:
+            raise ValueError(f"flux_noise must be >= 0 (a standard deviation); got "
+                             f"{flux_noise!r}.")
+        self.mesh = mesh
+        self.transport = transport
+        self.kappa = kappa
+        self.source = source
+        self.relaxation = relaxation
+        self.scheme = scheme
+        self.closure = closure
+        self.flux_noise = flux_noise
+        self.boundary_flux = boundary_flux
+        self.var = var
+        self.generator = generator
+
+    # ----------------------------------------------------------------- pieces
+    def face_transport(self, t: float) -> Tensor:
+        """Integrated face transport ``U (n_faces,)`` at time ``t``."""
+        U = self.transport(t) if callable(self.transport) else self.transport
+        if U.shape != (self.mesh.n_faces,):
+            raise ValueError(f"transport(t={t}) returned shape {tuple(U.shape)}; expected "
+                             f"(n_faces,) = ({self.mesh.n_faces},).")
+        return U
+
+    def advective_flux(self, t: float, q: Tensor) -> Tensor:
+        """Resolved advective face flux ``(n_faces, ...)`` of the chosen scheme."""
+        U = self.face_transport(t).to(q.dtype)
+        if self.scheme == "upwind":
+            return upwind_flux(self.mesh, q, U)
+        limiter = "barth_jespersen" if self.scheme == "limited" else None
+        return linear_flux(self.mesh, q, U, limiter=limiter)
+
+    def resolved_flux(self, t: float, q: Tensor) -> Tensor:
+        """Advective plus diffusive face flux ``(n_faces, ...)``."""
+        flux = self.advective_flux(t, q)
+        if not (isinstance(self.kappa, (int, float)) and self.kappa == 0):
+            try:
+                from ..fv.laplacian import diffusive_flux
+            except ImportError as err:  # pragma: no cover - until fv.laplacian lands
+                raise NotImplementedError(
+                    "kappa > 0 needs meshclosure.fv.laplacian.diffusive_flux, which is not "
+                    "available in this installation; pass kappa=0.") from err
+            flux = flux + diffusive_flux(self.mesh, q, self.kappa)
+        return flux
+
+    def rhs(self, t: float, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """Tendencies ``{var: dq/dt (n_cells, ...)}`` (see the module docstring)."""
+        if self.var not in state:
+            raise KeyError(f"state has no variable {self.var!r} (keys {sorted(state)}); pass "
+                           f"{{{self.var!r}: q}} or set TracerModel(var=...).")
+        q = state[self.var]
+        if q.shape[:1] != (self.mesh.n_cells,):
+            raise ValueError(f"state[{self.var!r}] must have n_cells = {self.mesh.n_cells} rows; "
+                             f"got shape {tuple(q.shape)}.")
+        flux = self.resolved_flux(t, q)
+        if self.closure is not None:
+            extra = self.closure(t, dict(state), self.mesh)
+            if self.var in extra:
+                phi = extra[self.var]
+                if phi.shape != flux.shape:
+                    raise ValueError(f"closure flux for {self.var!r} has shape "
+                                     f"{tuple(phi.shape)}; expected (n_faces, ...) = "
+                                     f"{tuple(flux.shape)} (one integrated flux per face, "
+                                     "positive owner -> neighbour).")
+                flux = flux + phi.to(flux.dtype)
+        if not (isinstance(self.flux_noise, (int, float)) and self.flux_noise == 0):
+            noise = torch.randn(flux.shape, dtype=flux.dtype, device=flux.device,
+                                generator=self.generator)
+            sigma = torch.as_tensor(self.flux_noise, dtype=flux.dtype, device=flux.device)
+            flux = flux + noise * sigma.reshape(sigma.shape + (1,) * (flux.dim() - sigma.dim()))
+        bflux = self.boundary_flux(t) if callable(self.boundary_flux) else self.boundary_flux
+        tend = -divergence(self.mesh, flux, bflux)
+        if self.source is not None:
+            tend = tend + (self.source(t, state) if callable(self.source) else self.source)
+        if self.relaxation is not None:
+            rate, target = self.relaxation
+            tend = tend - rate * (q - target)
+        return {self.var: tend}
+
+    forward = rhs
+
+    # ---------------------------------------------------------------- helpers
+    def total(self, state: Mapping[str, Tensor]) -> Tensor:
+        """Domain integral ``Σ_i V_i q_i`` (conserved without sources/boundary flux)."""
+        q = state[self.var]
+        V = self.mesh.cell_volume.to(q.dtype)
+        return (V.reshape((-1,) + (1,) * (q.dim() - 1)) * q).sum(0)
+
+    def cfl_dt(self, courant: Optional[float] = None, t: float = 0.0) -> float:
+        """A stable advective time step: outflow Courant number ``courant`` (default
+        ``1/k_max`` for ``"limited"``, the no-new-extrema bound; 0.5 otherwise)."""
+        if courant is None:
+            if self.scheme == "limited":
+                k_max = int((self.mesh.cell_vertices >= 0).sum(1).max())
+                courant = 1.0 / k_max
+            else:
+                courant = 0.5
+        return cfl_dt(self.mesh, self.face_transport(t), courant)
