@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
+from ._files import atomic_path as _atomic
 from .mesh import Mesh, MeshError
 
 __all__ = ["write_vtu", "read_vtu", "to_healpix_map", "from_healpix_map", "write_healpix_map",
@@ -46,30 +45,6 @@ Fields = Mapping[str, Any]
 
 
 # ----------------------------------------------------------------- helpers
-@contextmanager
-def _atomic(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
-    """Yield a temporary file name next to ``path``; rename it onto ``path`` on success."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"path={str(path)!r}: the folder {str(folder)!r} does not exist; "
-                                "create it first (os.makedirs) or choose another path.")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(f"path={str(path)!r}: the folder {str(folder)!r} is not writable; "
-                              "choose a folder you can write to.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; use the usual file mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _check_file(path: str | os.PathLike, what: str) -> None:
     if not Path(path).is_file():
         raise MeshError(f"{what} {str(path)!r} does not exist or is not a file; check the path.")

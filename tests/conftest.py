@@ -220,3 +220,30 @@ def rng() -> np.random.Generator:
 @pytest.fixture
 def torch_gen() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+# ------------------------------------------------------ spherical harmonics
+def real_harmonics(x: torch.Tensor, lmax: int = 4) -> tuple[torch.Tensor, list[int]]:
+    """All real solid harmonics ``r^l Y_l^m`` (unnormalised) of degree 1..lmax at ``x``.
+
+    ``Π_l^m(z, r²) · Re/Im (x + i y)^m`` with ``Π`` from the recurrence of
+    ``d^m P_l / dz^m`` made homogeneous; harmonic polynomials of degree l.
+    Returns ``(n, n_lm)`` and the degree of each column.
+    """
+    X, Y, Z = x.unbind(1)
+    r2 = (x * x).sum(1)
+    cols, degrees = [], []
+    c, s = torch.ones_like(X), torch.zeros_like(X)
+    for m in range(lmax + 1):
+        pis = {m: torch.full_like(X, float(math.prod(range(1, 2 * m, 2))))}
+        pis[m + 1] = (2 * m + 1) * Z * pis[m]
+        for ll in range(m + 2, lmax + 1):
+            pis[ll] = ((2 * ll - 1) * Z * pis[ll - 1] - (ll + m - 1) * r2 * pis[ll - 2]) / (ll - m)
+        for ll in range(max(m, 1), lmax + 1):
+            cols.append(pis[ll] * c)
+            degrees.append(ll)
+            if m > 0:
+                cols.append(pis[ll] * s)
+                degrees.append(ll)
+        c, s = X * c - Y * s, X * s + Y * c
+    return torch.stack(cols, 1), degrees

@@ -67,7 +67,7 @@ def test_local_frame_is_orthonormal_and_tangent(sphere_case):
 def test_sphere_edge_geometry(sphere_case):
     mesh = sphere_case.mesh()
     g = mesh.to_graph()
-    F = _global_frame_check(mesh, g)
+    _global_frame_check(mesh, g)
     ea = g.edge_attr
     R = mesh.radius
     # the tangential part of the chord to a cell at angular distance θ is R sin θ

@@ -14,7 +14,6 @@ A hierarchy is a parent map ``parent (n_fine,) -> coarse cell``. From it:
 """
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import torch

@@ -21,7 +21,6 @@ to restore the order on reading.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -98,18 +97,11 @@ def write_vtu(path: str | os.PathLike, vertices: np.ndarray, cells: np.ndarray,
         blocks = [("polygon", cells[s:e, : sizes[s]].astype(np.int32)) for s, e in zip(starts, ends)]
         cell_data = {"cell_index": [np.arange(s, e, dtype=np.int32) for s, e in zip(starts, ends)]}
     mesh = meshio.Mesh(np.asarray(vertices, dtype=np.float64), blocks, cell_data=cell_data)
+    from .._files import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".vtu.tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, ".vtu") as tmp:
         meshio.write(tmp, mesh, file_format="vtu", binary=True, compression=compression)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; use the usual file mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def read_vtu(path: str | os.PathLike, level: int, dual: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ import math
 import pytest
 import torch
 
+from conftest import real_harmonics as _harmonics_and_degrees
 from meshclosure.fv.gradient import (LeastSquaresGradient, cell_to_vertex, face_gradient_normal,
                                      face_interpolate, gradient)
 from meshclosure.mesh import cartesian, healpix, icosahedral
@@ -28,22 +29,8 @@ from meshclosure.mesh import cartesian, healpix, icosahedral
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
 
-def real_harmonics(x: torch.Tensor, lmax: int = 4) -> torch.Tensor:
-    """Real solid harmonics ``r^l Y_l^m`` of degree 1..lmax (unnormalised), ``(n, n_lm)``
-    (same recurrence as tests/fv/test_laplacian.py, checked there against scipy)."""
-    X, Y, Z = x.unbind(1)
-    r2 = (x * x).sum(1)
-    cols = []
-    c, s = torch.ones_like(X), torch.zeros_like(X)
-    for m in range(lmax + 1):
-        pis = {m: torch.full_like(X, float(math.prod(range(1, 2 * m, 2))))}
-        pis[m + 1] = (2 * m + 1) * Z * pis[m]
-        for ll in range(m + 2, lmax + 1):
-            pis[ll] = ((2 * ll - 1) * Z * pis[ll - 1] - (ll + m - 1) * r2 * pis[ll - 2]) / (ll - m)
-        for ll in range(max(m, 1), lmax + 1):
-            cols += [pis[ll] * c] + ([pis[ll] * s] if m > 0 else [])
-        c, s = X * c - Y * s, X * s + Y * c
-    return torch.stack(cols, 1)
+def real_harmonics(x: torch.Tensor) -> torch.Tensor:
+    return _harmonics_and_degrees(x)[0]
 
 
 def harmonics_and_gradients(mesh) -> tuple[torch.Tensor, torch.Tensor]:

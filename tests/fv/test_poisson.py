@@ -16,30 +16,12 @@ import math
 import pytest
 import torch
 
+from conftest import real_harmonics
 from meshclosure.fv import divergence, transport_from_streamfunction
 from meshclosure.fv.gradient import cell_to_vertex
 from meshclosure.fv.laplacian import laplacian
 from meshclosure.fv.poisson import PoissonSolver, laplacian_matrix, vertex_streamfunction
 from meshclosure.mesh import cartesian, healpix, icosahedral
-
-
-def real_harmonics(x: torch.Tensor, lmax: int = 4) -> tuple[torch.Tensor, list[int]]:
-    """Real solid harmonics of degree 1..lmax (see tests/fv/test_laplacian.py)."""
-    X, Y, Z = x.unbind(1)
-    r2 = (x * x).sum(1)
-    cols, degrees = [], []
-    c, s = torch.ones_like(X), torch.zeros_like(X)
-    for m in range(lmax + 1):
-        pis = {m: torch.full_like(X, float(math.prod(range(1, 2 * m, 2))))}
-        pis[m + 1] = (2 * m + 1) * Z * pis[m]
-        for ll in range(m + 2, lmax + 1):
-            pis[ll] = ((2 * ll - 1) * Z * pis[ll - 1] - (ll + m - 1) * r2 * pis[ll - 2]) / (ll - m)
-        for ll in range(max(m, 1), lmax + 1):
-            new = [pis[ll] * c] + ([pis[ll] * s] if m > 0 else [])
-            cols += new
-            degrees += [ll] * len(new)
-        c, s = X * c - Y * s, X * s + Y * c
-    return torch.stack(cols, 1), degrees
 
 
 SPHERES = {

@@ -1,0 +1,35 @@
+"""Atomic file writes: a reader never sees a half-written file, and a failed
+write leaves an existing file untouched."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["atomic_path"]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
+    """Yield a temporary file name next to ``path``; rename it onto ``path`` on success."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"path={str(path)!r}: the folder {str(folder)!r} does not exist; "
+                                "create it first (os.makedirs) or choose another path.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"path={str(path)!r}: the folder {str(folder)!r} is not writable; "
+                              "choose a folder you can write to.")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; use the usual file mode
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
