@@ -2,10 +2,15 @@
 
 Cells are pixels, in nested pixel order, so a healpy NESTED map is a cell
 field as it is (``healpy.reorder(m, r2n=True)`` converts a RING map). Cell
-volumes are the exact, equal pixel areas ``4πR²/(12 nside²)``; cell centres
-are the pixel centres (``healpy.pix2vec``). Faces are the four edges a pixel
-shares with its SW, NW, NE and SE neighbours, between the pixel corners from
-``healpy.boundaries``, measured as great-circle arcs.
+volumes are the exact, equal pixel areas ``4πR²/(12 nside²)``. Cell centres
+are the centroids of the true (curved) pixels, ``∫ r dA`` from the boundary
+integral ``½ ∮ r × dr`` along ``healpy.boundaries`` (see :func:`pixel_centroids`): healpy's pixel
+centres (``pix2vec``) sit up to 9% of a pixel away from the centroid at every
+resolution, which would make the finite-volume scheme, whose cell values are
+cell averages, only first-order accurate there. Faces are the four edges a
+pixel shares with its SW, NW, NE and SE neighbours, between the pixel corners
+from ``healpy.boundaries``, measured as great-circle arcs; the transport
+``ψ(v0) − ψ(v1)`` through a face is exact for the curved pixel edge too.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import numpy as np
 from ._build import from_polygons
 from ._mesh import Mesh
 
-__all__ = ["healpix", "check_nside"]
+__all__ = ["healpix", "check_nside", "pixel_centroids"]
 
 
 def check_nside(nside) -> int:
@@ -85,8 +90,40 @@ def healpix(nside: int, radius: float = 1.0) -> Mesh:
     vertices = corners[first]
     vertices /= np.linalg.norm(vertices, axis=1, keepdims=True)
     cells = label.reshape(npix, 4)
-    centers = np.stack(healpy.pix2vec(nside, pix, nest=True), 1) * radius
+    centers = pixel_centroids(nside) * radius
     volume = np.full(npix, 4 * np.pi * radius**2 / npix)
     return from_polygons(vertices * radius, cells, radius=radius, cell_center=centers,
                          cell_volume=volume,
                          info={"family": "healpix", "nside": nside, "nest": True})
+
+
+def pixel_centroids(nside: int, chunk: int = 1 << 15) -> np.ndarray:
+    """Unit vectors ``(12 nside², 3)`` to the centroids of the NESTED pixels.
+
+    ``∫_pixel r̂ dA = ½ ∮ r̂ × dr̂``, evaluated on ``s`` points per pixel edge
+    on the true (curved) pixel boundary with great-circle pieces between them
+    (``½ Σ θ_k û_k``, error ``O(s⁻²)``), Richardson-extrapolated from ``s = 2``
+    and ``s = 4``: within 3e-4 of a pixel size of the ``s = 64`` value, where
+    healpy's pixel centres are up to 9% of a pixel away.
+    """
+    from ._build import _Geometry
+
+    nside = check_nside(nside)
+    npix = 12 * nside**2
+    geo = _Geometry(1.0, None)
+    out = np.empty((npix, 3))
+
+    def centroid(pix, step):
+        import healpy
+
+        b = np.asarray(healpy.boundaries(nside, pix, step=step, nest=True))
+        b = b.reshape(len(pix), 3, 4 * step).transpose(0, 2, 1).reshape(-1, 3)
+        b /= np.linalg.norm(b, axis=1, keepdims=True)
+        area, c = geo.polygon_area_centroid(b, np.arange(len(b)).reshape(len(pix), 4 * step))
+        return np.where(area[:, None] > 0, c, -c)   # either winding
+
+    for start in range(0, npix, chunk):
+        pix = np.arange(start, min(start + chunk, npix))
+        c = (4 * centroid(pix, 4) - centroid(pix, 2)) / 3
+        out[pix] = c / np.linalg.norm(c, axis=1, keepdims=True)
+    return out

@@ -212,8 +212,19 @@ def test_healpix_exact_equal_areas():
         assert mesh.n_cells == npix
         assert torch.allclose(mesh.cell_volume, torch.full((npix,), 4 * math.pi * r**2 / npix,
                                                            dtype=torch.float64), rtol=1e-14, atol=0)
+        # cell centres are pixel centroids: the mean of the 4**5 equal-area nested child
+        # pixel centres converges to the centroid (its own error is < 9%/32 of a pixel)
+        size = math.sqrt(4 * math.pi / npix) * r
+        k = 5
+        children = np.stack(healpy.pix2vec(nside * 2**k, np.arange(npix * 4**k), nest=True), 1)
+        mean = children.reshape(npix, 4**k, 3).mean(1)
+        mean = r * mean / np.linalg.norm(mean, axis=1, keepdims=True)
+        offset = np.linalg.norm(mesh.cell_center.numpy() - mean, axis=1) / size
+        assert offset.max() < 4e-3
+        assert np.allclose(np.linalg.norm(mesh.cell_center.numpy(), axis=1), r, rtol=1e-14)
+        # healpy's pixel centres are not the centroids (that is why they are not used)
         centers = np.stack(healpy.pix2vec(nside, np.arange(npix), nest=True), 1) * r
-        np.testing.assert_allclose(mesh.cell_center.numpy(), centers, rtol=0, atol=1e-14 * r)
+        assert (np.linalg.norm(centers - mean, axis=1) / size).max() > 2e-2
 
 
 def test_healpix_faces_and_neighbours():
