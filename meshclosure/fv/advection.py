@@ -49,7 +49,8 @@ import torch
 from torch import Tensor
 
 from ..mesh._mesh import Mesh
-from .gradient import displacement, gradient
+from .gradient import LeastSquaresGradient, _cached, displacement, gradient
+from .operators import _csr, _sparse_cached, _sparse_ok, _spmm
 
 __all__ = ["upwind_flux", "linear_flux", "limiter_coefficient", "face_displacement",
            "cfl_dt", "outflow_courant", "LIMITERS"]
@@ -193,10 +194,10 @@ def upwind_flux(mesh: Mesh, q: Tensor, U: Tensor) -> Tensor:
     """
     _check_rows("q", q, mesh.n_cells, "n_cells")
     _check_rows("U", U, mesh.n_faces, "n_faces")
-    a, b = mesh.face_cells[0], mesh.face_cells[1]
-    U = U.to(q.dtype)
-    Ue = _expand(U, q[a])
-    return torch.where(Ue >= 0, Ue * q[a], Ue * q[b])
+    a, b = mesh.face_cells[0].to(q.device), mesh.face_cells[1].to(q.device)
+    qa, qb = q.index_select(0, a), q.index_select(0, b)   # faster than q[a]
+    Ue = _expand(U.to(q.dtype), qa)
+    return Ue * torch.where(Ue >= 0, qa, qb)
 
 
 def linear_flux(mesh: Mesh, q: Tensor, U: Tensor, grad: Optional[Tensor] = None,
@@ -248,6 +249,13 @@ def linear_flux(mesh: Mesh, q: Tensor, U: Tensor, grad: Optional[Tensor] = None,
                          "smooth limiter.")
     _check_rows("q", q, mesh.n_cells, "n_cells")
     _check_rows("U", U, mesh.n_faces, "n_faces")
+    if grad is None and limiter is None and _sparse_ok(q) and q.numel():
+        # unlimited: both reconstructions are linear in q, one CSR product
+        # (precomputed per mesh) instead of a gradient and four gathers
+        qab = _spmm(_reconstruction_matrix(mesh, q.dtype, q.device), q)
+        qa, qb = qab[:mesh.n_faces], qab[mesh.n_faces:]
+        Ue = _expand(U.to(q.dtype), qa)
+        return Ue * torch.where(Ue >= 0, qa, qb)
     if grad is None:
         grad = gradient(mesh, q)
     elif grad.shape[:2] != (mesh.n_cells, mesh.dim) or grad.shape[2:] != q.shape[1:]:
@@ -265,6 +273,122 @@ def linear_flux(mesh: Mesh, q: Tensor, U: Tensor, grad: Optional[Tensor] = None,
     qb = q[b] + (grad[b] * rb.reshape(shape)).sum(1)
     Ue = _expand(U.to(q.dtype), qa)
     return torch.where(Ue >= 0, Ue * qa, Ue * qb)
+
+
+# ------------------------------------------------------------------ sparse operators
+def _reconstruction_scipy(mesh: Mesh, scheme: str):
+    """Face values from the owner and the neighbour as scipy CSR ``(n_faces, n_cells)`` each.
+
+    ``"linear"``: row ``f`` of ``R_a`` is ``e_a + Σ_k r_{a,f,k} G_k[a]``, with
+    ``G_k = C_k − diag(Σ_j C_k[:, j])`` the least-squares gradient component
+    ``k`` as a matrix (``C_k[i, j] = c_ij,k``), so ``R_a q = q_a + ∇q_a · r_{a,f}``
+    (same for ``R_b``). ``"upwind"``: ``R_a q = q_a``. Float64, built once per mesh.
+    """
+    def build():
+        import numpy as np
+        from scipy import sparse
+
+        n, nf = mesh.n_cells, mesh.n_faces
+        a = mesh.face_cells[0].cpu().numpy()
+        b = mesh.face_cells[1].cpu().numpy()
+        f = np.arange(nf)
+        sel_a = sparse.csr_matrix((np.ones(nf), (f, a)), shape=(nf, n))
+        sel_b = sparse.csr_matrix((np.ones(nf), (f, b)), shape=(nf, n))
+        if scheme == "upwind":
+            return sel_a, sel_b
+        lsq = _cached(mesh, "lsq", lambda: LeastSquaresGradient(mesh))
+        cell = lsq.cell.cpu().numpy()
+        nb = lsq.neighbour.cpu().numpy()
+        coef = lsq.coefficients(False, torch.float64, lsq.cell.device).cpu().numpy()
+        ra, rb = (r.double().cpu().numpy() for r in face_displacement(mesh))
+        out = []
+        for sel, r in ((sel_a, ra), (sel_b, rb)):
+            mat = sel.copy()
+            for k in range(mesh.dim):
+                gk = sparse.csr_matrix((coef[:, k], (cell, nb)), shape=(n, n))
+                gk = gk - sparse.diags(np.asarray(gk.sum(1)).ravel())
+                mat = mat + sparse.diags(r[:, k]) @ (sel @ gk)
+            out.append(_prune(mat))
+        return tuple(out)
+    return _sparse_cached(mesh, ("reconstruction_scipy", scheme), build)
+
+
+def _prune(mat):
+    """Drop entries below ``64 eps`` of their row's largest (scipy CSR, float64).
+
+    Such entries are rounding noise (a displacement component of 1e-18 where
+    the geometry says 0, e.g. at the periodic seam); they change ``mat @ q``
+    by less than the rounding of the row sum, and each costs 12 bytes per
+    product.
+    """
+    import numpy as np
+
+    mat = mat.tocsr()
+    mat.sum_duplicates()
+    absd = np.abs(mat.data)
+    row_max = np.maximum.reduceat(absd, mat.indptr[:-1]) if absd.size else absd
+    row_max = np.repeat(row_max * (np.diff(mat.indptr) > 0), np.diff(mat.indptr))
+    mat.data[absd <= 64 * np.finfo(np.float64).eps * row_max] = 0.0
+    mat.eliminate_zeros()
+    return mat
+
+
+def _torch_csr(mat, dtype: torch.dtype, device) -> Tensor:
+    coo = mat.tocoo()
+    return _csr(torch.as_tensor(coo.row, dtype=torch.long), torch.as_tensor(coo.col, dtype=torch.long),
+                torch.as_tensor(coo.data, dtype=torch.float64), mat.shape).to(
+        device=device, dtype=dtype)
+
+
+def _reconstruction_matrix(mesh: Mesh, dtype: torch.dtype, device) -> Tensor:
+    """``[R_a; R_b]`` as a torch CSR ``(2 n_faces, n_cells)`` in ``dtype`` on ``device``."""
+    def build() -> Tensor:
+        from scipy import sparse
+        ra, rb = _reconstruction_scipy(mesh, "linear")
+        return _torch_csr(sparse.vstack([ra, rb]).tocsr(), dtype, device)
+    return _sparse_cached(mesh, ("reconstruction", dtype, torch.device(device)), build)
+
+
+def advection_matrix(mesh: Mesh, U: Tensor, scheme: str = "linear") -> Tensor:
+    """The advective tendency ``−div(Φ(q))`` as a CSR matrix ``(n_cells, n_cells)``.
+
+    For a fixed transport ``U`` the upwind and the unlimited linear schemes are
+    linear in ``q``: ``−div(Φ) = L q`` with
+    ``L = −V⁻¹ D (diag(U⁺) R_a + diag(U⁻) R_b)`` (``D`` the face -> cell
+    incidence, ``U⁺ = U`` where ``U ≥ 0`` else 0, ``U⁻ = U − U⁺``). ``L q``
+    equals ``−divergence(mesh, linear_flux(mesh, q, U))`` up to rounding, in
+    one sparse product (about 7 non-zeros per row on a quadrilateral grid).
+    ``U`` is taken as a constant (no gradient flows to it).
+
+    Parameters
+    ----------
+    mesh : Mesh
+    U : Tensor, shape (n_faces,)
+    scheme : {"linear", "upwind"}
+
+    Returns
+    -------
+    Tensor, sparse CSR, shape (n_cells, n_cells), dtype and device of ``U``
+    """
+    if scheme not in ("linear", "upwind"):
+        raise ValueError(f"scheme must be 'linear' or 'upwind' (the schemes linear in q); got "
+                         f"{scheme!r}. The limited scheme has no matrix form.")
+    _check_rows("U", U, mesh.n_faces, "n_faces")
+    import numpy as np
+    from scipy import sparse
+
+    ra, rb = _reconstruction_scipy(mesh, scheme)
+    u = U.detach().double().cpu().numpy()
+    up = np.where(u >= 0, u, 0.0)
+    flux = sparse.diags(up) @ ra + sparse.diags(u - up) @ rb
+    a = mesh.face_cells[0].cpu().numpy()
+    b = mesh.face_cells[1].cpu().numpy()
+    inv = 1.0 / mesh.cell_volume.double().cpu().numpy()
+    f = np.arange(mesh.n_faces)
+    div = sparse.csr_matrix((np.concatenate([-inv[a], inv[b]]),
+                             (np.concatenate([a, b]), np.concatenate([f, f]))),
+                            shape=(mesh.n_cells, mesh.n_faces))
+    return _torch_csr(_prune(div @ flux), U.dtype, U.device)
 
 
 # --------------------------------------------------------------------------------- CFL

@@ -10,12 +10,82 @@ equals the net boundary flux exactly, for any interior ``Φ``.
 """
 from __future__ import annotations
 
+import warnings
+import weakref
+from typing import Any, Callable
+
 import torch
 from torch import Tensor
 
 from ..mesh._mesh import Mesh
 
 __all__ = ["divergence", "transport_from_streamfunction"]
+
+_SPARSE_CACHE: "weakref.WeakKeyDictionary[Mesh, dict]" = weakref.WeakKeyDictionary()
+
+
+def _sparse_ok(x: Tensor) -> bool:
+    """Whether ``x`` can be multiplied by a CSR matrix (float32/float64 on CPU or CUDA)."""
+    return x.device.type in ("cpu", "cuda") and x.dtype in (torch.float32, torch.float64)
+
+
+def _sparse_cached(mesh: Mesh, key: Any, build: Callable[[], Any]) -> Any:
+    """Per-mesh cache of sparse operators (dropped with the mesh)."""
+    store = _SPARSE_CACHE.setdefault(mesh, {})
+    if key not in store:
+        store[key] = build()
+    return store[key]
+
+
+def _csr(rows: Tensor, cols: Tensor, vals: Tensor, shape: tuple[int, int]) -> Tensor:
+    """CSR matrix from COO triplets (duplicates summed, exact zeros dropped).
+
+    Indices are int32 where they fit: the MKL/cuSPARSE kernels then move a
+    third fewer bytes per non-zero than with int64.
+    """
+    keep = vals != 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # "sparse CSR support is in beta"
+        coo = torch.sparse_coo_tensor(torch.stack([rows[keep], cols[keep]]), vals[keep],
+                                      shape).coalesce()
+        csr = coo.to_sparse_csr()
+        if csr.values().numel() < 2**31 - 1 and max(shape) < 2**31 - 1:
+            csr = torch.sparse_csr_tensor(csr.crow_indices().to(torch.int32),
+                                          csr.col_indices().to(torch.int32), csr.values(),
+                                          shape)
+    return csr
+
+
+def _spmm(mat: Tensor, x: Tensor) -> Tensor:
+    """``mat @ x`` for a CSR ``mat`` (m, n) and dense ``x`` (n, ...) -> (m, ...), differentiable in ``x``.
+
+    Trailing dimensions (up to 64 columns) go through the matrix-vector kernel
+    one column at a time: it is several times faster than the matrix-matrix
+    kernel for few columns, and a column of a batched result is then bitwise
+    equal to the product with that column alone.
+    """
+    if x.dim() == 1:
+        return mat @ x
+    cols = x.reshape(x.shape[0], -1)
+    if cols.shape[1] > 64 or cols.shape[1] == 0:
+        out = torch.sparse.mm(mat, cols)
+    else:
+        out = torch.stack([mat @ c for c in cols.t().contiguous()], 1)
+    return out.reshape((mat.shape[0],) + tuple(x.shape[1:]))
+
+
+def _divergence_matrix(mesh: Mesh, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """CSR ``(n_cells, n_faces)`` with ``+1/V_a`` at (owner, f) and ``−1/V_b`` at (neighbour, f)."""
+    def build() -> Tensor:
+        def build64() -> Tensor:
+            a, b = mesh.face_cells[0], mesh.face_cells[1]
+            inv = 1.0 / mesh.cell_volume.double()
+            f = torch.arange(mesh.n_faces, device=a.device)
+            return _csr(torch.cat([a, b]), torch.cat([f, f]),
+                        torch.cat([inv[a], -inv[b]]), (mesh.n_cells, mesh.n_faces))
+        base = _sparse_cached(mesh, ("div", torch.float64, mesh.face_cells.device), build64)
+        return base.to(device=device, dtype=dtype)
+    return _sparse_cached(mesh, ("div", dtype, device), build)
 
 
 def _check_rows(name: str, x: Tensor, n: int, what: str) -> None:
@@ -54,6 +124,19 @@ def divergence(mesh: Mesh, face_flux: Tensor, boundary_flux: Tensor | None = Non
     ValueError: face_flux must have n_faces = 32 rows (dim 0); got shape (3,). ...
     """
     _check_rows("face_flux", face_flux, mesh.n_faces, "n_faces")
+    if _sparse_ok(face_flux) and face_flux.numel():
+        # one CSR product (Σ over the cell's faces of ±Φ_f / V_i): several times
+        # faster than two index_add passes, which run serially on CPU
+        out = _spmm(_divergence_matrix(mesh, face_flux.dtype, face_flux.device), face_flux)
+        if boundary_flux is not None:
+            _check_rows("boundary_flux", boundary_flux, mesh.n_boundary_faces,
+                        "n_boundary_faces")
+            bc = mesh.boundary_face_cell.to(out.device)
+            volume = mesh.cell_volume.to(device=out.device, dtype=out.dtype)[bc]
+            contrib = boundary_flux.to(out.dtype) / volume.reshape(
+                (-1,) + (1,) * (out.dim() - 1))
+            out = out.index_add(0, bc, contrib)
+        return out
     a, b = mesh.face_cells[0], mesh.face_cells[1]
     out = face_flux.new_zeros((mesh.n_cells,) + tuple(face_flux.shape[1:]))
     out = out.index_add(0, a, face_flux).index_add(0, b, -face_flux)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Mapping
 
+import torch
 from torch import Tensor
 
 __all__ = ["State", "RHS", "Stepper", "euler_step", "ssprk3_step", "rk4_step", "STEPPERS",
@@ -39,11 +40,13 @@ def _axpy(state: Mapping[str, Tensor], tend: Mapping[str, Tensor], dt: float) ->
         raise KeyError(f"rhs returned tendencies for {sorted(unknown)} which are not in the "
                        f"state (keys {sorted(state)}); return tendencies only for state "
                        "variables.")
-    return {k: (v + dt * tend[k]) if k in tend else v for k, v in state.items()}
+    # one fused pass per variable (torch.add with alpha), no temporary for dt * tend
+    return {k: torch.add(v, tend[k], alpha=dt) if k in tend else v for k, v in state.items()}
 
 
-def _combine(wa: float, a: Mapping[str, Tensor], wb: float, b: Mapping[str, Tensor]) -> State:
-    return {k: wa * a[k] + wb * b[k] for k in a}
+def _convex(a: Mapping[str, Tensor], b: Mapping[str, Tensor], w: float) -> State:
+    """``(1 − w) a + w b`` per variable, in one fused pass (``torch.lerp``)."""
+    return {k: torch.lerp(a[k], b[k], w) for k in a}
 
 
 def euler_step(rhs: RHS, t: float, state: State, dt: float) -> State:
@@ -86,8 +89,8 @@ def ssprk3_step(rhs: RHS, t: float, state: State, dt: float) -> State:
     0.90483333
     """
     y1 = _axpy(state, rhs(t, state), dt)
-    y2 = _combine(0.75, state, 0.25, _axpy(y1, rhs(t + dt, y1), dt))
-    return _combine(1.0 / 3.0, state, 2.0 / 3.0, _axpy(y2, rhs(t + 0.5 * dt, y2), dt))
+    y2 = _convex(state, _axpy(y1, rhs(t + dt, y1), dt), 0.25)
+    return _convex(state, _axpy(y2, rhs(t + 0.5 * dt, y2), dt), 2.0 / 3.0)
 
 
 def rk4_step(rhs: RHS, t: float, state: State, dt: float) -> State:

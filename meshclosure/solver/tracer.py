@@ -28,8 +28,8 @@ from typing import Callable, Dict, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..fv.advection import cfl_dt, linear_flux, upwind_flux
-from ..fv.operators import divergence
+from ..fv.advection import advection_matrix, cfl_dt, linear_flux, upwind_flux
+from ..fv.operators import _sparse_ok, _spmm, divergence
 from ..mesh._mesh import Mesh
 
 __all__ = ["TracerModel", "SCHEMES"]
@@ -133,6 +133,32 @@ class TracerModel(torch.nn.Module):
         self.boundary_flux = boundary_flux
         self.var = var
         self.generator = generator
+        self._operator: Optional[dict] = None
+
+    def _advection_operator(self, q: Tensor) -> Optional[Tensor]:
+        """Assembled advective tendency ``L`` (CSR) for a fixed transport tensor, or ``None``.
+
+        With a constant ``U`` the "upwind" and "linear" schemes are linear in
+        ``q``, so ``−div(Φ^adv) = L q`` (:func:`meshclosure.fv.advection.advection_matrix`):
+        one sparse product per call instead of a reconstruction, an upwind
+        selection and a divergence. Assembled on the second call with the
+        same transport tensor (same object, unchanged ``_version``), so a
+        transport used once costs nothing extra; not used when the transport
+        is callable or needs a gradient.
+        """
+        U = self.transport
+        if (self.scheme == "limited" or not isinstance(U, Tensor) or not _sparse_ok(q)
+                or q.numel() == 0 or (U.requires_grad and torch.is_grad_enabled())):
+            return None
+        key = (U._version, q.dtype, q.device)
+        cache = self._operator
+        if cache is None or cache["transport"] is not U or cache["key"] != key:
+            self._operator = {"transport": U, "key": key, "matrix": None}
+            return None
+        if cache["matrix"] is None:
+            cache["matrix"] = advection_matrix(self.mesh, U.to(device=q.device, dtype=q.dtype),
+                                               self.scheme)
+        return cache["matrix"]
 
     # ----------------------------------------------------------------- pieces
     def face_transport(self, t: float) -> Tensor:
@@ -155,14 +181,17 @@ class TracerModel(torch.nn.Module):
         """Advective plus diffusive face flux ``(n_faces, ...)``."""
         flux = self.advective_flux(t, q)
         if not (isinstance(self.kappa, (int, float)) and self.kappa == 0):
-            try:
-                from ..fv.laplacian import diffusive_flux
-            except ImportError as err:  # pragma: no cover - until fv.laplacian lands
-                raise NotImplementedError(
-                    "kappa > 0 needs meshclosure.fv.laplacian.diffusive_flux, which is not "
-                    "available in this installation; pass kappa=0.") from err
-            flux = flux + diffusive_flux(self.mesh, q, self.kappa)
+            flux = flux + self._diffusive_flux(q)
         return flux
+
+    def _diffusive_flux(self, q: Tensor) -> Tensor:
+        try:
+            from ..fv.laplacian import diffusive_flux
+        except ImportError as err:  # pragma: no cover - until fv.laplacian lands
+            raise NotImplementedError(
+                "kappa > 0 needs meshclosure.fv.laplacian.diffusive_flux, which is not "
+                "available in this installation; pass kappa=0.") from err
+        return diffusive_flux(self.mesh, q, self.kappa)
 
     def rhs(self, t: float, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         """Tendencies ``{var: dq/dt (n_cells, ...)}`` (see the module docstring)."""
@@ -173,24 +202,40 @@ class TracerModel(torch.nn.Module):
         if q.shape[:1] != (self.mesh.n_cells,):
             raise ValueError(f"state[{self.var!r}] must have n_cells = {self.mesh.n_cells} rows; "
                              f"got shape {tuple(q.shape)}.")
-        flux = self.resolved_flux(t, q)
+        operator = self._advection_operator(q)
+        tend: Optional[Tensor] = None
+        flux: Optional[Tensor] = None
+        if operator is None:
+            flux = self.resolved_flux(t, q)
+        else:
+            # fixed transport: the advective tendency is one sparse product
+            tend = _spmm(operator, q)
+            if not (isinstance(self.kappa, (int, float)) and self.kappa == 0):
+                flux = self._diffusive_flux(q)
+        flux_shape = (self.mesh.n_faces,) + tuple(q.shape[1:])
         if self.closure is not None:
             extra = self.closure(t, dict(state), self.mesh)
             if self.var in extra:
                 phi = extra[self.var]
-                if phi.shape != flux.shape:
+                if tuple(phi.shape) != flux_shape:
                     raise ValueError(f"closure flux for {self.var!r} has shape "
                                      f"{tuple(phi.shape)}; expected (n_faces, ...) = "
-                                     f"{tuple(flux.shape)} (one integrated flux per face, "
+                                     f"{flux_shape} (one integrated flux per face, "
                                      "positive owner -> neighbour).")
-                flux = flux + phi.to(flux.dtype)
+                phi = phi.to(q.dtype)
+                flux = phi if flux is None else flux + phi
         if not (isinstance(self.flux_noise, (int, float)) and self.flux_noise == 0):
-            noise = torch.randn(flux.shape, dtype=flux.dtype, device=flux.device,
+            noise = torch.randn(flux_shape, dtype=q.dtype, device=q.device,
                                 generator=self.generator)
-            sigma = torch.as_tensor(self.flux_noise, dtype=flux.dtype, device=flux.device)
-            flux = flux + noise * sigma.reshape(sigma.shape + (1,) * (flux.dim() - sigma.dim()))
+            sigma = torch.as_tensor(self.flux_noise, dtype=q.dtype, device=q.device)
+            noise = noise * sigma.reshape(sigma.shape + (1,) * (len(flux_shape) - sigma.dim()))
+            flux = noise if flux is None else flux + noise
         bflux = self.boundary_flux(t) if callable(self.boundary_flux) else self.boundary_flux
-        tend = -divergence(self.mesh, flux, bflux)
+        if flux is not None or bflux is not None:
+            if flux is None:
+                flux = q.new_zeros(flux_shape)
+            div = divergence(self.mesh, flux, bflux)
+            tend = -div if tend is None else tend - div
         if self.source is not None:
             tend = tend + (self.source(t, state) if callable(self.source) else self.source)
         if self.relaxation is not None:
