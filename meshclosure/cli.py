@@ -50,7 +50,7 @@ def parse_mesh_spec(spec: str):
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, plots=not args.no_plots)
+    run_demo(args.out, plots=not args.no_plots, test1_level=args.test1_level)
     return 0
 
 
@@ -82,11 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the end-to-end demo on a small default",
                           description="Build every mesh family at a small size, validate and "
-                          "coarsen it, print one line per mesh, and write a PNG and a .vtu per "
-                          "mesh into the output folder.")
+                          "coarsen it, print one line per mesh, write a PNG and a .vtu per "
+                          "mesh into the output folder, then run Williamson test 1 and print "
+                          "its errors.")
     demo.add_argument("--out", default="meshclosure_output",
                       help="output folder (default: %(default)s)")
     demo.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    demo.add_argument("--test1-level", type=int, default=4,
+                      help="icosahedral level of the Williamson test 1 runs (default: %(default)s)")
     demo.set_defaults(func=_cmd_demo)
     mesh = sub.add_parser("mesh", help="build or read a mesh, validate and export it",
                           description="Build a mesh (cartesian:NXxNY, healpix:NSIDE, "
