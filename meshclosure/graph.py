@@ -6,7 +6,7 @@ so directed edge ``f`` and ``f + n_faces`` are the two senses of face ``f``.
 Edge features are expressed in the local frame of the source cell, so they do
 not depend on where the cell sits in global coordinates: on the plane the
 frame is (x, y); on the sphere it is the local (east, north) tangent frame
-(at the poles, where east is undefined, the frame of the x axis is used).
+(at the poles, where east is undefined, east is taken as ŷ × r̂).
 """
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ def to_graph(mesh: Mesh, fields: Any = None):
         for axis, length in enumerate(mesh.period):
             if length:
                 disp[:, axis] -= length * torch.round(disp[:, axis] / length)
-    sign = torch.cat([torch.ones(mesh.n_faces), -torch.ones(mesh.n_faces)]).to(mesh.dtype)
+    ones = torch.ones(mesh.n_faces, dtype=mesh.dtype, device=mesh.device)
+    sign = torch.cat([ones, -ones])
     normal = torch.cat([mesh.face_normal, mesh.face_normal]) * sign[:, None]
     if mesh.dim == 1:
         geom = [disp[:, :1], torch.zeros_like(disp[:, :1]), normal[:, :1],
@@ -116,5 +117,5 @@ def to_graph(mesh: Mesh, fields: Any = None):
     dist = torch.cat([mesh.cell_distance, mesh.cell_distance])[:, None]
     edge_attr = torch.cat(geom + [area, dist], 1)
     return Data(x=x, edge_index=edge_index, edge_attr=edge_attr, pos=mesh.cell_center,
-                volume=mesh.cell_volume, face_sign=sign.to(mesh.device), n_faces=mesh.n_faces,
+                volume=mesh.cell_volume, face_sign=sign, n_faces=mesh.n_faces,
                 feature_names=names, num_nodes=mesh.n_cells)

@@ -347,7 +347,7 @@ def to_ugrid_dataset(mesh: Mesh, fields: Fields | None = None):
     if mesh.dim == 1:
         raise ValueError(f"mesh must be a 2-D surface mesh for UGRID; got a 1-D column ({mesh!r}). "
                          "Write columns with write_vtu, or fields with numpy/xarray directly.")
-    data = _check_fields(mesh, fields, time_first=True, reserved=())
+    data = _check_fields(mesh, fields, time_first=True, reserved=_UGRID_RESERVED)
     g = mesh.double().to("cpu")
     n = lambda t: t.numpy()  # noqa: E731
     nb = g.n_boundary_faces
@@ -408,6 +408,14 @@ def to_ugrid_dataset(mesh: Mesh, fields: Fields | None = None):
         "edge_face_connectivity": "edge_face_connectivity",
         "face_dimension": "n_face", "edge_dimension": "n_edge", "node_dimension": "n_node"})
     return ds
+
+
+_UGRID_RESERVED = (
+    "mesh", "face_node_connectivity", "edge_node_connectivity", "edge_face_connectivity",
+    "face_areas", "edge_length", "edge_normal", "edge_cell_distance", "edge_boundary_tag",
+    *(f"{pre}{w}_{c}" for pre in ("", "mesh_") for w in ("node", "face", "edge")
+      for c in ("lon", "lat", "x", "y")))
+"""Variable names the UGRID writer creates itself; fields may not use them."""
 
 
 def write_ugrid(mesh: Mesh, fields: Fields | None, path: str | os.PathLike) -> None:

@@ -147,7 +147,7 @@ def pyg_stepper(mesh, U: Tensor) -> Callable[[Tensor, float], Tensor]:
     from torch_geometric.nn import MessagePassing
 
     from meshclosure.fv.advection import face_displacement
-    from meshclosure.fv.gradient import LeastSquaresGradient
+    from meshclosure.fv.gradients import LeastSquaresGradient
     from meshclosure.solver.steppers import ssprk3_step
 
     dtype = U.dtype

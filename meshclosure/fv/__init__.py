@@ -1,7 +1,7 @@
 """Finite-volume operators on any :class:`~meshclosure.mesh.Mesh` (DESIGN.md §6)."""
-from .gradient import (LeastSquaresGradient, cell_to_vertex, face_gradient_normal,
+from .gradients import (LeastSquaresGradient, cell_to_vertex, face_gradient_normal,
                        face_interpolate, gradient)
-from .laplacian import boundary_diffusive_flux, diffusive_flux, face_normal_derivative, laplacian
+from .diffusion import boundary_diffusive_flux, diffusive_flux, face_normal_derivative, laplacian
 from .operators import (boundary_transport_from_streamfunction, divergence,
                         transport_from_streamfunction)
 from .poisson import PoissonSolver, laplacian_matrix, vertex_streamfunction

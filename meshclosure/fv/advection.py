@@ -42,6 +42,8 @@ passed to the divergence.
 """
 from __future__ import annotations
 
+import math
+
 import weakref
 from typing import Optional
 
@@ -49,7 +51,7 @@ import torch
 from torch import Tensor
 
 from ..mesh._mesh import Mesh
-from .gradient import LeastSquaresGradient, _cached, displacement, gradient
+from .gradients import LeastSquaresGradient, _cached, displacement, gradient
 from .operators import _csr, _sparse_cached, _sparse_ok, _spmm
 
 __all__ = ["upwind_flux", "linear_flux", "limiter_coefficient", "face_displacement",
@@ -76,7 +78,7 @@ def _expand(x: Tensor, like: Tensor) -> Tensor:
 def face_displacement(mesh: Mesh) -> tuple[Tensor, Tensor]:
     """Displacements from the owner and the neighbour centre to each face centre.
 
-    Measured as :func:`meshclosure.fv.gradient.displacement` measures them
+    Measured as :func:`meshclosure.fv.gradients.displacement` measures them
     (minimum image on a periodic plane, the logarithmic map at the cell
     centre on the sphere), so that reconstruction and gradient agree.
 
@@ -215,7 +217,7 @@ def linear_flux(mesh: Mesh, q: Tensor, U: Tensor, grad: Optional[Tensor] = None,
         Integrated face transports, positive owner -> neighbour.
     grad : Tensor, shape (n_cells, d, ...), optional
         Cell gradients; default: least squares,
-        :func:`meshclosure.fv.gradient.gradient` (precomputed once per mesh).
+        :func:`meshclosure.fv.gradients.gradient` (precomputed once per mesh).
     limiter : {None, "barth_jespersen", "venkatakrishnan"}
         ``None``: unlimited (linear, not monotone). ``"barth_jespersen"``: no
         new extrema for ``k_i ν_i ≤ 1`` (see module docstring).
@@ -457,7 +459,19 @@ def cfl_dt(mesh: Mesh, U: Tensor, courant: float = 0.5,
         raise ValueError(f"courant must be a positive finite number; got {courant!r}. "
                          "Use e.g. courant=0.5 (or 1/k_max for the limited scheme).")
     rate = float(outflow_courant(mesh, U.detach(), 1.0, boundary_transport).max())
+    if not math.isfinite(rate):
+        raise ValueError(f"U has NaN or infinite transports (outflow rate {rate!r}); fix the "
+                         "flow before choosing a time step.")
     if rate <= 0:
         raise ValueError("U is zero everywhere, so no advective CFL limit exists; choose dt "
                          "from the other processes (e.g. diffusion) instead.")
     return c / rate
+
+
+def max_faces_per_cell(mesh: Mesh) -> int:
+    """Largest number of faces (interior and boundary) of any cell: the ``k_max`` of the
+    limited scheme's no-new-extrema Courant bound ``1/k_max``. (Vertices are not faces:
+    a coarsened cell keeps every fine vertex of its outline.)"""
+    count = torch.bincount(torch.cat([mesh.face_cells.reshape(-1), mesh.boundary_face_cell]),
+                           minlength=mesh.n_cells)
+    return int(count.max())

@@ -1,6 +1,6 @@
 """Poisson equation ``∇²ψ = ζ`` at cells: factorized once, differentiable (DESIGN.md §6).
 
-The matrix is exactly the operator of :func:`~meshclosure.fv.laplacian.laplacian`
+The matrix is exactly the operator of :func:`~meshclosure.fv.diffusion.laplacian`
 (with or without its non-orthogonal correction), assembled in scipy.sparse
 from the same precomputed face coefficients, so ``solve(laplacian(ψ))``
 returns ``ψ`` (minus its mean on closed domains) to rounding::
@@ -33,15 +33,15 @@ import torch
 from torch import Tensor
 
 from ..mesh._mesh import Mesh
-from .gradient import cell_to_vertex
-from .laplacian import _geometry
+from .gradients import cell_to_vertex
+from .diffusion import _geometry
 from .operators import _check_rows
 
 __all__ = ["PoissonSolver", "laplacian_matrix", "vertex_streamfunction"]
 
 
 def laplacian_matrix(mesh: Mesh, correction: bool = True, dirichlet: bool | None = None):
-    """The discrete Laplacian of :func:`~meshclosure.fv.laplacian.laplacian` as a sparse matrix.
+    """The discrete Laplacian of :func:`~meshclosure.fv.diffusion.laplacian` as a sparse matrix.
 
     Parameters
     ----------
@@ -124,7 +124,7 @@ class PoissonSolver:
     ----------
     mesh : Mesh
     correction : bool
-        Invert the full operator of :func:`~meshclosure.fv.laplacian.laplacian`
+        Invert the full operator of :func:`~meshclosure.fv.diffusion.laplacian`
         including its non-orthogonal correction (default; consistent on
         HEALPix and icosahedral meshes), or only its two-point part
         (``laplacian(..., correction=False)``; symmetric, but inconsistent on
@@ -142,7 +142,7 @@ class PoissonSolver:
     --------
     >>> import torch
     >>> from meshclosure.mesh import healpix
-    >>> from meshclosure.fv.laplacian import laplacian
+    >>> from meshclosure.fv.diffusion import laplacian
     >>> mesh = healpix(4)
     >>> solver = PoissonSolver(mesh)
     >>> psi = mesh.cell_center[:, 2] ** 2            # not mean-free
@@ -230,7 +230,7 @@ class PoissonSolver:
 def vertex_streamfunction(mesh: Mesh, psi_cell: Tensor, wall_value: float = 0.0) -> Tensor:
     """Streamfunction at vertices for :func:`~meshclosure.fv.transport_from_streamfunction`.
 
-    :func:`~meshclosure.fv.gradient.cell_to_vertex` (area-weighted mean of the
+    :func:`~meshclosure.fv.gradients.cell_to_vertex` (area-weighted mean of the
     cells around each vertex), then ``wall_value`` on every vertex of a
     boundary face, so that walls carry no transport (``U_b = ψ(v0) − ψ(v1) = 0``).
     On closed meshes this is ``cell_to_vertex``.

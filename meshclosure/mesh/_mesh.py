@@ -167,8 +167,10 @@ class Mesh:
             return 4.0 * math.pi * self.radius**2
         if self.is_sphere:
             return _gauss_bonnet_area(self)
-        if self.period is not None:
+        if self.period is not None and all(self.period):
             return float(self.period[0] * self.period[1])
+        if self.period is not None:   # one periodic axis: no boundary loop to integrate
+            return float(self.cell_volume.double().sum())
         if self.dim == 1:
             x = self.vertex_pos[:, 0]
             return float(x.max() - x.min())
@@ -185,7 +187,11 @@ class Mesh:
 
     # ------------------------------------------------------------- transforms
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> "Mesh":
-        """Copy to ``device`` with floating-point geometry in ``dtype``."""
+        """Copy to ``device`` with floating-point geometry in ``dtype`` (``self`` when
+        nothing would change, so per-mesh operator caches stay valid)."""
+        same_device = device is None or torch.device(device) == self.device
+        if same_device and (dtype is None or dtype == self.dtype):
+            return self
         changes = {}
         for name in _FLOAT_FIELDS:
             changes[name] = getattr(self, name).to(device=device, dtype=dtype)
@@ -226,6 +232,10 @@ class Mesh:
             cell_vertices=self.cell_vertices[perm],
             face_cells=inverse[self.face_cells],
             boundary_face_cell=inverse[self.boundary_face_cell],
+            # the family's own cell order (grids, NESTED maps, nesting) no longer holds
+            info={"family": "permuted", "permuted_family": self.family,
+                  **({"domain_area": self.info["domain_area"]}
+                     if "domain_area" in self.info else {})},
         )
 
     # ------------------------------------------------------------ validation

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from ._mesh import Mesh, MeshError
+from ._mesh import _FLOAT_FIELDS, Mesh, MeshError
 
 __all__ = ["validate_mesh"]
 
@@ -24,9 +24,10 @@ def validate_mesh(mesh: Mesh, raise_on_error: bool = True, tol: float | None = N
         problems.append((msg, list(cells), list(faces)))
 
     # 1. finite values
-    for name in ("cell_center", "cell_volume", "face_normal", "face_area", "face_center",
-                 "cell_distance", "vertex_pos"):
+    for name in _FLOAT_FIELDS:
         x = getattr(mesh, name)
+        if x.numel() == 0:
+            continue
         bad = (~torch.isfinite(x.reshape(x.shape[0], -1))).any(1).nonzero().ravel()
         if bad.numel():
             fail(f"{name} has NaN/Inf at rows {_first(bad)}; rebuild the mesh from finite "
@@ -38,10 +39,24 @@ def validate_mesh(mesh: Mesh, raise_on_error: bool = True, tol: float | None = N
 
     n = mesh.n_cells
     a, b = mesh.face_cells
-    # 2. faces join two distinct existing cells
-    out = ((mesh.face_cells < 0) | (mesh.face_cells >= n)).any(0).nonzero().ravel()
-    if out.numel():
-        fail(f"faces {_first(out)} refer to cells outside 0..{n - 1}; fix face_cells.", faces=_first(out))
+    # 2. every index refers to an existing cell or vertex
+    for name, limit, allow_pad in (("face_cells", n, False), ("boundary_face_cell", n, False),
+                                   ("face_vertices", mesh.n_vertices, False),
+                                   ("boundary_face_vertices", mesh.n_vertices, False),
+                                   ("cell_vertices", mesh.n_vertices, True)):
+        idx = getattr(mesh, name)
+        if idx.numel() == 0:
+            continue
+        low = -1 if allow_pad else 0
+        bad = ((idx < low) | (idx >= limit))
+        rows = (bad.any(0) if name in ("face_cells", "face_vertices", "boundary_face_vertices")
+                else bad.reshape(bad.shape[0], -1).any(1)).nonzero().ravel()
+        if rows.numel():
+            fail(f"{name} has entries outside {low}..{limit - 1} at {_first(rows)}; the mesh "
+                 "arrays are inconsistent: rebuild it with an adapter or from_polygons.",
+                 faces=_first(rows) if "face" in name else (),
+                 cells=_first(rows) if name == "cell_vertices" else ())
+    if problems:
         return _report(problems, raise_on_error)
     same = (a == b).nonzero().ravel()
     if same.numel():

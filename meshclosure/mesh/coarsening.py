@@ -98,8 +98,13 @@ class Coarsening:
     """
 
     def __init__(self, fine: Mesh, parent, info: dict | None = None) -> None:
-        p = np.asarray(torch.as_tensor(parent).cpu(), dtype=np.int64) \
-            if not isinstance(parent, np.ndarray) else parent.astype(np.int64)
+        raw = np.asarray(torch.as_tensor(parent).cpu()) if not isinstance(parent, np.ndarray) \
+            else parent
+        if raw.dtype.kind not in "iu":
+            raise MeshError(f"parent must be an integer array (coarse cell of each fine cell); got "
+                            f"dtype {raw.dtype}. Use native_parent(mesh, factor) or "
+                            "agglomerate(mesh, n_coarse), or cast with .long().")
+        p = raw.astype(np.int64)
         n_coarse = int(p.max()) + 1 if p.size else 0
         if p.shape != (fine.n_cells,) or p.min(initial=0) < 0 or n_coarse < 2:
             raise MeshError(f"parent must be an integer array of shape ({fine.n_cells},) with "
@@ -361,7 +366,8 @@ def native_parent(mesh: Mesh, factor: int, return_info: bool = False):
         raise ValueError(f"mesh family {fam!r} has no native nesting (icosahedral duals, meshio "
                          "and coarsened meshes do not nest); use agglomerate(mesh, n_coarse).")
     info["coarsened_from"] = mesh.n_cells
-    info.pop("domain_area", None) if fam not in ("cartesian", "column") else None
+    if fam not in ("cartesian", "column"):
+        info.pop("domain_area", None)
     parent = torch.as_tensor(parent)
     return (parent, info) if return_info else parent
 

@@ -36,8 +36,8 @@ import torch
 from torch import Tensor
 
 from ..fv.advection import cfl_dt, linear_flux, upwind_flux
-from ..fv.gradient import gradient
-from ..fv.laplacian import diffusive_flux
+from ..fv.gradients import gradient
+from ..fv.diffusion import diffusive_flux
 from ..fv.operators import divergence, transport_from_streamfunction
 from ..fv.poisson import PoissonSolver, vertex_streamfunction
 from ..mesh._mesh import Mesh
@@ -105,9 +105,12 @@ class BarotropicModel(torch.nn.Module):
                  scheme: str = "linear", closure: Optional[Closure] = None,
                  flux_noise: float = 0.0, generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
-        if not isinstance(mesh, Mesh) or mesh.dim != 2 and not mesh.is_sphere:
+        if not isinstance(mesh, Mesh) or (mesh.dim != 2 and not mesh.is_sphere):
             raise TypeError("mesh must be a 2-D meshclosure Mesh (plane or sphere); got "
                             f"{mesh!r}.")
+        for name, value in (("omega", omega), ("f0", f0), ("beta", beta)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number; got {value!r}.")
         for name, value in (("nu", nu), ("drag", drag), ("kappa", kappa),
                             ("flux_noise", flux_noise)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -115,6 +118,10 @@ class BarotropicModel(torch.nn.Module):
                                  "Use 0 to switch the term off.")
         if scheme not in ("linear", "limited", "upwind"):
             raise ValueError(f"scheme must be 'linear', 'limited' or 'upwind'; got {scheme!r}.")
+        if beta and mesh.period is not None and mesh.period[1]:
+            raise ValueError(f"beta={beta!r} needs walls in y: f = f0 + β y is not periodic, so a "
+                             "mesh periodic in y would see a jump in f at the seam. Use "
+                             "cartesian(nx, ny, lx, ly, periodic=(True, False)) (a β-channel).")
         if mesh.is_sphere and (f0 or beta):
             raise ValueError("f0/beta are for planar meshes; on the sphere f = 2Ω sin(lat): "
                              "pass omega instead.")
@@ -229,7 +236,7 @@ class BoussinesqModel(BarotropicModel):
                  buoyancy_flux: Union[Tensor, Callable, None] = None, scheme: str = "linear",
                  closure: Optional[Closure] = None, flux_noise: float = 0.0,
                  generator: Optional[torch.Generator] = None) -> None:
-        if mesh.is_sphere or mesh.n_boundary_faces == 0:
+        if not isinstance(mesh, Mesh) or mesh.is_sphere or mesh.n_boundary_faces == 0:
             raise ValueError("BoussinesqModel needs a vertical slice with walls at bottom and top, "
                              "e.g. cartesian(nx, nz, lx, lz, periodic=(True, False)).")
         super().__init__(mesh, nu=nu, kappa=kappa, scheme=scheme, closure=closure,

@@ -12,7 +12,7 @@ with all face fluxes integrated over the face and positive owner -> neighbour:
 
 * ``Φ^adv_f = U_f q_f`` (:mod:`meshclosure.fv.advection`; ``U`` the integrated
   face transport, exactly non-divergent when it comes from a streamfunction),
-* ``Φ^diff_f = −κ ∇q·n_f A_f`` (:func:`meshclosure.fv.laplacian.diffusive_flux`),
+* ``Φ^diff_f = −κ ∇q·n_f A_f`` (:func:`meshclosure.fv.diffusion.diffusive_flux`),
 * ``Φ^closure`` from the learned (or any) closure ``closure(t, state, mesh)``,
 * ``Φ^noise_f ~ N(0, σ_f²)``, one sample per face and call: a stochastic flux
   that is conservative because each face carries one value.
@@ -28,7 +28,8 @@ from typing import Callable, Dict, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..fv.advection import advection_matrix, cfl_dt, linear_flux, upwind_flux
+from ..fv.advection import (advection_matrix, cfl_dt, linear_flux, max_faces_per_cell,
+                             upwind_flux)
 from ..fv.operators import _sparse_ok, _spmm, divergence
 from ..mesh._mesh import Mesh
 
@@ -185,12 +186,8 @@ class TracerModel(torch.nn.Module):
         return flux
 
     def _diffusive_flux(self, q: Tensor) -> Tensor:
-        try:
-            from ..fv.laplacian import diffusive_flux
-        except ImportError as err:  # pragma: no cover - until fv.laplacian lands
-            raise NotImplementedError(
-                "kappa > 0 needs meshclosure.fv.laplacian.diffusive_flux, which is not "
-                "available in this installation; pass kappa=0.") from err
+        from ..fv.diffusion import diffusive_flux
+
         return diffusive_flux(self.mesh, q, self.kappa)
 
     def rhs(self, t: float, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
@@ -257,8 +254,7 @@ class TracerModel(torch.nn.Module):
         ``1/k_max`` for ``"limited"``, the no-new-extrema bound; 0.5 otherwise)."""
         if courant is None:
             if self.scheme == "limited":
-                k_max = int((self.mesh.cell_vertices >= 0).sum(1).max())
-                courant = 1.0 / k_max
+                courant = 1.0 / max_faces_per_cell(self.mesh)
             else:
                 courant = 0.5
         return cfl_dt(self.mesh, self.face_transport(t), courant)

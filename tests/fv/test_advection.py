@@ -7,7 +7,7 @@ from meshclosure.fv import divergence
 from meshclosure.fv.advection import (
     cfl_dt, face_displacement, limiter_coefficient, linear_flux, outflow_courant, upwind_flux,
 )
-from meshclosure.fv.gradient import gradient
+from meshclosure.fv.gradients import gradient
 from meshclosure.mesh import cartesian, healpix, icosahedral
 
 MESHES = {

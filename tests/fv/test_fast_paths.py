@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from meshclosure.fv.advection import advection_matrix, linear_flux, upwind_flux
-from meshclosure.fv.gradient import gradient
+from meshclosure.fv.gradients import gradient
 from meshclosure.fv.operators import divergence
 from meshclosure.mesh import cartesian
 from meshclosure.solver.steppers import ssprk3_step

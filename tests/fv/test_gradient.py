@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from conftest import real_harmonics as _harmonics_and_degrees
-from meshclosure.fv.gradient import (LeastSquaresGradient, cell_to_vertex, face_gradient_normal,
+from meshclosure.fv.gradients import (LeastSquaresGradient, cell_to_vertex, face_gradient_normal,
                                      face_interpolate, gradient)
 from meshclosure.mesh import cartesian, healpix, icosahedral
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from meshclosure.fv import divergence
-from meshclosure.fv.laplacian import (boundary_diffusive_flux, diffusive_flux,
+from meshclosure.fv.diffusion import (boundary_diffusive_flux, diffusive_flux,
                                       face_normal_derivative, laplacian)
 from conftest import real_harmonics
 from meshclosure.mesh import cartesian, healpix, icosahedral

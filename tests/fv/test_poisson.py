@@ -18,8 +18,8 @@ import torch
 
 from conftest import real_harmonics
 from meshclosure.fv import divergence, transport_from_streamfunction
-from meshclosure.fv.gradient import cell_to_vertex
-from meshclosure.fv.laplacian import laplacian
+from meshclosure.fv.gradients import cell_to_vertex
+from meshclosure.fv.diffusion import laplacian
 from meshclosure.fv.poisson import PoissonSolver, laplacian_matrix, vertex_streamfunction
 from meshclosure.mesh import cartesian, healpix, icosahedral
 

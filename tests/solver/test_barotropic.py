@@ -91,7 +91,8 @@ def test_vorticity_and_tracer_totals_conserved(make):
     for c in (None, closure):
         model = BarotropicModel(mesh, omega=2.0, beta=0.0, nu=1e-3, kappa=1e-3, closure=c)
         if not mesh.is_sphere:
-            model = BarotropicModel(mesh, f0=1.0, beta=0.5, nu=1e-3, kappa=1e-3, closure=c)
+            beta = 0.5 if mesh.period is None else 0.0   # β-plane needs walls in y
+            model = BarotropicModel(mesh, f0=1.0, beta=beta, nu=1e-3, kappa=1e-3, closure=c)
         dt = model.cfl_dt(zeta, 0.3)
         res = integrate(model, {"zeta": zeta, "q": q}, dt, 200, progress=False)
         for name, x0 in (("zeta", zeta), ("q", q)):
@@ -122,7 +123,7 @@ def test_streamfunction_inverts_vorticity_and_transport_is_nondivergent():
     model = BarotropicModel(mesh)
     zeta = rossby_haurwitz_zeta(mesh)
     zeta = zeta - (mesh.cell_volume * zeta).sum() / mesh.cell_volume.sum()
-    from meshclosure.fv.laplacian import laplacian
+    from meshclosure.fv.diffusion import laplacian
 
     psi = model.streamfunction(zeta)
     assert torch.allclose(laplacian(mesh, psi), zeta, atol=1e-12 * float(zeta.abs().max()))
@@ -179,3 +180,21 @@ def test_boussinesq_rest_state_and_convection():
     tend = heated.rhs(0.0, {"zeta": torch.zeros_like(z), "b": torch.zeros_like(z)})
     total = float((mesh.cell_volume * tend["b"]).sum())
     assert total == pytest.approx(0.1 * 2.0, rel=1e-12)
+
+
+def test_beta_plane_needs_walls_and_gives_rossby_wave_tendency():
+    """f = f0 + βy is not periodic: refused on a y-periodic mesh. In a channel, the
+    β term of a small wave equals −β v in the interior (v = ∂ψ/∂x)."""
+    with pytest.raises(ValueError, match="needs walls in y"):
+        BarotropicModel(cartesian(8, 8, 1.0, 1.0), beta=1.0)
+    n = 64
+    mesh = cartesian(n, n, 2 * math.pi, 2 * math.pi, periodic=(True, False))
+    x, y = mesh.cell_center.T
+    psi = 1e-3 * torch.sin(x) * torch.sin(y / 2)      # ψ = 0 on both walls
+    zeta = -1.25 * psi                                 # ∇²ψ
+    beta = BarotropicModel(mesh, beta=1.0).rhs(0.0, {"zeta": zeta})["zeta"]
+    plain = BarotropicModel(mesh).rhs(0.0, {"zeta": zeta})["zeta"]
+    v = 1e-3 * torch.cos(x) * torch.sin(y / 2)
+    inside = (y > 0.5) & (y < 2 * math.pi - 0.5)
+    err = (beta - plain + v)[inside].abs().max() / v.abs().max()
+    assert float(err) < 0.02

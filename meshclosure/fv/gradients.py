@@ -254,7 +254,7 @@ def face_gradient_normal(mesh: Mesh, q: Tensor) -> Tensor:
     """Two-point normal derivative ``(q_b − q_a) / d_f`` on each face, ``(n_faces, ...)``.
 
     Exact for linear fields only on orthogonal faces (owner→neighbour line
-    along ``n_f``); :func:`meshclosure.fv.laplacian.face_normal_derivative`
+    along ``n_f``); :func:`meshclosure.fv.diffusion.face_normal_derivative`
     adds the non-orthogonal correction.
 
     Examples

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from ..mesh._mesh import Mesh
-from .gradient import _cached, _expand, displacement
+from .gradients import _cached, _expand, displacement
 from .operators import _check_rows, divergence
 
 __all__ = ["diffusive_flux", "boundary_diffusive_flux", "face_normal_derivative", "laplacian"]
