@@ -142,7 +142,12 @@ class LeastSquaresGradient:
     """
 
     def __init__(self, mesh: Mesh, weight_power: float = 2.0) -> None:
-        self.mesh = mesh
+        # keep only what __call__ needs: holding the mesh would keep it alive in the
+        # per-mesh (weak-key) cache forever
+        self.n_cells, self.dim = mesh.n_cells, mesh.dim
+        self.n_boundary_faces = mesh.n_boundary_faces
+        self.boundary_face_cell = mesh.boundary_face_cell
+        self.device = mesh.device
         self.weight_power = float(weight_power)
         m = mesh.double()
         a, b = m.face_cells[0], m.face_cells[1]
@@ -177,7 +182,7 @@ class LeastSquaresGradient:
         """The vectors ``c_ij`` ``(n_directed [+ n_boundary_faces], d)`` in ``dtype`` on ``device``."""
         key = (dirichlet, dtype, torch.device(device))
         if key not in self._coef:
-            self._coef[key] = self._coef[(dirichlet, torch.float64, self.mesh.device)].to(
+            self._coef[key] = self._coef[(dirichlet, torch.float64, self.device)].to(
                 device=device, dtype=dtype)
         return self._coef[key]
 
@@ -187,7 +192,7 @@ class LeastSquaresGradient:
         ``boundary_value`` ``(n_boundary_faces, ...)``: Dirichlet values at the
         boundary face centres; ``None`` leaves boundary faces out of the fit.
         """
-        mesh = self.mesh
+        mesh = self
         _check_rows("q", q, mesh.n_cells, "n_cells")
         cell, nb = self.cell.to(q.device), self.neighbour.to(q.device)
         diff = q[nb] - q[cell]

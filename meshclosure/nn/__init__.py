@@ -1,0 +1,21 @@
+"""Closure models that conserve by construction (DESIGN.md §7).
+
+Every model maps cell inputs on a :class:`~meshclosure.mesh.Mesh` (or its
+graph) to integrated face fluxes ``(n_faces, n_vars)`` through an
+antisymmetric head, so ``Σ_i V_i div(Φ)_i = 0`` to rounding for any weights.
+Build models by name with :func:`build_model`; check your own models with
+:mod:`meshclosure.testing`.
+"""
+from .heads import (HEADS, FaceGeometry, FluxModel, PairwiseHead, PotentialHead, VectorHead,
+                    face_geometry)
+from .registry import (ALL_FAMILIES, UnknownModelError, UnsupportedMeshError, build_model,
+                       check_family, list_models, model_families, register)
+from .mlp import GlobalMLP, mlp  # noqa: I001  (registers "mlp_global")
+from .mgn import MeshGraphNet  # registers "mgn"
+
+__all__ = [
+    "build_model", "list_models", "register", "model_families", "check_family",
+    "UnsupportedMeshError", "UnknownModelError", "ALL_FAMILIES",
+    "PairwiseHead", "PotentialHead", "VectorHead", "HEADS", "FluxModel", "FaceGeometry",
+    "face_geometry", "mlp", "GlobalMLP", "MeshGraphNet",
+]

@@ -1,0 +1,368 @@
+"""Invariant checks for closure models, public so users test their own models the same way.
+
+- :func:`assert_antisymmetric`: ``Φ_ba = −Φ_ab`` (flux through a face reverses
+  with its orientation);
+- :func:`assert_conservative`: ``Σ_i V_i div(Φ)_i = 0`` (nothing created or
+  destroyed by the interior fluxes);
+- :func:`assert_equivariant`: renumbering cells and faces permutes the outputs
+  the same way; rotating the sphere (with the vector inputs) or translating a
+  plane leaves the face fluxes unchanged.
+
+A *model* here is any callable ``model(mesh, x)`` returning face fluxes
+``(n_faces, ...)`` or ``(mean, log_var)``; every :mod:`meshclosure.nn` model
+qualifies. Failures raise ``AssertionError`` with the largest deviation and
+where it occurs. Helpers :func:`flip_faces`, :func:`permute_faces`,
+:func:`rotate_mesh`, :func:`translate_mesh` build the transformed meshes.
+
+Examples
+--------
+>>> import torch
+>>> from meshclosure.mesh import healpix
+>>> from meshclosure.nn import build_model
+>>> mesh = healpix(2)
+>>> x = torch.randn(mesh.n_cells, 1, dtype=torch.float64)
+>>> model = build_model("mgn", mesh, hidden=8, n_blocks=1).double()
+>>> assert_antisymmetric(model, mesh, x)
+>>> assert_conservative(model, mesh, x)
+>>> assert_equivariant(model, mesh, x, transform="permutation")
+
+A flux that ignores orientation is caught:
+
+>>> assert_antisymmetric(lambda m, x: m.face_area[:, None] * 0 + 1.0, mesh, x)
+Traceback (most recent call last):
+...
+AssertionError: antisymmetry (flipped faces): max deviation 2 at face 0, column 0 ...
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .mesh._mesh import Mesh
+
+__all__ = ["assert_antisymmetric", "assert_conservative", "assert_equivariant", "flip_faces",
+           "permute_faces", "rotate_mesh", "translate_mesh", "random_rotation", "small_meshes"]
+
+#: Default relative tolerance of "zero up to rounding", per dtype.
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2,
+             torch.bfloat16: 1e-2}
+
+
+def _mean(out: Any) -> Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _tol(t: Tensor, tol: float | None) -> float:
+    return TOLERANCE.get(t.dtype, 1e-12) if tol is None else tol
+
+
+def _compare(what: str, got: Tensor, expected: Tensor, tol: float, rows: str = "face") -> None:
+    """AssertionError unless ``|got − expected| <= tol · max(1, max|expected|)`` everywhere."""
+    got, expected = got.detach(), expected.detach()
+    if got.shape != expected.shape:
+        raise AssertionError(f"{what}: shape {tuple(got.shape)} != expected "
+                             f"{tuple(expected.shape)}")
+    if got.numel() == 0:
+        return
+    dev = (got - expected).abs()
+    scale = max(1.0, float(expected.abs().max()))
+    worst = float(dev.max())
+    if not worst <= tol * scale:              # also catches NaN
+        flat = int(torch.nan_to_num(dev, nan=math.inf).reshape(-1).argmax())
+        idx = list(torch.unravel_index(torch.tensor(flat), dev.shape))
+        where = f"{rows} {int(idx[0])}" + (f", column {int(idx[1])}" if len(idx) > 1 else "")
+        raise AssertionError(
+            f"{what}: max deviation {worst:.3g} at {where} (got {float(got[tuple(idx)]):.6g}, "
+            f"expected {float(expected[tuple(idx)]):.6g}); tolerance {tol:.1e} x {scale:.3g}")
+
+
+# --------------------------------------------------------------- transforms
+def flip_faces(mesh: Mesh) -> Mesh:
+    """The same mesh with every face's orientation reversed: owner and
+    neighbour swapped, normal negated, ``face_vertices`` swapped (they stay
+    counter-clockwise around the new owner)."""
+    return dataclasses.replace(mesh, face_cells=mesh.face_cells.flip(0),
+                               face_normal=-mesh.face_normal,
+                               face_vertices=mesh.face_vertices.flip(0))
+
+
+def permute_faces(mesh: Mesh, perm: Tensor) -> Mesh:
+    """Renumber faces: new face ``f`` is old face ``perm[f]`` (cells unchanged).
+
+    Parameters
+    ----------
+    perm : LongTensor, shape (n_faces,)
+    """
+    perm = torch.as_tensor(perm, dtype=torch.long, device=mesh.device)
+    if perm.shape != (mesh.n_faces,) or not torch.equal(
+            torch.sort(perm).values, torch.arange(mesh.n_faces, device=mesh.device)):
+        raise ValueError(f"perm must be a permutation of range(n_faces={mesh.n_faces}); got "
+                         f"shape {tuple(perm.shape)}. Pass e.g. torch.randperm(mesh.n_faces).")
+    return dataclasses.replace(
+        mesh, face_cells=mesh.face_cells[:, perm], face_normal=mesh.face_normal[perm],
+        face_area=mesh.face_area[perm], face_center=mesh.face_center[perm],
+        cell_distance=mesh.cell_distance[perm], face_vertices=mesh.face_vertices[:, perm])
+
+
+def random_rotation(seed: int = 0, dtype: torch.dtype = torch.float64) -> Tensor:
+    """A random proper rotation ``(3, 3)`` (QR of a Gaussian matrix, det +1)."""
+    gen = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=gen, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))[None, :]
+    if torch.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q.to(dtype)
+
+
+def rotate_mesh(mesh: Mesh, rotation: Tensor) -> Mesh:
+    """Rotate every position and direction of a sphere mesh: ``p -> R p``."""
+    if mesh.dim != 3:
+        raise ValueError(f"rotate_mesh needs a mesh embedded in 3-D (a sphere); got dim="
+                         f"{mesh.dim} ({mesh!r}). Use transform='translation' on the plane.")
+    R = rotation.to(mesh.dtype).to(mesh.device)
+    rot = {name: getattr(mesh, name) @ R.T for name in (
+        "cell_center", "face_center", "face_normal", "vertex_pos", "boundary_face_normal",
+        "boundary_face_center")}
+    return dataclasses.replace(mesh, **rot)
+
+
+def translate_mesh(mesh: Mesh, shift: Sequence[float]) -> Mesh:
+    """Translate a planar mesh by ``shift``; on a periodic axis positions wrap mod the period."""
+    if mesh.is_sphere:
+        raise ValueError("translate_mesh needs a planar mesh; use transform='rotation' on the "
+                         f"sphere. Got {mesh!r}.")
+    s = torch.as_tensor(shift, dtype=mesh.dtype, device=mesh.device)
+
+    def move(p: Tensor) -> Tensor:
+        p = p + s
+        if mesh.period is not None:
+            for axis, length in enumerate(mesh.period):
+                if length:
+                    p[:, axis] = torch.remainder(p[:, axis], length)
+        return p
+    return dataclasses.replace(
+        mesh, cell_center=move(mesh.cell_center), face_center=move(mesh.face_center),
+        vertex_pos=move(mesh.vertex_pos), boundary_face_center=move(mesh.boundary_face_center))
+
+
+# --------------------------------------------------------------- assertions
+def assert_antisymmetric(model: Callable, mesh: Mesh, x: Any = None, tol: float | None = None,
+                         check_flip: bool = True) -> None:
+    """Check ``Φ_ba = −Φ_ab``.
+
+    Two checks:
+
+    1. *Directed form, exactly* (when ``model`` has ``directed_fluxes(mesh, x)``
+       returning ``(2 n_faces, ...)`` in the order of ``edge_index``): the
+       second half must be bit-for-bit the negated first half; a log-variance,
+       if returned, bit-for-bit equal on both senses.
+    2. *Flipped mesh* (``check_flip``): evaluating on :func:`flip_faces` ``(mesh)``
+       must negate the face fluxes (to ``tol`` relative: message passing sums
+       in another order).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(mesh, x)`` -> ``(n_faces, ...)`` or ``(mean, log_var)``.
+    mesh : Mesh
+    x : Tensor, optional
+        Cell inputs.
+    tol : float, optional
+        Relative tolerance of check 2 (default 1e-12 float64, 1e-5 float32).
+    """
+    directed = getattr(model, "directed_fluxes", None)
+    if directed is not None:
+        out = directed(mesh, x)
+        mean, log_var = (out if isinstance(out, (tuple, list)) else (out, None))
+        n = mesh.n_faces
+        _compare("antisymmetry (directed form, exact)", mean[n:], -mean[:n], 0.0)
+        if log_var is not None:
+            _compare("log-variance symmetry (directed form, exact)", log_var[n:], log_var[:n],
+                     0.0)
+    if check_flip:
+        out, out_flip = model(mesh, x), model(flip_faces(mesh), x)
+        mean = _mean(out)
+        _compare("antisymmetry (flipped faces)", _mean(out_flip), -mean, _tol(mean, tol))
+        if isinstance(out, (tuple, list)):
+            _compare("log-variance symmetry (flipped faces)", out_flip[1], out[1],
+                     _tol(mean, tol))
+
+
+def assert_conservative(fluxes: Tensor | Callable, mesh: Mesh, x: Any = None,
+                        tol: float | None = None, kind: str = "auto") -> None:
+    """Check that the output conserves the transported quantity.
+
+    - face fluxes ``Φ (n_faces, ...)``: ``Σ_i V_i div(Φ)_i = 0`` relative to
+      ``Σ_f |Φ_f|`` (always true for interior face fluxes unless the output has
+      NaN/Inf or the divergence is broken: it checks the pipeline);
+    - cell tendencies ``T (n_cells, ...)`` (a model predicting ``dq/dt``
+      directly): ``Σ_i V_i T_i = 0`` relative to ``Σ_i V_i |T_i|``; this fails
+      for a generic cell-wise model, which is why closures go through face fluxes.
+
+    Parameters
+    ----------
+    fluxes : Tensor or callable
+        The output, or a model called as ``fluxes(mesh, x)``.
+    mesh : Mesh
+    x : Tensor, optional
+    tol : float, optional
+        Relative tolerance (default 1e-12 float64, 1e-5 float32).
+    kind : {"auto", "flux", "tendency"}
+        How to read the output; ``"auto"`` decides by its number of rows.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from meshclosure.mesh import cartesian
+    >>> mesh = cartesian(8, 8)
+    >>> assert_conservative(torch.randn(mesh.n_faces, 2, dtype=torch.float64), mesh)
+    >>> assert_conservative(torch.rand(mesh.n_cells, dtype=torch.float64), mesh)
+    Traceback (most recent call last):
+    ...
+    AssertionError: conservation: |Σ V T| / Σ V|T| = 1 in column 0 ...
+    """
+    from .fv import divergence
+
+    out = _mean(fluxes(mesh, x) if callable(fluxes) else fluxes).detach()
+    if kind == "auto":
+        kind = ("flux" if out.shape[:1] == (mesh.n_faces,) else
+                "tendency" if out.shape[:1] == (mesh.n_cells,) else "?")
+    if kind not in ("flux", "tendency"):
+        raise ValueError(f"output has shape {tuple(out.shape)}: expected n_faces="
+                         f"{mesh.n_faces} rows (fluxes) or n_cells={mesh.n_cells} rows "
+                         f"(tendencies); or pass kind='flux'|'tendency'.")
+    volume = mesh.cell_volume.to(out.dtype).reshape((-1,) + (1,) * (out.dim() - 1))
+    if kind == "flux":
+        total, scale, label = (volume * divergence(mesh, out)).sum(0), out.abs().sum(0), \
+            "|Σ V div Φ| / Σ|Φ|"
+    else:
+        total, scale, label = (volume * out).sum(0), (volume * out.abs()).sum(0), \
+            "|Σ V T| / Σ V|T|"
+    rel = (total.abs() / scale.clamp_min(torch.finfo(out.dtype).tiny)).reshape(-1)
+    t = _tol(out, tol)
+    if not bool((rel <= t).all()):
+        k = int(torch.nan_to_num(rel, nan=math.inf).argmax())
+        raise AssertionError(f"conservation: {label} = {float(rel[k]):.3g} in column {k} "
+                             f"(sum = {float(total.reshape(-1)[k]):.3g}); tolerance {t:.1e}")
+
+
+def assert_equivariant(model: Callable, mesh: Mesh, x: Tensor | None = None,
+                       transform: str = "permutation", vectors: Sequence[Sequence[int]] = (),
+                       tol: float | None = None, seed: int = 0) -> None:
+    """Check a model against a symmetry of the mesh.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(mesh, x)`` -> face outputs ``(n_faces, ...)`` (or cell outputs
+        ``(n_cells, ...)`` for ``"permutation"``), or ``(mean, log_var)``.
+    mesh : Mesh
+    x : Tensor, shape (n_cells, n_features), optional
+        Cell inputs.
+    transform : {"permutation", "rotation", "translation"}
+        - ``"permutation"``: random renumbering of cells
+          (:meth:`Mesh.permute_cells`) and faces (:func:`permute_faces`); the
+          inputs are renumbered too and the outputs must be renumbered the same way.
+        - ``"rotation"`` (sphere): random rotation of the whole mesh
+          (:func:`rotate_mesh`) and of the vector input columns ``vectors``;
+          the face outputs must be unchanged.
+        - ``"translation"`` (plane): random shift of all positions (wrapped on
+          periodic axes, :func:`translate_mesh`); outputs unchanged.
+    vectors : sequence of column-index triples
+        Columns of ``x`` holding 3-D vectors to rotate, e.g. ``[(1, 2, 3)]``.
+    tol : float, optional
+        Relative tolerance (default 1e-12 float64 for permutations; 1e-10 for
+        rotations and translations; 1e-5 float32).
+    seed : int
+        Seed of the random transform.
+
+    Examples
+    --------
+    A flux that reads global coordinates is not rotation invariant:
+
+    >>> import torch
+    >>> from meshclosure.mesh import icosahedral
+    >>> mesh = icosahedral(1)
+    >>> def northward(m, x):
+    ...     return m.face_normal[:, 2:] * m.face_area[:, None]
+    >>> assert_equivariant(northward, mesh, transform="rotation")
+    Traceback (most recent call last):
+    ...
+    AssertionError: rotation invariance: max deviation ...
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out = _mean(model(mesh, x))
+    if tol is None:
+        tol = TOLERANCE.get(out.dtype, 1e-12)
+        if transform != "permutation" and out.dtype == torch.float64:
+            tol = 1e-10
+    if transform == "permutation":
+        pc = torch.randperm(mesh.n_cells, generator=gen).to(mesh.device)
+        pf = torch.randperm(mesh.n_faces, generator=gen).to(mesh.device)
+        new = permute_faces(mesh.permute_cells(pc), pf)
+        got = _mean(model(new, None if x is None else x[pc]))
+        if out.shape[:1] == (mesh.n_faces,):
+            _compare("permutation equivariance", got, out[pf], tol, "face (renumbered)")
+        elif out.shape[:1] == (mesh.n_cells,):
+            _compare("permutation equivariance", got, out[pc], tol, "cell (renumbered)")
+        else:
+            raise ValueError(f"model output has {out.shape[0]} rows; expected n_faces="
+                             f"{mesh.n_faces} or n_cells={mesh.n_cells}.")
+    elif transform == "rotation":
+        if not mesh.is_sphere:
+            raise ValueError(f"transform='rotation' needs a sphere mesh; got {mesh!r}. Use "
+                             "'translation' or 'permutation' on the plane.")
+        R = random_rotation(seed, mesh.dtype).to(mesh.device)
+        x_new = x
+        if vectors:
+            x_new = x.clone()
+            for cols in vectors:
+                cols = list(cols)
+                x_new[:, cols] = x[:, cols] @ R.T.to(x.dtype)
+        _compare("rotation invariance", _mean(model(rotate_mesh(mesh, R), x_new)), out, tol)
+    elif transform == "translation":
+        if mesh.is_sphere:
+            raise ValueError(f"transform='translation' needs a planar mesh; got {mesh!r}. Use "
+                             "'rotation' on the sphere.")
+        extent = (mesh.period if mesh.period is not None
+                  else (mesh.vertex_pos.max(0).values - mesh.vertex_pos.min(0).values).tolist())
+        shift = torch.rand(mesh.dim, generator=gen, dtype=torch.float64) * torch.tensor(
+            [float(e) for e in extent], dtype=torch.float64)
+        _compare("translation invariance", _mean(model(translate_mesh(mesh, shift), x)), out,
+                 tol)
+    else:
+        raise ValueError(f"transform={transform!r} is not one of 'permutation', 'rotation', "
+                         "'translation'.")
+
+
+_SMALL: dict[str, Mesh] = {}
+
+
+def small_meshes() -> dict[str, Mesh]:
+    """Small float64 meshes of every family, for running the checks across families.
+
+    ``cartesian-8x8`` (periodic), ``cartesian-channel-6x4`` (walls in y),
+    ``healpix-2``, ``icosahedral-2``, ``dual-1`` (hexagons/pentagons),
+    ``coarsened`` (``icosahedral(2)`` agglomerated to 40 cells). Built once
+    and cached.
+
+    >>> sorted({m.family for m in small_meshes().values()})
+    ['cartesian', 'coarsened', 'healpix', 'icosahedral']
+    """
+    if not _SMALL:
+        from .mesh import Coarsening, agglomerate, cartesian, healpix, icosahedral
+
+        ico = icosahedral(2)
+        _SMALL.update({
+            "cartesian-8x8": cartesian(8, 8),
+            "cartesian-channel-6x4": cartesian(6, 4, 1.5, 1.0, periodic=(True, False)),
+            "healpix-2": healpix(2),
+            "icosahedral-2": ico,
+            "dual-1": icosahedral(1, dual=True),
+            "coarsened": Coarsening(ico, agglomerate(ico, 40)).coarse,
+        })
+    return dict(_SMALL)
