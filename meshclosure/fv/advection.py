@@ -51,28 +51,14 @@ import torch
 from torch import Tensor
 
 from ..mesh._mesh import Mesh
-from .gradients import LeastSquaresGradient, _cached, displacement, gradient
-from .operators import _csr, _sparse_cached, _sparse_ok, _spmm
+from .gradients import LeastSquaresGradient, _cached, _expand, displacement, gradient
+from .operators import _check_rows, _csr, _sparse_cached, _sparse_ok, _spmm
 
 __all__ = ["upwind_flux", "linear_flux", "limiter_coefficient", "face_displacement",
            "cfl_dt", "outflow_courant", "LIMITERS"]
 
 LIMITERS = (None, "barth_jespersen", "venkatakrishnan")
 """Accepted values of ``limiter`` in :func:`linear_flux`."""
-
-
-def _check_rows(name: str, x: Tensor, n: int, what: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}. "
-                        f"Wrap it with torch.as_tensor(...).")
-    if x.dim() == 0 or x.shape[0] != n:
-        raise ValueError(f"{name} must have {what} = {n} rows (dim 0); got shape "
-                         f"{tuple(x.shape)}. Put the {what[2:-1]} dimension first.")
-
-
-def _expand(x: Tensor, like: Tensor) -> Tensor:
-    """Right-pad ``x`` (n,) with singleton dims to broadcast against ``like`` (n, ...)."""
-    return x.reshape(x.shape + (1,) * (like.dim() - x.dim()))
 
 
 def face_displacement(mesh: Mesh) -> tuple[Tensor, Tensor]:
@@ -229,8 +215,7 @@ def linear_flux(mesh: Mesh, q: Tensor, U: Tensor, grad: Optional[Tensor] = None,
 
     Examples
     --------
-    A linear field is reconstructed exactly at the faces of a periodic grid
-    away from the wrap-around:
+    A linear field is reconstructed exactly at the faces of a bounded grid:
 
     >>> import torch
     >>> from meshclosure.mesh import cartesian

@@ -89,6 +89,10 @@ def _divergence_matrix(mesh: Mesh, dtype: torch.dtype, device: torch.device) -> 
 
 
 def _check_rows(name: str, x: Tensor, n: int, what: str) -> None:
+    """Raise a clear error unless ``x`` is a tensor with ``n`` rows along dim 0."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}. "
+                        "Wrap it with torch.as_tensor(...).")
     if x.dim() == 0 or x.shape[0] != n:
         raise ValueError(f"{name} must have {what} = {n} rows (dim 0); got shape "
                          f"{tuple(x.shape)}. Put the {what.split('_')[1]} dimension first.")

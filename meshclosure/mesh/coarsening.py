@@ -404,7 +404,10 @@ def agglomerate(mesh: Mesh, n_coarse: int, seed: int = 0) -> torch.Tensor:
     w = mesh.cell_distance.double().cpu().numpy()
     graph = coo_matrix((np.r_[w, w], (np.r_[fc[0], fc[1]], np.r_[fc[1], fc[0]])),
                        shape=(mesh.n_cells,) * 2).tocsr()
-    _, _, source = dijkstra(graph, indices=seeds, min_only=True, return_predecessors=True)
+    dist, _, source = dijkstra(graph, indices=seeds, min_only=True, return_predecessors=True)
+    while len(seeds) < n_coarse:   # centroids that fell on the same cell: add the farthest cells
+        seeds = np.append(seeds, int(np.argmax(np.where(np.isfinite(dist), dist, -1.0))))
+        dist, _, source = dijkstra(graph, indices=seeds, min_only=True, return_predecessors=True)
     if np.any(source < 0):
         raise MeshError("agglomerate: some cells are not connected to any seed (the face graph "
                         "has several components); coarsen each component separately.")

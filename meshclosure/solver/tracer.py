@@ -51,7 +51,10 @@ class TracerModel(torch.nn.Module):
     transport : Tensor, shape (n_faces,), or callable ``t -> Tensor (n_faces,)``
         Integrated face transports ``U_f`` (length²/time), positive owner ->
         neighbour, e.g. :func:`meshclosure.fv.transport_from_streamfunction`;
-        a callable for time-dependent flows.
+        a callable for time-dependent flows. A fixed tensor is turned into a
+        cached advection matrix; change the flow by assigning a new tensor
+        (``model.transport = U2``) or with in-place torch ops, not through
+        ``U.data`` or ``U.numpy()``, which the cache cannot see.
     kappa : float or Tensor (n_faces,)
         Diffusivity (length²/time); ``0`` disables diffusion.
     source : Tensor (n_cells, ...) or callable ``(t, state) -> Tensor``, optional
