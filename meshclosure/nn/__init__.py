@@ -14,10 +14,12 @@ from .mlp import GlobalMLP, mlp  # noqa: I001  (registers "mlp_global")
 from .mgn import MeshGraphNet  # registers "mgn"
 from .cnn import CartesianCNN  # registers "cnn"
 from .fno import FNO  # registers "fno"
+from .chebyshev import ChebConv, ChebNetClosure  # registers "chebnet"
 
 __all__ = [
     "build_model", "list_models", "register", "model_families", "check_family",
     "UnsupportedMeshError", "UnknownModelError", "ALL_FAMILIES",
     "PairwiseHead", "PotentialHead", "VectorHead", "HEADS", "FluxModel", "FaceGeometry",
     "face_geometry", "mlp", "GlobalMLP", "MeshGraphNet", "CartesianCNN", "FNO",
+    "ChebConv", "ChebNetClosure",
 ]
