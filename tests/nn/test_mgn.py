@@ -141,7 +141,11 @@ def test_registry_refuses_unsupported_family(healpix_only):
     msg = str(err.value)
     assert "supports mesh families ('healpix',)" in msg
     assert "family 'icosahedral'" in msg
-    assert "Use 'mgn' or 'mlp_global' instead" in msg
+    # the suggestions are exactly the registered models that support the family
+    suggested = msg.split("Use ")[-1].removesuffix(" instead.").split(" or ")
+    assert "'mgn'" in suggested
+    assert sorted(s.strip("'") for s in suggested) == sorted(
+        n for n in list_models() if "icosahedral" in model_families(n))
     assert isinstance(err.value, ValueError)
 
 
