@@ -1,4 +1,4 @@
-"""Advective face fluxes in flux form: first-order upwind and limited linear reconstruction.
+"""Advective face fluxes in flux form: upwind, linear (limited or not) and quadratic reconstruction.
 
 Given integrated face transports ``U_f`` (volume transport through face ``f``,
 positive owner ``a`` -> neighbour ``b``; e.g. from
@@ -25,6 +25,20 @@ and its face neighbours, keeps every reconstructed face value inside
 doi:10.1006/jcph.1995.1084) variant replaces ``min(1, y)`` by
 ``(y² + 2y)/(y² + y + 2)`` (differentiable everywhere; it may overshoot
 slightly).
+
+Quadratic reconstruction (``quadratic_flux``). The face value comes instead
+from the upwind cell's weighted quadratic least-squares fit over the cells
+sharing a vertex with it or two faces away (the fit of
+:mod:`meshclosure.fv.diffusion`; geodesic normal coordinates on the sphere)::
+
+    q_f = q_up + g_up · s_{up,f} + ½ s_{up,f}ᵀ H_up s_{up,f}               (3)
+
+The flux is still evaluated at one point per face (the midpoint rule), so the
+scheme stays formally second order, but its reconstruction error is O(h³)
+on any mesh. On HEALPix and the icosahedral duals this lifts the l2
+convergence order of Williamson's cosine bell (whose second derivative jumps
+at its edge) from 1.78 with (1) to 1.9–2.0, at about three times the
+non-zeros per row (not monotone; no limiter).
 
 No new extrema (limited scheme). For a non-divergent flow, a forward-Euler
 step with face values from (2) stays inside the global ``[min q, max q]``
@@ -54,11 +68,14 @@ from ..mesh._mesh import Mesh
 from .gradients import LeastSquaresGradient, _cached, _expand, displacement, gradient
 from .operators import _check_rows, _csr, _sparse_cached, _sparse_ok, _spmm
 
-__all__ = ["upwind_flux", "linear_flux", "limiter_coefficient", "face_displacement",
-           "cfl_dt", "outflow_courant", "LIMITERS"]
+__all__ = ["upwind_flux", "linear_flux", "quadratic_flux", "limiter_coefficient",
+           "face_displacement", "cfl_dt", "outflow_courant", "LIMITERS", "MATRIX_SCHEMES"]
 
 LIMITERS = (None, "barth_jespersen", "venkatakrishnan")
 """Accepted values of ``limiter`` in :func:`linear_flux`."""
+
+MATRIX_SCHEMES = ("linear", "upwind", "quadratic")
+"""Schemes linear in ``q`` (for a fixed transport), with a matrix form :func:`advection_matrix`."""
 
 
 def face_displacement(mesh: Mesh) -> tuple[Tensor, Tensor]:
@@ -262,10 +279,98 @@ def linear_flux(mesh: Mesh, q: Tensor, U: Tensor, grad: Optional[Tensor] = None,
     return torch.where(Ue >= 0, Ue * qa, Ue * qb)
 
 
+class _QuadraticGeometry:
+    """Per-mesh pieces of (3): the fit of :mod:`meshclosure.fv.diffusion` and, per face
+    and side, the monomials ``φ(s_{c,f})`` of the displacement to the face centre."""
+
+    def __init__(self, mesh: Mesh) -> None:
+        from .diffusion import _geometry, _local_basis, _monomials
+
+        m = mesh.double()
+        fit = _geometry(mesh)
+        self.i, self.j, self.coef = fit.i, fit.j, fit.coef           # (pairs,), (pairs, k)
+        basis = _local_basis(m)
+        self.phi = []
+        for c, r in zip(m.face_cells, face_displacement(m)):
+            self.phi.append(_monomials(torch.einsum("ftd,fd->ft", basis[c], r.double())))
+        self._cast: dict = {}
+
+    def get(self, name: str, like: Tensor):
+        key = (name, like.dtype, like.device)
+        if key not in self._cast:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                value = [v.to(device=like.device, dtype=like.dtype) for v in value]
+            else:
+                value = value.to(device=like.device, dtype=like.dtype) \
+                    if value.is_floating_point() else value.to(device=like.device)
+            self._cast[key] = value
+        return self._cast[key]
+
+
+def _quadratic(mesh: Mesh) -> _QuadraticGeometry:
+    return _cached(mesh, "quadratic_reconstruction", lambda: _QuadraticGeometry(mesh))
+
+
+def quadratic_flux(mesh: Mesh, q: Tensor, U: Tensor) -> Tensor:
+    """Advective face flux from the upwind cell's quadratic reconstruction, eq. (3).
+
+    ``Φ_f = U_f q_f`` with ``q_f`` the upwind cell's weighted quadratic
+    least-squares fit evaluated at the face centre: exact for quadratic fields
+    on any mesh, second order overall (one flux point per face), and markedly
+    more accurate than :func:`linear_flux` on HEALPix and hexagonal meshes.
+    Not limited: it can create small new extrema near sharp features.
+
+    Parameters
+    ----------
+    mesh : Mesh
+    q : Tensor, shape (n_cells, ...)
+    U : Tensor, shape (n_faces,)
+        Integrated face transports, positive owner -> neighbour.
+
+    Returns
+    -------
+    Tensor, shape (n_faces, ...)
+
+    Examples
+    --------
+    A quadratic field is reconstructed exactly at every face of a bounded grid:
+
+    >>> import torch
+    >>> from meshclosure.mesh import cartesian
+    >>> mesh = cartesian(8, 8, 1.0, 1.0, periodic=False)
+    >>> quad = lambda p: 1 + 2 * p[:, 0] - p[:, 1] + 3 * p[:, 0] ** 2 + p[:, 0] * p[:, 1]
+    >>> U = torch.ones(mesh.n_faces, dtype=torch.float64)
+    >>> phi = quadratic_flux(mesh, quad(mesh.cell_center), U)
+    >>> bool(torch.allclose(phi, quad(mesh.face_center), atol=1e-13))
+    True
+    """
+    _check_rows("q", q, mesh.n_cells, "n_cells")
+    _check_rows("U", U, mesh.n_faces, "n_faces")
+    if _sparse_ok(q) and q.numel():
+        qab = _spmm(_reconstruction_matrix(mesh, q.dtype, q.device, "quadratic"), q)
+        qa, qb = qab[:mesh.n_faces], qab[mesh.n_faces:]
+    else:
+        geo = _quadratic(mesh)
+        i, j = geo.get("i", q), geo.get("j", q)
+        coef = geo.get("coef", q)
+        diff = q[j] - q[i]                                           # (pairs, ...)
+        fit = torch.zeros((mesh.n_cells, coef.shape[1]) + tuple(q.shape[1:]), dtype=q.dtype,
+                          device=q.device).index_add(0, i, _expand(coef, diff[:, None], 2)
+                                                      * diff[:, None])
+        phi_a, phi_b = geo.get("phi", q)
+        a, b = mesh.face_cells[0].to(q.device), mesh.face_cells[1].to(q.device)
+        qa = q[a] + (_expand(phi_a, fit[a], 2) * fit[a]).sum(1)
+        qb = q[b] + (_expand(phi_b, fit[b], 2) * fit[b]).sum(1)
+    Ue = _expand(U.to(q.dtype), qa)
+    return Ue * torch.where(Ue >= 0, qa, qb)
+
+
 # ------------------------------------------------------------------ sparse operators
 def _reconstruction_scipy(mesh: Mesh, scheme: str):
     """Face values from the owner and the neighbour as scipy CSR ``(n_faces, n_cells)`` each.
 
+    ``"quadratic"``: the same with the quadratic fit of eq. (3).
     ``"linear"``: row ``f`` of ``R_a`` is ``e_a + Σ_k r_{a,f,k} G_k[a]``, with
     ``G_k = C_k − diag(Σ_j C_k[:, j])`` the least-squares gradient component
     ``k`` as a matrix (``C_k[i, j] = c_ij,k``), so ``R_a q = q_a + ∇q_a · r_{a,f}``
@@ -283,6 +388,22 @@ def _reconstruction_scipy(mesh: Mesh, scheme: str):
         sel_b = sparse.csr_matrix((np.ones(nf), (f, b)), shape=(nf, n))
         if scheme == "upwind":
             return sel_a, sel_b
+        if scheme == "quadratic":
+            geo = _quadratic(mesh)
+            i, j = geo.i.cpu().numpy(), geo.j.cpu().numpy()
+            coef = geo.coef.cpu().numpy()
+            fits = []
+            for k in range(coef.shape[1]):                 # C_k − diag(row sums): R_k = (C_k q)
+                ck = sparse.csr_matrix((coef[:, k], (i, j)), shape=(n, n))
+                fits.append(ck - sparse.diags(np.asarray(ck.sum(1)).ravel()))
+            out = []
+            for sel, phi in zip((sel_a, sel_b), geo.phi):
+                phi = phi.cpu().numpy()
+                mat = sel.copy()
+                for k, fk in enumerate(fits):
+                    mat = mat + sparse.diags(phi[:, k]) @ (sel @ fk)
+                out.append(_prune(mat))
+            return tuple(out)
         lsq = _cached(mesh, "lsq", lambda: LeastSquaresGradient(mesh))
         cell = lsq.cell.cpu().numpy()
         nb = lsq.neighbour.cpu().numpy()
@@ -313,8 +434,12 @@ def _prune(mat):
     mat = mat.tocsr()
     mat.sum_duplicates()
     absd = np.abs(mat.data)
-    row_max = np.maximum.reduceat(absd, mat.indptr[:-1]) if absd.size else absd
-    row_max = np.repeat(row_max * (np.diff(mat.indptr) > 0), np.diff(mat.indptr))
+    counts = np.diff(mat.indptr)
+    row_max = np.zeros(mat.shape[0])
+    rows = counts > 0                  # reduceat misreads empty rows: skip them
+    if rows.any():
+        row_max[rows] = np.maximum.reduceat(absd, mat.indptr[:-1][rows])
+    row_max = np.repeat(row_max, counts)
     mat.data[absd <= 64 * np.finfo(np.float64).eps * row_max] = 0.0
     mat.eliminate_zeros()
     return mat
@@ -327,13 +452,14 @@ def _torch_csr(mat, dtype: torch.dtype, device) -> Tensor:
         device=device, dtype=dtype)
 
 
-def _reconstruction_matrix(mesh: Mesh, dtype: torch.dtype, device) -> Tensor:
+def _reconstruction_matrix(mesh: Mesh, dtype: torch.dtype, device,
+                           scheme: str = "linear") -> Tensor:
     """``[R_a; R_b]`` as a torch CSR ``(2 n_faces, n_cells)`` in ``dtype`` on ``device``."""
     def build() -> Tensor:
         from scipy import sparse
-        ra, rb = _reconstruction_scipy(mesh, "linear")
+        ra, rb = _reconstruction_scipy(mesh, scheme)
         return _torch_csr(sparse.vstack([ra, rb]).tocsr(), dtype, device)
-    return _sparse_cached(mesh, ("reconstruction", dtype, torch.device(device)), build)
+    return _sparse_cached(mesh, ("reconstruction", scheme, dtype, torch.device(device)), build)
 
 
 def advection_matrix(mesh: Mesh, U: Tensor, scheme: str = "linear") -> Tensor:
@@ -351,15 +477,15 @@ def advection_matrix(mesh: Mesh, U: Tensor, scheme: str = "linear") -> Tensor:
     ----------
     mesh : Mesh
     U : Tensor, shape (n_faces,)
-    scheme : {"linear", "upwind"}
+    scheme : {"linear", "upwind", "quadratic"}
 
     Returns
     -------
     Tensor, sparse CSR, shape (n_cells, n_cells), dtype and device of ``U``
     """
-    if scheme not in ("linear", "upwind"):
-        raise ValueError(f"scheme must be 'linear' or 'upwind' (the schemes linear in q); got "
-                         f"{scheme!r}. The limited scheme has no matrix form.")
+    if scheme not in MATRIX_SCHEMES:
+        raise ValueError(f"scheme must be one of {MATRIX_SCHEMES} (the schemes linear in q); "
+                         f"got {scheme!r}. The limited scheme has no matrix form.")
     _check_rows("U", U, mesh.n_faces, "n_faces")
     import numpy as np
     from scipy import sparse

@@ -35,7 +35,7 @@ from typing import Callable, Dict, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-from ..fv.advection import cfl_dt, linear_flux, upwind_flux
+from ..fv.advection import cfl_dt, linear_flux, quadratic_flux, upwind_flux
 from ..fv.gradients import gradient
 from ..fv.diffusion import diffusive_flux
 from ..fv.operators import divergence, transport_from_streamfunction
@@ -75,8 +75,9 @@ class BarotropicModel(torch.nn.Module):
         Vorticity forcing F (1/time²).
     kappa : float
         Diffusivity of the passive tracers.
-    scheme : {"linear", "limited", "upwind"}
-        Advection scheme for vorticity and tracers.
+    scheme : {"linear", "limited", "upwind", "quadratic"}
+        Advection scheme for vorticity and tracers (see
+        :class:`~meshclosure.solver.TracerModel`).
     closure : callable ``(t, state, mesh) -> dict var -> (n_faces,)``, optional
         Subgrid face fluxes per prognostic variable, added before the divergence.
     flux_noise : float
@@ -116,8 +117,9 @@ class BarotropicModel(torch.nn.Module):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0; got {value!r}. "
                                  "Use 0 to switch the term off.")
-        if scheme not in ("linear", "limited", "upwind"):
-            raise ValueError(f"scheme must be 'linear', 'limited' or 'upwind'; got {scheme!r}.")
+        if scheme not in ("linear", "limited", "upwind", "quadratic"):
+            raise ValueError(f"scheme must be 'linear', 'limited', 'upwind' or 'quadratic'; got "
+                             f"{scheme!r}.")
         if beta and mesh.period is not None and mesh.period[1]:
             raise ValueError(f"beta={beta!r} needs walls in y: f = f0 + β y is not periodic, so a "
                              "mesh periodic in y would see a jump in f at the seam. Use "
@@ -150,6 +152,8 @@ class BarotropicModel(torch.nn.Module):
     def _advect(self, q: Tensor, U: Tensor) -> Tensor:
         if self.scheme == "upwind":
             return upwind_flux(self.mesh, q, U)
+        if self.scheme == "quadratic":
+            return quadratic_flux(self.mesh, q, U)
         return linear_flux(self.mesh, q, U,
                            limiter="barth_jespersen" if self.scheme == "limited" else None)
 

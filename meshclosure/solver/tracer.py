@@ -29,15 +29,16 @@ import torch
 from torch import Tensor
 
 from ..fv.advection import (advection_matrix, cfl_dt, linear_flux, max_faces_per_cell,
-                             upwind_flux)
+                             quadratic_flux, upwind_flux)
 from ..fv.operators import _sparse_ok, _spmm, divergence
 from ..mesh._mesh import Mesh
 
 __all__ = ["TracerModel", "SCHEMES"]
 
-SCHEMES = ("linear", "limited", "upwind")
+SCHEMES = ("linear", "limited", "upwind", "quadratic")
 """Advection schemes: unlimited linear reconstruction (2nd order), Barth–Jespersen
-limited linear reconstruction (2nd order, no new extrema), first-order upwind."""
+limited linear reconstruction (2nd order, no new extrema), first-order upwind, and
+quadratic least-squares reconstruction (2nd order, smaller error, not limited)."""
 
 Closure = Callable[[float, Dict[str, Tensor], Mesh], Mapping[str, Tensor]]
 
@@ -62,8 +63,11 @@ class TracerModel(torch.nn.Module):
     relaxation : (rate, target), optional
         Newtonian relaxation ``−rate (q − target)``; ``rate`` in 1/time,
         ``target`` a number or Tensor (n_cells, ...).
-    scheme : {"linear", "limited", "upwind"}
-        Advection scheme (see :data:`SCHEMES`).
+    scheme : {"linear", "limited", "upwind", "quadratic"}
+        Advection scheme (see :data:`SCHEMES`): linear reconstruction,
+        the same limited (no new extrema), first-order upwind, or quadratic
+        reconstruction (:func:`meshclosure.fv.advection.quadratic_flux`:
+        second order, smaller errors, not limited).
     closure : callable ``(t, state, mesh) -> dict var -> Tensor (n_faces, ...)``, optional
         Subgrid face fluxes added to the resolved flux before the divergence.
         If it is an ``nn.Module`` its parameters are this model's parameters.
@@ -92,7 +96,7 @@ class TracerModel(torch.nn.Module):
     >>> TracerModel(mesh, U, scheme="weno")
     Traceback (most recent call last):
     ...
-    ValueError: scheme must be one of ('linear', 'limited', 'upwind'); got 'weno'. ...
+    ValueError: scheme must be one of ('linear', 'limited', 'upwind', 'quadratic'); got 'weno'. ...
     """
 
     def __init__(self, mesh: Mesh, transport: Union[Tensor, Callable[[float], Tensor]],
@@ -108,8 +112,8 @@ class TracerModel(torch.nn.Module):
             raise TypeError(f"mesh must be a meshclosure.mesh.Mesh; got {type(mesh).__name__}.")
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}; got {scheme!r}. Use 'limited' "
-                             "for bounded tracers, 'linear' for accuracy, 'upwind' for a "
-                             "first-order reference.")
+                             "for bounded tracers, 'linear' or 'quadratic' for accuracy, "
+                             "'upwind' for a first-order reference.")
         if isinstance(transport, Tensor):
             if transport.shape[:1] != (mesh.n_faces,) or transport.dim() != 1:
                 raise ValueError(f"transport must have shape (n_faces,) = ({mesh.n_faces},); "
@@ -178,6 +182,8 @@ class TracerModel(torch.nn.Module):
         U = self.face_transport(t).to(q.dtype)
         if self.scheme == "upwind":
             return upwind_flux(self.mesh, q, U)
+        if self.scheme == "quadratic":
+            return quadratic_flux(self.mesh, q, U)
         limiter = "barth_jespersen" if self.scheme == "limited" else None
         return linear_flux(self.mesh, q, U, limiter=limiter)
 
