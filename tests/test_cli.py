@@ -46,6 +46,11 @@ def test_demo_writes_valid_outputs(tmp_path, capsys) -> None:
         assert lin["l2"] < up["l2"] and lim["l2"] < up["l2"]
         assert up["max"] < lim["max"] < 1000.0
     assert test1["test1 alpha=pi/2-0.05 linear"]["l2"] == pytest.approx(0.2455, abs=2e-3)
+    truth = next(r for r in records if r["name"].startswith("truth data"))
+    assert truth["identity_defect"] < 1e-12 and 0.05 < truth["sgs_ratio"] < 1.0
+    assert truth["samples"] == 6 and truth["png"].stat().st_size > 1000
+    from meshclosure.data import read_dataset
+    assert read_dataset(truth["dataset"]).sizes["cell"] == truth["n_cells"] == 64
     for r in meshes:
         assert r["area_error"] < 1e-12, r
         assert r["vtu"].stat().st_size > 0 and r["png"].stat().st_size > 1000
@@ -63,7 +68,8 @@ def test_demo_prints_one_line_per_mesh(tmp_path, capsys) -> None:
     lines = [l for l in out if "cells" in l and "Euler" in l]
     assert len(lines) == 10
     assert all("area err" in l for l in lines)
-    assert sum(l.startswith("test1") and "l2" in l for l in out) == 6
+    assert sum(l.startswith("test1") and "l2" in l for l in out) == 8
+    assert sum(l.startswith("truth data") and "identity defect" in l for l in out) == 1
 
 
 def test_mesh_inspector(tmp_path, capsys) -> None:

@@ -1,0 +1,246 @@
+"""Subgrid targets: what a coarse model misses, as coarse face fluxes (DESIGN.md §5).
+
+For a conserved quantity ``q`` transported by the integrated face transport ``U``
+with the resolved flux operator ``Φ^res(q, U)`` of a scenario, a fine state
+``q`` and its coarsening (parent map, :class:`~meshclosure.mesh.Coarsening`)::
+
+    Q     = restrict(q)                                  coarse state
+    U_c   = restrict_flux(U)                             coarse transport
+    Φ^sgs = restrict_flux(Φ^res_fine(q, U)) − Φ^res_coarse(Q, U_c)
+    B^sgs = restrict_boundary_flux(B_fine(q)) − B_coarse(Q)
+    s^sgs = restrict(T_fine(q)) − T_coarse(Q),      T = −div(Φ^res, B)
+
+``B`` are the scenario's outward boundary fluxes (zero at walls, so ``B^sgs``
+is usually zero). ``s^sgs`` is computed on its own, from the restricted fine
+tendency, and not from ``Φ^sgs``: interior fine faces of a coarse cell
+cancel in ``restrict(div_fine(·))``, so the identity
+
+    s^sgs = −div_coarse(Φ^sgs, B^sgs)
+
+holds to rounding and is a real check of the pair (:func:`check_identity`).
+Cell-local sources ``S(q)`` of a scenario (relaxation, forcing, drag) are
+not part of ``T``: they need no flux, and their coarse-graining residual
+``restrict(S(q)) − S(Q)`` (zero for sources linear in ``q`` with
+coefficients constant on each coarse cell) is not a target here.
+
+Every flux is integrated over its face and positive owner -> neighbour
+(units ``[q]·length²/time`` on a surface); ``U_c`` is exactly non-divergent
+when ``U`` is.
+
+Examples
+--------
+>>> import torch
+>>> from meshclosure.mesh import Coarsening, cartesian
+>>> from meshclosure.fv.advection import upwind_flux
+>>> fine = cartesian(8, 8)
+>>> c = Coarsening.native(fine, 2)
+>>> U = 0.3 * fine.face_normal[:, 0] * fine.face_area
+>>> q = torch.sin(6.283 * fine.cell_center[:, 0])
+>>> flux = lambda mesh, t, state, U: {"q": upwind_flux(mesh, state["q"], U)}
+>>> s = subgrid_targets(flux, c, 0.0, {"q": q}, U)
+>>> check_identity(s, c.coarse) < 1e-12
+True
+>>> subgrid_targets(flux, c, 0.0, {"q": q[:5]}, U)
+Traceback (most recent call last):
+...
+ValueError: state_fine['q'] must have shape (n_fine_cells,) = (64,); got (5,). ...
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..fv.gradients import gradient
+from ..fv.operators import divergence
+from ..graph import local_frame
+from ..mesh import Coarsening, Mesh
+
+__all__ = ["SubgridSample", "subgrid_targets", "check_identity", "coarse_inputs"]
+
+FluxFn = Callable[[Mesh, float, Mapping[str, Tensor], Tensor], Mapping[str, Tensor]]
+
+
+@dataclass
+class SubgridSample:
+    """One coarse-grained snapshot and its subgrid targets.
+
+    Attributes
+    ----------
+    t : float
+        Model time.
+    state : dict of str -> Tensor, shape (n_cells,)
+        Coarse state ``Q = restrict(q)`` per conserved variable.
+    transport : Tensor, shape (n_faces,)
+        Coarse transport ``U_c = restrict_flux(U)``.
+    flux : dict of str -> Tensor, shape (n_faces,)
+        Subgrid face flux ``Φ^sgs`` per variable.
+    tendency : dict of str -> Tensor, shape (n_cells,)
+        Subgrid tendency ``s^sgs`` per variable, from the restricted fine tendency.
+    boundary_flux : dict of str -> Tensor, shape (n_boundary_faces,)
+        Subgrid outward boundary flux ``B^sgs`` (zeros without boundary fluxes).
+    inputs : dict of str -> Tensor, shape (n_cells,)
+        Resolved inputs a closure may use (see :func:`coarse_inputs`).
+    """
+
+    t: float
+    state: Dict[str, Tensor]
+    transport: Tensor
+    flux: Dict[str, Tensor]
+    tendency: Dict[str, Tensor]
+    boundary_flux: Dict[str, Tensor]
+    inputs: Dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def variables(self) -> tuple:
+        return tuple(self.flux)
+
+
+def _check_state(state: Mapping[str, Tensor], variables: Sequence[str], n: int) -> None:
+    for var in variables:
+        if var not in state:
+            raise KeyError(f"state_fine has no variable {var!r} (keys {sorted(state)}); the "
+                           "scenario's variables must all be in the state.")
+        if tuple(state[var].shape) != (n,):
+            raise ValueError(f"state_fine[{var!r}] must have shape (n_fine_cells,) = ({n},); got "
+                             f"{tuple(state[var].shape)}. Pass the fine state of the coarsening's "
+                             "fine mesh.")
+
+
+def coarse_inputs(mesh: Mesh, state: Mapping[str, Tensor], variables: Sequence[str],
+                  extra: Optional[Mapping[str, Tensor]] = None) -> Dict[str, Tensor]:
+    """Resolved cell inputs on a (coarse) mesh: gradients in the local frame, plus ``extra``.
+
+    ``grad_<var>_1`` and ``grad_<var>_2`` are the least-squares cell gradient
+    (:func:`meshclosure.fv.gradient`) projected on the local tangent frame
+    (x, y on the plane; east, north on the sphere; see
+    :func:`meshclosure.graph.local_frame`), units ``[q]/length``. The state
+    itself is not repeated here.
+
+    Returns
+    -------
+    dict of str -> Tensor, shape (n_cells,)
+    """
+    out: Dict[str, Tensor] = {}
+    e1, e2 = local_frame(mesh, mesh.cell_center)
+    for var in variables:
+        g = gradient(mesh, state[var])                  # (n_cells, d)
+        if mesh.dim == 1:
+            out[f"grad_{var}_1"] = g[:, 0]
+            out[f"grad_{var}_2"] = torch.zeros_like(g[:, 0])
+        else:
+            out[f"grad_{var}_1"] = (g * e1.to(g.dtype)).sum(1)
+            out[f"grad_{var}_2"] = (g * e2.to(g.dtype)).sum(1)
+    for name, value in (extra or {}).items():
+        if name in out:
+            raise ValueError(f"resolved input {name!r} clashes with a gradient input; rename it "
+                             "in the scenario's resolved_inputs.")
+        if tuple(value.shape) != (mesh.n_cells,):
+            raise ValueError(f"resolved input {name!r} must have shape (n_cells,) = "
+                             f"({mesh.n_cells},); got {tuple(value.shape)}.")
+        out[name] = value
+    return out
+
+
+def _fluxes(fn: FluxFn, mesh: Mesh, t: float, state, U, variables) -> Dict[str, Tensor]:
+    out = dict(fn(mesh, t, state, U))
+    for var in variables:
+        if var not in out or tuple(out[var].shape) != (mesh.n_faces,):
+            got = tuple(out[var].shape) if var in out else "missing"
+            raise ValueError(f"resolved_fluxes must return {var!r} with shape (n_faces,) = "
+                             f"({mesh.n_faces},) on {mesh!r}; got {got}.")
+    return out
+
+
+def subgrid_targets(scenario_or_fluxfn: Any, coarsening: Coarsening, t: float,
+                    state_fine: Mapping[str, Tensor], transport_fine: Tensor,
+                    variables: Optional[Sequence[str]] = None,
+                    inputs: bool = True) -> SubgridSample:
+    """Coarse state, coarse transport and subgrid flux/tendency targets of one fine snapshot.
+
+    Parameters
+    ----------
+    scenario_or_fluxfn : Scenario or callable
+        A scenario (with ``variables``, ``resolved_fluxes(mesh, t, state, U)``,
+        ``boundary_fluxes(mesh, t, state)`` and ``resolved_inputs(mesh, t,
+        state, U)``), or just a resolved-flux function ``(mesh, t, state, U)
+        -> {var: Tensor (n_faces,)}`` (no boundary fluxes, no extra inputs).
+    coarsening : Coarsening
+        Fine -> coarse map; its fine mesh is the mesh of ``state_fine``.
+    t : float
+        Model time of the snapshot.
+    state_fine : dict of str -> Tensor, shape (n_fine_cells,)
+        Fine state (other keys than the variables are restricted as well).
+    transport_fine : Tensor, shape (n_fine_faces,)
+        Fine integrated face transport ``U``.
+    variables : sequence of str, optional
+        Conserved variables with targets (default: the scenario's, or every
+        key of ``state_fine`` for a flux function).
+    inputs : bool
+        Compute the resolved inputs (gradients, scenario inputs).
+
+    Returns
+    -------
+    SubgridSample
+    """
+    fine, coarse = coarsening.fine, coarsening.coarse
+    is_scenario = hasattr(scenario_or_fluxfn, "resolved_fluxes")
+    if is_scenario:
+        sc = scenario_or_fluxfn
+        flux_fn = sc.resolved_fluxes
+        boundary_fn = sc.boundary_fluxes
+        variables = tuple(variables or sc.variables)
+    elif callable(scenario_or_fluxfn):
+        flux_fn, boundary_fn = scenario_or_fluxfn, (lambda mesh, t, state: None)
+        variables = tuple(variables or state_fine)
+    else:
+        raise TypeError("scenario_or_fluxfn must be a Scenario or a callable (mesh, t, state, U) "
+                        f"-> {{var: face flux}}; got {type(scenario_or_fluxfn).__name__}.")
+    _check_state(state_fine, variables, fine.n_cells)
+    if tuple(transport_fine.shape) != (fine.n_faces,):
+        raise ValueError(f"transport_fine must have shape (n_fine_faces,) = ({fine.n_faces},); "
+                         f"got {tuple(transport_fine.shape)}.")
+
+    Q = {k: coarsening.restrict(v) for k, v in state_fine.items()}
+    Uc = coarsening.restrict_flux(transport_fine)
+    phi_f = _fluxes(flux_fn, fine, t, state_fine, transport_fine, variables)
+    phi_c = _fluxes(flux_fn, coarse, t, Q, Uc, variables)
+    b_f = boundary_fn(fine, t, state_fine) or {}
+    b_c = boundary_fn(coarse, t, Q) or {}
+
+    flux, tendency, bflux = {}, {}, {}
+    for var in variables:
+        dtype = phi_f[var].dtype
+        bf = b_f.get(var)
+        bc = b_c.get(var)
+        bf = bf if bf is not None else phi_f[var].new_zeros(fine.n_boundary_faces)
+        bc = bc if bc is not None else phi_c[var].new_zeros(coarse.n_boundary_faces)
+        T_f = -divergence(fine, phi_f[var], bf.to(dtype) if fine.n_boundary_faces else None)
+        T_c = -divergence(coarse, phi_c[var], bc.to(dtype) if coarse.n_boundary_faces else None)
+        flux[var] = coarsening.restrict_flux(phi_f[var]) - phi_c[var]
+        bflux[var] = coarsening.restrict_boundary_flux(bf.to(dtype)) - bc.to(dtype)
+        tendency[var] = coarsening.restrict(T_f) - T_c
+    extra: Dict[str, Tensor] = {}
+    if inputs:
+        resolved = sc.resolved_inputs(coarse, t, Q, Uc) if is_scenario else {}
+        extra = coarse_inputs(coarse, Q, variables, resolved)
+    return SubgridSample(t=float(t), state={v: Q[v] for v in variables}, transport=Uc,
+                         flux=flux, tendency=tendency, boundary_flux=bflux, inputs=extra)
+
+
+def check_identity(sample: SubgridSample, coarse: Mesh) -> float:
+    """Largest relative defect of ``s^sgs = −div_coarse(Φ^sgs, B^sgs)`` over the variables.
+
+    Relative to the largest of ``max|s^sgs|`` and ``max|div(Φ^sgs)|`` (and the
+    floor ``1e-300``); near ``1e-15`` in float64 for a consistent pair.
+    """
+    worst = 0.0
+    for var, phi in sample.flux.items():
+        b = sample.boundary_flux.get(var)
+        d = -divergence(coarse, phi, b if coarse.n_boundary_faces else None)
+        s = sample.tendency[var]
+        scale = max(float(s.abs().max()), float(d.abs().max()), 1e-300)
+        worst = max(worst, float((s - d).abs().max()) / scale)
+    return worst
