@@ -15,11 +15,15 @@ from .mgn import MeshGraphNet  # registers "mgn"
 from .cnn import CartesianCNN  # registers "cnn"
 from .fno import FNO  # registers "fno"
 from .chebyshev import ChebConv, ChebNetClosure  # registers "chebnet"
+from .equivariant import EquivariantConv, EquivariantGNN  # registers "e3nn"
+from .transformer import GraphTransformer, MeshTooLargeError  # registers "transformer"
+from .recurrent import RecurrentClosure, RecurrentHook  # registers "gru"
 
 __all__ = [
     "build_model", "list_models", "register", "model_families", "check_family",
     "UnsupportedMeshError", "UnknownModelError", "ALL_FAMILIES",
     "PairwiseHead", "PotentialHead", "VectorHead", "HEADS", "FluxModel", "FaceGeometry",
     "face_geometry", "mlp", "GlobalMLP", "MeshGraphNet", "CartesianCNN", "FNO",
-    "ChebConv", "ChebNetClosure",
+    "ChebConv", "ChebNetClosure", "EquivariantConv", "EquivariantGNN",
+    "GraphTransformer", "MeshTooLargeError", "RecurrentClosure", "RecurrentHook",
 ]

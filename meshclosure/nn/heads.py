@@ -294,7 +294,7 @@ class VectorHead(_Head):
                                  "the Mesh, not a graph.")
             w = w if w.dim() == 3 else w[:, None, :]
             if geo.is_sphere:
-                r = geo.pos / geo.pos.norm(dim=1, keepdim=True)
+                r = (geo.pos / geo.pos.norm(dim=1, keepdim=True)).to(w.dtype)
                 w = w - (w * r[:, None, :]).sum(-1, keepdim=True) * r[:, None, :]
             normal = torch.cat([geo.face_normal, -geo.face_normal]).to(w.dtype)
             flux = 0.5 * ((w[src] + w[dst]) * normal[:, None, :]).sum(-1) \

@@ -1,0 +1,335 @@
+"""Recurrent (GRU) closure with per-cell memory across solver steps, and its solver hook.
+
+A closure with temporal memory: the subgrid flux at step ``n`` may depend on
+the resolved history, not only on the current state (non-Markovian closures;
+e.g. Chorin, Hald & Kupferman 2002, doi:10.1073/pnas.102142499, for the
+Mori–Zwanzig view). :class:`RecurrentClosure` (registered ``"gru"``) is ::
+
+    z, e   = Encoder(x)                   MeshGraphNet encoder + processor (local MP)
+    h_new  = GRUCell(z, h)                per cell; h (n_cells, memory) is the memory
+    Φ      = Head([z, h_new], e)          antisymmetric head -> exactly conservative
+
+API
+---
+- ``model.step(mesh, x, h) -> (fluxes, h_new)``: the functional form
+  (``fluxes`` is ``(n_faces, n_vars)`` or ``(mean, log_var)``); ``h=None``
+  means zeros (:meth:`RecurrentClosure.init_state`).
+- ``model(mesh, x, h=None) -> fluxes``: the :class:`FluxModel` call, stateless
+  (zero memory unless ``h`` is given), so the generic invariant checks of
+  :mod:`meshclosure.testing` apply.
+- ``model.as_closure(input_fn, var, stages=...)`` -> :class:`RecurrentHook`,
+  the solver closure ``closure(t, state, mesh) -> {var: flux}`` that keeps ``h``
+  and advances it once per solver step.
+
+Memory update rule of the hook (once per step, not per Runge–Kutta stage):
+the solver calls the closure ``stages`` times per step (1 Euler, 3 SSP-RK3,
+4 RK4), the first call of a step at the step's own state ``yⁿ`` and time
+``tⁿ``. Counting calls from the last :meth:`RecurrentHook.reset`, call ``c``
+starts a step when ``c % stages == 0``; at that call the hook sets ::
+
+    h_step = hⁿ                       (memory used by every stage of this step)
+    hⁿ⁺¹   = GRUCell(z(yⁿ), hⁿ)       (stored as hook.h; n_updates += 1)
+
+and every stage ``s`` of the step returns ::
+
+    Φ(y⁽ˢ⁾) = Head([z(y⁽ˢ⁾), GRUCell(z(y⁽ˢ⁾), hⁿ)])
+
+So the memory sees only the states the trajectory actually visits, never
+Runge–Kutta intermediates, and after ``N`` steps ``hook.h`` equals rolling
+``model.step`` over ``y⁰ … yᴺ⁻¹``. Time is checked: the first stages of
+successive steps must have increasing ``t`` (and, if ``dt`` is given, be
+``t⁰ + n dt``), which catches a wrong ``stages``. Call :meth:`reset` before a
+new run, and never call the hook outside the solver in between (it counts
+calls). Nothing is detached: gradients flow through ``h`` across steps (online
+training); :meth:`RecurrentHook.detach_state` cuts them (truncated
+backpropagation through time).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Mapping, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..mesh._mesh import Mesh
+from .heads import FluxModel, MeshOrGraph, PairwiseHead, PotentialHead, _inputs, face_geometry
+from .mgn import _LENGTH_COLUMNS, ProcessorBlock
+from .mlp import mlp
+from .registry import ALL_FAMILIES, register
+
+__all__ = ["RecurrentClosure", "RecurrentHook", "STAGES"]
+
+#: Right-hand-side evaluations per step of the built-in steppers.
+STAGES = {"euler": 1, "ssprk3": 3, "rk4": 4}
+
+InputFn = Callable[[float, Mapping[str, Tensor], Mesh], Tensor]
+
+
+@register("gru", families=ALL_FAMILIES, instead="mgn")
+class RecurrentClosure(FluxModel):
+    """Recurrent closure: local message-passing encoder, per-cell GRU memory, antisymmetric head.
+
+    Parameters
+    ----------
+    mesh : Mesh
+        Sets ``length_scale`` (mean centre distance) for the edge geometry.
+    in_features, n_vars : int
+        Cell input features and flux variables.
+    hidden : int
+        Width of the encoder's node and edge latents.
+    memory : int, optional
+        Width of the hidden state ``h`` (default ``hidden``).
+    n_blocks : int
+        Message-passing blocks of the encoder.
+    n_layers : int
+        Hidden layers of every MLP.
+    latent : int, optional
+        Width of the encoder latents ``z`` (default ``hidden``).
+    head : {"pairwise", "potential"}
+    heteroscedastic : bool
+        Return ``(mean, log_var)``.
+
+    Shapes: ``x (n_cells, in_features)``, ``h (n_cells, memory)`` ->
+    fluxes ``(n_faces, n_vars)``, ``h_new (n_cells, memory)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from meshclosure.mesh import healpix
+    >>> mesh = healpix(1)
+    >>> model = RecurrentClosure(mesh, hidden=8, n_blocks=1).double()
+    >>> x = torch.randn(mesh.n_cells, 1, dtype=torch.float64)
+    >>> phi, h = model.step(mesh, x)                 # memory starts at zero
+    >>> phi2, h2 = model.step(mesh, x, h)            # same input, other memory
+    >>> phi.shape, h.shape, bool((phi2 - phi).abs().max() > 0)
+    (torch.Size([24, 1]), torch.Size([12, 8]), True)
+    >>> torch.equal(model(mesh, x), phi)             # stateless call = zero memory
+    True
+    >>> model.step(mesh, x, torch.zeros(5, 8))
+    Traceback (most recent call last):
+    ...
+    ValueError: h must have shape (n_cells=12, memory=8); got (5, 8). ...
+    """
+
+    def __init__(self, mesh: Mesh, in_features: int = 1, n_vars: int = 1, hidden: int = 64,
+                 memory: int | None = None, n_blocks: int = 2, n_layers: int = 2,
+                 latent: int | None = None, head: str = "pairwise",
+                 heteroscedastic: bool = False) -> None:
+        super().__init__()
+        heads = ("pairwise", "potential")
+        if head not in heads:
+            raise ValueError(f"head={head!r} is not one of {heads}. Use 'pairwise' (direction-"
+                             f"aware) or 'potential' (down-gradient, isotropic).")
+        latent, memory = latent or hidden, memory or hidden
+        self.in_features, self.n_vars, self.head_kind = in_features, n_vars, head
+        self.memory, self.heteroscedastic = memory, heteroscedastic
+        self.length_scale = float(mesh.cell_distance.double().mean())
+        self.node_encoder = mlp(in_features, hidden, hidden, n_layers, layer_norm=True)
+        self.edge_encoder = mlp(6, hidden, hidden, n_layers, layer_norm=True)
+        self.blocks = nn.ModuleList(ProcessorBlock(hidden, n_layers) for _ in range(n_blocks))
+        self.decoder = mlp(hidden, hidden, latent, n_layers)
+        self.gru = nn.GRUCell(latent, memory)
+        if head == "pairwise":
+            self.head = PairwiseHead(latent + memory, n_vars, edge_features=hidden,
+                                     hidden=hidden, n_layers=n_layers,
+                                     heteroscedastic=heteroscedastic)
+        else:
+            self.head = PotentialHead(latent + memory, n_vars, hidden=hidden, n_layers=n_layers,
+                                      heteroscedastic=heteroscedastic)
+
+    # ----------------------------------------------------------------- state
+    def init_state(self, mesh_or_graph: MeshOrGraph, dtype: torch.dtype | None = None) -> Tensor:
+        """Zero memory ``(n_cells, memory)`` (dtype and device of the parameters by default)."""
+        p = next(self.parameters())
+        n_cells = face_geometry(mesh_or_graph).pos.shape[0]
+        return torch.zeros(n_cells, self.memory, dtype=dtype or p.dtype, device=p.device)
+
+    def _check_h(self, h: Tensor | None, geo, x: Tensor) -> Tensor:
+        n_cells = geo.pos.shape[0]
+        if h is None:
+            return torch.zeros(n_cells, self.memory, dtype=x.dtype, device=x.device)
+        if h.shape != (n_cells, self.memory):
+            raise ValueError(f"h must have shape (n_cells={n_cells}, memory={self.memory}); got "
+                             f"{tuple(h.shape)}. Start from model.init_state(mesh) on this "
+                             f"mesh.")
+        return h.to(x.dtype)
+
+    # --------------------------------------------------------------- forward
+    def _edge_geometry(self, edge_attr: Tensor, dtype: torch.dtype) -> Tensor:
+        scale = torch.ones(edge_attr.shape[1], dtype=dtype, device=edge_attr.device)
+        scale[list(_LENGTH_COLUMNS)] = 1.0 / self.length_scale
+        return edge_attr.to(dtype) * scale
+
+    def directed_step(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None,
+                      h: Tensor | None = None):
+        """``(Φ_dir, h_new)``: directed fluxes ``(2 n_faces, n_vars)`` (or ``(mean, log_var)``)
+        and the new memory ``(n_cells, memory)``."""
+        geo = face_geometry(mesh_or_graph)
+        x = _inputs(mesh_or_graph, x, self.in_features)
+        h = self._check_h(h, geo, x)
+        v = self.node_encoder(x)
+        e = self.edge_encoder(self._edge_geometry(geo.edge_attr, x.dtype))
+        for block in self.blocks:
+            v, e = block(v, geo.edge_index, e)
+        z = self.decoder(v)
+        h_new = self.gru(z, h)
+        zh = torch.cat([z, h_new], 1)
+        if self.head_kind == "pairwise":
+            return self.head.directed(zh, geo, edge_features=e), h_new
+        return self.head.directed(zh, geo), h_new
+
+    def step(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None,
+             h: Tensor | None = None):
+        """Face fluxes ``(n_faces, n_vars)`` (or ``(mean, log_var)``) and the new memory
+        ``h_new (n_cells, memory)``; ``h=None`` is zero memory."""
+        out, h_new = self.directed_step(mesh_or_graph, x, h)
+        n = face_geometry(mesh_or_graph).n_faces
+        if isinstance(out, tuple):
+            return (out[0][:n], out[1][:n]), h_new
+        return out[:n], h_new
+
+    def directed_fluxes(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None,
+                        h: Tensor | None = None):
+        return self.directed_step(mesh_or_graph, x, h)[0]
+
+    def forward(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None,
+                h: Tensor | None = None):
+        """Stateless face fluxes with memory ``h`` (default zero); see :meth:`step`."""
+        return self.step(mesh_or_graph, x, h)[0]
+
+    def as_closure(self, input_fn: InputFn | None = None, var: str = "q",
+                   stages: Union[int, str] = "ssprk3", dt: float | None = None) -> "RecurrentHook":
+        """The solver closure hook keeping this model's memory; see :class:`RecurrentHook`."""
+        return RecurrentHook(self, input_fn, var, stages, dt)
+
+
+class RecurrentHook(nn.Module):
+    """Solver closure ``(t, state, mesh) -> {var: flux}`` advancing the memory once per step.
+
+    The rule (module docstring): call ``c`` (counted from :meth:`reset`) with
+    ``c % stages == 0`` starts a step; there ``h`` advances to
+    ``GRUCell(z(yⁿ), hⁿ)``; every stage of the step uses the memory ``hⁿ``.
+
+    Parameters
+    ----------
+    model : RecurrentClosure
+    input_fn : callable ``(t, state, mesh) -> Tensor (n_cells, in_features)``, optional
+        Model inputs from the solver state; default ``state[var]`` as
+        ``(n_cells, -1)``.
+    var : str
+        The prognostic variable the fluxes are for.
+    stages : int or {"euler", "ssprk3", "rk4"}
+        Right-hand-side calls per solver step.
+    dt : float, optional
+        If given, the first stage of step ``n`` must be at ``t⁰ + n dt``.
+
+    Attributes
+    ----------
+    h : Tensor (n_cells, memory) or None
+        Memory after the last started step (``None`` before the first step).
+    n_updates : int
+        Steps started (memory updates) since :meth:`reset`.
+    n_calls : int
+        Closure calls since :meth:`reset`.
+
+    With a heteroscedastic model the hook returns the mean flux.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from meshclosure.mesh import cartesian
+    >>> from meshclosure.solver import TracerModel, integrate
+    >>> mesh = cartesian(4, 4)
+    >>> hook = RecurrentClosure(mesh, hidden=8, n_blocks=1).double().as_closure(stages="rk4")
+    >>> U = 0.3 * mesh.face_normal[:, 0] * mesh.face_area
+    >>> solver = TracerModel(mesh, U, closure=hook)
+    >>> out = integrate(solver, {"q": torch.rand(16, dtype=torch.float64)}, 0.01, 5,
+    ...                 stepper="rk4", progress=False)
+    >>> hook.n_calls, hook.n_updates, tuple(hook.h.shape)
+    (20, 5, (16, 8))
+    >>> RecurrentHook(hook.model, stages="rk5")
+    Traceback (most recent call last):
+    ...
+    ValueError: stages='rk5' is not a positive int or one of ['euler', 'ssprk3', 'rk4']. ...
+    """
+
+    def __init__(self, model: RecurrentClosure, input_fn: InputFn | None = None,
+                 var: str = "q", stages: Union[int, str] = "ssprk3",
+                 dt: float | None = None) -> None:
+        super().__init__()
+        if isinstance(stages, str) and stages in STAGES:
+            stages = STAGES[stages]
+        if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
+            raise ValueError(f"stages={stages!r} is not a positive int or one of "
+                             f"{list(STAGES)}. Pass the number of rhs calls per step of your "
+                             f"stepper (1 Euler, 3 SSP-RK3, 4 RK4).")
+        if dt is not None and not float(dt) > 0:
+            raise ValueError(f"dt={dt!r} must be a positive time step or None.")
+        self.model, self.input_fn, self.var = model, input_fn, var
+        self.stages, self.dt = stages, None if dt is None else float(dt)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the memory and the call count (before a new run)."""
+        self.h: Optional[Tensor] = None
+        self._h_step: Optional[Tensor] = None
+        self.n_calls = self.n_updates = 0
+        self._t0: Optional[float] = None
+        self._t_last: Optional[float] = None
+
+    def detach_state(self) -> None:
+        """Cut the autograd history of the memory (truncated backpropagation through time)."""
+        if self.h is not None:
+            self.h = self.h.detach()
+        if self._h_step is not None:
+            self._h_step = self._h_step.detach()
+
+    def _inputs(self, t: float, state: Mapping[str, Tensor], mesh: Mesh) -> Tensor:
+        if self.input_fn is not None:
+            return self.input_fn(t, state, mesh)
+        if self.var not in state:
+            raise KeyError(f"state has no variable {self.var!r} (keys {sorted(state)}); set "
+                           f"var= or pass input_fn=.")
+        q = state[self.var]
+        return q.reshape(q.shape[0], -1)
+
+    def _start_step(self, t: float) -> None:
+        n = self.n_updates
+        if self._t0 is None:
+            self._t0 = t
+        elif not t > self._t_last:
+            raise RuntimeError(f"RecurrentHook: step {n} starts at t={t} <= t={self._t_last} of "
+                               f"the previous step. Is stages={self.stages} right for your "
+                               f"stepper? Call reset() before a new run.")
+        if self.dt is not None:
+            expected = self._t0 + n * self.dt
+            if abs(t - expected) > 1e-9 * max(abs(expected), self.dt):
+                raise RuntimeError(f"RecurrentHook: step {n} starts at t={t}, expected "
+                                   f"t0 + n dt = {expected}. Is stages={self.stages} right "
+                                   f"for your stepper? Call reset() before a new run.")
+        self._t_last = t
+
+    def forward(self, t: float, state: Mapping[str, Tensor], mesh: Mesh) -> Dict[str, Tensor]:
+        """``{var: Φ (n_faces, ...)}``; the shape follows ``state[var]`` (``(n_faces,)`` for a
+        scalar tracer)."""
+        t = float(t)
+        first = self.n_calls % self.stages == 0
+        if first:
+            self._start_step(t)
+            self._h_step = self.h
+        x = self._inputs(t, state, mesh)
+        out, h_new = self.model.step(mesh, x, self._h_step)
+        if first:
+            self.h = h_new
+            self.n_updates += 1
+        self.n_calls += 1
+        flux = out[0] if isinstance(out, tuple) else out
+        q = state.get(self.var)
+        if q is not None:
+            shape = (flux.shape[0],) + tuple(q.shape[1:])
+            if flux.numel() != torch.Size(shape).numel():
+                raise ValueError(f"the model gives {flux.shape[1]} flux variables per face; "
+                                 f"state[{self.var!r}] has shape {tuple(q.shape)}, which needs "
+                                 f"{tuple(shape)}. Build the model with matching n_vars.")
+            flux = flux.reshape(shape)
+        return {self.var: flux}
