@@ -50,7 +50,7 @@ from torch import Tensor
 
 from ..mesh._mesh import Mesh
 from .gradients import _cached, _expand, displacement
-from .operators import _check_rows, divergence
+from .operators import _check_rows, _csr, _sparse_cached, _sparse_ok, _spmm, divergence
 
 __all__ = ["diffusive_flux", "boundary_diffusive_flux", "face_normal_derivative", "laplacian"]
 
@@ -194,6 +194,43 @@ def _geometry(mesh: Mesh) -> _DiffusionGeometry:
     return _cached(mesh, "diffusion", lambda: _DiffusionGeometry(mesh))
 
 
+def _normal_derivative_matrix(mesh: Mesh, dtype: torch.dtype, device) -> Tensor:
+    """CSR ``D (n_faces, n_cells)`` with ``D q`` the corrected normal derivative.
+
+    The operator is linear in ``q``: assembled once per mesh (float64, then
+    cast) from the coefficients of :class:`_DiffusionGeometry`, one sparse
+    product replaces two gathers, an ``index_add`` and two face contractions
+    (about 5× faster on CPU). Row ``f``: ``β/d (e_b − e_a)`` plus, for each
+    side ``c`` and stencil pair ``(c, j)``, ``(m_c · coef_cj)(e_j − e_c)``.
+    """
+    def build() -> Tensor:
+        geo = _geometry(mesh)
+        n, nf = mesh.n_cells, mesh.n_faces
+        i, j, coef = geo.i.cpu(), geo.j.cpu(), geo.coef.double().cpu()
+        order = torch.argsort(i, stable=True)
+        i, j, coef = i[order], j[order], coef[order]
+        counts = torch.bincount(i, minlength=n)
+        start = torch.cumsum(counts, 0) - counts
+        a, b = mesh.face_cells[0].cpu(), mesh.face_cells[1].cpu()
+        f = torch.arange(nf)
+        two_point = geo.two_point.double().cpu()
+        rows, cols, vals = [f, f], [b, a], [two_point, -two_point]
+        for c, m in ((a, geo.m_a.double().cpu()), (b, geo.m_b.double().cpu())):
+            reps = counts[c]                                 # stencil pairs of each face's cell
+            f_idx = torch.repeat_interleave(f, reps)
+            offset = torch.arange(int(reps.sum())) - torch.repeat_interleave(
+                torch.cumsum(reps, 0) - reps, reps)
+            p_idx = torch.repeat_interleave(start[c], reps) + offset
+            w = (m[f_idx] * coef[p_idx]).sum(1)
+            rows += [f_idx, f_idx]
+            cols += [j[p_idx], i[p_idx]]
+            vals += [w, -w]
+        return _csr(torch.cat(rows), torch.cat(cols), torch.cat(vals), (nf, n)).to(
+            device=device, dtype=dtype)
+
+    return _sparse_cached(mesh, ("normal_derivative", dtype, torch.device(device)), build)
+
+
 def face_normal_derivative(mesh: Mesh, q: Tensor, correction: bool = True) -> Tensor:
     """Normal derivative ``(∇q·n)_f`` on each interior face (module docstring).
 
@@ -212,6 +249,8 @@ def face_normal_derivative(mesh: Mesh, q: Tensor, correction: bool = True) -> Te
         Units [q]/length.
     """
     _check_rows("q", q, mesh.n_cells, "n_cells")
+    if correction and _sparse_ok(q) and q.numel():
+        return _spmm(_normal_derivative_matrix(mesh, q.dtype, q.device), q)
     geo = _geometry(mesh)
     a, b = mesh.face_cells[0].to(q.device), mesh.face_cells[1].to(q.device)
     out = _expand(geo.get("two_point", q), q) * (q[b] - q[a])

@@ -9,7 +9,7 @@ import torch
 
 from meshclosure.data.random_flows import OrnsteinUhlenbeck, mode_basis
 from meshclosure.data.scenarios import (OOD_SEED_OFFSET, SCENARIOS, KinematicScenario,
-                                        Scenario, fast_diffusive_flux, get_scenario)
+                                        Scenario, get_scenario)
 from meshclosure.fv import diffusive_flux, divergence
 from meshclosure.testing import small_meshes
 
@@ -265,12 +265,6 @@ def test_family_defaults_and_config_is_complete():
         assert v is not None
     assert set(KinematicScenario.parameters) <= set(s.config)
     assert {"scenario", "mesh", "factor", "seed", "dt"} <= set(s.config)
-
-
-def test_fast_diffusive_flux_matches_fv():
-    for name, mesh in small_meshes().items():
-        q = torch.sin(3 * mesh.cell_center.sum(1)) + mesh.cell_center[:, 0] ** 2
-        assert _rel(fast_diffusive_flux(mesh, q, 0.3), diffusive_flux(mesh, q, 0.3)) < 1e-12, name
 
 
 def test_mode_bases_are_orthonormal_on_the_plane():
