@@ -15,6 +15,7 @@ from .mgn import MeshGraphNet  # registers "mgn"
 from .cnn import CartesianCNN  # registers "cnn"
 from .fno import FNO  # registers "fno"
 from .chebyshev import ChebConv, ChebNetClosure  # registers "chebnet"
+from .spectral import SFNOClosure, SpectralClosure, SphericalHarmonicFilter  # "spectral", "sfno"
 from .equivariant import EquivariantConv, EquivariantGNN  # registers "e3nn"
 from .transformer import GraphTransformer, MeshTooLargeError  # registers "transformer"
 from .recurrent import RecurrentClosure, RecurrentHook  # registers "gru"
@@ -24,6 +25,7 @@ __all__ = [
     "UnsupportedMeshError", "UnknownModelError", "ALL_FAMILIES",
     "PairwiseHead", "PotentialHead", "VectorHead", "HEADS", "FluxModel", "FaceGeometry",
     "face_geometry", "mlp", "GlobalMLP", "MeshGraphNet", "CartesianCNN", "FNO",
-    "ChebConv", "ChebNetClosure", "EquivariantConv", "EquivariantGNN",
+    "ChebConv", "ChebNetClosure", "SphericalHarmonicFilter", "SpectralClosure", "SFNOClosure",
+    "EquivariantConv", "EquivariantGNN",
     "GraphTransformer", "MeshTooLargeError", "RecurrentClosure", "RecurrentHook",
 ]
