@@ -5,8 +5,8 @@ forward+backward (gradients for the input and the weights):
 
 - ``cheb K coo|csr``: :class:`meshclosure.nn.chebyshev.ChebConv` with ``K``
   terms on the Gaussian-weighted graph Laplacian of ``healpix(nside)``
-  (DeepSphere), stored as sparse COO (what ``chebyshev_laplacian`` returns)
-  or CSR; its response is a degree ``K − 1`` polynomial of the Laplacian,
+  (DeepSphere), stored as sparse COO or as CSR (what ``chebyshev_laplacian``
+  returns since the measurements below showed CSR faster); its response is a degree ``K − 1`` polynomial of the Laplacian,
   filter support ``K − 1`` faces;
 - ``sht lmax``: :class:`meshclosure.nn.spectral.SphericalHarmonicFilter`
   (free isotropic response ``h_l``): analysis, per-degree channel mixing,
@@ -91,10 +91,10 @@ def bench(nside: int, channels: int, ks: list[int], lmaxes: list[int], repeats: 
             call(xg).square().sum().backward()
         return (*_times(fwd, repeats), *_times(fwd_bwd, repeats))
 
-    csr = lap.to_sparse_csr()
+    csr, coo = lap.to_sparse_csr(), lap.to_sparse_coo().coalesce()
     for k in ks:
         conv = ChebConv(channels, channels, K=k).to(dtype)
-        for fmt, mat in (("coo", lap), ("csr", csr)):
+        for fmt, mat in (("coo", coo), ("csr", csr)):
             rows.append((nside, f"cheb K={k} {fmt}", *run(conv, lambda t: conv(t, mat))))
             print(f"  {rows[-1][1]}: done", flush=True)
     for lmax in lmaxes:
@@ -129,7 +129,7 @@ def main() -> None:
         rows += bench(nside, args.channels, args.K, lmaxes, repeats, dtype)
     print(f"\n{args.dtype}, C = {args.channels} channels in and out, 1 thread; times in ms as "
           f"median / min of the repeats; ratio = min time / min time of 'cheb K={args.K[0]} coo' "
-          f"(ChebConv as shipped, sparse COO Laplacian) at the same nside")
+          f"(ChebConv with the COO Laplacian it used before CSR) at the same nside")
     print(f"{'nside':>6s} {'filter':<18s}{'fwd ms':>16s}{'fwd+bwd ms':>18s}{'ratio fwd':>11s}"
           f"{'ratio f+b':>11s}")
     for nside in args.nside:

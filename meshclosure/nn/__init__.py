@@ -15,10 +15,13 @@ from .mgn import MeshGraphNet  # registers "mgn"
 from .cnn import CartesianCNN  # registers "cnn"
 from .fno import FNO  # registers "fno"
 from .chebyshev import ChebConv, ChebNetClosure  # registers "chebnet"
-from .spectral import SFNOClosure, SpectralClosure, SphericalHarmonicFilter  # "spectral", "sfno"
-from .equivariant import EquivariantConv, EquivariantGNN  # registers "e3nn"
-from .transformer import GraphTransformer, MeshTooLargeError  # registers "transformer"
-from .recurrent import RecurrentClosure, RecurrentHook  # registers "gru"
+from .sht import HealpixSHT
+from .spectral import (SFNOClosure, SpectralClosure, SphericalHarmonicFilter,  # "spectral",
+                       healpix_pixels)                                           # "sfno"
+from .equivariant import EquivariantConv, EquivariantGNN, input_irreps  # registers "e3nn"
+from .transformer import (GraphTransformer, MeshTooLargeError,  # registers "transformer"
+                          random_walk_encoding)
+from .recurrent import STAGE_TIMES, STAGES, RecurrentClosure, RecurrentHook  # "gru"
 
 __all__ = [
     "build_model", "list_models", "register", "model_families", "check_family",
@@ -26,6 +29,7 @@ __all__ = [
     "PairwiseHead", "PotentialHead", "VectorHead", "HEADS", "FluxModel", "FaceGeometry",
     "face_geometry", "mlp", "GlobalMLP", "MeshGraphNet", "CartesianCNN", "FNO",
     "ChebConv", "ChebNetClosure", "SphericalHarmonicFilter", "SpectralClosure", "SFNOClosure",
-    "EquivariantConv", "EquivariantGNN",
-    "GraphTransformer", "MeshTooLargeError", "RecurrentClosure", "RecurrentHook",
+    "HealpixSHT", "healpix_pixels", "EquivariantConv", "EquivariantGNN", "input_irreps",
+    "GraphTransformer", "MeshTooLargeError", "random_walk_encoding", "RecurrentClosure",
+    "RecurrentHook", "STAGES", "STAGE_TIMES",
 ]

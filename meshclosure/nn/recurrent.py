@@ -17,7 +17,7 @@ API
 - ``model(mesh, x, h=None) -> fluxes``: the :class:`FluxModel` call, stateless
   (zero memory unless ``h`` is given), so the generic invariant checks of
   :mod:`meshclosure.testing` apply.
-- ``model.as_closure(input_fn, var, stages=...)`` -> :class:`RecurrentHook`,
+- ``model.as_closure(dt, input_fn, var, stages=...)`` -> :class:`RecurrentHook`,
   the solver closure ``closure(t, state, mesh) -> {var: flux}`` that keeps ``h``
   and advances it once per solver step.
 
@@ -36,10 +36,14 @@ and every stage ``s`` of the step returns ::
 
 So the memory sees only the states the trajectory actually visits, never
 Runge–Kutta intermediates, and after ``N`` steps ``hook.h`` equals rolling
-``model.step`` over ``y⁰ … yᴺ⁻¹``. Time is checked: the first stages of
-successive steps must have increasing ``t`` (and, if ``dt`` is given, be
-``t⁰ + n dt``), which catches a wrong ``stages``. Call :meth:`reset` before a
-new run, and never call the hook outside the solver in between (it counts
+``model.step`` over ``y⁰ … yᴺ⁻¹``. Time is checked at every call: with the
+hook's ``dt`` and a named stepper, stage ``s`` of step ``n`` must come at
+``t⁰ + (n + c_s) dt`` (``c = (0,)`` Euler, ``(0, 1, ½)`` SSP-RK3,
+``(0, ½, ½, 1)`` RK4, as in :mod:`meshclosure.solver.steppers`); with an
+integer ``stages``, step starts must come at ``t⁰ + n dt``. A stepper, stage
+count or time step that does not match the solver's therefore raises instead
+of silently advancing the memory at the wrong rate. Call :meth:`reset` before
+a new run, and never call the hook outside the solver in between (it counts
 calls). Nothing is detached: gradients flow through ``h`` across steps (online
 training); :meth:`RecurrentHook.detach_state` cuts them (truncated
 backpropagation through time).
@@ -57,10 +61,14 @@ from .mgn import _LENGTH_COLUMNS, ProcessorBlock
 from .mlp import mlp
 from .registry import ALL_FAMILIES, register
 
-__all__ = ["RecurrentClosure", "RecurrentHook", "STAGES"]
+__all__ = ["RecurrentClosure", "RecurrentHook", "STAGES", "STAGE_TIMES"]
 
 #: Right-hand-side evaluations per step of the built-in steppers.
 STAGES = {"euler": 1, "ssprk3": 3, "rk4": 4}
+"""Right-hand-side calls per step of each stepper of :mod:`meshclosure.solver.steppers`."""
+
+STAGE_TIMES = {"euler": (0.0,), "ssprk3": (0.0, 1.0, 0.5), "rk4": (0.0, 0.5, 0.5, 1.0)}
+"""Time of each stage within a step, in units of ``dt`` (as the steppers call ``rhs``)."""
 
 InputFn = Callable[[float, Mapping[str, Tensor], Mesh], Tensor]
 
@@ -197,10 +205,10 @@ class RecurrentClosure(FluxModel):
         """Stateless face fluxes with memory ``h`` (default zero); see :meth:`step`."""
         return self.step(mesh_or_graph, x, h)[0]
 
-    def as_closure(self, input_fn: InputFn | None = None, var: str = "q",
-                   stages: Union[int, str] = "ssprk3", dt: float | None = None) -> "RecurrentHook":
+    def as_closure(self, dt: float, input_fn: InputFn | None = None, var: str = "q",
+                   stages: Union[int, str] = "ssprk3") -> "RecurrentHook":
         """The solver closure hook keeping this model's memory; see :class:`RecurrentHook`."""
-        return RecurrentHook(self, input_fn, var, stages, dt)
+        return RecurrentHook(self, dt, input_fn, var, stages)
 
 
 class RecurrentHook(nn.Module):
@@ -218,10 +226,12 @@ class RecurrentHook(nn.Module):
         ``(n_cells, -1)``.
     var : str
         The prognostic variable the fluxes are for.
+    dt : float
+        The solver's time step; every call's time is checked against it
+        (module docstring), so a mismatched stepper cannot go unnoticed.
     stages : int or {"euler", "ssprk3", "rk4"}
-        Right-hand-side calls per solver step.
-    dt : float, optional
-        If given, the first stage of step ``n`` must be at ``t⁰ + n dt``.
+        The solver's stepper (its stage times are then checked too), or its
+        number of right-hand-side calls per step.
 
     Attributes
     ----------
@@ -240,33 +250,35 @@ class RecurrentHook(nn.Module):
     >>> from meshclosure.mesh import cartesian
     >>> from meshclosure.solver import TracerModel, integrate
     >>> mesh = cartesian(4, 4)
-    >>> hook = RecurrentClosure(mesh, hidden=8, n_blocks=1).double().as_closure(stages="rk4")
+    >>> hook = RecurrentClosure(mesh, hidden=8, n_blocks=1).double().as_closure(0.01, stages="rk4")
     >>> U = 0.3 * mesh.face_normal[:, 0] * mesh.face_area
     >>> solver = TracerModel(mesh, U, closure=hook)
     >>> out = integrate(solver, {"q": torch.rand(16, dtype=torch.float64)}, 0.01, 5,
     ...                 stepper="rk4", progress=False)
     >>> hook.n_calls, hook.n_updates, tuple(hook.h.shape)
     (20, 5, (16, 8))
-    >>> RecurrentHook(hook.model, stages="rk5")
+    >>> RecurrentHook(hook.model, 0.01, stages="rk5")
     Traceback (most recent call last):
     ...
     ValueError: stages='rk5' is not a positive int or one of ['euler', 'ssprk3', 'rk4']. ...
     """
 
-    def __init__(self, model: RecurrentClosure, input_fn: InputFn | None = None,
-                 var: str = "q", stages: Union[int, str] = "ssprk3",
-                 dt: float | None = None) -> None:
+    def __init__(self, model: RecurrentClosure, dt: float, input_fn: InputFn | None = None,
+                 var: str = "q", stages: Union[int, str] = "ssprk3") -> None:
         super().__init__()
+        offsets = None
         if isinstance(stages, str) and stages in STAGES:
+            offsets = STAGE_TIMES[stages]
             stages = STAGES[stages]
         if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
             raise ValueError(f"stages={stages!r} is not a positive int or one of "
-                             f"{list(STAGES)}. Pass the number of rhs calls per step of your "
-                             f"stepper (1 Euler, 3 SSP-RK3, 4 RK4).")
-        if dt is not None and not float(dt) > 0:
-            raise ValueError(f"dt={dt!r} must be a positive time step or None.")
+                             f"{list(STAGES)}. Pass the name of your stepper, or the number of "
+                             f"rhs calls per step (1 Euler, 3 SSP-RK3, 4 RK4).")
+        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
+            raise ValueError(f"dt={dt!r} must be the solver's positive time step: the hook "
+                             f"checks every call's time against it.")
         self.model, self.input_fn, self.var = model, input_fn, var
-        self.stages, self.dt = stages, None if dt is None else float(dt)
+        self.stages, self.dt, self._offsets = stages, float(dt), offsets
         self.reset()
 
     def reset(self) -> None:
@@ -275,7 +287,6 @@ class RecurrentHook(nn.Module):
         self._h_step: Optional[Tensor] = None
         self.n_calls = self.n_updates = 0
         self._t0: Optional[float] = None
-        self._t_last: Optional[float] = None
 
     def detach_state(self) -> None:
         """Cut the autograd history of the memory (truncated backpropagation through time)."""
@@ -293,29 +304,27 @@ class RecurrentHook(nn.Module):
         q = state[self.var]
         return q.reshape(q.shape[0], -1)
 
-    def _start_step(self, t: float) -> None:
-        n = self.n_updates
+    def _check_time(self, t: float) -> None:
+        n, stage = divmod(self.n_calls, self.stages)
         if self._t0 is None:
             self._t0 = t
-        elif not t > self._t_last:
-            raise RuntimeError(f"RecurrentHook: step {n} starts at t={t} <= t={self._t_last} of "
-                               f"the previous step. Is stages={self.stages} right for your "
-                               f"stepper? Call reset() before a new run.")
-        if self.dt is not None:
-            expected = self._t0 + n * self.dt
+        if stage == 0 or self._offsets is not None:
+            offset = 0.0 if self._offsets is None else self._offsets[stage]
+            expected = self._t0 + n * self.dt + offset * self.dt
             if abs(t - expected) > 1e-9 * max(abs(expected), self.dt):
-                raise RuntimeError(f"RecurrentHook: step {n} starts at t={t}, expected "
-                                   f"t0 + n dt = {expected}. Is stages={self.stages} right "
-                                   f"for your stepper? Call reset() before a new run.")
-        self._t_last = t
+                raise RuntimeError(
+                    f"RecurrentHook: call {self.n_calls} (step {n}, stage {stage}) came at "
+                    f"t={t}, expected {expected} for stages={self.stages}, dt={self.dt}. Do "
+                    f"the hook's stepper and dt match the solver's? Call reset() before a new "
+                    f"run.")
 
     def forward(self, t: float, state: Mapping[str, Tensor], mesh: Mesh) -> Dict[str, Tensor]:
         """``{var: Φ (n_faces, ...)}``; the shape follows ``state[var]`` (``(n_faces,)`` for a
         scalar tracer)."""
         t = float(t)
         first = self.n_calls % self.stages == 0
+        self._check_time(t)
         if first:
-            self._start_step(t)
             self._h_step = self.h
         x = self._inputs(t, state, mesh)
         out, h_new = self.model.step(mesh, x, self._h_step)

@@ -76,6 +76,7 @@ import functools
 import math
 
 import numpy as np
+from scipy.special import xlogy
 import torch
 from torch import Tensor
 
@@ -107,6 +108,9 @@ def legendre_table(lmax: int, mmax: int, z: np.ndarray, mmin: int = 0) -> np.nda
     True
     >>> bool(np.array_equal(legendre_table(2, 2, np.array([0.5]), mmin=1), lam[1:]))
     True
+    >>> poles = legendre_table(2, 2, np.array([1.0, -1.0]))    # finite at the poles
+    >>> np.allclose(poles[0, :, 2], math.sqrt(5 / (4 * math.pi)), rtol=1e-14), float(abs(poles[1:]).max())
+    (True, 0.0)
     """
     z = np.asarray(z, dtype=np.float64)
     if lmax < 0 or not 0 <= mmin <= mmax <= lmax:
@@ -119,7 +123,7 @@ def legendre_table(lmax: int, mmax: int, z: np.ndarray, mmin: int = 0) -> np.nda
     m = m_all[mmin:]
     with np.errstate(divide="ignore"):
         log_scale = (-0.5 * math.log(4 * math.pi) + np.cumsum(steps)[mmin:])[:, None] \
-            + m[:, None] * np.log(sin)[None, :]                       # (M, R)
+            + xlogy(m[:, None], sin[None, :])                         # (M, R); 0 at m = 0
     p1 = np.where(m % 2 == 1, -1.0, 1.0)[:, None] * np.ones_like(z)[None, :]  # λ_{l−1,m}
     p2 = np.zeros_like(p1)                                                     # λ_{l−2,m}
     out = np.zeros((len(m), len(z), lmax + 1))

@@ -162,7 +162,7 @@ def _tracer(mesh, hook, kappa=0.0):
 def test_hook_advances_memory_once_per_step(stepper):
     mesh = MESHES["cartesian-8x8"]
     model = _model(mesh, in_features=1, n_vars=1)
-    hook = model.as_closure(var="q", stages=stepper, dt=0.01)
+    hook = model.as_closure(0.01, var="q", stages=stepper)
     assert isinstance(hook, RecurrentHook) and hook.stages == STAGES[stepper]
     calls = []
     original = model.step
@@ -188,7 +188,7 @@ def test_hook_advances_memory_once_per_step(stepper):
 def test_tracer_total_conserved_with_hook():
     mesh = MESHES["icosahedral-2"]
     model = _model(mesh, in_features=1, n_vars=1, hidden=8)
-    hook = model.as_closure(stages="ssprk3")
+    hook = model.as_closure(0.02, stages="ssprk3")
     q0 = 1.0 + 0.5 * mesh.cell_center[:, 2]
     solver = _tracer(mesh, hook, kappa=1e-3)
     with torch.no_grad():
@@ -204,7 +204,7 @@ def test_tracer_total_conserved_with_hook():
 def test_gradients_through_unrolled_steps_and_detach():
     mesh = MESHES["healpix-2"]
     model = _model(mesh, in_features=1, n_vars=1)
-    hook = model.as_closure(stages="ssprk3")
+    hook = model.as_closure(0.01, stages="ssprk3")
     solver = _tracer(mesh, hook)
     q0 = _randn(mesh.n_cells, 1)[:, 0].requires_grad_(True)
     out = integrate(solver, {"q": q0}, 0.01, 3, progress=False)
@@ -233,13 +233,25 @@ def test_hook_errors():
     model = _model(mesh, in_features=1, n_vars=1)
     q0 = _randn(mesh.n_cells, 1)[:, 0]
     with pytest.raises(ValueError, match="stages='rk5' is not a positive int"):
-        model.as_closure(stages="rk5")
-    # wrong stage count for the stepper: caught by the time check when dt is given
-    hook = model.as_closure(stages=3, dt=0.01)
-    with pytest.raises(RuntimeError, match=r"step 2 starts at t=0.015, expected .*0.02"):
+        model.as_closure(0.01, stages="rk5")
+    with pytest.raises(ValueError, match="dt=None must be the solver's positive time step"):
+        model.as_closure(None)
+    # wrong stage count for the stepper: caught by the time check
+    hook = model.as_closure(0.01, stages=3)
+    with pytest.raises(RuntimeError, match=r"step 2, stage 0\) came at t=0.015, expected 0.02"):
         integrate(_tracer(mesh, hook), {"q": q0}, 0.01, 3, stepper="rk4", progress=False)
+    # every mismatch of stepper or dt is caught, at the first call that betrays it
+    for hook_stepper, solver_stepper, hook_dt in (("ssprk3", "euler", 0.01),
+                                                  ("ssprk3", "rk4", 0.01),
+                                                  ("euler", "ssprk3", 0.01),
+                                                  ("rk4", "ssprk3", 0.01),
+                                                  ("ssprk3", "ssprk3", 0.02)):
+        hook = model.as_closure(hook_dt, stages=hook_stepper)
+        with pytest.raises(RuntimeError, match="Do the hook's stepper and dt match"):
+            integrate(_tracer(mesh, hook), {"q": q0}, 0.01, 6, stepper=solver_stepper,
+                      progress=False)
     # a second run without reset goes back in time
-    hook = model.as_closure(stages="euler")
+    hook = model.as_closure(0.01, stages="euler")
     solver = _tracer(mesh, hook)
     integrate(solver, {"q": q0}, 0.01, 2, stepper="euler", progress=False)
     with pytest.raises(RuntimeError, match="Call reset"):
@@ -248,7 +260,7 @@ def test_hook_errors():
     assert hook.h is None and hook.n_calls == 0
     integrate(solver, {"q": q0}, 0.01, 2, stepper="euler", progress=False)
     # flux variables that do not fit the state
-    hook2 = _model(mesh, in_features=1, n_vars=2).as_closure(stages="euler")
+    hook2 = _model(mesh, in_features=1, n_vars=2).as_closure(0.01, stages="euler")
     with pytest.raises(ValueError, match="gives 2 flux variables per face"):
         integrate(_tracer(mesh, hook2), {"q": q0}, 0.01, 1, stepper="euler", progress=False)
     with pytest.raises(ValueError, match=r"h must have shape \(n_cells=64, memory=6\)"):
