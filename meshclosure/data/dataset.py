@@ -12,7 +12,7 @@ faces), ``boundary_face`` (only for bounded meshes). Data variables:
 ``sgs_tendency_<var>``          (time, cell)             ``s^sgs`` (= ``−div(Φ^sgs, B^sgs)``)
 ``sgs_boundary_flux_<var>``     (time, boundary_face)    ``B^sgs`` (outward)
 ``input_<name>``                (time, cell)             resolved inputs (gradients, N, ...)
-``split``                       (time,)                  0 train, 1 val, 2 test, 3 ood
+``split``                       (time,)                  0 train, 1 val, 2 test, 3 ood, 4 gap
 ==============================  =======================  ==========================================
 
 The coarse mesh travels with the data twice: exactly (every
@@ -26,7 +26,8 @@ file opens in uxarray. Attributes: ``scenario_config`` (JSON), ``seed``,
 ``content_sha256`` of the data, checked on reading.
 
 Samples are split by time into contiguous train / val / test blocks (no
-time index in two splits); the out-of-distribution samples (``split == 3``)
+time index in two splits; optionally ``gap`` samples set aside between
+blocks, in no split); the out-of-distribution samples (``split == 3``)
 come from a separate run of ``scenario.ood()``.
 """
 from __future__ import annotations
@@ -79,7 +80,8 @@ def split_boundaries(n: int, fractions: Sequence[float] = (0.7, 0.15, 0.15)) -> 
     """Contiguous train/val/test blocks of ``n`` time samples: ``[0, a, b, n]``.
 
     Split ``k`` is ``range(bounds[k], bounds[k + 1])``. With ``n >= 3`` and
-    positive fractions every split gets at least one sample.
+    positive fractions every split gets at least one sample. (``build_dataset``
+    may then set the first ``gap`` samples of the val and test blocks aside.)
 
     >>> split_boundaries(10)
     [0, 7, 9, 10]
@@ -144,7 +146,7 @@ def _is_data(name: str) -> bool:
 def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Mapping[str, Any],
                   seed: int, ood_samples: Sequence[SubgridSample] = (),
                   ood_config: Optional[Mapping[str, Any]] = None,
-                  fractions: Sequence[float] = (0.7, 0.15, 0.15),
+                  fractions: Sequence[float] = (0.7, 0.15, 0.15), gap: int = 0,
                   attrs: Optional[Mapping[str, Any]] = None):
     """Collect subgrid samples into an ``xarray.Dataset`` (layout in the module docstring).
 
@@ -162,6 +164,12 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
     ood_config : dict, optional
         Configuration of the out-of-distribution scenario.
     fractions : (train, val, test)
+    gap : int
+        Samples set aside (``split == 4``, in no split) at the start of the
+        val and of the test block, so that the blocks are separated by
+        ``gap + 1`` sample intervals: choose about the slowest correlation
+        time of the inputs divided by the sample spacing to keep neighbouring
+        blocks from sharing the same large-scale state.
     attrs : dict, optional
         Further global attributes (JSON-serialised when not a str/number).
 
@@ -180,13 +188,18 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
         if s.variables != variables or tuple(s.inputs) != inputs:
             raise ValueError("all samples must have the same variables and inputs; got "
                              f"{s.variables}/{tuple(s.inputs)} and {variables}/{inputs}.")
+    if isinstance(gap, bool) or not isinstance(gap, int) or gap < 0:
+        raise ValueError(f"gap must be an integer >= 0 (samples set aside between splits); got "
+                         f"{gap!r}.")
     bounds = split_boundaries(len(samples), fractions)
     split = np.concatenate([np.repeat(np.arange(3, dtype=np.int8), np.diff(bounds)),
                             np.full(len(ood_samples), 3, np.int8)])
+    for start, end in zip(bounds[1:3], bounds[2:4]):      # val and test blocks
+        split[start:min(start + gap, end - 1)] = 4        # keep one sample in each block
     ds = xr.Dataset(coords={"time": ("time", np.array([s.t for s in everything], np.float64),
                                      {"long_name": "model time of the fine run"})})
-    ds["split"] = ("time", split, {"flag_values": np.arange(4, dtype=np.int8),
-                                   "flag_meanings": " ".join(SPLITS)})
+    ds["split"] = ("time", split, {"flag_values": np.arange(5, dtype=np.int8),
+                                   "flag_meanings": " ".join(SPLITS + ("gap",))})
     ds["transport"] = (("time", "face"), _stack(everything, lambda s: s.transport),
                        {"long_name": "coarse integrated face transport U_c, owner -> neighbour"})
     for var in variables:
@@ -221,7 +234,7 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
         "seed": int(seed), "versions": json.dumps(_versions()),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "split_fractions": json.dumps([float(x) for x in fractions]),
-        "split_boundaries": json.dumps(bounds), "n_ood": len(ood_samples),
+        "split_boundaries": json.dumps(bounds), "split_gap": gap, "n_ood": len(ood_samples),
         "mesh_radius": json.dumps(coarse.radius), "mesh_period": json.dumps(coarse.period),
         "mesh_boundary_tag_names": json.dumps(list(coarse.boundary_tag_names)),
         "mesh_info": json.dumps(coarse.info, sort_keys=True, default=str),
@@ -356,9 +369,10 @@ def _short(sig: Mapping[str, Any]) -> str:
 class NormalizationStats:
     """Per-feature shift and scale from the TRAINING split only.
 
-    Inputs are standardised, ``(x − mean) / scale``; gradient components
-    (``grad_*``, vector components in the local frame) are only scaled, so
-    a rotation of the frame stays a rotation. Targets (face fluxes and
+    Inputs are standardised, ``(x − mean) / scale``; the components of a
+    gradient (``grad_<var>_1``, ``grad_<var>_2``: a vector in the local frame)
+    are only scaled, all by one scale (their joint RMS), so a rotation of the
+    frame stays a rotation. Targets (face fluxes and
     tendencies) are only scaled by one ``flux_scale`` per variable, the RMS
     of ``Φ^sgs``; the same scale on ``s^sgs`` keeps ``s = −div(Φ)`` exact.
     ``transport_scale`` is the RMS of ``U_c`` (1 where it is zero).
@@ -381,11 +395,20 @@ class NormalizationStats:
         if variables is None:
             variables = [n[len("state_"):] for n in ds.data_vars if n.startswith("state_")]
         names, mean, scale = [], [], []
+        vector_rms: dict = {}          # one scale per vector: mean square over its components
         for name in _input_variables(ds, variables):
-            a = ds[name].values[train].astype(np.float64)
-            vector = name.startswith("input_grad_")
-            m = 0.0 if vector else float(a.mean())
-            s = float(np.sqrt(np.mean((a - m) ** 2)))
+            if name.startswith("input_grad_"):
+                stem = name.rsplit("_", 1)[0]
+                parts = [n for n in ds.data_vars if n.rsplit("_", 1)[0] == stem
+                         and n.startswith("input_grad_")]
+                if stem not in vector_rms:
+                    vector_rms[stem] = float(np.sqrt(np.mean(
+                        [np.mean(ds[n].values[train].astype(np.float64) ** 2) for n in parts])))
+                m, s = 0.0, vector_rms[stem]
+            else:
+                a = ds[name].values[train].astype(np.float64)
+                m = float(a.mean())
+                s = float(np.sqrt(np.mean((a - m) ** 2)))
             names.append(name)
             mean.append(m)
             scale.append(s if s > 0 else 1.0)

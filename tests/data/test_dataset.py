@@ -89,6 +89,41 @@ def test_splits_are_contiguous_disjoint_and_ood_separate(written) -> None:
         assert bounds[0] == 0 and bounds[-1] == n and all(np.diff(bounds) >= 1)
 
 
+def test_gap_sets_samples_aside_between_blocks(written) -> None:
+    sc, samples, ood_samples, _ = written
+    ds = build_dataset(samples, sc.coarse, config=sc.config, seed=sc.seed,
+                       ood_samples=ood_samples, gap=1)
+    codes = ds["split"].values.tolist()
+    # 10 samples: train 0-6, val 7-8 (7 set aside), test 9 (kept: a block never empties)
+    assert codes == [0] * 7 + [4, 1, 2, 3, 3]
+    big = build_dataset(samples * 2, sc.coarse, config=sc.config, seed=sc.seed, gap=2)
+    codes = big["split"].values.tolist()          # 20: train 14, val 3, test 3
+    assert codes == [0] * 14 + [4, 4, 1, 4, 4, 2]
+    assert json.loads(big.attrs["split_boundaries"]) == [0, 14, 17, 20]
+    with pytest.raises(ValueError, match="gap must be an integer >= 0"):
+        build_dataset(samples, sc.coarse, config=sc.config, seed=sc.seed, gap=-1)
+
+
+def test_gradient_components_share_one_scale(written) -> None:
+    """Normalizing a local-frame gradient must not stretch one component against the
+    other: a rotation of the frame has to stay a rotation."""
+    sc, samples, ood_samples, path = written
+    ds = read_dataset(path)
+    stats = NormalizationStats.from_dataset(ds)
+    grads = [n for n in stats.input_names if n.startswith("input_grad_")]
+    assert grads, "the stand-in scenario gives gradient inputs"
+    by_vector: dict = {}
+    for n in grads:
+        by_vector.setdefault(n.rsplit("_", 1)[0], []).append(n)
+    train = ds["split"].values == 0
+    for stem, parts in by_vector.items():
+        scales = {stats.input_scale[stats.input_names.index(n)] for n in parts}
+        means = {stats.input_mean[stats.input_names.index(n)] for n in parts}
+        assert len(scales) == 1 and means == {0.0}, stem
+        joint = np.sqrt(np.mean([np.mean(ds[n].values[train] ** 2) for n in parts]))
+        assert scales.pop() == pytest.approx(joint, rel=1e-12)
+
+
 def test_normalization_from_training_split_only(written) -> None:
     sc, samples, ood_samples, path = written
     ds = read_dataset(path)
