@@ -48,7 +48,8 @@ from .heads import (FaceGeometry, FluxModel, MeshOrGraph, PairwiseHead, Potentia
                     _inputs, face_geometry)
 from .registry import UnsupportedMeshError, register
 
-__all__ = ["chebyshev_laplacian", "ChebConv", "ChebNetClosure", "LAPLACIAN_WEIGHTS"]
+__all__ = ["chebyshev_laplacian", "ChebConv", "ChebNetClosure", "LAPLACIAN_WEIGHTS",
+           "invariant_head", "invariant_directed"]
 
 #: Edge-weight choices of :func:`chebyshev_laplacian`.
 LAPLACIAN_WEIGHTS = ("gaussian", "fv")
@@ -133,6 +134,29 @@ def chebyshev_laplacian(mesh_or_graph: MeshOrGraph, weights: str = "gaussian",
         lap = lap.coalesce().to(dtype).to_sparse_csr()   # CSR products: 1.6-5x faster than COO
     cache[key] = lap
     return lap
+
+
+def invariant_head(head: str, hidden: int, n_vars: int, heteroscedastic: bool) -> nn.Module:
+    """Antisymmetric head for scalar latents that uses no direction: ``"potential"``, or
+    ``"pairwise"`` seeing only the invariant edge features ``(A_f, d_f) / length_scale``
+    (:func:`invariant_directed`), so the fluxes commute with every isometry of the mesh."""
+    heads = ("potential", "pairwise")
+    if head not in heads:
+        raise ValueError(f"head={head!r} is not one of {heads}. The vector head needs tangent "
+                         f"vectors, which scalar (graph or spectral) filters do not give.")
+    if head == "pairwise":
+        return PairwiseHead(hidden, n_vars, edge_features=2, hidden=hidden,
+                            heteroscedastic=heteroscedastic)
+    return PotentialHead(hidden, n_vars, hidden=hidden, heteroscedastic=heteroscedastic)
+
+
+def invariant_directed(head: nn.Module, kind: str, z: Tensor, geo: FaceGeometry,
+                       length_scale: float):
+    """Directed fluxes of :func:`invariant_head`'s head for node latents ``z``."""
+    if kind == "pairwise":
+        e = torch.stack([geo.face_area, geo.cell_distance], 1).to(z.dtype) / length_scale
+        return head.directed(z, geo, edge_features=torch.cat([e, e]))
+    return head.directed(z, geo)
 
 
 class ChebConv(nn.Module):
@@ -245,10 +269,6 @@ class ChebNetClosure(FluxModel):
             raise UnsupportedMeshError(
                 f"ChebNetClosure needs a sphere mesh (families {_SPHERE_FAMILIES} on the "
                 f"sphere); got {mesh!r}. Use 'cnn' or 'mgn' on planar meshes.")
-        heads = ("potential", "pairwise")
-        if head not in heads:
-            raise ValueError(f"head={head!r} is not one of {heads}. The vector head needs "
-                             f"tangent vectors, which scalar graph filters do not give.")
         if weights not in LAPLACIAN_WEIGHTS:
             raise ValueError(f"weights={weights!r} is not one of {LAPLACIAN_WEIGHTS}.")
         if n_layers < 1:
@@ -261,12 +281,7 @@ class ChebNetClosure(FluxModel):
         widths = [in_features] + [hidden] * n_layers
         self.convs = nn.ModuleList(ChebConv(i, o, K) for i, o in zip(widths[:-1], widths[1:]))
         self.activation = nn.SiLU()
-        if head == "pairwise":
-            self.head = PairwiseHead(hidden, n_vars, edge_features=2, hidden=hidden,
-                                     heteroscedastic=heteroscedastic)
-        else:
-            self.head = PotentialHead(hidden, n_vars, hidden=hidden,
-                                      heteroscedastic=heteroscedastic)
+        self.head = invariant_head(head, hidden, n_vars, heteroscedastic)
 
     def laplacian(self, mesh_or_graph: MeshOrGraph, dtype: torch.dtype) -> Tensor:
         """The model's ``L̃`` on ``mesh_or_graph`` (sparse, ``(n_cells, n_cells)``)."""
@@ -285,8 +300,4 @@ class ChebNetClosure(FluxModel):
     def directed_fluxes(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None):
         geo = face_geometry(mesh_or_graph)
         z = self.latents(mesh_or_graph, x)
-        if self.head_kind == "pairwise":
-            e = torch.stack([geo.face_area, geo.cell_distance], 1).to(z.dtype)
-            e = e / self.length_scale
-            return self.head.directed(z, geo, edge_features=torch.cat([e, e]))
-        return self.head.directed(z, geo)
+        return invariant_directed(self.head, self.head_kind, z, geo, self.length_scale)

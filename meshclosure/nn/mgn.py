@@ -30,11 +30,13 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
 from ..mesh._mesh import Mesh
-from .heads import FluxModel, MeshOrGraph, PairwiseHead, PotentialHead, _inputs, face_geometry
+from .heads import (FaceGeometry, FluxModel, MeshOrGraph, PairwiseHead, PotentialHead, _inputs,
+                    face_geometry)
 from .mlp import mlp
 from .registry import ALL_FAMILIES, register
 
-__all__ = ["MeshGraphNet", "ProcessorBlock"]
+__all__ = ["MeshGraphNet", "ProcessorBlock", "EncodeProcess", "flux_head", "apply_head",
+           "MP_HEADS"]
 
 _LENGTH_COLUMNS = (0, 1, 4, 5)          # dx_1, dx_2, face_area, cell_distance
 
@@ -59,6 +61,67 @@ class ProcessorBlock(MessagePassing):
 
     def message(self, e: Tensor) -> Tensor:  # noqa: D102 (PyG hook)
         return e
+
+
+#: Heads a message-passing backbone can end in (the vector head needs vector outputs).
+MP_HEADS = ("pairwise", "potential")
+
+
+def flux_head(head: str, latent: int, n_vars: int, hidden: int, n_layers: int,
+              heteroscedastic: bool) -> nn.Module:
+    """The antisymmetric head of a message-passing backbone: ``"pairwise"`` (fed the
+    processed edge latents, width ``hidden``) or ``"potential"``."""
+    if head not in MP_HEADS:
+        raise ValueError(f"head={head!r} is not one of {MP_HEADS}. Use 'pairwise' (direction-"
+                         f"aware) or 'potential' (down-gradient, isotropic).")
+    if head == "pairwise":
+        return PairwiseHead(latent, n_vars, edge_features=hidden, hidden=hidden,
+                            n_layers=n_layers, heteroscedastic=heteroscedastic)
+    return PotentialHead(latent, n_vars, hidden=hidden, n_layers=n_layers,
+                         heteroscedastic=heteroscedastic)
+
+
+def apply_head(head: nn.Module, kind: str, z: Tensor, geo: FaceGeometry, e: Tensor):
+    """Directed fluxes of :func:`flux_head`'s head for node latents ``z`` and edge latents ``e``."""
+    if kind == "pairwise":
+        return head.directed(z, geo, edge_features=e)
+    return head.directed(z, geo)
+
+
+class EncodeProcess(nn.Module):
+    """Encode (node and edge MLPs), process (``blocks``), decode nodes to latents ``z``.
+
+    The edge input is the directed-edge geometry ``edge_attr`` with its lengths
+    divided by ``length_scale`` (the mean centre distance of the mesh the model
+    is built for), so the model runs on any mesh or graph. Each block maps
+    ``(h, edge_index, e) -> (h, e)``: :class:`ProcessorBlock`, or any layer
+    with that signature (the GPS layer of :mod:`meshclosure.nn.transformer`).
+
+    Shapes: ``x (n_cells, in_features)`` -> ``z (n_cells, latent)``,
+    ``e (2 n_faces, hidden)``.
+    """
+
+    def __init__(self, mesh: Mesh, in_features: int, hidden: int, latent: int, n_layers: int,
+                 blocks: list) -> None:
+        super().__init__()
+        self.length_scale = float(mesh.cell_distance.double().mean())
+        self.node_encoder = mlp(in_features, hidden, hidden, n_layers, layer_norm=True)
+        self.edge_encoder = mlp(6, hidden, hidden, n_layers, layer_norm=True)
+        self.blocks = nn.ModuleList(blocks)
+        self.decoder = mlp(hidden, hidden, latent, n_layers)
+
+    def edge_geometry(self, edge_attr: Tensor, dtype: torch.dtype) -> Tensor:
+        """``edge_attr`` with its length columns divided by ``length_scale``."""
+        scale = torch.ones(edge_attr.shape[1], dtype=dtype, device=edge_attr.device)
+        scale[list(_LENGTH_COLUMNS)] = 1.0 / self.length_scale
+        return edge_attr.to(dtype) * scale
+
+    def forward(self, geo: FaceGeometry, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.node_encoder(x)
+        e = self.edge_encoder(self.edge_geometry(geo.edge_attr, x.dtype))
+        for block in self.blocks:
+            h, e = block(h, geo.edge_index, e)
+        return self.decoder(h), e
 
 
 @register("mgn", families=ALL_FAMILIES)
@@ -106,37 +169,13 @@ class MeshGraphNet(FluxModel):
                  n_blocks: int = 4, n_layers: int = 2, latent: int | None = None,
                  head: str = "pairwise", heteroscedastic: bool = False) -> None:
         super().__init__()
-        heads = ("pairwise", "potential")
-        if head not in heads:
-            raise ValueError(f"head={head!r} is not one of {heads}. Use 'pairwise' (direction-"
-                             f"aware) or 'potential' (down-gradient, isotropic).")
         latent = latent or hidden
         self.in_features, self.n_vars, self.head_kind = in_features, n_vars, head
-        self.length_scale = float(mesh.cell_distance.double().mean())
-        self.node_encoder = mlp(in_features, hidden, hidden, n_layers, layer_norm=True)
-        self.edge_encoder = mlp(6, hidden, hidden, n_layers, layer_norm=True)
-        self.blocks = nn.ModuleList(ProcessorBlock(hidden, n_layers) for _ in range(n_blocks))
-        self.decoder = mlp(hidden, hidden, latent, n_layers)
-        if head == "pairwise":
-            self.head = PairwiseHead(latent, n_vars, edge_features=hidden, hidden=hidden,
-                                     n_layers=n_layers, heteroscedastic=heteroscedastic)
-        else:
-            self.head = PotentialHead(latent, n_vars, hidden=hidden, n_layers=n_layers,
-                                      heteroscedastic=heteroscedastic)
-
-    def _edge_geometry(self, edge_attr: Tensor, dtype: torch.dtype) -> Tensor:
-        scale = torch.ones(edge_attr.shape[1], dtype=dtype, device=edge_attr.device)
-        scale[list(_LENGTH_COLUMNS)] = 1.0 / self.length_scale
-        return edge_attr.to(dtype) * scale
+        self.encoder = EncodeProcess(mesh, in_features, hidden, latent, n_layers,
+                                     [ProcessorBlock(hidden, n_layers) for _ in range(n_blocks)])
+        self.head = flux_head(head, latent, n_vars, hidden, n_layers, heteroscedastic)
 
     def directed_fluxes(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None):
         geo = face_geometry(mesh_or_graph)
-        x = _inputs(mesh_or_graph, x, self.in_features)
-        h = self.node_encoder(x)
-        e = self.edge_encoder(self._edge_geometry(geo.edge_attr, x.dtype))
-        for block in self.blocks:
-            h, e = block(h, geo.edge_index, e)
-        z = self.decoder(h)
-        if self.head_kind == "pairwise":
-            return self.head.directed(z, geo, edge_features=e)
-        return self.head.directed(z, geo)
+        z, e = self.encoder(geo, _inputs(mesh_or_graph, x, self.in_features))
+        return apply_head(self.head, self.head_kind, z, geo, e)

@@ -56,9 +56,8 @@ import torch
 from torch import Tensor, nn
 
 from ..mesh._mesh import Mesh
-from .heads import FluxModel, MeshOrGraph, PairwiseHead, PotentialHead, _inputs, face_geometry
-from .mgn import _LENGTH_COLUMNS, ProcessorBlock
-from .mlp import mlp
+from .heads import FluxModel, MeshOrGraph, _inputs, face_geometry
+from .mgn import EncodeProcess, ProcessorBlock, apply_head, flux_head
 from .registry import ALL_FAMILIES, register
 
 __all__ = ["RecurrentClosure", "RecurrentHook", "STAGES", "STAGE_TIMES"]
@@ -124,26 +123,13 @@ class RecurrentClosure(FluxModel):
                  latent: int | None = None, head: str = "pairwise",
                  heteroscedastic: bool = False) -> None:
         super().__init__()
-        heads = ("pairwise", "potential")
-        if head not in heads:
-            raise ValueError(f"head={head!r} is not one of {heads}. Use 'pairwise' (direction-"
-                             f"aware) or 'potential' (down-gradient, isotropic).")
         latent, memory = latent or hidden, memory or hidden
         self.in_features, self.n_vars, self.head_kind = in_features, n_vars, head
         self.memory, self.heteroscedastic = memory, heteroscedastic
-        self.length_scale = float(mesh.cell_distance.double().mean())
-        self.node_encoder = mlp(in_features, hidden, hidden, n_layers, layer_norm=True)
-        self.edge_encoder = mlp(6, hidden, hidden, n_layers, layer_norm=True)
-        self.blocks = nn.ModuleList(ProcessorBlock(hidden, n_layers) for _ in range(n_blocks))
-        self.decoder = mlp(hidden, hidden, latent, n_layers)
+        self.encoder = EncodeProcess(mesh, in_features, hidden, latent, n_layers,
+                                     [ProcessorBlock(hidden, n_layers) for _ in range(n_blocks)])
         self.gru = nn.GRUCell(latent, memory)
-        if head == "pairwise":
-            self.head = PairwiseHead(latent + memory, n_vars, edge_features=hidden,
-                                     hidden=hidden, n_layers=n_layers,
-                                     heteroscedastic=heteroscedastic)
-        else:
-            self.head = PotentialHead(latent + memory, n_vars, hidden=hidden, n_layers=n_layers,
-                                      heteroscedastic=heteroscedastic)
+        self.head = flux_head(head, latent + memory, n_vars, hidden, n_layers, heteroscedastic)
 
     # ----------------------------------------------------------------- state
     def init_state(self, mesh_or_graph: MeshOrGraph, dtype: torch.dtype | None = None) -> Tensor:
@@ -163,11 +149,6 @@ class RecurrentClosure(FluxModel):
         return h.to(x.dtype)
 
     # --------------------------------------------------------------- forward
-    def _edge_geometry(self, edge_attr: Tensor, dtype: torch.dtype) -> Tensor:
-        scale = torch.ones(edge_attr.shape[1], dtype=dtype, device=edge_attr.device)
-        scale[list(_LENGTH_COLUMNS)] = 1.0 / self.length_scale
-        return edge_attr.to(dtype) * scale
-
     def directed_step(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None,
                       h: Tensor | None = None):
         """``(Φ_dir, h_new)``: directed fluxes ``(2 n_faces, n_vars)`` (or ``(mean, log_var)``)
@@ -175,16 +156,9 @@ class RecurrentClosure(FluxModel):
         geo = face_geometry(mesh_or_graph)
         x = _inputs(mesh_or_graph, x, self.in_features)
         h = self._check_h(h, geo, x)
-        v = self.node_encoder(x)
-        e = self.edge_encoder(self._edge_geometry(geo.edge_attr, x.dtype))
-        for block in self.blocks:
-            v, e = block(v, geo.edge_index, e)
-        z = self.decoder(v)
+        z, e = self.encoder(geo, x)
         h_new = self.gru(z, h)
-        zh = torch.cat([z, h_new], 1)
-        if self.head_kind == "pairwise":
-            return self.head.directed(zh, geo, edge_features=e), h_new
-        return self.head.directed(zh, geo), h_new
+        return apply_head(self.head, self.head_kind, torch.cat([z, h_new], 1), geo, e), h_new
 
     def step(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None,
              h: Tensor | None = None):

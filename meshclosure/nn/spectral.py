@@ -52,7 +52,8 @@ import torch
 from torch import Tensor, nn
 
 from ..mesh._mesh import Mesh
-from .heads import FluxModel, MeshOrGraph, PairwiseHead, PotentialHead, _inputs, face_geometry
+from .chebyshev import invariant_directed, invariant_head
+from .heads import FluxModel, MeshOrGraph, _inputs, face_geometry
 from .registry import UnsupportedMeshError, register
 from .sht import HealpixSHT, get_sht
 
@@ -232,10 +233,6 @@ class _SphericalClosure(FluxModel):
                  filter_kwargs: dict) -> None:
         super().__init__()
         nside, _ = healpix_pixels(mesh, type(self).__name__)
-        heads = ("potential", "pairwise")
-        if head not in heads:
-            raise ValueError(f"head={head!r} is not one of {heads}. The vector head needs "
-                             f"tangent vectors, which scalar spectral filters do not give.")
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1; got {n_layers}.")
         if not 0 <= lmax <= 3 * nside - 1:
@@ -249,12 +246,7 @@ class _SphericalClosure(FluxModel):
         self.lift = nn.Linear(in_features, hidden)
         self.filters = nn.ModuleList(SphericalHarmonicFilter(hidden, hidden, lmax, **filter_kwargs)
                                      for _ in range(n_layers))
-        if head == "pairwise":
-            self.head = PairwiseHead(hidden, n_vars, edge_features=2, hidden=hidden,
-                                     heteroscedastic=heteroscedastic)
-        else:
-            self.head = PotentialHead(hidden, n_vars, hidden=hidden,
-                                      heteroscedastic=heteroscedastic)
+        self.head = invariant_head(head, hidden, n_vars, heteroscedastic)
 
     def _block(self, k: int, h: Tensor, sht: HealpixSHT, pixels: Tensor) -> Tensor:
         raise NotImplementedError
@@ -275,11 +267,7 @@ class _SphericalClosure(FluxModel):
     def directed_fluxes(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None):
         geo = face_geometry(mesh_or_graph)
         z = self.latents(mesh_or_graph, x)
-        if self.head_kind == "pairwise":
-            e = torch.stack([geo.face_area, geo.cell_distance], 1).to(z.dtype)
-            e = e / self.length_scale
-            return self.head.directed(z, geo, edge_features=torch.cat([e, e]))
-        return self.head.directed(z, geo)
+        return invariant_directed(self.head, self.head_kind, z, geo, self.length_scale)
 
 
 @register("spectral", families=_FAMILIES, instead="chebnet")

@@ -48,8 +48,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..mesh._mesh import Mesh
-from .heads import FluxModel, MeshOrGraph, PairwiseHead, PotentialHead, _inputs, face_geometry
-from .mgn import _LENGTH_COLUMNS, ProcessorBlock
+from .heads import FluxModel, MeshOrGraph, _inputs, face_geometry
+from .mgn import EncodeProcess, ProcessorBlock, apply_head, flux_head
 from .mlp import mlp
 from .registry import ALL_FAMILIES, register
 
@@ -197,31 +197,14 @@ class GraphTransformer(FluxModel):
                  heteroscedastic: bool = False, rwse: int = 0,
                  max_cells: int = 20_480) -> None:
         super().__init__()
-        heads = ("pairwise", "potential")
-        if head not in heads:
-            raise ValueError(f"head={head!r} is not one of {heads}. Use 'pairwise' (direction-"
-                             f"aware) or 'potential' (down-gradient, isotropic).")
         if rwse < 0:
             raise ValueError(f"rwse={rwse} must be >= 0 (number of random-walk encodings).")
         latent = latent or hidden
         self.in_features, self.n_vars, self.head_kind = in_features, n_vars, head
         self.rwse, self.max_cells = rwse, max_cells
-        self.length_scale = float(mesh.cell_distance.double().mean())
-        self.node_encoder = mlp(in_features + rwse, hidden, hidden, n_layers, layer_norm=True)
-        self.edge_encoder = mlp(6, hidden, hidden, n_layers, layer_norm=True)
-        self.blocks = nn.ModuleList(GPSLayer(hidden, n_heads, n_layers) for _ in range(n_blocks))
-        self.decoder = mlp(hidden, hidden, latent, n_layers)
-        if head == "pairwise":
-            self.head = PairwiseHead(latent, n_vars, edge_features=hidden, hidden=hidden,
-                                     n_layers=n_layers, heteroscedastic=heteroscedastic)
-        else:
-            self.head = PotentialHead(latent, n_vars, hidden=hidden, n_layers=n_layers,
-                                      heteroscedastic=heteroscedastic)
-
-    def _edge_geometry(self, edge_attr: Tensor, dtype: torch.dtype) -> Tensor:
-        scale = torch.ones(edge_attr.shape[1], dtype=dtype, device=edge_attr.device)
-        scale[list(_LENGTH_COLUMNS)] = 1.0 / self.length_scale
-        return edge_attr.to(dtype) * scale
+        self.encoder = EncodeProcess(mesh, in_features + rwse, hidden, latent, n_layers,
+                                     [GPSLayer(hidden, n_heads, n_layers) for _ in range(n_blocks)])
+        self.head = flux_head(head, latent, n_vars, hidden, n_layers, heteroscedastic)
 
     def directed_fluxes(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None):
         geo = face_geometry(mesh_or_graph)
@@ -235,11 +218,5 @@ class GraphTransformer(FluxModel):
         x = _inputs(mesh_or_graph, x, self.in_features)
         if self.rwse:
             x = torch.cat([x, random_walk_encoding(mesh_or_graph, self.rwse).to(x)], 1)
-        h = self.node_encoder(x)
-        e = self.edge_encoder(self._edge_geometry(geo.edge_attr, x.dtype))
-        for block in self.blocks:
-            h, e = block(h, geo.edge_index, e)
-        z = self.decoder(h)
-        if self.head_kind == "pairwise":
-            return self.head.directed(z, geo, edge_features=e)
-        return self.head.directed(z, geo)
+        z, e = self.encoder(geo, x)
+        return apply_head(self.head, self.head_kind, z, geo, e)
