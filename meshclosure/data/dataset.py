@@ -333,21 +333,33 @@ def check_compatible(dataset: Any, mesh_or_model: Any) -> None:
     Parameters
     ----------
     dataset : SubgridDataset, xarray.Dataset, or path
-    mesh_or_model : Mesh, or an object with a ``mesh`` attribute (a model)
+    mesh_or_model : Mesh, a model from :func:`meshclosure.nn.build_model` (it
+        records the ``mesh_signature`` it was built for, and its registry
+        families), or any object with a ``mesh`` attribute
 
     Compares family, resolution (nside, level, nx, ny...), cell and face
-    counts and total area.
+    counts and total area; for a registered model also that it supports the
+    dataset's mesh family.
     """
     if isinstance(dataset, (str, os.PathLike)):
         dataset = read_dataset(dataset)
     ds = dataset.ds if isinstance(dataset, SubgridDataset) else dataset
     theirs = json.loads(ds.attrs["mesh_signature"])
-    mesh = mesh_or_model if isinstance(mesh_or_model, Mesh) else getattr(mesh_or_model, "mesh",
-                                                                         None)
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh_or_model must be a Mesh or have a .mesh attribute; got "
-                        f"{type(mesh_or_model).__name__}.")
-    ours = mesh.signature()
+    families = getattr(mesh_or_model, "families", None)
+    if families and theirs.get("family") not in families:
+        raise DatasetError(
+            f"model {getattr(mesh_or_model, 'name', type(mesh_or_model).__name__)!r} supports "
+            f"mesh families {tuple(families)}, but the dataset's coarse mesh is "
+            f"{_short(theirs)}. Build a model for that family (meshclosure.nn.list_models("
+            f"{theirs.get('family')!r})).")
+    ours = getattr(mesh_or_model, "mesh_signature", None)
+    if not isinstance(ours, Mapping):
+        mesh = mesh_or_model if isinstance(mesh_or_model, Mesh) else getattr(
+            mesh_or_model, "mesh", None)
+        if not isinstance(mesh, Mesh):
+            raise TypeError(f"mesh_or_model must be a Mesh, a model from build_model, or have a "
+                            f".mesh attribute; got {type(mesh_or_model).__name__}.")
+        ours = mesh.signature()
     diff = {k: (theirs[k], ours[k]) for k in _SIZE_KEYS if k in theirs and k in ours
             and theirs[k] != ours[k]}
     missing = [k for k in ("family", "n_cells", "n_faces") if k not in theirs or k not in ours]

@@ -152,12 +152,17 @@ def build_model(name: str, mesh: Mesh, **config) -> nn.Module:
     --------
     >>> from meshclosure.mesh import icosahedral
     >>> model = build_model("mgn", icosahedral(1), in_features=2, n_vars=1, hidden=8)
-    >>> model.name, model.families[:2]
-    ('mgn', ('cartesian', 'healpix'))
+    >>> model.name, model.families[:2], model.mesh_signature["n_cells"]
+    ('mgn', ('cartesian', 'healpix'), 80)
     >>> build_model("no_such_model", icosahedral(1))
     Traceback (most recent call last):
     ...
     meshclosure.nn.registry.UnknownModelError: unknown model 'no_such_model'; ...
     """
     check_family(name, mesh)
-    return _entry(name).factory(mesh, **config)
+    model = _entry(name).factory(mesh, **config)
+    if isinstance(model, nn.Module):
+        # what the model was built for: meshclosure.data.check_compatible compares it with a
+        # dataset's coarse mesh, so data from another family or resolution is refused
+        model.mesh_signature = mesh.signature()
+    return model

@@ -183,6 +183,15 @@ def test_compatibility_check(written) -> None:
         check_compatible(data, other)
     with pytest.raises(TypeError, match="mesh_or_model must be a Mesh"):
         check_compatible(data, 3)
+    # a model built by name remembers its mesh: same mesh fits, another resolution does not
+    from meshclosure.nn import build_model
+    check_compatible(data, build_model("mgn", data.mesh, hidden=4, n_blocks=1))
+    with pytest.raises(DatasetError, match="was made on the coarse mesh"):
+        check_compatible(data, build_model("mgn", other, hidden=4, n_blocks=1))
+    # a model of a family that cannot run on the dataset's mesh is refused by family
+    wrong = build_model("cnn", cartesian(4, 4), hidden=4)     # Cartesian grids only
+    with pytest.raises(DatasetError, match="supports mesh families"):
+        check_compatible(data, wrong)
 
 
 def test_native_coarse_mesh_matches_family_mesh(tmp_path) -> None:
