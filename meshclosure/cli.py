@@ -91,6 +91,15 @@ workstation; use a GPU build of torch where available):
   meshclosure generate --scenario convection --factor 1 --samples 2000 --every 20 \\
       --out convection_column.nc
 
+The barotropic spin-up runs until energy and enstrophy are flat (relative
+drift over the last 300/drag time units below 15 %, see BarotropicScenario);
+its default (cartesian:64x64) takes about two minutes. If the spin-up misses
+equilibrium, generate stops with an error before keeping any sample; rerun
+with --allow-unconverged to keep them anyway. The convection column is held
+statistically steady (mixed layer ~0.4 of the depth under a stable layer) by
+relaxing the mean buoyancy profile, so long runs like the one above keep an
+N^2 signal throughout.
+
 An interrupted run keeps its checkpoints in OUT.partial/; rerunning the same
 command resumes from the last sample (--no-resume starts afresh). The output
 file appears only when complete, and an existing one is replaced only with
@@ -99,7 +108,7 @@ file appears only when complete, and an existing one is replaced only with
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .data.generate import check_output_path, generate
+    from .data.generate import SpinUpError, check_output_path, generate
     from .data.scenarios import SCENARIOS, get_scenario
 
     if args.scenario not in SCENARIOS:
@@ -111,7 +120,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     try:
         generate(scenario, out, n_samples=args.samples, every=args.every,
                  overwrite=args.overwrite, progress=not args.no_progress,
-                 resume=not args.no_resume, ood_samples=args.ood, echo=print)
+                 resume=not args.no_resume, ood_samples=args.ood, echo=print,
+                 allow_unconverged=args.allow_unconverged, gap=args.gap)
+    except SpinUpError as err:
+        print(f"meshclosure generate: error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"meshclosure generate: interrupted; nothing was written to {out}. The finished "
               f"samples are kept in {out}.partial/: rerun the same command to resume.",
@@ -165,16 +178,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="time samples of the main run (default: %(default)s)")
     gen.add_argument("--every", type=int, default=None,
                      help="fine time steps between samples (default: the scenario's "
-                     "sample_every, about one eddy correlation time)")
+                     "sample_every: samples about as far apart as the flow decorrelates)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     gen.add_argument("--ood", type=int, default=4,
                      help="samples of the out-of-distribution run (default: %(default)s; 0: none)")
+    gen.add_argument("--gap", type=int, default=1,
+                     help="samples set aside between the train, val and test blocks "
+                     "(default: %(default)s)")
     gen.add_argument("--out", default=None,
                      help="output netCDF file (default: meshclosure_SCENARIO.nc)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     gen.add_argument("--no-resume", action="store_true",
                      help="ignore the checkpoints of an interrupted run")
     gen.add_argument("--no-progress", action="store_true", help="no progress bars")
+    gen.add_argument("--allow-unconverged", action="store_true",
+                     help="keep samples even if a spin-up that checks for statistical "
+                     "equilibrium (barotropic) did not reach it (default: stop with an error)")
     gen.set_defaults(func=_cmd_generate)
     return parser
 

@@ -47,7 +47,8 @@ def test_demo_writes_valid_outputs(tmp_path, capsys) -> None:
         assert up["max"] < lim["max"] < 1000.0
     assert test1["test1 alpha=pi/2-0.05 linear"]["l2"] == pytest.approx(0.2455, abs=2e-3)
     truth = next(r for r in records if r["name"].startswith("truth data"))
-    assert truth["identity_defect"] < 1e-12 and 0.05 < truth["sgs_ratio"] < 1.0
+    # the subgrid flux is a sizeable part of the restricted fine flux (0.96 measured)
+    assert truth["identity_defect"] < 1e-12 and 0.2 < truth["sgs_ratio"] < 3.0
     assert truth["samples"] == 6 and truth["png"].stat().st_size > 1000
     from meshclosure.data import read_dataset
     assert read_dataset(truth["dataset"]).sizes["cell"] == truth["n_cells"] == 64

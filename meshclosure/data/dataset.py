@@ -7,7 +7,7 @@ faces), ``boundary_face`` (only for bounded meshes). Data variables:
 
 ==============================  =======================  ==========================================
 ``state_<var>``                 (time, cell)             coarse state ``Q = restrict(q)``
-``transport``                   (time, face)             coarse transport ``U_c = restrict_flux(U)``
+``transport``                   (time, face)             coarse transport ``U_c`` (``scenario.coarse_transport``)
 ``sgs_flux_<var>``              (time, face)             ``Φ^sgs``, positive owner -> neighbour
 ``sgs_tendency_<var>``          (time, cell)             ``s^sgs`` (= ``−div(Φ^sgs, B^sgs)``)
 ``sgs_boundary_flux_<var>``     (time, boundary_face)    ``B^sgs`` (outward)

@@ -19,7 +19,12 @@ Safety of the output
   arguments resumes from the last sample and, because every scenario is a
   pure function of its seed and time, produces the same file as an
   uninterrupted run. The folder is removed once the file is written; a
-  folder from different arguments is discarded with a warning.
+  folder from different arguments, or written by other package versions
+  (meshclosure, torch, numpy, xarray: recorded in its ``meta.json``), is
+  discarded with a warning, so an upgrade never mixes code versions in one file.
+* A scenario whose spin-up checks for statistical equilibrium
+  (``barotropic``) and misses it stops the run with :class:`SpinUpError`
+  before any sample is kept, unless ``allow_unconverged=True``.
 """
 from __future__ import annotations
 
@@ -34,12 +39,33 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import torch
 
 from .._files import atomic_path
-from .dataset import build_dataset, write_dataset
+from .dataset import _versions, build_dataset, write_dataset
 from .targets import SubgridSample, subgrid_targets
 
-__all__ = ["generate", "check_output_path", "partial_dir"]
+__all__ = ["generate", "check_output_path", "partial_dir", "SpinUpError"]
 
-_PARTIAL_FORMAT = 1
+_PARTIAL_FORMAT = 2
+
+
+class SpinUpError(RuntimeError):
+    """The spin-up of a scenario that checks for statistical equilibrium did not reach it,
+    so its samples would not be equilibrium truth (see :func:`generate`)."""
+
+
+def _check_spin_up(scenario, info: dict, run: str, allow_unconverged: bool) -> None:
+    """Raise :class:`SpinUpError` when ``info["converged"] is False`` (``None``: not checked)."""
+    if info.get("converged") is not False or allow_unconverged:
+        return
+    trends = ", ".join(f"{k} {info[k]:.3g}" for k in ("energy_trend", "energy_trend_se",
+                                                       "enstrophy_trend", "enstrophy_trend_se")
+                       if isinstance(info.get(k), (int, float)))
+    raise SpinUpError(
+        f"the {run} run of the {scenario.name!r} scenario did not reach statistical equilibrium "
+        f"by t={info.get('t', float('nan')):.4g}: criterion {info.get('criterion', '?')}; "
+        f"measured (relative) {trends}. No samples were kept. Fix: a longer spin-up "
+        "(raise spinup_max_time), a larger mesh (smaller relative fluctuations), or pass "
+        "allow_unconverged=True (--allow-unconverged) to keep samples anyway; the spun-up "
+        "state is checkpointed, so rerunning resumes from it.")
 
 
 def partial_dir(out: str | os.PathLike) -> Path:
@@ -112,7 +138,8 @@ def _open_partial(folder: Path, meta: dict, resume: bool) -> None:
             return
         if resume:
             warnings.warn(f"discarding {str(folder)!r}: it holds an unfinished run with other "
-                          "arguments (scenario config, every, samples or seed).", stacklevel=3)
+                          "arguments (scenario config, every, samples or seed) or other package "
+                          "versions (meshclosure, torch, numpy, xarray).", stacklevel=3)
         shutil.rmtree(folder)
     folder.mkdir()
     with atomic_path(meta_path, ".json") as tmp:
@@ -120,8 +147,11 @@ def _open_partial(folder: Path, meta: dict, resume: bool) -> None:
 
 
 def _run(scenario, folder: Path, prefix: str, n: int, every: int, progress: bool, bar,
-         callback, timing: dict) -> list:
-    """Spin up (or resume) and take ``n`` samples, checkpointing each; return the samples."""
+         callback, timing: dict, allow_unconverged: bool = False) -> list:
+    """Spin up (or resume) and take ``n`` samples, checkpointing each; return the samples.
+
+    Raises :class:`SpinUpError` after the spin-up (checkpointed first) when the
+    scenario reports ``converged=False`` and ``allow_unconverged`` is False."""
     if n == 0:
         return []
     fine_path = folder / f"{prefix}_fine.pt"
@@ -136,6 +166,7 @@ def _run(scenario, folder: Path, prefix: str, n: int, every: int, progress: bool
         done = 0
         info = json.dumps(getattr(scenario, "spinup_info", {}), default=str)
         _save({"t": float(t), "state": state, "done": 0, "spinup_info": info}, fine_path)
+    _check_spin_up(scenario, json.loads(info), prefix, allow_unconverged)
     if bar is not None:
         bar.update(done)
     coarsening = scenario.coarsening
@@ -163,7 +194,8 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
              overwrite: bool = False, progress: bool = True, resume: bool = True,
              ood_samples: int = 0, fractions: Sequence[float] = (0.7, 0.15, 0.15),
              callback: Optional[Callable[[str, int, int], None]] = None,
-             echo: Optional[Callable[[str], None]] = None) -> Path:
+             echo: Optional[Callable[[str], None]] = None,
+             allow_unconverged: bool = False, gap: int = 1) -> Path:
     """Run ``scenario`` and write its subgrid dataset to ``out`` (netCDF, atomically).
 
     Parameters
@@ -177,7 +209,8 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
         Time samples of the main run (>= 3: split by time into train/val/test).
     every : int, optional
         Fine time steps between samples (>= 1); default the scenario's
-        ``config["sample_every"]`` (about one eddy correlation time), else 10.
+        ``config["sample_every"]`` (chosen so successive samples are nearly
+        independent), else 10.
     overwrite : bool
         Replace an existing ``out``.
     progress : bool
@@ -193,6 +226,16 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
         Called after every checkpointed sample (``run`` is ``"main"`` or ``"ood"``).
     echo : callable, optional
         Receives a one-line summary (default: ``print`` when ``progress``).
+    allow_unconverged : bool
+        Keep samples even when a scenario that checks for statistical
+        equilibrium (``barotropic``) reports that its spin-up did not reach
+        it (``spinup_info["converged"] is False``); default False: raise
+        :class:`SpinUpError`. Fixed-time spin-ups (``converged`` None) are
+        never refused.
+    gap : int
+        Samples set aside at the start of the val and test blocks (split
+        code 4), so that no block starts right where the previous one ends
+        (see :func:`~meshclosure.data.build_dataset`).
 
     Returns
     -------
@@ -205,6 +248,10 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
         From :func:`check_output_path`, before any computation.
     ValueError
         Bad ``n_samples``, ``every`` or ``ood_samples``.
+    SpinUpError
+        A spin-up did not reach statistical equilibrium (the message gives the
+        criterion, the measured trends and the fixes) and ``allow_unconverged``
+        is False; the spun-up state stays checkpointed in ``<out>.partial``.
     """
     if every is None:
         every = int(scenario.config.get("sample_every") or 10)
@@ -218,7 +265,8 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
     ood = scenario.ood() if ood_samples else None
     meta = {"format": _PARTIAL_FORMAT, "config": scenario.config, "every": every,
             "n_samples": n_samples, "ood_samples": ood_samples,
-            "ood_config": ood.config if ood is not None else None}
+            "ood_config": ood.config if ood is not None else None,
+            "versions": _versions()}      # an upgrade between interruption and resume: restart
     meta = json.loads(json.dumps(meta, sort_keys=True, default=str))
     _open_partial(folder, meta, resume)
 
@@ -232,9 +280,9 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
     start = time.perf_counter()
     try:
         samples = _run(scenario, folder, "main", n_samples, every, progress, bar, callback,
-                       timing)
-        ood_list = (_run(ood, folder, "ood", ood_samples, every, progress, bar, callback, timing)
-                    if ood is not None else [])
+                       timing, allow_unconverged)
+        ood_list = (_run(ood, folder, "ood", ood_samples, every, progress, bar, callback, timing,
+                         allow_unconverged) if ood is not None else [])
     finally:
         if bar is not None:
             bar.close()
@@ -243,7 +291,7 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
             "samples_per_min": 60 * timing["samples"] / max(timing["sample_s"], 1e-12)}
     ds = build_dataset(samples, scenario.coarse, config=scenario.config, seed=seed,
                        ood_samples=ood_list, ood_config=ood.config if ood is not None else None,
-                       fractions=fractions,
+                       fractions=fractions, gap=gap,
                        attrs={"every": every, "dt": float(scenario.dt),
                               "fine_mesh_signature": scenario.fine.signature(),
                               "spinup_info": timing.pop("main_spinup_info", {}),

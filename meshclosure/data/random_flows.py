@@ -31,7 +31,7 @@ shell spectrum.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -112,14 +112,27 @@ class OrnsteinUhlenbeck:
             self._recent.pop(self._head - self.window, None)
         return self._value.copy()
 
-    def __call__(self, t: float) -> np.ndarray:
-        """Amplitudes at time ``t >= 0``: exact on the sample grid, linear in between."""
+    def stencil(self, t: float) -> Tuple[Tuple[int, float], ...]:
+        """Sample indices and weights ``((n, w), ...)`` with ``a(t) = Σ w a(t_n)``:
+        one pair on the sample grid, two (linear interpolation) in between.
+
+        :meth:`__call__` combines the amplitudes so; a field linear in the
+        amplitudes can instead cache its value per sample index and combine
+        those (``KinematicScenario.psi_vertex`` does)."""
         x = float(t) / self.h
         n = math.floor(x + 1e-9)
         frac = x - n
         if abs(frac) < 1e-9:
-            return self.sample(n)
-        return (1.0 - frac) * self.sample(n) + frac * self.sample(n + 1)
+            return ((n, 1.0),)
+        return ((n, 1.0 - frac), (n + 1, frac))
+
+    def __call__(self, t: float) -> np.ndarray:
+        """Amplitudes at time ``t >= 0``: exact on the sample grid, linear in between."""
+        st = self.stencil(t)
+        if len(st) == 1:
+            return self.sample(st[0][0])
+        (n0, w0), (n1, w1) = st
+        return w0 * self.sample(n0) + w1 * self.sample(n1)
 
 
 def fourier_basis(points: Tensor, lx: float, ly: float, kmin: float, kmax: float):

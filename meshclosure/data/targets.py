@@ -5,7 +5,8 @@ with the resolved flux operator ``Φ^res(q, U)`` of a scenario, a fine state
 ``q`` and its coarsening (parent map, :class:`~meshclosure.mesh.Coarsening`)::
 
     Q     = restrict(q)                                  coarse state
-    U_c   = restrict_flux(U)                             coarse transport
+    U_c   = scenario.coarse_transport(...)               coarse transport
+            (default restrict_flux(U), DESIGN.md §5)
     Φ^sgs = restrict_flux(Φ^res_fine(q, U)) − Φ^res_coarse(Q, U_c)
     B^sgs = restrict_boundary_flux(B_fine(q)) − B_coarse(Q)
     s^sgs = restrict(T_fine(q)) − T_coarse(Q),      T = −div(Φ^res, B)
@@ -25,7 +26,24 @@ coefficients constant on each coarse cell) is not a target here.
 
 Every flux is integrated over its face and positive owner -> neighbour
 (units ``[q]·length²/time`` on a surface); ``U_c`` is exactly non-divergent
-when ``U`` is.
+(``restrict_flux(U)`` whenever ``U`` is; a scenario's ``coarse_transport`` by
+its contract).
+
+The coarse transport is the one the COARSE model is given: a scenario's
+``coarse_transport(coarsening, t, state, U)`` when it has one, else (and for
+a plain flux function) ``restrict_flux(U)``. The ``kinematic`` scenario
+departs from DESIGN.md §5 here: its transport comes from a streamfunction,
+and the integrated transport of a streamfunction through a coarse face is
+the difference of its POINT values at the face's two end vertices, so
+``restrict_flux(U)`` does not filter the small-scale eddies at all; a coarse
+model given it mixes the tracer itself, and ``Φ^sgs`` keeps only a
+correction (with the scenario's former defaults a negative eddy diffusivity
+that did not depend on ``N``; with the current ones less than half of it,
+not positive at small ``N``). It gives the coarse model the large-scale
+streamfunction at the coarse vertices instead
+(:meth:`~meshclosure.data.scenarios.KinematicScenario.coarse_transport`).
+Both ``Φ^sgs`` and ``s^sgs`` use the same ``Φ^res_coarse(Q, U_c)``, so the
+identity above stays exact whatever ``U_c`` is.
 
 Examples
 --------
@@ -74,7 +92,8 @@ class SubgridSample:
     state : dict of str -> Tensor, shape (n_cells,)
         Coarse state ``Q = restrict(q)`` per conserved variable.
     transport : Tensor, shape (n_faces,)
-        Coarse transport ``U_c = restrict_flux(U)``.
+        Coarse transport ``U_c`` given to the coarse model (``restrict_flux(U)``
+        unless the scenario's ``coarse_transport`` says otherwise).
     flux : dict of str -> Tensor, shape (n_faces,)
         Subgrid face flux ``Φ^sgs`` per variable.
     tendency : dict of str -> Tensor, shape (n_cells,)
@@ -164,9 +183,11 @@ def subgrid_targets(scenario_or_fluxfn: Any, coarsening: Coarsening, t: float,
     ----------
     scenario_or_fluxfn : Scenario or callable
         A scenario (with ``variables``, ``resolved_fluxes(mesh, t, state, U)``,
-        ``boundary_fluxes(mesh, t, state)`` and ``resolved_inputs(mesh, t,
-        state, U)``), or just a resolved-flux function ``(mesh, t, state, U)
-        -> {var: Tensor (n_faces,)}`` (no boundary fluxes, no extra inputs).
+        ``boundary_fluxes(mesh, t, state)``, ``resolved_inputs(mesh, t,
+        state, U)`` and optionally ``coarse_transport(coarsening, t, state,
+        U)``, which gives ``U_c``), or just a resolved-flux function ``(mesh, t,
+        state, U) -> {var: Tensor (n_faces,)}`` (no boundary fluxes, no extra
+        inputs, ``U_c = restrict_flux(U)``).
     coarsening : Coarsening
         Fine -> coarse map; its fine mesh is the mesh of ``state_fine``.
     t : float
@@ -204,7 +225,13 @@ def subgrid_targets(scenario_or_fluxfn: Any, coarsening: Coarsening, t: float,
                          f"got {tuple(transport_fine.shape)}.")
 
     Q = {k: coarsening.restrict(v) for k, v in state_fine.items()}
-    Uc = coarsening.restrict_flux(transport_fine)
+    if is_scenario and hasattr(sc, "coarse_transport"):
+        Uc = sc.coarse_transport(coarsening, t, state_fine, transport_fine)
+        if tuple(Uc.shape) != (coarse.n_faces,):
+            raise ValueError(f"coarse_transport must return shape (n_coarse_faces,) = "
+                             f"({coarse.n_faces},); got {tuple(Uc.shape)}.")
+    else:
+        Uc = coarsening.restrict_flux(transport_fine)
     phi_f = _fluxes(flux_fn, fine, t, state_fine, transport_fine, variables)
     phi_c = _fluxes(flux_fn, coarse, t, Q, Uc, variables)
     b_f = boundary_fn(fine, t, state_fine) or {}

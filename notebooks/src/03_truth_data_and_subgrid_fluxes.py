@@ -45,6 +45,14 @@ out = Path(tempfile.mkdtemp(prefix="meshclosure_nb03_"))
 #     Φ^sgs = restrict_flux(Φ^res_fine(q, U)) − Φ^res_coarse(Q, U_c)
 #     s^sgs = restrict(T_fine) − T_coarse,          T = −div(Φ^res)
 #
+# except that `U_c` is the transport the coarse model is given,
+# `scenario.coarse_transport(...)`. The `kinematic` scenario gives it the large-scale
+# streamfunction at the coarse vertices: a streamfunction's transport through a coarse
+# face is the difference of its point values at the two end vertices, so
+# `restrict_flux(U)` would hand the coarse model the unresolved eddies at full
+# amplitude. Their net transport through each coarse face is subgrid, so `|Φ^sgs|` is
+# about as large as the restricted flux itself.
+#
 # `Φ^sgs` lives on the coarse faces (positive owner → neighbour). To draw it as a cell
 # field we show the mean subgrid flux density `|Φ^sgs_f| / A_f` over each cell's faces.
 
@@ -111,7 +119,9 @@ for title, (sc, state, sample) in snapshots.items():
 
 # %% [markdown]
 # **Refinement.** With a factor-1 "coarsening" (every cell its own parent) the coarse
-# model is the fine one and the subgrid flux vanishes; it grows with the factor.
+# model is the fine one and the subgrid flux vanishes. From factor 2 on the coarse
+# model of the `kinematic` scenario knows only the large-scale flow, and the eddies'
+# net transport makes `Φ^sgs` about as large as the restricted resolved flux.
 
 # %%
 sc = get_scenario("kinematic", "cartesian:32", factor=4, seed=0, spinup_time=0.5)
@@ -133,7 +143,7 @@ for factor in (1, 2, 4, 8):
 # vertical buoyancy flux of the slice, the eddy flux `w'b'`, is subgrid for the column.
 
 # %%
-sc = get_scenario("convection", "cartesian:32x16", factor=2, seed=0, spinup_time=4.0)
+sc = get_scenario("convection", "cartesian:32x16", factor=2, seed=0, spinup_time=15.0)
 t, state = sc.spin_up(sc.initial_state())
 sample = subgrid_targets(sc, sc.coarsening, t, state, sc.transport(t, state))
 col = sc.coarse

@@ -144,6 +144,18 @@ def test_overwrite_replaces_a_file(reference, tmp_path) -> None:
     assert _same(_data(out), _data(reference))
 
 
+def test_gap_between_blocks(tmp_path) -> None:
+    """generate() sets one sample aside before the val and the test block by default."""
+    from meshclosure.data import read_dataset
+
+    out = tmp_path / "gap.nc"
+    generate(_tiny(), out, n_samples=12, every=2, progress=False)
+    split = read_dataset(out)["split"].values.tolist()
+    assert split == [0] * 8 + [4, 1, 4, 2]            # blocks 8 / 2 / 2, first of each set aside
+    generate(_tiny(), out, n_samples=12, every=2, progress=False, overwrite=True, gap=0)
+    assert read_dataset(out)["split"].values.tolist() == [0] * 8 + [1, 1, 2, 2]
+
+
 def test_cli_end_to_end(tmp_path, capsys) -> None:
     out = tmp_path / "column.nc"
     args = ["generate", "--scenario", "convection", "--mesh", "cartesian:16x8", "--factor", "2",
@@ -198,3 +210,55 @@ def test_cli_interrupt_message(tmp_path, capsys, monkeypatch) -> None:
     assert main(["generate", "--mesh", "cartesian:16", "--out", str(out), "--no-progress"]) == 130
     err = capsys.readouterr().err
     assert "nothing was written" in err and "x.nc.partial/" in err and "resume" in err
+
+
+def test_resume_discards_checkpoints_of_other_package_versions(reference, tmp_path,
+                                                               monkeypatch) -> None:
+    import json
+    import sys
+
+    import torch
+
+    gen = sys.modules["meshclosure.data.generate"]
+    out = tmp_path / "run.nc"
+
+    def stop(run, done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate(_tiny(), out, n_samples=5, every=2, ood_samples=2, progress=False,
+                 callback=stop)
+    meta = json.loads((partial_dir(out) / "meta.json").read_text())
+    assert meta["versions"]["torch"] == torch.__version__ and "meshclosure" in meta["versions"]
+    real = gen._versions
+    monkeypatch.setattr(gen, "_versions", lambda: {**real(), "meshclosure": "999.0"})
+    calls = []
+    with pytest.warns(UserWarning, match="discarding .*other package versions"):
+        generate(_tiny(), out, n_samples=5, every=2, ood_samples=2, progress=False,
+                 callback=lambda run, done, total: calls.append((run, done)))
+    assert calls[0] == ("main", 1)                      # started afresh, not resumed
+    assert _same(_data(out), _data(reference))
+
+
+def test_cli_passes_allow_unconverged_and_reports_spin_up_errors(tmp_path, capsys,
+                                                                 monkeypatch) -> None:
+    import sys
+
+    gen = sys.modules["meshclosure.data.generate"]
+    seen = {}
+
+    def fake(scenario, out, **kwargs):
+        seen.update(kwargs)
+        if not kwargs["allow_unconverged"]:
+            raise gen.SpinUpError("did not reach statistical equilibrium; pass "
+                                  "allow_unconverged=True")
+        return out
+
+    monkeypatch.setattr(gen, "generate", fake)
+    args = ["generate", "--scenario", "barotropic", "--mesh", "cartesian:16", "--out",
+            str(tmp_path / "x.nc"), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("meshclosure generate: error:") and "equilibrium" in err
+    assert main(args + ["--allow-unconverged"]) == 0 and seen["allow_unconverged"] is True

@@ -1,0 +1,332 @@
+"""The ``barotropic`` scenario: forced–dissipative 2-D turbulence with a tracer."""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Dict, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ...mesh._mesh import Mesh
+from ...solver import BarotropicModel
+from ..random_flows import OrnsteinUhlenbeck, mode_basis
+from .base import Scenario, State, _Augmented, _dx, _resolution_wavenumber, _tracer_target
+
+__all__ = ["BarotropicScenario"]
+
+
+class BarotropicScenario(Scenario):
+    r"""Forced–dissipative barotropic turbulence with a passive tracer.
+
+    Equations (non-dimensional; unit periodic square, f-plane; or unit sphere
+    rotating at ``omega``)::
+
+        ∂t ζ + ∇·(u (ζ + f)) = ν ∇²ζ − μ ζ + F(x, t),    ∇²ψ = ζ, u = k × ∇ψ
+        ∂t q + ∇·(u q) = κ ∇²q − r (q − q*)
+
+    :class:`~meshclosure.solver.BarotropicModel`; ``f = f0`` (plane) or
+    ``2Ω sin(lat)`` (sphere; evaluated on whatever mesh the fluxes are taken on).
+    The Coriolis term is inside the absolute-vorticity flux ``U (ζ + f)``.
+
+    * Forcing ``F = Σ_k a_k(t) e_k(x)`` over the band ``forcing_band``
+      (default ``[kf − 1, kf + 1]``, ``kf`` = fine Nyquist / 8: intermediate
+      scale, resolved by the coarse mesh at factor 4), OU amplitudes with
+      correlation time ``tau_forcing``, variances set so the energy injection
+      rate is ``≈ epsilon`` (exact for ``tau_forcing → 0``:
+      ``ε = Σ_k σ_k² τ_F / λ_k``; default ``τ_F = 0.01 = 0.16/μ``, nearly
+      white on the drag time, so the injection rate barely fluctuates).
+    * Drag ``μ = drag`` (default 16, with ``ε = 16``: ``u = √(ε/μ) = 1`` and
+      the inverse cascade arrested at ``ℓ_μ = ε^½ μ^(−3/2) = 1/16``, i.e.
+      wavelength ``2π ℓ_μ ≈ 0.4``, inside the unit box, so no box-size
+      condensate and a spin-up of a few ``1/μ``; Boffetta & Ecke 2012 §4);
+      viscosity ``ν`` (no hyperviscosity; default ``nu = 0.05 u Δ``, grid
+      Reynolds number 20); tracer diffusivity ``kappa`` (default ``= nu``),
+      relaxation ``relax_rate`` to the pattern ``q*`` of the kinematic scenario.
+    * Spin-up (:meth:`spin_up`): from small seeded noise (zero area mean), run
+      until energy ``E`` and enstrophy ``Z`` are statistically flat. Criterion
+      (:meth:`drift`), for each of E and Z over the last ``spinup_window``
+      time units ``W`` (default ``300/μ``), sampled every ``diagnostic_every``
+      (default ``0.5/μ``) and cut into ``spinup_batches`` (10) batches of
+      ``W/10 = 30/μ``, much longer than the correlation time of E and Z
+      (``≈ 0.6/μ`` measured), so the batch means are nearly independent.
+      With ``trend = |slope| W / mean`` (the relative change across the
+      window of the least-squares line through the batch means) and ``se``
+      its standard error (from their residuals), accept when
+
+          trend + spinup_sigmas · se <= spinup_tol    and    2 se <= spinup_tol
+
+      (defaults ``spinup_tol = 0.15``, ``spinup_sigmas = 1``): the drift is
+      below 15 % even at its one-sigma upper bound, and the window is long
+      enough to have seen a 15 % drift. E and Z fluctuate by ≈ 20 % rms at the
+      default (``se ≈ 0.045``), so a shorter window cannot tell such a drift
+      from noise; a 20 % drift passes with probability ≈ 2 %, a stationary
+      series fails a given check with ≈ 2–5 % (and is checked again).
+      The window never reaches back before ``spinup_min_time`` (default
+      ``5/μ``, the transient); checked every ``spinup_check`` (default ``5/μ``)
+      up to ``spinup_max_time`` (default ``spinup_min_time + 2 W``; then a
+      ``RuntimeWarning``, ``"converged": False``, and
+      :func:`~meshclosure.data.generate` refuses to keep samples unless told
+      ``allow_unconverged=True``). The outcome (criterion, tolerance, window,
+      time, trends and their standard errors, window means, the E/Z series) is
+      in :attr:`spinup_info`.
+
+    Time step: ``dt = courant Δ / (3 √(ε/μ))``; ``sample_every ≈ 0.1 / dt``.
+
+    Resolved inputs: ``"f"`` (Coriolis parameter on the mesh).
+    Out of distribution (:meth:`ood`): ``epsilon × 4`` (forcing amplitude × 2).
+
+    Default: ``cartesian:64`` (coarse 16²); ``healpix:16`` and ``icosahedral:4``
+    on the sphere. Larger: ``cartesian:256`` factor 8 (forcing at ``kf = 16``,
+    a decade of inverse cascade down to ``ℓ_μ``), ``healpix:64``,
+    ``icosahedral:6``. References: Boffetta & Ecke 2012,
+    doi:10.1146/annurev-fluid-120710-101240 (forced 2-D turbulence);
+    Frezat et al. 2022, doi:10.1029/2022MS003124 (learned closures for it).
+    """
+
+    name = "barotropic"
+    variables = ("zeta", "q")
+    families = ("cartesian", "healpix", "icosahedral")
+    default_mesh = "cartesian:64x64"
+    family_default_mesh = {"cartesian": "cartesian:64x64", "healpix": "healpix:16",
+                           "icosahedral": "icosahedral:4"}
+    parameters = {
+        "epsilon": 16.0, "drag": 16.0, "nu": None, "kappa": None, "omega": 2.0, "f0": 0.0,
+        "forcing_band": None, "tau_forcing": 0.01, "relax_rate": 0.5, "initial_noise": 1e-2,
+        "scheme": "linear", "courant": 0.4, "dt": None,
+        "spinup_window": None, "spinup_tol": 0.15, "spinup_sigmas": 1.0, "spinup_batches": 10,
+        "spinup_min_time": None, "spinup_check": None, "spinup_max_time": None,
+        "diagnostic_every": None, "sample_every": None,
+    }
+    ood_change = {"epsilon": lambda v: 4.0 * v}
+
+    def _resolve(self, p):
+        mesh = self.fine
+        u = math.sqrt(p["epsilon"] / p["drag"]) if p["drag"] > 0 else 1.0
+        if p["forcing_band"] is None:
+            kf = max(2, int(round(_resolution_wavenumber(mesh) / 8)))
+            p["forcing_band"] = [kf - 1, kf + 1]
+        p["forcing_band"] = [int(v) if mesh.is_sphere else float(v) for v in p["forcing_band"]]
+        if p["nu"] is None:
+            p["nu"] = 0.05 * u * _dx(mesh)
+        if p["kappa"] is None:
+            p["kappa"] = p["nu"]
+        if p["dt"] is None:
+            p["dt"] = p["courant"] * _dx(mesh) / (3.0 * u)
+        if p["sample_every"] is None:
+            p["sample_every"] = max(1, int(round(0.1 / p["dt"])))
+        damping = p["drag"] if p["drag"] > 0 else 1.0
+        for key, multiple in (("spinup_window", 300.0), ("spinup_min_time", 5.0),
+                              ("spinup_check", 5.0), ("diagnostic_every", 0.5)):
+            if p[key] is None:
+                p[key] = multiple / damping
+        if p["spinup_max_time"] is None:
+            p["spinup_max_time"] = p["spinup_min_time"] + 2.0 * p["spinup_window"]
+        if int(p["spinup_batches"]) < 3:
+            raise ValueError(f"spinup_batches must be >= 3 (a trend and its standard error "
+                             f"need 3 batch means); got {p['spinup_batches']!r}.")
+        return p
+
+    def _setup(self) -> None:
+        p, mesh = self.params, self.fine
+        B, lam, k = mode_basis(mesh, p["forcing_band"], mesh.cell_center)
+        share = np.full(len(lam), 1.0 / len(lam))
+        var = share * p["epsilon"] * lam.numpy() / p["tau_forcing"]
+        self._forcing_basis = B
+        self.ou = OrnsteinUhlenbeck(np.sqrt(var), p["tau_forcing"], self.dt, seed=[self.seed, 2])
+        kw = {"omega": p["omega"]} if mesh.is_sphere else {"f0": p["f0"]}
+        self.base = BarotropicModel(mesh, drag=p["drag"], forcing=self.forcing,
+                                    scheme=p["scheme"], **kw)
+        self._model = _Augmented(self.base, mesh, {"zeta": p["nu"], "q": p["kappa"]},
+                                 self._tracer_sources)
+
+    def forcing(self, t: float, state=None) -> Tensor:
+        """Vorticity forcing ``F (n_fine_cells,)`` at time ``t``."""
+        return self._forcing_basis @ torch.as_tensor(self.ou(t))
+
+    def _tracer_sources(self, t, state):
+        return {"q": -self.params["relax_rate"] * (state["q"] - _tracer_target(self.fine))}
+
+    def coriolis(self, mesh: Mesh) -> Tensor:
+        """Coriolis parameter ``f (n_cells,)`` at the cells of ``mesh``."""
+        store = self._cache(mesh)
+        if "f" not in store:
+            x = mesh.cell_center.double()
+            if mesh.is_sphere:
+                store["f"] = 2 * self.params["omega"] * x[:, 2] / mesh.radius
+            else:
+                store["f"] = torch.full((mesh.n_cells,), float(self.params["f0"]),
+                                        dtype=torch.float64)
+        return store["f"]
+
+    def initial_state(self) -> State:
+        """Seeded white-noise vorticity of rms ``initial_noise`` with its area-weighted
+        mean removed (``∫ζ dA = 0``: on the closed plane and sphere the
+        circulation of a non-divergent flow vanishes), and ``q = q*``."""
+        rng = self._rng(3)
+        noise = torch.as_tensor(rng.standard_normal(self.fine.n_cells))
+        V = self.fine.cell_volume.double()
+        noise = noise - (V * noise).sum() / V.sum()
+        return {"zeta": self.params["initial_noise"] * noise,
+                "q": _tracer_target(self.fine).clone()}
+
+    def transport(self, t, state) -> Tensor:
+        return self.base.transport(state["zeta"])
+
+    def resolved_fluxes(self, mesh, t, state, transport):
+        self._check_state(mesh, state, self.variables)
+        zeta, p = state["zeta"], self.params
+        f = self.coriolis(mesh).to(zeta.dtype)
+        return {"zeta": self._flux(mesh, zeta, transport, p["nu"], advected=zeta + f),
+                "q": self._flux(mesh, state["q"], transport, p["kappa"])}
+
+    def sources(self, t, state):
+        p = self.params
+        return {"zeta": -p["drag"] * state["zeta"] + self.forcing(t),
+                **self._tracer_sources(t, state)}
+
+    def resolved_inputs(self, mesh, t, state, transport):
+        return {"f": self.coriolis(mesh)}
+
+    def energy(self, zeta: Tensor) -> float:
+        """Kinetic energy per unit area ``−½⟨ψζ⟩``."""
+        return float(self.base.energy(zeta))
+
+    def enstrophy(self, zeta: Tensor) -> float:
+        """Enstrophy per unit area ``½⟨ζ²⟩``."""
+        return float(self.base.enstrophy(zeta))
+
+    def spin_up(self, state, progress: bool = False):
+        """Run until E and Z are flat (criterion in the class docstring); returns ``(t, state)``.
+
+        Sets :attr:`spinup_info`: ``converged`` (bool), ``criterion`` (in words),
+        ``tolerance``, ``window``, ``batches``, ``t``, the relative trends of E
+        and Z over the last window and their standard errors, the window
+        means and the E/Z series. Not converged by ``spinup_max_time``: a
+        ``RuntimeWarning`` and ``converged=False``.
+        """
+        p = self.params
+        tol, sig, W = p["spinup_tol"], p["spinup_sigmas"], p["spinup_window"]
+        nb = int(p["spinup_batches"])
+        every = max(1, int(round(p["diagnostic_every"] / self.dt)))
+        check = max(1, int(round(p["spinup_check"] / (every * self.dt))))
+        times, E, Z = [0.0], [self.energy(state["zeta"])], [self.enstrophy(state["zeta"])]
+        t, state = 0.0, dict(state)
+        dE = dZ = {"trend": float("inf"), "se": float("inf"), "mean": float("nan")}
+        converged = False
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=p["spinup_max_time"], desc=f"spin-up {self.name}", unit="time")
+        k = 0
+        try:
+            while t < p["spinup_max_time"] - 1e-12:
+                t, state = self.advance(t, state, every)
+                times.append(t)
+                E.append(self.energy(state["zeta"]))
+                Z.append(self.enstrophy(state["zeta"]))
+                if bar is not None:
+                    bar.update(every * self.dt)
+                k += 1
+                if t >= p["spinup_min_time"] + W - 1e-9 and k % check == 0:
+                    dE, dZ = (self.drift(times, y, W, nb) for y in (E, Z))
+                    if all(self.is_flat(d, tol, sig) for d in (dE, dZ)):
+                        converged = True
+                        break
+        finally:
+            if bar is not None:
+                bar.close()
+        if not converged and t >= W - 1e-9:
+            dE, dZ = (self.drift(times, y, W, nb) for y in (E, Z))
+        criterion = (f"over the last {W:.6g} time units (window) cut into {nb} batches, for "
+                     f"energy and enstrophy: trend + {sig:g} se <= {tol} and 2 se <= {tol}, "
+                     f"trend = |slope of the batch means| * window / mean, se its standard "
+                     f"error")
+        if not converged:
+            warnings.warn(f"barotropic spin-up did not reach equilibrium by t={t:.4g} "
+                          f"(spinup_max_time): criterion {criterion}; measured relative trend "
+                          f"E {dE['trend']:.3g} ± {dE['se']:.3g}, Z {dZ['trend']:.3g} ± "
+                          f"{dZ['se']:.3g}. Raise spinup_max_time, use a larger mesh, or "
+                          "loosen spinup_tol.", RuntimeWarning, stacklevel=2)
+        window = np.asarray(times) > t - W + 1e-9
+        self.spinup_info = {
+            "t": t, "n_steps": int(round(t / self.dt)), "converged": converged,
+            "criterion": criterion, "tolerance": tol, "sigmas": sig, "window": W,
+            "batches": nb, "min_time": p["spinup_min_time"], "max_time": p["spinup_max_time"],
+            "energy_trend": dE["trend"], "energy_trend_se": dE["se"],
+            "enstrophy_trend": dZ["trend"], "enstrophy_trend_se": dZ["se"],
+            "energy": float(np.mean(np.asarray(E)[window])),
+            "enstrophy": float(np.mean(np.asarray(Z)[window])),
+            "times": list(times), "energy_series": list(E), "enstrophy_series": list(Z),
+        }
+        return t, state
+
+    @staticmethod
+    def is_flat(drift: Mapping[str, float], tol: float, sigmas: float = 1.0) -> bool:
+        """The equilibrium test on one :meth:`drift` result:
+        ``trend + sigmas·se <= tol`` (no drift beyond ``tol``, even at its upper
+        bound) and ``2·se <= tol`` (measured precisely enough to have seen one).
+
+        >>> BarotropicScenario.is_flat({"trend": 0.05, "se": 0.04}, tol=0.15)
+        True
+        >>> BarotropicScenario.is_flat({"trend": 0.05, "se": 0.1}, tol=0.15)   # too noisy
+        False
+        """
+        return bool(drift["trend"] + sigmas * drift["se"] <= tol and 2.0 * drift["se"] <= tol)
+
+    @staticmethod
+    def drift(times, values, window: float, batches: int = 10) -> Dict[str, float]:
+        """Relative drift of a series over its last ``window``, with its standard error.
+
+        The samples with ``t > t_last − window`` are cut into ``batches``
+        equal-time batches; a straight line is fitted to the batch means
+        ``y_b`` at the batch centres; ``trend = |slope| · window / mean`` (the
+        relative change across the window) and ``se`` is its standard error
+        from the residuals (``batches − 2`` degrees of freedom), valid when
+        a batch is longer than the correlation time of the series.
+
+        Parameters
+        ----------
+        times, values : sequence of float, shape (n_samples,)
+            Increasing sample times and the series.
+        window : float
+            Length of the trailing window (time units).
+        batches : int
+            Number of batches (>= 3).
+
+        Returns
+        -------
+        dict
+            ``trend``, ``se`` (relative, dimensionless) and ``mean`` (window
+            mean of the batch means); ``trend = se = inf`` when the window is
+            not covered (an empty batch).
+
+        Examples
+        --------
+        >>> t = np.linspace(0, 10, 1001)
+        >>> d = BarotropicScenario.drift(t, 1 + 0.02 * t, window=10.0, batches=10)
+        >>> round(d["trend"], 2), d["se"] < 1e-3         # +20 % over the window, mean 1.1
+        (0.18, True)
+        """
+        tt, yy = np.asarray(times, dtype=float), np.asarray(values, dtype=float)
+        nb = int(batches)
+        sel = tt > tt[-1] - window + 1e-9 * max(window, 1.0)
+        batch = np.minimum(((tt[sel] - (tt[-1] - window)) / window * nb).astype(int), nb - 1)
+        counts = np.bincount(batch, minlength=nb)
+        if nb < 3 or np.any(counts == 0):
+            return {"trend": float("inf"), "se": float("inf"), "mean": float("nan")}
+        x = (np.arange(nb) + 0.5) * window / nb
+        x = x - x.mean()
+        y = np.bincount(batch, yy[sel], nb) / counts
+        slope, icpt = np.polyfit(x, y, 1)
+        res = y - (slope * x + icpt)
+        se = math.sqrt((res * res).sum() / (nb - 2) / (x * x).sum())
+        scale = max(abs(float(y.mean())), 1e-300)
+        return {"trend": float(abs(slope) * window / scale), "se": float(se * window / scale),
+                "mean": float(y.mean())}
+
+
+
+# ----------------------------------------------------------------------------- convection

@@ -1,0 +1,374 @@
+"""The :class:`Scenario` base class and helpers shared by the truth scenarios
+(see :mod:`meshclosure.data.scenarios`)."""
+from __future__ import annotations
+
+import json
+import math
+import weakref
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ...fv.advection import linear_flux, quadratic_flux, upwind_flux
+from ...fv.diffusion import diffusive_flux
+from ...fv.operators import divergence
+from ...mesh import Coarsening
+from ...mesh._mesh import Mesh
+from ...solver import integrate
+
+__all__ = ["Scenario", "ood_seed", "State"]
+
+State = Dict[str, Tensor]
+
+def ood_seed(seed: int) -> int:
+    """Seed of the out-of-distribution run of a run seeded ``seed`` (:meth:`Scenario.ood`).
+
+    A separate stream: the first 63 bits of ``SeedSequence(seed).spawn(1)[0]``
+    (a spawned child sequence never equals a plain ``[seed, stream]`` one), so
+    no main run's seed reuses another run's OOD randomness by accident (as
+    ``seed + offset`` would), and it is deterministic.
+
+    >>> ood_seed(0) == ood_seed(0) != ood_seed(1)
+    True
+    """
+    child = np.random.SeedSequence(int(seed)).spawn(1)[0]
+    return int(child.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+_MESH_HELP = ("write the fine mesh as 'cartesian:64' (or 'cartesian:64x64'), 'healpix:32' or "
+              "'icosahedral:5'")
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+# --------------------------------------------------------------------------- base class
+class Scenario:
+    """A seeded fine truth run with its coarsening and resolved flux operators.
+
+    Build one with :func:`get_scenario`. Subclasses set :attr:`name`,
+    :attr:`variables`, :attr:`families`, :attr:`default_mesh` and
+    :attr:`parameters` (defaults; ``None`` means "derived from the mesh", and
+    the derived value is what :attr:`config` records).
+
+    Attributes
+    ----------
+    name : str
+    variables : tuple of str
+        Conserved prognostic variables that get subgrid targets.
+    config : dict
+        Complete, JSON-serialisable: ``scenario``, ``mesh`` (canonical spec),
+        ``factor``, ``seed``, ``dt`` and every physical and numerical parameter.
+    fine, coarse : Mesh
+    coarsening : Coarsening
+    dt : float
+        Fine time step.
+    spinup_info : dict
+        Filled by :meth:`spin_up` (time reached, diagnostics, criterion).
+    """
+
+    name: str = ""
+    variables: Tuple[str, ...] = ()
+    families: Tuple[str, ...] = ()
+    default_mesh: str = ""
+    family_default_mesh: Dict[str, str] = {}
+    parameters: Dict[str, Any] = {}
+    ood_change: Dict[str, Any] = {}
+
+    def __init__(self, mesh: Optional[str] = None, factor: int = 4, seed: int = 0,
+                 **config: Any) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0; got {seed!r}. Pass e.g. seed=0.")
+        if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+            raise ValueError(f"factor must be an integer >= 1 (coarsening factor in linear "
+                             f"resolution); got {factor!r}. Pass e.g. factor=4.")
+        unknown = sorted(set(config) - set(self.parameters))
+        if unknown:
+            raise ValueError(f"unknown {self.name!r} scenario parameter(s) {unknown}; the "
+                             f"parameters are {sorted(self.parameters)} (plus mesh, factor, "
+                             "seed). Check the spelling.")
+        spec = self.default_mesh if mesh is None else mesh
+        if not isinstance(spec, str):
+            raise ValueError(f"mesh must be a mesh spec string or None; got {mesh!r}; "
+                             f"{_MESH_HELP}.")
+        self.fine, spec = self._build_mesh(spec)
+        self.coarsening = self._build_coarsening(int(factor))
+        self.coarse = self.coarsening.coarse
+        self.seed, self.factor = int(seed), int(factor)
+        params = self._resolve({**self.parameters, **config})
+        self.params = params
+        self.dt = float(params["dt"])
+        if not (math.isfinite(self.dt) and self.dt > 0):
+            raise ValueError(f"dt must be a positive finite time step; got {params['dt']!r}.")
+        self.config = {"scenario": self.name, "mesh": spec, "factor": self.factor,
+                       "seed": self.seed, **{k: _json_ready(v) for k, v in params.items()}}
+        try:
+            json.dumps(self.config)
+        except TypeError as err:
+            raise ValueError(f"scenario parameters must be JSON-serialisable numbers, strings "
+                             f"or lists; {err}.") from err
+        self.spinup_info: Dict[str, Any] = {}
+        self._per_mesh: "weakref.WeakKeyDictionary[Mesh, dict]" = weakref.WeakKeyDictionary()
+        self._setup()
+
+    # ------------------------------------------------------------ construction hooks
+    def _build_mesh(self, spec: str) -> Tuple[Mesh, str]:
+        from ...cli import parse_mesh_spec
+
+        family, _, size = spec.partition(":")
+        if family not in self.families:
+            raise ValueError(f"mesh={spec!r}: the {self.name!r} scenario runs on the families "
+                             f"{list(self.families)}; {_MESH_HELP} (only those families).")
+        if not size:
+            spec = self.family_default_mesh[family]
+            family, _, size = spec.partition(":")
+        try:
+            mesh = parse_mesh_spec(spec)
+        except ValueError as err:
+            raise ValueError(f"mesh={spec!r} is not a valid fine-mesh spec ({err}); "
+                             f"{_MESH_HELP}.") from None
+        if family == "cartesian":
+            spec = f"cartesian:{mesh.info['nx']}x{mesh.info['ny']}"
+        return mesh, spec
+
+    def _build_coarsening(self, factor: int) -> Coarsening:
+        try:
+            return Coarsening.native(self.fine, factor)
+        except ValueError as err:
+            raise ValueError(f"factor={factor} does not coarsen mesh "
+                             f"{self.fine.family} ({self.fine.n_cells} cells): {err}") from None
+
+    def _resolve(self, params: Dict[str, Any]) -> Dict[str, Any]:
+        """Fill the mesh-derived defaults (``None`` values)."""
+        return params
+
+    def _setup(self) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "Scenario":
+        """Rebuild a scenario from its :attr:`config` (e.g. read from a dataset's attributes)."""
+        from . import get_scenario        # the registry imports this module
+
+        config = dict(config)
+        name = config.pop("scenario", None)
+        return get_scenario(name, **config)
+
+    # ----------------------------------------------------------------- helpers
+    def _cache(self, mesh: Mesh) -> dict:
+        """Per-mesh store of derived fields (dropped with the mesh)."""
+        return self._per_mesh.setdefault(mesh, {})
+
+    def _advect(self, mesh: Mesh, q: Tensor, U: Tensor) -> Tensor:
+        scheme = self.params["scheme"]
+        if scheme == "upwind":
+            return upwind_flux(mesh, q, U)
+        if scheme == "quadratic":
+            return quadratic_flux(mesh, q, U)
+        return linear_flux(mesh, q, U, limiter="barth_jespersen" if scheme == "limited" else None)
+
+    @staticmethod
+    def _diffuse(mesh: Mesh, q: Tensor, kappa: float) -> Optional[Tensor]:
+        return None if kappa == 0 else diffusive_flux(mesh, q, kappa)
+
+    def _flux(self, mesh: Mesh, q: Tensor, U: Tensor, kappa: float,
+              advected: Optional[Tensor] = None) -> Tensor:
+        flux = self._advect(mesh, q if advected is None else advected, U.to(q.dtype))
+        diff = self._diffuse(mesh, q, kappa)
+        return flux if diff is None else flux + diff
+
+    def _check_state(self, mesh: Mesh, state: Mapping[str, Tensor], names) -> None:
+        for v in names:
+            if v not in state:
+                raise KeyError(f"state has no variable {v!r} (keys {sorted(state)}); the "
+                               f"{self.name!r} scenario needs {list(names)}.")
+            if state[v].shape != (mesh.n_cells,):
+                raise ValueError(f"state[{v!r}] must have shape (n_cells,) = ({mesh.n_cells},) "
+                                 f"for this mesh; got {tuple(state[v].shape)}. For the coarse "
+                                 "mesh pass coarsening.restrict(fine_state).")
+
+    def _rng(self, stream: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, stream])
+
+    # --------------------------------------------------------------- public API
+    @property
+    def model(self):
+        """The fine model (``rhs(t, state)`` includes the sources)."""
+        return self._model
+
+    def rhs(self, t: float, state: Mapping[str, Tensor]) -> State:
+        """Fine tendencies of the full state."""
+        return self._model.rhs(t, state)
+
+    def initial_state(self) -> State:
+        """Seeded float64 initial state ``{name: (n_fine_cells,)}`` (bit-for-bit reproducible)."""
+        raise NotImplementedError
+
+    def advance(self, t: float, state: Mapping[str, Tensor], n_steps: int,
+                progress: bool = False) -> Tuple[float, State]:
+        """``n_steps`` fine SSP-RK3 steps of :attr:`dt` from time ``t``; returns ``(t, state)``."""
+        out = integrate(self._model, dict(state), self.dt, int(n_steps), t0=float(t),
+                        stepper="ssprk3", progress=progress)
+        return out.t, out.state
+
+    def spin_up(self, state: Mapping[str, Tensor],
+                progress: bool = False) -> Tuple[float, State]:
+        """Run ``config["spinup_time"]`` from ``t = 0``; returns ``(t, state)``.
+
+        A fixed spin-up time checks nothing, so :attr:`spinup_info` records
+        ``"converged": None`` ("not checked"); scenarios that test for
+        equilibrium (:class:`BarotropicScenario`) override this and record
+        ``True``/``False``.
+        """
+        n = int(round(self.params["spinup_time"] / self.dt))
+        t, state = self.advance(0.0, state, n, progress=progress)
+        self.spinup_info = {"t": t, "n_steps": n, "criterion": "fixed spin-up time (not checked)",
+                            "converged": None}
+        return t, state
+
+    def transport(self, t: float, state: Mapping[str, Tensor]) -> Tensor:
+        """Fine face transports ``U (n_fine_faces,)`` at ``t``, exactly non-divergent."""
+        raise NotImplementedError
+
+    def coarse_transport(self, coarsening: Coarsening, t: float, state: Mapping[str, Tensor],
+                         transport: Tensor) -> Tensor:
+        """The face transport ``U_c (n_coarse_faces,)`` the COARSE model is given at ``t``.
+
+        Default (DESIGN.md §5): ``coarsening.restrict_flux(transport)``, the
+        signed sum of the fine transports over the fine faces of each coarse
+        face. A scenario whose coarse model knows a different (filtered)
+        resolved flow overrides this (see :class:`KinematicScenario`). Either
+        way ``U_c`` must be exactly non-divergent on ``coarsening.coarse``;
+        :func:`~meshclosure.data.targets.subgrid_targets` evaluates the
+        coarse resolved fluxes with it.
+
+        Parameters
+        ----------
+        coarsening : Coarsening
+            Fine -> coarse map whose fine mesh is this scenario's fine mesh.
+        t : float
+            Model time.
+        state : dict of str -> Tensor, shape (n_fine_cells,)
+            Fine state at ``t``.
+        transport : Tensor, shape (n_fine_faces,)
+            Fine transport ``U`` at ``t`` (from :meth:`transport`).
+
+        Returns
+        -------
+        Tensor, shape (n_coarse_faces,)
+            Integrated coarse face transport, positive owner -> neighbour.
+        """
+        return coarsening.restrict_flux(transport)
+
+    def resolved_fluxes(self, mesh: Mesh, t: float, state: Mapping[str, Tensor],
+                        transport: Tensor) -> Dict[str, Tensor]:
+        """Resolved face fluxes ``Φ^res`` ``{v: (n_faces,)}`` of every variable on ``mesh``.
+
+        Same scheme and coefficients on every mesh of the hierarchy; on the
+        coarse mesh pass ``restrict(state)`` and ``restrict_flux(U)``.
+        Integrated fluxes, positive owner -> neighbour.
+        """
+        raise NotImplementedError
+
+    def boundary_fluxes(self, mesh: Mesh, t: float,
+                        state: Mapping[str, Tensor]) -> Optional[Dict[str, Tensor]]:
+        """Prescribed integrated outward boundary fluxes ``{v: (n_boundary_faces,)}`` on
+        ``mesh``, or ``None`` (walls)."""
+        return None
+
+    def sources(self, t: float, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """Cell-local fine sources ``S_v (n_fine_cells,)`` (relaxation, forcing, drag)."""
+        raise NotImplementedError
+
+    def resolved_inputs(self, mesh: Mesh, t: float, state: Mapping[str, Tensor],
+                        transport: Tensor) -> Dict[str, Tensor]:
+        """Extra closure inputs per cell ``{name: (n_cells,)}`` on ``mesh``."""
+        return {}
+
+    def ood(self) -> "Scenario":
+        """The out-of-distribution variant: the same configuration with
+        :attr:`ood_change` applied (see the class docstring), seed
+        :func:`ood_seed` ``(seed)`` (an independent realisation from a separate
+        random stream), and ``dt`` and
+        ``sample_every`` re-derived for the stronger flow (the time between
+        samples stays the same to within a step). Every other parameter,
+        including the mesh-derived ones (ν, κ, bands), keeps its value."""
+        config = {k: v for k, v in self.params.items() if k not in ("dt", "sample_every")}
+        for key, rule in self.ood_change.items():
+            config[key] = rule(self.params[key])
+        out = type(self)(mesh=self.config["mesh"], factor=self.factor,
+                         seed=ood_seed(self.seed), **config)
+        interval = self.params["sample_every"] * self.dt
+        out.params["sample_every"] = out.config["sample_every"] = max(1, int(round(interval
+                                                                                  / out.dt)))
+        return out
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(mesh={self.config['mesh']!r}, factor={self.factor}, "
+                f"seed={self.seed}, fine={self.fine.n_cells} cells, coarse="
+                f"{self.coarse.n_cells} cells, dt={self.dt:.4g})")
+
+
+# ----------------------------------------------------------------------------- shared bits
+_DIFFUSION: "weakref.WeakKeyDictionary[Mesh, dict]" = weakref.WeakKeyDictionary()
+
+
+def _dx(mesh: Mesh) -> float:
+    return float(mesh.cell_distance.min())
+
+
+def _resolution_wavenumber(mesh: Mesh) -> float:
+    """Nyquist wavenumber in the units of :func:`~meshclosure.data.random_flows.mode_basis`:
+    plane ``max(lx, ly) / (2 max(Δx, Δy))`` (units 2π/max(lx, ly)), sphere ``π R / Δ``
+    (degree), ``Δ = √(area/n)``."""
+    if mesh.is_sphere:
+        spacing = math.sqrt(4 * math.pi * mesh.radius**2 / mesh.n_cells)
+        return math.pi * mesh.radius / spacing
+    lx, ly, nx, ny = (mesh.info[k] for k in ("lx", "ly", "nx", "ny"))
+    return max(lx, ly) / (2.0 * max(lx / nx, ly / ny))
+
+
+def _tracer_target(mesh: Mesh) -> Tensor:
+    """Large-scale relaxation pattern ``q*`` at the cells of ``mesh`` (order 1; cached)."""
+    store = _DIFFUSION.setdefault(mesh, {})
+    if "q*" not in store:
+        x = mesh.cell_center.double()
+        if mesh.is_sphere:
+            store["q*"] = (x[:, 2] + 0.5 * x[:, 0]) / mesh.radius
+        else:
+            lx, ly = (float(p) for p in mesh.period)
+            store["q*"] = (torch.cos(2 * math.pi * x[:, 0] / lx)
+                           + torch.sin(2 * math.pi * x[:, 1] / ly))
+    return store["q*"]
+
+
+class _Augmented:
+    """``rhs`` of a base solver model (built with ν = κ = 0) plus diffusion and sources.
+
+    ``dv/dt = base(v) − div(diffusive_flux(v, diffusivity[v])) + extra(t, state)[v]``:
+    the diffusive fluxes go through the same divergence as the base model's
+    advective fluxes (one more divergence of a flux: conservative to rounding).
+    """
+
+    def __init__(self, base, mesh: Mesh, diffusivity: Mapping[str, float], extra=None) -> None:
+        self.base, self.mesh, self.diffusivity, self.extra = base, mesh, dict(diffusivity), extra
+
+    def rhs(self, t: float, state: Mapping[str, Tensor]) -> State:
+        out = self.base.rhs(t, state)
+        for k, kappa in self.diffusivity.items():
+            if kappa != 0:
+                out[k] = out[k] - divergence(self.mesh, diffusive_flux(self.mesh, state[k],
+                                                                            kappa))
+        if self.extra is not None:
+            for k, s in self.extra(t, state).items():
+                out[k] = out[k] + s
+        return out
+
+
+# ------------------------------------------------------------------------------ kinematic
