@@ -145,23 +145,12 @@ def run_test1(out: Path, level: int = 4, plots: bool = True,
     return records
 
 
-def _face_magnitude(mesh: Mesh, face_flux: torch.Tensor) -> torch.Tensor:
-    """Mean subgrid flux density ``|Φ_f| / A_f`` over the faces of each cell, ``(n_cells,)``."""
-    density = (face_flux / mesh.face_area).abs()
-    total = torch.zeros(mesh.n_cells, dtype=density.dtype)
-    count = torch.zeros(mesh.n_cells, dtype=density.dtype)
-    for side in (0, 1):
-        total.index_add_(0, mesh.face_cells[side], density)
-        count.index_add_(0, mesh.face_cells[side], torch.ones_like(density))
-    return total / count.clamp_min(1)
-
-
 def run_truth_data(out: Path, plots: bool = True, echo: Callable[[str], None] = print,
                    mesh: str = "cartesian:32", n_samples: int = 6) -> list[dict]:
     """Generate a small ``kinematic`` dataset on ``mesh`` (factor 4), read it back,
     check the subgrid identity and plot fine field, coarse field and subgrid flux."""
     from .data import check_identity, generate, get_scenario, read_dataset, subgrid_targets
-    from .plot import plot
+    from .plot import face_flux_density, plot
 
     t0 = time.perf_counter()
     scenario = get_scenario("kinematic", mesh, factor=4, seed=0, spinup_time=1.0)
@@ -191,7 +180,7 @@ def run_truth_data(out: Path, plots: bool = True, echo: Callable[[str], None] = 
         fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
         panels = [(scenario.fine, state["q"], "fine q"),
                   (scenario.coarse, sample.state["q"], "coarse Q = restrict(q)"),
-                  (scenario.coarse, _face_magnitude(scenario.coarse, flux), "|Φ_sgs| / A"),
+                  (scenario.coarse, face_flux_density(scenario.coarse, flux), "|Φ_sgs| / A"),
                   (scenario.coarse, sample.tendency["q"], "s_sgs = −div Φ_sgs")]
         for ax, (m, field, name) in zip(axes, panels):
             if name.startswith("s_"):                  # diverging, centred on zero

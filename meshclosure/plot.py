@@ -34,7 +34,7 @@ import torch
 
 from .mesh import Mesh
 
-__all__ = ["plot"]
+__all__ = ["plot", "face_flux_density"]
 
 
 def _field(mesh: Mesh, field: Any) -> np.ndarray:
@@ -176,6 +176,27 @@ def _healpix_image(ax, mesh: Mesh, values, cmap, kw: dict):
     ax.set_axis_off()
     return ax.imshow(np.ma.masked_invalid(img), origin="lower", extent=proj.get_extent(),
                      cmap=cmap, interpolation="nearest", **kw)
+
+
+def face_flux_density(mesh: Mesh, face_flux: torch.Tensor) -> torch.Tensor:
+    """A cell field to draw face fluxes with: the mean of ``|Φ_f| / A_f`` over each
+    cell's interior faces, ``(n_cells,)`` (0 for a cell without interior faces).
+
+    ``Φ_f`` is an integrated flux (``[q]·length²/time`` on a surface), so
+    ``|Φ_f| / A_f`` is the flux density ``|u q · n|``.
+
+    >>> from meshclosure.mesh import cartesian
+    >>> mesh = cartesian(4, 4, 1.0, 1.0)
+    >>> face_flux_density(mesh, 0.25 * torch.ones(mesh.n_faces, dtype=torch.float64))[:3]
+    tensor([1., 1., 1.], dtype=torch.float64)
+    """
+    density = (face_flux / mesh.face_area.to(face_flux)).abs()
+    total = torch.zeros(mesh.n_cells, dtype=density.dtype, device=density.device)
+    count = torch.zeros_like(total)
+    for side in (0, 1):
+        total.index_add_(0, mesh.face_cells[side], density)
+        count.index_add_(0, mesh.face_cells[side], torch.ones_like(density))
+    return total / count.clamp_min(1)
 
 
 def plot(mesh: Mesh, field: Any = None, ax: Any = None, path: str | os.PathLike | None = None,

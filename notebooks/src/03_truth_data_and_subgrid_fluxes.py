@@ -29,7 +29,7 @@ from meshclosure.data import (SubgridDataset, check_identity, generate, get_scen
                               read_dataset, subgrid_targets)
 from meshclosure.fv import divergence
 from meshclosure.mesh import Coarsening
-from meshclosure.plot import plot
+from meshclosure.plot import face_flux_density, plot
 
 torch.set_num_threads(1)   # small meshes: one thread is fastest
 out = Path(tempfile.mkdtemp(prefix="meshclosure_nb03_"))
@@ -54,20 +54,10 @@ out = Path(tempfile.mkdtemp(prefix="meshclosure_nb03_"))
 # about as large as the restricted flux itself.
 #
 # `Φ^sgs` lives on the coarse faces (positive owner → neighbour). To draw it as a cell
-# field we show the mean subgrid flux density `|Φ^sgs_f| / A_f` over each cell's faces.
+# field we show the mean subgrid flux density `|Φ^sgs_f| / A_f` over each cell's faces
+# (`meshclosure.plot.face_flux_density`).
 
 # %%
-def face_to_cell_magnitude(mesh, face_flux):
-    """Mean |Φ_f| / A_f over the faces of each cell, (n_cells,)."""
-    density = (face_flux / mesh.face_area).abs()
-    total = torch.zeros(mesh.n_cells, dtype=density.dtype)
-    count = torch.zeros(mesh.n_cells, dtype=density.dtype)
-    for side in (0, 1):
-        total.index_add_(0, mesh.face_cells[side], density)
-        count.index_add_(0, mesh.face_cells[side], torch.ones_like(density))
-    return total / count
-
-
 cases = {"Cartesian 32² → 8²": ("cartesian:32", 4),
          "HEALPix nside 8 → 2": ("healpix:8", 4),
          "icosahedral level 3 → 2": ("icosahedral:3", 2)}
@@ -86,7 +76,7 @@ for title, (sc, state, sample) in snapshots.items():
     fig = plt.figure(figsize=(14, 3.6))
     projection = None if sc.fine.family in ("cartesian", "healpix") else "mollweide"
     panels = [(sc.fine, state["q"], "fine q"), (sc.coarse, sample.state["q"], "coarse Q"),
-              (sc.coarse, face_to_cell_magnitude(sc.coarse, sample.flux["q"]), "|Φ^sgs| / A"),
+              (sc.coarse, face_flux_density(sc.coarse, sample.flux["q"]), "|Φ^sgs| / A"),
               (sc.coarse, sample.tendency["q"], "s^sgs")]
     for k, (mesh, field, name) in enumerate(panels):
         if sc.fine.family == "healpix":
