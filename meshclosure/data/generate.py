@@ -256,7 +256,7 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
     if every is None:
         every = int(scenario.config.get("sample_every") or 10)
     for name, value, low in (("n_samples", n_samples, 3), ("every", every, 1),
-                             ("ood_samples", ood_samples, 0)):
+                             ("ood_samples", ood_samples, 0), ("gap", gap, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
     out = check_output_path(out, overwrite)

@@ -154,6 +154,9 @@ def test_gap_between_blocks(tmp_path) -> None:
     assert split == [0] * 8 + [4, 1, 4, 2]            # blocks 8 / 2 / 2, first of each set aside
     generate(_tiny(), out, n_samples=12, every=2, progress=False, overwrite=True, gap=0)
     assert read_dataset(out)["split"].values.tolist() == [0] * 8 + [1, 1, 2, 2]
+    with pytest.raises(ValueError, match="gap must be an integer >= 0"):   # before any run
+        generate(_tiny(), tmp_path / "bad.nc", n_samples=12, progress=False, gap=-1)
+    assert not (tmp_path / "bad.nc").exists() and not (tmp_path / "bad.nc.partial").exists()
 
 
 def test_cli_end_to_end(tmp_path, capsys) -> None:
