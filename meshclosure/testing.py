@@ -6,7 +6,10 @@
   destroyed by the interior fluxes);
 - :func:`assert_equivariant`: renumbering cells and faces permutes the outputs
   the same way; rotating the sphere (with the vector inputs) or translating a
-  plane leaves the face fluxes unchanged.
+  plane leaves the face fluxes unchanged;
+- :func:`assert_commutes`: for an exact symmetry of the mesh (a rotation that
+  maps cells onto cells, e.g. 90° about the pole on HEALPix, the icosahedral
+  group), moving the inputs with the symmetry moves the face fluxes with it.
 
 A *model* here is any callable ``model(mesh, x)`` returning face fluxes
 ``(n_faces, ...)`` or ``(mean, log_var)``; every :mod:`meshclosure.nn` model
@@ -44,8 +47,9 @@ from torch import Tensor
 
 from .mesh._mesh import Mesh
 
-__all__ = ["assert_antisymmetric", "assert_conservative", "assert_equivariant", "flip_faces",
-           "permute_faces", "rotate_mesh", "translate_mesh", "random_rotation", "small_meshes"]
+__all__ = ["assert_antisymmetric", "assert_conservative", "assert_equivariant", "assert_commutes",
+           "mesh_symmetry", "axis_rotation", "flip_faces", "permute_faces", "rotate_mesh",
+           "translate_mesh", "random_rotation", "small_meshes"]
 
 #: Default relative tolerance of "zero up to rounding", per dtype.
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2,
@@ -116,6 +120,83 @@ def random_rotation(seed: int = 0, dtype: torch.dtype = torch.float64) -> Tensor
     if torch.det(q) < 0:
         q[:, 0] = -q[:, 0]
     return q.to(dtype)
+
+
+def axis_rotation(axis: Sequence[float], angle: float) -> Tensor:
+    """Rotation by ``angle`` (radians) about ``axis`` (Rodrigues), ``(3, 3)`` float64."""
+    k = torch.as_tensor(axis, dtype=torch.float64)
+    k = k / k.norm()
+    kx = torch.tensor([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]],
+                      dtype=torch.float64)
+    return torch.eye(3, dtype=torch.float64) + math.sin(angle) * kx \
+        + (1 - math.cos(angle)) * kx @ kx
+
+
+def mesh_symmetry(mesh: Mesh, rotation: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The renumbering a mesh symmetry induces: cells ``i -> sigma[i]``, faces
+    ``f -> tau[f]`` with orientation ``sign[f]`` (+1 if the image face has the
+    same owner -> neighbour sense, −1 otherwise).
+
+    Raises ``AssertionError`` if ``rotation`` does not map the cell centres onto
+    cell centres (to 1e-12 of the radius), i.e. is not a symmetry of the mesh.
+
+    >>> from meshclosure.mesh import healpix
+    >>> sigma, tau, sign = mesh_symmetry(healpix(1), axis_rotation([0, 0, 1], math.pi / 2))
+    >>> sorted(sigma.tolist()) == list(range(12)), bool((sign.abs() == 1).all())
+    (True, True)
+    """
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    c = mesh.cell_center.double().cpu().numpy()
+    R = torch.as_tensor(rotation, dtype=torch.float64).cpu().numpy()
+    dist, sigma = cKDTree(c).query(c @ R.T)
+    scale = mesh.radius if mesh.is_sphere else 1.0
+    if not dist.max() < 1e-12 * scale or len(set(sigma.tolist())) != mesh.n_cells:
+        raise AssertionError(f"the rotation is not a symmetry of {mesh!r}: cell centres land "
+                             f"up to {dist.max():.3g} away from other cell centres.")
+    fc = mesh.face_cells.cpu().numpy()
+    index = {(int(a), int(b)): f for f, (a, b) in enumerate(fc.T)}
+    tau, sign = np.empty(mesh.n_faces, dtype=np.int64), np.empty(mesh.n_faces)
+    for f, (a, b) in enumerate(fc.T):
+        a2, b2 = int(sigma[a]), int(sigma[b])
+        same = (a2, b2) in index
+        tau[f], sign[f] = (index[(a2, b2)], 1.0) if same else (index[(b2, a2)], -1.0)
+    if len(set(tau.tolist())) != mesh.n_faces:
+        raise AssertionError(f"the rotation maps cells onto cells but not faces onto faces "
+                             f"of {mesh!r}.")
+    return torch.as_tensor(sigma), torch.as_tensor(tau), torch.as_tensor(sign)
+
+
+def assert_commutes(model: Callable, mesh: Mesh, x: Tensor, rotation: Tensor,
+                    tol: float = 1e-10) -> None:
+    """Check ``model(mesh, x∘σ⁻¹)[τ(f)] == sign_f · model(mesh, x)[f]`` for a mesh symmetry.
+
+    The mesh stays where it is; the scalar inputs are moved by the cell
+    renumbering the symmetry induces (:func:`mesh_symmetry`), and the face
+    fluxes must move the same way. Every isotropic filter (graph Laplacian,
+    spherical harmonics) passes; a model that reads coordinates or
+    directions does not.
+
+    Parameters
+    ----------
+    model : callable ``model(mesh, x)`` -> face outputs ``(n_faces, ...)``
+    mesh : Mesh
+    x : Tensor, shape (n_cells, n_features)
+        Scalar cell inputs (vectors would have to be rotated too).
+    rotation : Tensor, shape (3, 3)
+        A symmetry of the mesh, e.g. ``axis_rotation([0, 0, 1], math.pi / 2)`` on HEALPix.
+    tol : float
+        Tolerance relative to ``max(1, max |output|)``.
+    """
+    sigma, tau, sign = mesh_symmetry(mesh, rotation)
+    x_new = torch.empty_like(x)
+    x_new[sigma.to(x.device)] = x
+    out, got = _mean(model(mesh, x)).detach(), _mean(model(mesh, x_new)).detach()
+    expected = torch.empty_like(out)
+    sign = sign.to(out).reshape((-1,) + (1,) * (out.dim() - 1))
+    expected[tau.to(out.device)] = sign * out
+    _compare("symmetry (commuting with the mesh's rotation)", got, expected, tol)
 
 
 def rotate_mesh(mesh: Mesh, rotation: Tensor) -> Mesh:

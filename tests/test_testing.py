@@ -126,3 +126,35 @@ def test_bad_arguments():
         assert_equivariant(_two_point, sphere, x, transform="mirror")
     with pytest.raises(ValueError, match="permutation of range"):
         permute_faces(sphere, torch.zeros(sphere.n_faces, dtype=torch.long))
+
+
+def test_mesh_symmetry_and_assert_commutes():
+    """The HEALPix quarter turn is a symmetry; a 0.3 rad turn is not; a flux that
+    reads a coordinate does not commute with the quarter turn."""
+    import math
+
+    from meshclosure.mesh import healpix
+    from meshclosure.testing import assert_commutes, axis_rotation, mesh_symmetry
+
+    mesh = healpix(2)
+    quarter = axis_rotation([0, 0, 1], math.pi / 2)
+    sigma, tau, sign = mesh_symmetry(mesh, quarter)
+    # four quarter turns are the identity
+    s4 = torch.arange(mesh.n_cells)
+    for _ in range(4):
+        s4 = sigma[s4]
+    assert torch.equal(s4, torch.arange(mesh.n_cells))
+    with pytest.raises(AssertionError, match="not a symmetry"):
+        mesh_symmetry(mesh, axis_rotation([0, 0, 1], 0.3))
+    x = torch.randn(mesh.n_cells, 1, dtype=torch.float64)
+    a, b = mesh.face_cells
+
+    def diffusive(m, x):                        # isotropic: commutes
+        return (x[a] - x[b]) * (m.face_area / m.cell_distance)[:, None]
+
+    def eastward(m, x):                         # reads the x coordinate: does not
+        return diffusive(m, x) * (1 + m.face_center[:, :1])
+
+    assert_commutes(diffusive, mesh, x, quarter)
+    with pytest.raises(AssertionError, match="symmetry"):
+        assert_commutes(eastward, mesh, x, quarter)

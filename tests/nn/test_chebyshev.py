@@ -12,15 +12,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.spatial import cKDTree
 
 import meshclosure.nn.chebyshev  # noqa: F401  (registers "chebnet")
 from meshclosure.graph import to_graph
 from meshclosure.mesh import Coarsening, agglomerate, cartesian, healpix, icosahedral
 from meshclosure.nn import UnsupportedMeshError, build_model, list_models
 from meshclosure.nn.chebyshev import ChebConv, ChebNetClosure, chebyshev_laplacian
-from meshclosure.testing import (assert_antisymmetric, assert_conservative, assert_equivariant,
-                                 small_meshes)
+from meshclosure.testing import (assert_antisymmetric, assert_commutes, assert_conservative,
+                                 assert_equivariant, axis_rotation, small_meshes)
 
 IN = 2
 SMALL = small_meshes()
@@ -39,46 +38,6 @@ def _chebnet(mesh, head="potential", seed=0, **kw):
     return build_model("chebnet", mesh, head=head, **kw).double()
 
 
-def _rotation(axis, angle):
-    """Rodrigues: rotation by ``angle`` about unit ``axis``, (3, 3) float64."""
-    k = np.asarray(axis, dtype=np.float64)
-    k = k / np.linalg.norm(k)
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(angle) * kx + (1 - math.cos(angle)) * kx @ kx
-
-
-def _induced_permutation(mesh, R):
-    """Cells ``i -> sigma[i]`` and faces ``f -> tau[f]`` (with orientation ``sign[f]``)
-    induced by a rotation ``R`` mapping the mesh onto itself."""
-    c = mesh.cell_center.numpy()
-    dist, sigma = cKDTree(c).query(c @ R.T)
-    assert dist.max() < 1e-12 * mesh.radius, f"not a symmetry: cells off by {dist.max():.3g}"
-    assert len(set(sigma.tolist())) == mesh.n_cells
-    fc = mesh.face_cells.numpy()
-    index = {(int(a), int(b)): f for f, (a, b) in enumerate(fc.T)}
-    tau, sign = np.empty(mesh.n_faces, dtype=np.int64), np.empty(mesh.n_faces)
-    for f, (a, b) in enumerate(fc.T):
-        a2, b2 = int(sigma[a]), int(sigma[b])
-        same = (a2, b2) in index
-        tau[f], sign[f] = (index[(a2, b2)], 1.0) if same else (index[(b2, a2)], -1.0)
-    assert len(set(tau.tolist())) == mesh.n_faces
-    return torch.as_tensor(sigma), torch.as_tensor(tau), torch.as_tensor(sign)
-
-
-def assert_commutes(model, mesh, x, R, tol=1e-10):
-    """``model(mesh, x∘σ⁻¹)[τ(f)] == sign_f · model(mesh, x)[f]`` for a mesh symmetry ``R``."""
-    sigma, tau, sign = _induced_permutation(mesh, R)
-    x_new = torch.empty_like(x)
-    x_new[sigma] = x
-    out, got = model(mesh, x).detach(), model(mesh, x_new).detach()
-    expected = torch.empty_like(out)
-    expected[tau] = sign[:, None] * out
-    dev = float((got - expected).abs().max())
-    scale = max(1.0, float(out.abs().max()))
-    if not dev <= tol * scale:
-        raise AssertionError(f"symmetry: max deviation {dev:.3g} > {tol:.1e} x {scale:.3g}")
-
-
 def _ico_rotations(mesh):
     """72° about vertex 0 (the north pole) and 120° about the centre of face (0, 1, 2)
     of the base icosahedron (its vertices are the first 12 mesh vertices, or the
@@ -87,11 +46,11 @@ def _ico_rotations(mesh):
     assert np.allclose(v[0], [0, 0, 1])
     face = v[0] + v[1] + v[2]
     assert np.allclose([v[0] @ v[1], v[1] @ v[2], v[0] @ v[2]], 1 / math.sqrt(5))
-    return [_rotation([0, 0, 1], 2 * math.pi / 5), _rotation(face, 2 * math.pi / 3)]
+    return [axis_rotation([0, 0, 1], 2 * math.pi / 5), axis_rotation(face, 2 * math.pi / 3)]
 
 
 SYMMETRIES = {
-    "healpix-2": lambda m: [_rotation([0, 0, 1], math.pi / 2)],
+    "healpix-2": lambda m: [axis_rotation([0, 0, 1], math.pi / 2)],
     "icosahedral-2": _ico_rotations,
     "dual-1": _ico_rotations,
 }

@@ -16,7 +16,6 @@ import healpy as hp
 import numpy as np
 import pytest
 import torch
-from scipy.spatial import cKDTree
 from scipy.special import eval_legendre
 
 from meshclosure.graph import to_graph
@@ -25,8 +24,8 @@ from meshclosure.nn import UnsupportedMeshError, build_model, list_models
 from meshclosure.nn.sht import HealpixSHT, _Analysis, _Synthesis, legendre_table
 from meshclosure.nn.spectral import (SFNOClosure, SpectralClosure, SphericalHarmonicFilter,
                                      healpix_pixels)
-from meshclosure.testing import (assert_antisymmetric, assert_conservative, assert_equivariant,
-                                 rotate_mesh)
+from meshclosure.testing import (assert_antisymmetric, assert_commutes, assert_conservative,
+                                 assert_equivariant, axis_rotation, rotate_mesh)
 
 IN = 2
 MESH = healpix(2)
@@ -210,40 +209,7 @@ def test_antisymmetric_conservative_permutation(name, kw, head):
     assert_conservative(model32, MESH.float(), x.float(), tol=1e-5)
 
 
-def _rotation_z(angle):
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def _induced_permutation(mesh, R):
-    """Cells ``i -> sigma[i]``, faces ``f -> tau[f]`` with orientation ``sign[f]`` under ``R``."""
-    c = mesh.cell_center.numpy()
-    dist, sigma = cKDTree(c).query(c @ R.T)
-    assert dist.max() < 1e-12 * mesh.radius, f"not a symmetry: cells off by {dist.max():.3g}"
-    fc = mesh.face_cells.numpy()
-    index = {(int(a), int(b)): f for f, (a, b) in enumerate(fc.T)}
-    tau, sign = np.empty(mesh.n_faces, dtype=np.int64), np.empty(mesh.n_faces)
-    for f, (a, b) in enumerate(fc.T):
-        a2, b2 = int(sigma[a]), int(sigma[b])
-        tau[f], sign[f] = (index[(a2, b2)], 1.0) if (a2, b2) in index else (index[(b2, a2)], -1.0)
-    assert len(set(tau.tolist())) == mesh.n_faces
-    return torch.as_tensor(sigma), torch.as_tensor(tau), torch.as_tensor(sign)
-
-
-def assert_commutes(model, mesh, x, R, tol=1e-10):
-    """``model(mesh, x∘σ⁻¹)[τ(f)] == sign_f · model(mesh, x)[f]`` for a symmetry ``R``."""
-    sigma, tau, sign = _induced_permutation(mesh, R)
-    x_new = torch.empty_like(x)
-    x_new[sigma] = x
-    out, got = model(mesh, x).detach(), model(mesh, x_new).detach()
-    expected = torch.empty_like(out)
-    expected[tau] = sign[:, None] * out
-    dev, scale = float((got - expected).abs().max()), max(1.0, float(out.abs().max()))
-    if not dev <= tol * scale:
-        raise AssertionError(f"symmetry: max deviation {dev:.3g} > {tol:.1e} x {scale:.3g}")
-
-
-QUARTER = _rotation_z(math.pi / 2)
+QUARTER = axis_rotation([0, 0, 1], math.pi / 2)
 MESH4 = healpix(4)
 
 
@@ -353,7 +319,7 @@ def test_families_and_errors():
     with pytest.raises(UnsupportedMeshError, match="needs a HEALPix mesh.*'chebnet'"):
         SpectralClosure(icosahedral(1))
     with pytest.raises(ValueError, match="not HEALPix in its own frame"):
-        healpix_pixels(rotate_mesh(MESH, torch.as_tensor(_rotation_z(0.3))))
+        healpix_pixels(rotate_mesh(MESH, axis_rotation([0, 0, 1], 0.3)))
     with pytest.raises(ValueError, match="head='vector'"):
         SFNOClosure(MESH, head="vector")
     with pytest.raises(ValueError, match="mode_mixing='m'"):
