@@ -8,20 +8,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "check_folder"]
+
+
+def check_folder(path: str | os.PathLike, name: str = "path") -> Path:
+    """The folder of file ``path``; FileNotFoundError/PermissionError (naming the
+    argument ``name``) unless it exists and is writable."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{name}={str(path)!r}: the folder {str(folder)!r} does not "
+                                "exist; create it first (mkdir -p) or choose another path.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"{name}={str(path)!r}: the folder {str(folder)!r} is not "
+                              "writable; choose a folder you can write to.")
+    return folder
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     """Yield a temporary file name next to ``path``; rename it onto ``path`` on success."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"path={str(path)!r}: the folder {str(folder)!r} does not exist; "
-                                "create it first (os.makedirs) or choose another path.")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(f"path={str(path)!r}: the folder {str(folder)!r} is not writable; "
-                              "choose a folder you can write to.")
+    folder = check_folder(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=folder)
     os.close(fd)
     try:

@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 
-from .._files import atomic_path
+from .._files import atomic_path, check_folder
 from .dataset import _versions, build_dataset, write_dataset
 from .targets import SubgridSample, subgrid_targets
 
@@ -94,16 +94,10 @@ def check_output_path(out: str | os.PathLike, overwrite: bool = False) -> Path:
     FileNotFoundError: out='/no/such/folder/data.nc': the folder '/no/such/folder' does ...
     """
     out = Path(out)
-    folder = out.parent if str(out.parent) else Path(".")
     if out.is_dir():
         raise IsADirectoryError(f"out={str(out)!r} is a folder; give a file name such as "
                                 f"{str(out / 'data.nc')!r}.")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"out={str(out)!r}: the folder {str(folder)!r} does not exist; "
-                                "create it first (mkdir -p) or choose another path.")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(f"out={str(out)!r}: the folder {str(folder)!r} is not writable; "
-                              "choose a folder you can write to.")
+    check_folder(out, "out")
     if out.exists() and not overwrite:
         raise FileExistsError(f"out={str(out)!r} exists; pass overwrite=True (--overwrite) to "
                               "replace it, or choose another path. The file was left untouched.")
