@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "check_folder"]
+__all__ = ["atomic_path", "check_folder", "refuse_existing"]
 
 
 def check_folder(path: str | os.PathLike, name: str = "path") -> Path:
@@ -23,6 +23,25 @@ def check_folder(path: str | os.PathLike, name: str = "path") -> Path:
         raise PermissionError(f"{name}={str(path)!r}: the folder {str(folder)!r} is not "
                               "writable; choose a folder you can write to.")
     return folder
+
+
+def refuse_existing(path: str | os.PathLike, overwrite: bool, name: str = "path",
+                    flag: str = "overwrite=True") -> Path:
+    """``path``, after raising :class:`~meshclosure.errors.OutputExistsError` if it exists and
+    ``overwrite`` is False; ``name`` and ``flag`` spell the argument and the way to overwrite.
+
+    >>> refuse_existing(__file__, overwrite=False, name="out")
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.OutputExistsError: out=...: the file exists and was left untouched; pass overwrite=True to replace it, or choose another path.
+    """
+    from .errors import OutputExistsError
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{name}={str(path)!r}: the file exists and was left untouched; "
+                                f"pass {flag} to replace it, or choose another path.")
+    return path
 
 
 @contextmanager

@@ -19,7 +19,7 @@ _CHILD = r"""
 import json, resource, sys, time
 import numpy as np
 t0 = time.perf_counter()
-from meshclosure.cli import parse_mesh_spec
+from meshclosure.mesh import parse_mesh_spec
 import healpy, meshio, torch_geometric.data  # imports are timed apart from the work
 t_import = time.perf_counter() - t0
 t0 = time.perf_counter(); mesh = parse_mesh_spec(sys.argv[1]); t_build = time.perf_counter() - t0

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from .._files import atomic_path
+from ..errors import MeshclosureError
 from ..mesh import Mesh
 from ..mesh._mesh import _INDEX_FIELDS
 from .targets import SubgridSample
@@ -71,7 +72,7 @@ _MESH_DIMS = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(MeshclosureError, ValueError):
     """A dataset file is missing, truncated, corrupt, or does not fit its use."""
 
 

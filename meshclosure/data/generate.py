@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import torch
 
 from .._files import atomic_path, check_folder
+from ..errors import MeshclosureError
 from .dataset import _versions, build_dataset, write_dataset
 from .targets import SubgridSample, subgrid_targets
 
@@ -47,7 +48,7 @@ __all__ = ["generate", "check_output_path", "partial_dir", "SpinUpError"]
 _PARTIAL_FORMAT = 2
 
 
-class SpinUpError(RuntimeError):
+class SpinUpError(MeshclosureError, RuntimeError):
     """The spin-up of a scenario that checks for statistical equilibrium did not reach it,
     so its samples would not be equilibrium truth (see :func:`generate`)."""
 

@@ -6,9 +6,10 @@ from .coarsening import Coarsening, agglomerate, column_parent, native_parent
 from .healpix import healpix
 from .icosahedral import icosahedral
 from .meshio_adapter import from_meshio
+from .spec import parse_mesh_spec
 
 __all__ = [
     "Mesh", "MeshError", "from_polygons", "cartesian", "healpix", "icosahedral", "from_meshio",
     "Coarsening", "native_parent", "agglomerate", "column_parent", "grid_to_cells",
-    "cells_to_grid",
+    "cells_to_grid", "parse_mesh_spec",
 ]

@@ -22,10 +22,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import MeshclosureError
+
 __all__ = ["Mesh", "MeshError"]
 
 
-class MeshError(ValueError):
+class MeshError(MeshclosureError, ValueError):
     """A mesh breaks a rule of the finite-volume contract.
 
     Attributes

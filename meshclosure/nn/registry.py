@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 
 from torch import nn
 
+from ..errors import MeshclosureError
 from ..mesh._mesh import Mesh
 
 __all__ = ["register", "build_model", "list_models", "model_families", "check_family",
@@ -33,11 +34,11 @@ __all__ = ["register", "build_model", "list_models", "model_families", "check_fa
 ALL_FAMILIES = ("cartesian", "healpix", "icosahedral", "meshio", "coarsened", "column")
 
 
-class UnsupportedMeshError(ValueError):
+class UnsupportedMeshError(MeshclosureError, ValueError):
     """A model was asked to run on a mesh family it does not support."""
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(MeshclosureError, ValueError):
     """No model is registered under the requested name."""
 
 

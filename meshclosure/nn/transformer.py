@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import MeshclosureError
 from ..mesh._mesh import Mesh
 from .heads import FluxModel, MeshOrGraph, _inputs, face_geometry
 from .mgn import EncodeProcess, ProcessorBlock, apply_head, flux_head
@@ -58,7 +59,7 @@ __all__ = ["GraphTransformer", "GPSLayer", "MeshTooLargeError", "random_walk_enc
 _RWSE_CACHE: "weakref.WeakKeyDictionary[Mesh, dict]" = weakref.WeakKeyDictionary()
 
 
-class MeshTooLargeError(ValueError):
+class MeshTooLargeError(MeshclosureError, ValueError):
     """A mesh has more cells than a model with quadratic cost accepts."""
 
 

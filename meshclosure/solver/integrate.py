@@ -13,6 +13,7 @@ from typing import Any, Dict, Mapping, Optional, Protocol
 import torch
 from torch import Tensor
 
+from ..errors import MeshclosureError
 from .steppers import State, Stepper, get_stepper
 
 __all__ = ["integrate", "IntegrationResult", "NonFiniteStateError", "Model"]
@@ -24,7 +25,7 @@ class Model(Protocol):
     def rhs(self, t: float, state: State) -> Mapping[str, Tensor]: ...
 
 
-class NonFiniteStateError(FloatingPointError):
+class NonFiniteStateError(MeshclosureError, FloatingPointError):
     """The state became NaN or infinite during :func:`integrate`.
 
     Attributes

@@ -119,7 +119,7 @@ class Scenario:
 
     # ------------------------------------------------------------ construction hooks
     def _build_mesh(self, spec: str) -> Tuple[Mesh, str]:
-        from ...cli import parse_mesh_spec
+        from ...mesh.spec import parse_mesh_spec
 
         family, _, size = spec.partition(":")
         if family not in self.families:

@@ -1,0 +1,47 @@
+"""Mesh specs: one string names a mesh, ``family:size`` or the path of a mesh file.
+
+The command line, the scenarios and the tools build meshes from these strings;
+this module is the one parser they share.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cartesian import cartesian
+from .healpix import healpix
+from .icosahedral import icosahedral
+from .meshio_adapter import from_meshio
+
+__all__ = ["parse_mesh_spec"]
+
+
+def parse_mesh_spec(spec: str):
+    """Build a mesh from ``cartesian:NXxNY``, ``healpix:NSIDE``, ``icosahedral:LEVEL``,
+    ``icosahedral-dual:LEVEL`` or a mesh file path (read with ``from_meshio``).
+
+    >>> parse_mesh_spec("healpix:4").n_cells
+    192
+    >>> parse_mesh_spec("hexagonal:3")
+    Traceback (most recent call last):
+    ...
+    ValueError: mesh spec 'hexagonal:3' is not a known family or an existing file; ...
+    """
+    family, _, arg = spec.partition(":")
+    try:
+        if family == "cartesian" and arg:
+            nx, _, ny = arg.partition("x")
+            return cartesian(int(nx), int(ny or nx), 1.0)
+        if family == "healpix" and arg:
+            return healpix(int(arg))
+        if family in ("icosahedral", "icosahedral-dual") and arg:
+            return icosahedral(int(arg), dual=family.endswith("dual"))
+    except ValueError as err:
+        if "invalid literal" in str(err):
+            raise ValueError(f"mesh spec {spec!r}: {arg!r} is not an integer size; write e.g. "
+                             "healpix:16 or cartesian:64x32.") from err
+        raise
+    if Path(spec).is_file():
+        return from_meshio(spec)
+    raise ValueError(f"mesh spec {spec!r} is not a known family or an existing file; use "
+                     "cartesian:NXxNY, healpix:NSIDE, icosahedral:LEVEL, icosahedral-dual:LEVEL "
+                     "or the path of a mesh file meshio reads.")
