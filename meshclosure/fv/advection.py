@@ -66,7 +66,7 @@ from torch import Tensor
 
 from ..mesh._mesh import Mesh
 from .gradients import LeastSquaresGradient, _cached, _expand, displacement, gradient
-from .operators import _check_rows, _csr, _sparse_cached, _sparse_ok, _spmm
+from .operators import _check_float, _check_rows, _csr, _sparse_cached, _sparse_ok, _spmm
 
 __all__ = ["upwind_flux", "linear_flux", "quadratic_flux", "limiter_coefficient",
            "face_displacement", "cfl_dt", "outflow_courant", "LIMITERS", "MATRIX_SCHEMES"]
@@ -199,6 +199,8 @@ def upwind_flux(mesh: Mesh, q: Tensor, U: Tensor) -> Tensor:
     """
     _check_rows("q", q, mesh.n_cells, "n_cells")
     _check_rows("U", U, mesh.n_faces, "n_faces")
+    _check_float("q", q)
+    _check_float("U", U)
     a, b = mesh.face_cells[0].to(q.device), mesh.face_cells[1].to(q.device)
     qa, qb = q.index_select(0, a), q.index_select(0, b)   # faster than q[a]
     Ue = _expand(U.to(q.dtype), qa)
@@ -253,6 +255,8 @@ def linear_flux(mesh: Mesh, q: Tensor, U: Tensor, grad: Optional[Tensor] = None,
                          "smooth limiter.")
     _check_rows("q", q, mesh.n_cells, "n_cells")
     _check_rows("U", U, mesh.n_faces, "n_faces")
+    _check_float("q", q)
+    _check_float("U", U)
     if grad is None and limiter is None and _sparse_ok(q) and q.numel():
         # unlimited: both reconstructions are linear in q, one CSR product
         # (precomputed per mesh) instead of a gradient and four gathers
@@ -347,6 +351,8 @@ def quadratic_flux(mesh: Mesh, q: Tensor, U: Tensor) -> Tensor:
     """
     _check_rows("q", q, mesh.n_cells, "n_cells")
     _check_rows("U", U, mesh.n_faces, "n_faces")
+    _check_float("q", q)
+    _check_float("U", U)
     if _sparse_ok(q) and q.numel():
         qab = _spmm(_reconstruction_matrix(mesh, q.dtype, q.device, "quadratic"), q)
         qa, qb = qab[:mesh.n_faces], qab[mesh.n_faces:]

@@ -43,6 +43,7 @@ face centres, with the two-point flux ``Φ_b = −κ (q_b − q_i) A_b / δ_b``,
 """
 from __future__ import annotations
 
+import math
 from typing import Union
 
 import torch
@@ -50,9 +51,12 @@ from torch import Tensor
 
 from ..mesh._mesh import Mesh
 from .gradients import _cached, _expand, displacement
-from .operators import _check_rows, _csr, _sparse_cached, _sparse_ok, _spmm, divergence
+from ..errors import ArgumentError
+from .operators import (ArgumentTypeError, _check_float, _check_rows, _csr, _sparse_cached,
+                        _sparse_ok, _spmm, describe, divergence)
 
-__all__ = ["diffusive_flux", "boundary_diffusive_flux", "face_normal_derivative", "laplacian"]
+__all__ = ["diffusive_flux", "boundary_diffusive_flux", "face_normal_derivative", "laplacian",
+           "check_coefficient"]
 
 Kappa = Union[float, Tensor]
 
@@ -249,6 +253,7 @@ def face_normal_derivative(mesh: Mesh, q: Tensor, correction: bool = True) -> Te
         Units [q]/length.
     """
     _check_rows("q", q, mesh.n_cells, "n_cells")
+    _check_float("q", q)
     if correction and _sparse_ok(q) and q.numel():
         return _spmm(_normal_derivative_matrix(mesh, q.dtype, q.device), q)
     geo = _geometry(mesh)
@@ -266,14 +271,78 @@ def face_normal_derivative(mesh: Mesh, q: Tensor, correction: bool = True) -> Te
     return out
 
 
-def _kappa(kappa: Kappa, like: Tensor, rows: int, name: str) -> Tensor | float:
+def check_coefficient(value: Kappa, rows: int, name: str = "kappa",
+                      what: str = "diffusivity", where: str = "face") -> Kappa:
+    """Check a non-negative coefficient: a number, or a tensor with one row per ``where``.
+
+    Diffusivities, viscosities and noise amplitudes must be finite and ``>= 0``
+    everywhere: a negative value anywhere is anti-diffusion (a growing
+    checkerboard), a NaN poisons every cell it touches. Scalars and
+    per-face tensors are held to the same rule.
+
+    Parameters
+    ----------
+    value : float or Tensor, shape () or (rows, ...)
+        The coefficient.
+    rows : int
+        Rows a tensor must have (``mesh.n_faces`` for face diffusivities).
+    name, what, where : str
+        Argument name, what it is, and what a row is, for the message.
+
+    Returns
+    -------
+    float or Tensor
+        ``value`` unchanged (a Python number as ``float``).
+
+    Raises
+    ------
+    ArgumentError
+        A negative, NaN or infinite value (the message names the first
+        offending row and its value), or a tensor with the wrong rows.
+    ArgumentTypeError
+        A non-numeric value or an integer, bool or complex tensor.
+
+    Examples
+    --------
+    >>> check_coefficient(0.1, 8)
+    0.1
+    >>> check_coefficient(torch.tensor([0.1, -0.2, 0.3]), 3)
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: kappa=Tensor(shape=(3,), dtype=float32): must be finite and >= 0 at every face (a diffusivity); face 1 has -0.2; clamp it (kappa.clamp(min=0)) or fix what computes it.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
+        raise ArgumentTypeError(name, describe(value), f"must be a number or a tensor of {rows} "
+                                f"{where} values (a {what})",
+                                f"pass a float, or a Tensor ({rows},)")
+    if not isinstance(value, Tensor):
+        if not (math.isfinite(value) and value >= 0):
+            raise ArgumentError(name, value, f"must be a finite number >= 0 (a {what})",
+                                "use 0 to switch the term off")
+        return float(value)
+    _check_float(name, value)
+    if value.dim() > 0 and value.shape[0] != rows:
+        raise ArgumentError(name, describe(value), f"must be a scalar or have {rows} rows (one "
+                            f"per {where})", f"pass {where} values ({rows}, ...)")
+    ok = torch.isfinite(value) & (value >= 0)
+    if not bool(ok.all()):
+        idx = int((~ok.reshape(-1)).nonzero()[0, 0])
+        bad = float(value.reshape(-1)[idx])
+        row = idx // max(1, value[0].numel()) if value.dim() > 0 else None
+        at = f"; got {bad:g}" if row is None else f"; {where} {row} has {bad:g}"
+        raise ArgumentError(name, describe(value), f"must be finite and >= 0 at every {where} "
+                            f"(a {what}){at}",
+                            f"clamp it ({name}.clamp(min=0)) or fix what computes it")
+    return value
+
+
+def _kappa(kappa: Kappa, like: Tensor, rows: int, name: str,
+           where: str = "face") -> Tensor | float:
+    kappa = check_coefficient(kappa, rows, name, where=where)
     if isinstance(kappa, Tensor):
-        if kappa.dim() > 0 and kappa.shape[0] != rows:
-            raise ValueError(f"{name} must be a scalar or have {rows} rows (one per face); got "
-                             f"shape {tuple(kappa.shape)}. Pass face diffusivities (n_faces, ...).")
         kappa = kappa.to(device=like.device, dtype=like.dtype)
         return _expand(kappa, like, lead=kappa.dim()) if kappa.dim() > 0 else kappa
-    return float(kappa)
+    return kappa
 
 
 def diffusive_flux(mesh: Mesh, q: Tensor, kappa: Kappa = 1.0,
@@ -309,9 +378,14 @@ def diffusive_flux(mesh: Mesh, q: Tensor, kappa: Kappa = 1.0,
     >>> diffusive_flux(mesh, q, kappa=torch.ones(3))
     Traceback (most recent call last):
     ...
-    ValueError: kappa must be a scalar or have 384 rows (one per face); got shape (3,). ...
+    meshclosure.errors.ArgumentError: kappa=Tensor(shape=(3,), dtype=float32): must be a scalar or have 384 rows (one per face); pass face values (384, ...).
+    >>> diffusive_flux(mesh, q, kappa=-0.1)
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: kappa=-0.1: must be a finite number >= 0 (a diffusivity); use 0 to switch the term off.
     """
     _check_rows("q", q, mesh.n_cells, "n_cells")
+    _check_float("q", q)
     k = _kappa(kappa, q, mesh.n_faces, "kappa")
     area = _expand(mesh.face_area.to(device=q.device, dtype=q.dtype), q)
     grad_n = face_normal_derivative(mesh, q, correction)
@@ -336,6 +410,7 @@ def boundary_diffusive_flux(mesh: Mesh, q: Tensor, boundary_value: Tensor,
         Pass it as ``boundary_flux`` to :func:`~meshclosure.fv.divergence`.
     """
     _check_rows("q", q, mesh.n_cells, "n_cells")
+    _check_float("q", q)
     bv = torch.as_tensor(boundary_value, dtype=q.dtype, device=q.device)
     bc = mesh.boundary_face_cell.to(q.device)
     if bv.dim() == 0:
@@ -344,7 +419,7 @@ def boundary_diffusive_flux(mesh: Mesh, q: Tensor, boundary_value: Tensor,
     geo = _geometry(mesh)
     coef = _expand(mesh.boundary_face_area.to(device=q.device, dtype=q.dtype)
                    / geo.get("delta_b", q), q)
-    k = _kappa(kappa, q, mesh.n_boundary_faces, "kappa")
+    k = _kappa(kappa, q, mesh.n_boundary_faces, "kappa", "boundary face")
     return -k * coef * (bv - q[bc])
 
 

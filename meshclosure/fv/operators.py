@@ -17,9 +17,42 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError
 from ..mesh._mesh import Mesh
 
-__all__ = ["divergence", "transport_from_streamfunction"]
+__all__ = ["divergence", "transport_from_streamfunction", "ArgumentTypeError", "describe"]
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """An argument of the wrong kind (dtype, type, device): names the argument, what was
+    received, the rule and the fix; caught by ``except TypeError`` and ``except ValueError``."""
+
+
+class _Shown:
+    """A value shown in an error message by a short description instead of its ``repr``."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def describe(x: Any) -> Any:
+    """A short stand-in for ``x`` in error messages: a tensor as its shape, dtype and device.
+
+    Examples
+    --------
+    >>> describe(torch.zeros(3, dtype=torch.int64))
+    Tensor(shape=(3,), dtype=int64)
+    >>> describe(2.5)
+    2.5
+    """
+    if isinstance(x, Tensor):
+        dev = "" if x.device.type == "cpu" else f", device={x.device}"
+        return _Shown(f"Tensor(shape={tuple(x.shape)}, dtype={str(x.dtype).replace('torch.', '')}"
+                      f"{dev})")
+    return x
 
 _SPARSE_CACHE: "weakref.WeakKeyDictionary[Mesh, dict]" = weakref.WeakKeyDictionary()
 
@@ -98,6 +131,19 @@ def _check_rows(name: str, x: Tensor, n: int, what: str) -> None:
                          f"{tuple(x.shape)}. Put the {what.split('_')[1]} dimension first.")
 
 
+def _check_float(name: str, x: Tensor, fix: str = "", complex_ok: bool = False) -> None:
+    """Raise :class:`ArgumentTypeError` unless ``x`` has a floating-point dtype.
+
+    Integer or bool values would be silently truncated (or give inf/NaN after a
+    division by the cell volumes), so they are refused, never cast.
+    """
+    if x.is_floating_point() or (complex_ok and x.is_complex()):
+        return
+    kind = "a floating-point (or complex)" if complex_ok else "a real floating-point"
+    raise ArgumentTypeError(name, describe(x), f"must be {kind} tensor",
+                            fix or f"convert it with {name}.double() (or .float())")
+
+
 def divergence(mesh: Mesh, face_flux: Tensor, boundary_flux: Tensor | None = None) -> Tensor:
     """Cell divergence of integrated face fluxes.
 
@@ -126,8 +172,16 @@ def divergence(mesh: Mesh, face_flux: Tensor, boundary_flux: Tensor | None = Non
     Traceback (most recent call last):
     ...
     ValueError: face_flux must have n_faces = 32 rows (dim 0); got shape (3,). ...
+    >>> divergence(mesh, torch.ones(mesh.n_faces, dtype=torch.int64))
+    Traceback (most recent call last):
+    ...
+    meshclosure.fv.operators.ArgumentTypeError: face_flux=Tensor(shape=(32,), dtype=int64): must be a floating-point (or complex) tensor; convert it with face_flux.double() (or .float()).
     """
     _check_rows("face_flux", face_flux, mesh.n_faces, "n_faces")
+    _check_float("face_flux", face_flux, complex_ok=True)
+    if boundary_flux is not None:
+        _check_rows("boundary_flux", boundary_flux, mesh.n_boundary_faces, "n_boundary_faces")
+        _check_float("boundary_flux", boundary_flux, complex_ok=True)
     if _sparse_ok(face_flux) and face_flux.numel():
         # one CSR product (Σ over the cell's faces of ±Φ_f / V_i): several times
         # faster than two index_add passes, which run serially on CPU
