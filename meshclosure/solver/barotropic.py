@@ -37,10 +37,12 @@ from torch import Tensor
 
 from ..fv.advection import cfl_dt, linear_flux, quadratic_flux, upwind_flux
 from ..fv.gradients import gradient
-from ..fv.diffusion import diffusive_flux
-from ..fv.operators import divergence, transport_from_streamfunction
+from ..fv.diffusion import check_coefficient, diffusive_flux
+from ..fv.operators import _check_float, divergence, transport_from_streamfunction
 from ..fv.poisson import PoissonSolver, vertex_streamfunction
 from ..mesh._mesh import Mesh
+from ._closure import (Closure, NonFinitePart, add_flux_noise, check_flux_noise, closure_fluxes,
+                       first_nonfinite)
 
 __all__ = ["BarotropicModel", "BoussinesqModel", "EARTH_OMEGA", "EARTH_RADIUS"]
 
@@ -48,8 +50,6 @@ EARTH_OMEGA = 7.292e-5
 """Earth's rotation rate (1/s), as in Williamson et al. 1992."""
 EARTH_RADIUS = 6.37122e6
 """Earth's radius (m), as in Williamson et al. 1992."""
-
-Closure = Callable[[float, Dict[str, Tensor], Mesh], Mapping[str, Tensor]]
 
 
 def _is_zero(x) -> bool:
@@ -67,20 +67,23 @@ class BarotropicModel(torch.nn.Module):
         Rotation rate Ω on the sphere (1/time): ``f = 2Ω sin(lat)``.
     f0, beta, y0 : float
         Plane only: ``f = f0 + β (y − y0)`` (f-plane when ``beta = 0``).
-    nu : float
-        Viscosity ν (length²/time).
+    nu : float or Tensor (n_faces,)
+        Viscosity ν (length²/time), finite and ``>= 0`` at every face.
     drag : float
         Linear drag μ (1/time).
     forcing : Tensor (n_cells,) or callable ``(t, state) -> Tensor``, optional
         Vorticity forcing F (1/time²).
-    kappa : float
-        Diffusivity of the passive tracers.
+    kappa : float or Tensor (n_faces,)
+        Diffusivity of the passive tracers, finite and ``>= 0`` at every face.
     scheme : {"linear", "limited", "upwind", "quadratic"}
         Advection scheme for vorticity and tracers (see
         :class:`~meshclosure.solver.TracerModel`).
     closure : callable ``(t, state, mesh) -> dict var -> (n_faces,)``, optional
-        Subgrid face fluxes per prognostic variable, added before the divergence.
-    flux_noise : float
+        Subgrid face fluxes per prognostic variable (keys of the state: ``"zeta"``
+        and the passive tracers), added before the divergence; other keys, a
+        bare tensor, a wrong shape, dtype or device raise
+        :class:`~meshclosure.solver.ClosureError`.
+    flux_noise : float or Tensor (n_faces,)
         Std of Gaussian face-flux noise on every variable (conservative).
     generator : torch.Generator, optional
 
@@ -101,10 +104,12 @@ class BarotropicModel(torch.nn.Module):
     """
 
     def __init__(self, mesh: Mesh, omega: float = 0.0, f0: float = 0.0, beta: float = 0.0,
-                 y0: Optional[float] = None, nu: float = 0.0, drag: float = 0.0,
-                 forcing: Union[Tensor, Callable, None] = None, kappa: float = 0.0,
+                 y0: Optional[float] = None, nu: Union[float, Tensor] = 0.0, drag: float = 0.0,
+                 forcing: Union[Tensor, Callable, None] = None,
+                 kappa: Union[float, Tensor] = 0.0,
                  scheme: str = "linear", closure: Optional[Closure] = None,
-                 flux_noise: float = 0.0, generator: Optional[torch.Generator] = None) -> None:
+                 flux_noise: Union[float, Tensor] = 0.0,
+                 generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
         if not isinstance(mesh, Mesh) or (mesh.dim != 2 and not mesh.is_sphere):
             raise TypeError("mesh must be a 2-D meshclosure Mesh (plane or sphere); got "
@@ -112,11 +117,15 @@ class BarotropicModel(torch.nn.Module):
         for name, value in (("omega", omega), ("f0", f0), ("beta", beta)):
             if not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number; got {value!r}.")
-        for name, value in (("nu", nu), ("drag", drag), ("kappa", kappa),
-                            ("flux_noise", flux_noise)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}. "
-                                 "Use 0 to switch the term off.")
+        if not (isinstance(drag, (int, float)) and math.isfinite(drag) and drag >= 0):
+            raise ValueError(f"drag must be a finite number >= 0; got {drag!r}. "
+                             "Use 0 to switch the term off.")
+        nu = check_coefficient(nu, mesh.n_faces, "nu", what="viscosity")
+        kappa = check_coefficient(kappa, mesh.n_faces, "kappa", what="diffusivity")
+        flux_noise = check_flux_noise(flux_noise, mesh.n_faces)
+        if closure is not None and not callable(closure):
+            raise TypeError(f"closure must be a callable (t, state, mesh) -> dict of face "
+                            f"fluxes; got {type(closure).__name__}.")
         if scheme not in ("linear", "limited", "upwind", "quadratic"):
             raise ValueError(f"scheme must be 'linear', 'limited', 'upwind' or 'quadratic'; got "
                              f"{scheme!r}.")
@@ -157,17 +166,14 @@ class BarotropicModel(torch.nn.Module):
         return linear_flux(self.mesh, q, U,
                            limiter="barth_jespersen" if self.scheme == "limited" else None)
 
-    def _add_closure_and_noise(self, t, state, name: str, flux: Tensor, extra) -> Tensor:
-        if extra is not None and name in extra:
-            phi = extra[name]
-            if phi.shape != flux.shape:
-                raise ValueError(f"closure flux for {name!r} has shape {tuple(phi.shape)}; "
-                                 f"expected {tuple(flux.shape)} (one integrated flux per face).")
-            flux = flux + phi.to(flux.dtype)
-        if not _is_zero(self.flux_noise):
-            flux = flux + self.flux_noise * torch.randn(
-                flux.shape, dtype=flux.dtype, device=flux.device, generator=self.generator)
-        return flux
+    def _variables(self, state: Mapping[str, Tensor]) -> list:
+        return ["zeta"] + [k for k in state if k != "zeta"]
+
+    def _finish(self, flux: Tensor, extra: Mapping[str, Tensor], name: str) -> Tensor:
+        """Resolved flux plus the closure's flux and the noise for ``name`` (one rule for all)."""
+        if name in extra:
+            flux = flux + extra[name]
+        return add_flux_noise(flux, self.flux_noise, tuple(flux.shape), flux, self.generator)
 
     def rhs(self, t: float, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         """Tendencies of ``"zeta"`` and every passive tracer in ``state``."""
@@ -177,13 +183,16 @@ class BarotropicModel(torch.nn.Module):
         if zeta.shape != (self.mesh.n_cells,):
             raise ValueError(f"state['zeta'] must have shape (n_cells,) = ({self.mesh.n_cells},); "
                              f"got {tuple(zeta.shape)}.")
+        for name, q in state.items():
+            _check_float(f"state[{name!r}]", q)
         U = self.transport(zeta)
-        extra = self.closure(t, dict(state), self.mesh) if self.closure is not None else None
+        extra = closure_fluxes(self.closure, t, state, self.mesh, self._variables(state),
+                               "the state's keys are the model's variables")
         f = self.f.to(zeta.dtype)
         flux = self._advect(zeta + f, U)
         if not _is_zero(self.nu):
             flux = flux + diffusive_flux(self.mesh, zeta, self.nu)
-        flux = self._add_closure_and_noise(t, state, "zeta", flux, extra)
+        flux = self._finish(flux, extra, "zeta")
         out = {"zeta": -divergence(self.mesh, flux)}
         if not _is_zero(self.drag):
             out["zeta"] = out["zeta"] - self.drag * zeta
@@ -196,9 +205,30 @@ class BarotropicModel(torch.nn.Module):
             tflux = self._advect(q, U)
             if not _is_zero(self.kappa):
                 tflux = tflux + diffusive_flux(self.mesh, q, self.kappa)
-            tflux = self._add_closure_and_noise(t, state, name, tflux, extra)
+            tflux = self._finish(tflux, extra, name)
             out[name] = -divergence(self.mesh, tflux)
         return out
+
+    def _parts(self, t: float, state: Mapping[str, Tensor]) -> list:
+        forcing = self.forcing
+        return [
+            ("transport", None, "faces", lambda: self.transport(state["zeta"])),
+            ("closure", None, "faces",
+             lambda: closure_fluxes(self.closure, t, state, self.mesh, self._variables(state))),
+            ("forcing", "zeta", "cells",
+             lambda: forcing(t, state) if callable(forcing) else forcing),
+        ]
+
+    def diagnose(self, t: float, state: Mapping[str, Tensor]) -> Optional[NonFinitePart]:
+        """The first part of :meth:`rhs` that is not finite at ``(t, state)``, or ``None``.
+
+        Re-evaluates the transport (from the Poisson solve), the closure, the
+        forcing (and, for :class:`BoussinesqModel`, the boundary buoyancy
+        flux), without drawing noise. :func:`~meshclosure.solver.integrate`
+        calls it when a step turns the state non-finite; ``None`` means every
+        part was finite, so the step itself produced the non-finite value.
+        """
+        return first_nonfinite(self._parts(t, state))
 
     forward = rhs
 
@@ -227,8 +257,8 @@ class BoussinesqModel(BarotropicModel):
     ----------
     mesh : Mesh
         ``cartesian(nx, nz, lx, lz, periodic=(True, False))``: mesh ``y`` is height.
-    nu, kappa : float
-        Viscosity and buoyancy diffusivity (length²/time).
+    nu, kappa : float or Tensor (n_faces,)
+        Viscosity and buoyancy diffusivity (length²/time), finite and ``>= 0``.
     buoyancy_flux : Tensor (n_boundary_faces,) or callable ``t -> Tensor``, optional
         Prescribed integrated OUTWARD buoyancy flux through the boundary faces
         (e.g. ``−B · A_b`` at the bottom heats from below); walls elsewhere.
@@ -236,9 +266,10 @@ class BoussinesqModel(BarotropicModel):
         As in :class:`BarotropicModel`.
     """
 
-    def __init__(self, mesh: Mesh, nu: float = 0.0, kappa: float = 0.0,
+    def __init__(self, mesh: Mesh, nu: Union[float, Tensor] = 0.0,
+                 kappa: Union[float, Tensor] = 0.0,
                  buoyancy_flux: Union[Tensor, Callable, None] = None, scheme: str = "linear",
-                 closure: Optional[Closure] = None, flux_noise: float = 0.0,
+                 closure: Optional[Closure] = None, flux_noise: Union[float, Tensor] = 0.0,
                  generator: Optional[torch.Generator] = None) -> None:
         if not isinstance(mesh, Mesh) or mesh.is_sphere or mesh.n_boundary_faces == 0:
             raise ValueError("BoussinesqModel needs a vertical slice with walls at bottom and top, "
@@ -246,6 +277,11 @@ class BoussinesqModel(BarotropicModel):
         super().__init__(mesh, nu=nu, kappa=kappa, scheme=scheme, closure=closure,
                          flux_noise=flux_noise, generator=generator)
         self.buoyancy_flux = buoyancy_flux
+
+    def _parts(self, t: float, state: Mapping[str, Tensor]) -> list:
+        flux = self.buoyancy_flux
+        return super()._parts(t, state) + [
+            ("boundary_flux", "b", "boundary faces", lambda: flux(t) if callable(flux) else flux)]
 
     def rhs(self, t: float, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         """Tendencies of ``"zeta"``, ``"b"`` and passive tracers."""

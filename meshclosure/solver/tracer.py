@@ -30,8 +30,11 @@ from torch import Tensor
 
 from ..fv.advection import (advection_matrix, cfl_dt, linear_flux, max_faces_per_cell,
                              quadratic_flux, upwind_flux)
-from ..fv.operators import _sparse_ok, _spmm, divergence
+from ..fv.diffusion import check_coefficient
+from ..fv.operators import _check_float, _sparse_ok, _spmm, divergence
 from ..mesh._mesh import Mesh
+from ._closure import (Closure, NonFinitePart, add_flux_noise, check_flux_noise, closure_fluxes,
+                       first_nonfinite)
 
 __all__ = ["TracerModel", "SCHEMES"]
 
@@ -39,8 +42,6 @@ SCHEMES = ("linear", "limited", "upwind", "quadratic")
 """Advection schemes: unlimited linear reconstruction (2nd order), Barth–Jespersen
 limited linear reconstruction (2nd order, no new extrema), first-order upwind, and
 quadratic least-squares reconstruction (2nd order, smaller error, not limited)."""
-
-Closure = Callable[[float, Dict[str, Tensor], Mesh], Mapping[str, Tensor]]
 
 
 class TracerModel(torch.nn.Module):
@@ -57,7 +58,8 @@ class TracerModel(torch.nn.Module):
         (``model.transport = U2``) or with in-place torch ops, not through
         ``U.data`` or ``U.numpy()``, which the cache cannot see.
     kappa : float or Tensor (n_faces,)
-        Diffusivity (length²/time); ``0`` disables diffusion.
+        Diffusivity (length²/time), finite and ``>= 0`` at every face;
+        ``0`` disables diffusion.
     source : Tensor (n_cells, ...) or callable ``(t, state) -> Tensor``, optional
         Source ``S`` ([q]/time).
     relaxation : (rate, target), optional
@@ -70,6 +72,10 @@ class TracerModel(torch.nn.Module):
         second order, smaller errors, not limited).
     closure : callable ``(t, state, mesh) -> dict var -> Tensor (n_faces, ...)``, optional
         Subgrid face fluxes added to the resolved flux before the divergence.
+        It may return a flux for ``var`` only (or an empty dict); anything
+        else (another name, a bare tensor, a wrong shape, an integer or
+        complex dtype, another device) raises
+        :class:`~meshclosure.solver.ClosureError`.
         If it is an ``nn.Module`` its parameters are this model's parameters.
     flux_noise : float or Tensor (n_faces,)
         Standard deviation of Gaussian face-flux noise ([q]·length²/time);
@@ -97,6 +103,11 @@ class TracerModel(torch.nn.Module):
     Traceback (most recent call last):
     ...
     ValueError: scheme must be one of ('linear', 'limited', 'upwind', 'quadratic'); got 'weno'. ...
+    >>> bad = TracerModel(mesh, U, closure=lambda t, s, m: {"b": torch.zeros(m.n_faces)})
+    >>> bad.rhs(0.0, {"q": q})
+    Traceback (most recent call last):
+    ...
+    meshclosure.solver._closure.ClosureError: closure=<returned keys ['b']>: may return face fluxes only for the model's variables ['q'] (a flux for any other name would be silently ignored); rename 'b' to one of ['q'] (TracerModel(var=...) names the tracer), or drop it.
     """
 
     def __init__(self, mesh: Mesh, transport: Union[Tensor, Callable[[float], Tensor]],
@@ -125,11 +136,11 @@ class TracerModel(torch.nn.Module):
         if relaxation is not None and (not isinstance(relaxation, (tuple, list))
                                        or len(relaxation) != 2):
             raise ValueError(f"relaxation must be a pair (rate, target); got {relaxation!r}.")
-        if isinstance(kappa, (int, float)) and kappa < 0:
-            raise ValueError(f"kappa must be >= 0 (a diffusivity); got {kappa!r}.")
-        if isinstance(flux_noise, (int, float)) and flux_noise < 0:
-            raise ValueError(f"flux_noise must be >= 0 (a standard deviation); got "
-                             f"{flux_noise!r}.")
+        kappa = check_coefficient(kappa, mesh.n_faces, "kappa")
+        flux_noise = check_flux_noise(flux_noise, mesh.n_faces)
+        if closure is not None and not callable(closure):
+            raise TypeError(f"closure must be a callable (t, state, mesh) -> dict of face "
+                            f"fluxes; got {type(closure).__name__}.")
         self.mesh = mesh
         self.transport = transport
         self.kappa = kappa
@@ -208,6 +219,7 @@ class TracerModel(torch.nn.Module):
         if q.shape[:1] != (self.mesh.n_cells,):
             raise ValueError(f"state[{self.var!r}] must have n_cells = {self.mesh.n_cells} rows; "
                              f"got shape {tuple(q.shape)}.")
+        _check_float(f"state[{self.var!r}]", q)
         operator = self._advection_operator(q)
         tend: Optional[Tensor] = None
         flux: Optional[Tensor] = None
@@ -219,23 +231,11 @@ class TracerModel(torch.nn.Module):
             if not (isinstance(self.kappa, (int, float)) and self.kappa == 0):
                 flux = self._diffusive_flux(q)
         flux_shape = (self.mesh.n_faces,) + tuple(q.shape[1:])
-        if self.closure is not None:
-            extra = self.closure(t, dict(state), self.mesh)
-            if self.var in extra:
-                phi = extra[self.var]
-                if tuple(phi.shape) != flux_shape:
-                    raise ValueError(f"closure flux for {self.var!r} has shape "
-                                     f"{tuple(phi.shape)}; expected (n_faces, ...) = "
-                                     f"{flux_shape} (one integrated flux per face, "
-                                     "positive owner -> neighbour).")
-                phi = phi.to(q.dtype)
-                flux = phi if flux is None else flux + phi
-        if not (isinstance(self.flux_noise, (int, float)) and self.flux_noise == 0):
-            noise = torch.randn(flux_shape, dtype=q.dtype, device=q.device,
-                                generator=self.generator)
-            sigma = torch.as_tensor(self.flux_noise, dtype=q.dtype, device=q.device)
-            noise = noise * sigma.reshape(sigma.shape + (1,) * (len(flux_shape) - sigma.dim()))
-            flux = noise if flux is None else flux + noise
+        extra = closure_fluxes(self.closure, t, state, self.mesh, [self.var],
+                               "TracerModel(var=...) names the tracer")
+        if self.var in extra:
+            flux = extra[self.var] if flux is None else flux + extra[self.var]
+        flux = add_flux_noise(flux, self.flux_noise, flux_shape, q, self.generator)
         bflux = self.boundary_flux(t) if callable(self.boundary_flux) else self.boundary_flux
         if flux is not None or bflux is not None:
             if flux is None:
@@ -250,6 +250,44 @@ class TracerModel(torch.nn.Module):
         return {self.var: tend}
 
     forward = rhs
+
+    def diagnose(self, t: float, state: Mapping[str, Tensor]) -> Optional[NonFinitePart]:
+        """The first part of :meth:`rhs` that is not finite at ``(t, state)``, or ``None``.
+
+        Re-evaluates, in order, the transport, the closure, the boundary flux,
+        the source and the relaxation (not the noise, which is finite by
+        construction, and without drawing from the generator).
+        :func:`~meshclosure.solver.integrate` calls it at the failing stage
+        when a step turns the state non-finite; ``None`` means every part
+        was finite, so the step itself (the resolved fluxes at this ``dt``)
+        produced the non-finite value.
+
+        Returns
+        -------
+        NonFinitePart or None
+        """
+        q = state[self.var]
+
+        def source():
+            return self.source(t, state) if callable(self.source) else self.source
+
+        def relaxation():
+            if self.relaxation is None:
+                return None
+            rate, target = self.relaxation
+            return rate * (q - target)
+
+        def boundary():
+            return self.boundary_flux(t) if callable(self.boundary_flux) else self.boundary_flux
+
+        return first_nonfinite([
+            ("transport", None, "faces", lambda: self.face_transport(t)),
+            ("closure", self.var, "faces",
+             lambda: closure_fluxes(self.closure, t, state, self.mesh, [self.var])),
+            ("boundary_flux", self.var, "boundary faces", boundary),
+            ("source", self.var, "cells", source),
+            ("source", self.var, "cells", relaxation),
+        ])
 
     # ---------------------------------------------------------------- helpers
     def total(self, state: Mapping[str, Tensor]) -> Tensor:
