@@ -155,7 +155,7 @@ def invariant_directed(head: nn.Module, kind: str, z: Tensor, geo: FaceGeometry,
     """Directed fluxes of :func:`invariant_head`'s head for node latents ``z``."""
     if kind == "pairwise":
         e = torch.stack([geo.face_area, geo.cell_distance], 1).to(z.dtype) / length_scale
-        return head.directed(z, geo, edge_features=torch.cat([e, e]))
+        return head.directed(z, geo, edge_features=torch.cat([e, e]))   # shared by a batch
     return head.directed(z, geo)
 
 
@@ -171,7 +171,9 @@ class ChebConv(nn.Module):
 
     Shapes: ``x (n_cells, in_channels)``, ``laplacian`` sparse
     ``(n_cells, n_cells)`` (from :func:`chebyshev_laplacian`) ->
-    ``(n_cells, out_channels)``.
+    ``(n_cells, out_channels)``; a batch ``x (B, n_cells, in_channels)`` ->
+    ``(B, n_cells, out_channels)``, its samples side by side as columns of
+    one sparse product per term.
 
     Examples
     --------
@@ -184,6 +186,10 @@ class ChebConv(nn.Module):
     Traceback (most recent call last):
     ...
     ValueError: ChebConv: K must be >= 1 (K=1 is a per-cell linear map); got K=0.
+    >>> conv(torch.randn(12, 3, dtype=torch.float64), chebyshev_laplacian(mesh))
+    Traceback (most recent call last):
+    ...
+    ValueError: ChebConv: x must have shape (n_cells=12, in_channels=2) or (B, n_cells, in_channels); got (12, 3).
     """
 
     def __init__(self, in_channels: int, out_channels: int, K: int, bias: bool = True) -> None:
@@ -198,18 +204,28 @@ class ChebConv(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(self, x: Tensor, laplacian: Tensor) -> Tensor:
-        if x.dim() != 2 or x.shape[1] != self.in_channels or x.shape[0] != laplacian.shape[0]:
+        if x.dim() not in (2, 3) or x.shape[-1] != self.in_channels \
+                or x.shape[-2] != laplacian.shape[0]:
             raise ValueError(f"ChebConv: x must have shape (n_cells={laplacian.shape[0]}, "
-                             f"in_channels={self.in_channels}); got {tuple(x.shape)}.")
+                             f"in_channels={self.in_channels}) or (B, n_cells, in_channels); "
+                             f"got {tuple(x.shape)}.")
         lap = laplacian.to(x.dtype)
-        t_prev, t = x, None
-        out = x @ self.weight[0]
+        n, c = x.shape[-2:]
+        # samples side by side: (n_cells, B·C), one sparse product per Chebyshev term
+        cols = x.reshape(-1, n, c).transpose(0, 1).reshape(n, -1)
+
+        def term(t: Tensor, k: int) -> Tensor:                   # T_k x Θ_k, (B, n, out)
+            return t.reshape(n, -1, c).transpose(0, 1) @ self.weight[k]
+
+        t_prev, t = cols, None
+        out = term(cols, 0)
         if self.K > 1:
-            t = torch.sparse.mm(lap, x)
-            out = out + t @ self.weight[1]
+            t = torch.sparse.mm(lap, cols)
+            out = out + term(t, 1)
         for k in range(2, self.K):
             t_prev, t = t, 2.0 * torch.sparse.mm(lap, t) - t_prev
-            out = out + t @ self.weight[k]
+            out = out + term(t, k)
+        out = out.reshape(*x.shape[:-2], n, self.out_channels)
         return out if self.bias is None else out + self.bias
 
     def extra_repr(self) -> str:
@@ -241,9 +257,10 @@ class ChebNetClosure(FluxModel):
     lambda_max : float
         Spectral bound for the rescaling (2: exact for the normalized Laplacian).
     heteroscedastic : bool
-        Return ``(mean, log_var)``.
+        Return a :class:`~meshclosure.nn.FluxPrediction` ``(mean, log_var)``.
 
-    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``.
+    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``;
+    ``x (B, n_cells, in_features)`` -> ``(B, n_faces, n_vars)``.
 
     Examples
     --------
@@ -289,7 +306,7 @@ class ChebNetClosure(FluxModel):
                                    self.lambda_max, dtype)
 
     def latents(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None) -> Tensor:
-        """Node latents ``z (n_cells, hidden)`` after the Chebyshev layers."""
+        """Node latents ``z (..., n_cells, hidden)`` after the Chebyshev layers."""
         x = _inputs(mesh_or_graph, x, self.in_features)
         lap = self.laplacian(mesh_or_graph, x.dtype)
         h = x

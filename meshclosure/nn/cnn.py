@@ -130,30 +130,33 @@ def staggered_to_faces(fm: StaggeredFaceMap, field: Tensor) -> Tensor:
     Parameters
     ----------
     fm : StaggeredFaceMap
-    field : Tensor, shape (n_vars, 2, ny, nx)
-        ``field[v, 0]`` = east flux ``E``, ``field[v, 1]`` = north flux ``N``.
+    field : Tensor, shape (..., n_vars, 2, ny, nx)
+        ``field[..., v, 0]`` = east flux ``E``, ``field[..., v, 1]`` = north flux ``N``;
+        leading dims (a batch) are kept.
 
     Returns
     -------
-    Tensor, shape (n_faces, n_vars)
-        ``Φ_f = s_f · field[v, c_f, j_f, i_f] · A_f``.
+    Tensor, shape (..., n_faces, n_vars)
+        ``Φ_f = s_f · field[..., v, c_f, j_f, i_f] · A_f``.
     """
-    flat = field.reshape(field.shape[0], 2 * fm.ny * fm.nx)
+    flat = field.reshape(*field.shape[:-3], 2 * fm.ny * fm.nx)
     idx, scale = fm.index.to(field.device), fm.scale.to(field.device, field.dtype)
-    return flat[:, idx].T * scale[:, None]
+    return flat[..., idx].transpose(-1, -2) * scale[:, None]
 
 
 def faces_to_staggered(fm: StaggeredFaceMap, phi: Tensor) -> Tensor:
-    """Inverse of :func:`staggered_to_faces`: ``(n_faces, n_vars)`` -> ``(n_vars, 2, ny, nx)``."""
+    """Inverse of :func:`staggered_to_faces`: ``(..., n_faces, n_vars)`` ->
+    ``(..., n_vars, 2, ny, nx)``."""
     idx, scale = fm.index.to(phi.device), fm.scale.to(phi.device, phi.dtype)
-    out = phi.new_zeros(phi.shape[1], 2 * fm.ny * fm.nx)
-    out[:, idx] = (phi / scale[:, None]).T
-    return out.reshape(phi.shape[1], 2, fm.ny, fm.nx)
+    out = phi.new_zeros(*phi.shape[:-2], phi.shape[-1], 2 * fm.ny * fm.nx)
+    out[..., idx] = (phi / scale[:, None]).transpose(-1, -2)
+    return out.reshape(*phi.shape[:-2], phi.shape[-1], 2, fm.ny, fm.nx)
 
 
 def grid_inputs(model: FluxModel, mesh_or_graph: MeshOrGraph,
                 x: Tensor | None) -> tuple[StaggeredFaceMap, Tensor]:
-    """The face map and the inputs as an image ``(1, in_features, ny, nx)``.
+    """The face map and the inputs as images ``(B, in_features, ny, nx)`` (``B = 1`` for
+    unbatched ``x (n_cells, in_features)``).
 
     A graph from :func:`meshclosure.graph.to_graph` carries no grid, so the map
     of the mesh the model was built for is used (faces in the same order).
@@ -167,8 +170,15 @@ def grid_inputs(model: FluxModel, mesh_or_graph: MeshOrGraph,
             raise ValueError(f"{type(model).__name__}: graph has n_faces={int(n)} but the model "
                              f"was built for a mesh with {fm.index.shape[0]}; pass the Mesh.")
     x = _inputs(mesh_or_graph, x, model.in_features)
-    grid = x.movedim(0, -1).reshape(x.shape[1], fm.ny, fm.nx)
-    return fm, grid[None]
+    x = x.reshape(-1, *x.shape[-2:])                           # (B, n_cells, in_features)
+    return fm, x.transpose(1, 2).reshape(x.shape[0], x.shape[2], fm.ny, fm.nx)
+
+
+def _unbatch(x: Tensor | None, mesh_or_graph: MeshOrGraph, out: Tensor) -> Tensor:
+    """Drop the batch dim of ``out (1, ...)`` when the inputs had none."""
+    if x is None:
+        x = getattr(mesh_or_graph, "x", None)
+    return out[0] if x is not None and x.dim() <= 2 else out
 
 
 @register("cnn", families=("cartesian",), instead="mgn")
@@ -193,7 +203,8 @@ class CartesianCNN(FluxModel):
     kernel_size : int
         Odd stencil width.
 
-    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``.
+    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``;
+    ``x (B, n_cells, in_features)`` -> ``(B, n_faces, n_vars)`` (one ``Conv2d`` batch).
 
     Examples
     --------
@@ -231,12 +242,14 @@ class CartesianCNN(FluxModel):
         self.net = nn.Sequential(*layers)
 
     def staggered(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None) -> Tensor:
-        """East/north flux densities ``(n_vars, 2, ny, nx)``."""
+        """East/north flux densities ``(n_vars, 2, ny, nx)`` (``(B, n_vars, 2, ny, nx)`` for
+        batched ``x``)."""
         fm, grid = grid_inputs(self, mesh_or_graph, x)
-        return self.net(grid)[0].reshape(self.n_vars, 2, fm.ny, fm.nx)
+        out = self.net(grid).reshape(grid.shape[0], self.n_vars, 2, fm.ny, fm.nx)
+        return _unbatch(x, mesh_or_graph, out)
 
     def directed_fluxes(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None) -> Tensor:
-        """``cat([Φ, −Φ])``, shape ``(2 n_faces, n_vars)``."""
-        fm, grid = grid_inputs(self, mesh_or_graph, x)
-        phi = staggered_to_faces(fm, self.net(grid)[0].reshape(self.n_vars, 2, fm.ny, fm.nx))
-        return torch.cat([phi, -phi])
+        """``cat([Φ, −Φ])``, shape ``(..., 2 n_faces, n_vars)``."""
+        fm = face_map(mesh_or_graph) if isinstance(mesh_or_graph, Mesh) else self._face_map
+        phi = staggered_to_faces(fm, self.staggered(mesh_or_graph, x))
+        return torch.cat([phi, -phi], -2)

@@ -62,8 +62,8 @@ from e3nn.nn import FullyConnectedNet, Gate
 from torch import Tensor, nn
 
 from ..mesh._mesh import Mesh
-from .heads import (FaceGeometry, FluxModel, MeshOrGraph, PairwiseHead, VectorHead, _inputs,
-                    face_geometry)
+from .heads import (FaceGeometry, FluxModel, FluxPrediction, MeshOrGraph, PairwiseHead,
+                    VectorHead, _expand, _inputs, batch_shape, face_geometry)
 from .registry import UnsupportedMeshError, register
 
 __all__ = ["EquivariantGNN", "EquivariantConv", "input_irreps"]
@@ -111,9 +111,9 @@ class EquivariantConv(nn.Module):
     avg_neighbors : float
         ``k̄``, normalizes the sum over incoming edges.
 
-    Shapes: ``h (n_cells, irreps_in.dim)``, ``src, dst (n_edges,)``,
+    Shapes: ``h (..., n_cells, irreps_in.dim)``, ``src, dst (n_edges,)``,
     ``sh (n_edges, irreps_sh.dim)``, ``b (n_edges, n_edge_scalars)`` ->
-    ``(n_cells, irreps_out.dim)``.
+    ``(..., n_cells, irreps_out.dim)`` (a batch of node features shares the edges).
     """
 
     def __init__(self, irreps_in, irreps_out, irreps_sh, n_edge_scalars: int,
@@ -145,8 +145,9 @@ class EquivariantConv(nn.Module):
         self.lin2 = o3.Linear(self.irreps_mid, self.irreps_out)
 
     def forward(self, h: Tensor, src: Tensor, dst: Tensor, sh: Tensor, b: Tensor) -> Tensor:
-        messages = self.tp(self.lin1(h)[src], sh, self.radial(b))
-        agg = messages.new_zeros(h.shape[0], messages.shape[1]).index_add_(0, dst, messages)
+        # a batch h (B, n_cells, dim) shares sh and the radial weights (broadcast by e3nn)
+        messages = self.tp(self.lin1(h)[..., src, :], sh, self.radial(b))
+        agg = messages.new_zeros(*h.shape[:-1], messages.shape[-1]).index_add_(-2, dst, messages)
         return self.sc(h) + self.lin2(agg * self.norm)
 
 
@@ -223,10 +224,12 @@ class EquivariantGNN(FluxModel):
         Scalar node outputs ``s`` (pairwise head; log-variance of the vector head).
     head : {"vector", "pairwise"}
     heteroscedastic : bool
-        Return ``(mean, log_var)``; ``log_var_f = ½ (t(s_a) + t(s_b))``
-        (vector head, ``t`` linear) or the pairwise head's symmetric one.
+        Return a :class:`~meshclosure.nn.FluxPrediction` ``(mean, log_var)``;
+        ``log_var_f = ½ (t(s_a) + t(s_b))`` (vector head, ``t`` linear) or the
+        pairwise head's symmetric one.
 
-    Shapes: ``x (n_cells, irreps_in.dim)`` -> ``(n_faces, n_vars)``.
+    Shapes: ``x (n_cells, irreps_in.dim)`` -> ``(n_faces, n_vars)``;
+    ``x (B, n_cells, irreps_in.dim)`` -> ``(B, n_faces, n_vars)``.
 
     Examples
     --------
@@ -340,8 +343,8 @@ class EquivariantGNN(FluxModel):
 
     def node_outputs(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None
                      ) -> tuple[Tensor, Tensor]:
-        """Per-cell outputs: scalars ``s (n_cells, latent or 0)`` (invariant) and vectors
-        ``w (n_cells, n_vars, 3)`` (rotate with the mesh), global Cartesian components."""
+        """Per-cell outputs: scalars ``s (..., n_cells, latent or 0)`` (invariant) and vectors
+        ``w (..., n_cells, n_vars, 3)`` (rotate with the mesh), global Cartesian components."""
         x = _inputs(mesh_or_graph, x, self.in_features)
         geo = _cast(face_geometry(mesh_or_graph), x.dtype)
         if not geo.is_sphere:
@@ -361,8 +364,8 @@ class EquivariantGNN(FluxModel):
             h = conv(h, src, dst, sh, b)
             if i < len(self.gates):
                 h = self.gates[i](h)
-        s, w = h[:, : self.n_latent], h[:, self.n_latent:]
-        return s, w.reshape(h.shape[0], self.n_vars, 3)
+        s, w = h[..., : self.n_latent], h[..., self.n_latent:]
+        return s, w.reshape(*h.shape[:-1], self.n_vars, 3)
 
     def directed_fluxes(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None):
         x = _inputs(mesh_or_graph, x, self.in_features)
@@ -377,11 +380,11 @@ class EquivariantGNN(FluxModel):
             if self.log_var is None:
                 return flux
             t = self.log_var(s)
-            return flux, 0.5 * (t[src] + t[dst])
+            return FluxPrediction(flux, 0.5 * (t[..., src, :] + t[..., dst, :]))
         normal = torch.cat([geo.face_normal, -geo.face_normal])    # n_e, source -> target
         area = torch.cat([geo.face_area, geo.face_area])
         dist = torch.cat([geo.cell_distance, geo.cell_distance])
-        e = torch.cat([torch.stack([area, dist], 1) / self.length_scale,
-                       (w[src] * normal[:, None, :]).sum(-1),
-                       (w[dst] * normal[:, None, :]).sum(-1)], 1)
+        size = _expand(torch.stack([area, dist], 1) / self.length_scale, batch_shape(s))
+        e = torch.cat([size, (w[..., src, :, :] * normal[:, None, :]).sum(-1),
+                       (w[..., dst, :, :] * normal[:, None, :]).sum(-1)], -1)
         return self.head.directed(s, geo, edge_features=e)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..mesh._mesh import Mesh
-from .cnn import _check_periodic_cartesian, face_map, grid_inputs, staggered_to_faces
+from .cnn import _check_periodic_cartesian, _unbatch, face_map, grid_inputs, staggered_to_faces
 from .heads import FluxModel, MeshOrGraph
 from .registry import register
 
@@ -85,7 +85,8 @@ class FNO(FluxModel):
     proj_hidden : int
         Hidden channels of the projection.
 
-    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``.
+    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``;
+    ``x (B, n_cells, in_features)`` -> ``(B, n_faces, n_vars)`` (the FFTs batch).
 
     Examples
     --------
@@ -122,7 +123,8 @@ class FNO(FluxModel):
         self.act = nn.GELU()
 
     def staggered(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None) -> Tensor:
-        """East/north flux densities ``(n_vars, 2, ny, nx)``."""
+        """East/north flux densities ``(n_vars, 2, ny, nx)`` (``(B, n_vars, 2, ny, nx)`` for
+        batched ``x``)."""
         fm, v = grid_inputs(self, mesh_or_graph, x)
         v = self.lift(v)
         last = len(self.spectral) - 1
@@ -130,11 +132,12 @@ class FNO(FluxModel):
             v = spec(v) + point(v)
             if k < last:
                 v = self.act(v)
-        return self.project(v)[0].reshape(self.n_vars, 2, fm.ny, fm.nx)
+        out = self.project(v).reshape(v.shape[0], self.n_vars, 2, fm.ny, fm.nx)
+        return _unbatch(x, mesh_or_graph, out)
 
     def directed_fluxes(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None) -> Tensor:
-        """``cat([Φ, −Φ])``, shape ``(2 n_faces, n_vars)``."""
+        """``cat([Φ, −Φ])``, shape ``(..., 2 n_faces, n_vars)``."""
         fm = face_map(mesh_or_graph) if isinstance(mesh_or_graph, Mesh) else self._face_map
         phi = staggered_to_faces(fm, self.staggered(mesh_or_graph, x))
-        return torch.cat([phi, -phi])
+        return torch.cat([phi, -phi], -2)
 

@@ -2,11 +2,14 @@
 
 Every head maps node latents ``z (n_cells, n_features)`` to integrated face
 fluxes ``Φ (n_faces, n_vars)``, positive from owner ``a`` to neighbour ``b``.
-Internally a head evaluates the flux on both senses of every face (the
-*directed* form, ``(2 n_faces, n_vars)`` in the order of
+A batch of samples on one shared mesh, ``z (B, n_cells, n_features)``, gives
+``(B, n_faces, n_vars)``: cells are gathered along dim −2, so the graph is
+never copied per sample. Internally a head evaluates the flux on both senses
+of every face (the *directed* form, ``(2 n_faces, n_vars)`` or
+``(B, 2 n_faces, n_vars)`` in the order of
 ``edge_index = cat([face_cells, face_cells.flip(0)], 1)``) such that
 
-    Φ_dir[f + n_faces] == -Φ_dir[f]     (bit for bit)
+    Φ_dir[..., f + n_faces, :] == -Φ_dir[..., f, :]     (bit for bit)
 
 for any weights and inputs. The face flux is ``Φ_dir[:n_faces]``. Since each
 face flux leaves one cell and enters the other, ``Σ_i V_i div(Φ)_i = 0`` up to
@@ -23,9 +26,10 @@ Units: on a surface, ``A_f`` is a length, so an integrated flux has units
 ``[q]·length²/time``; ``g`` and ``w`` are flux densities (``[q]·length/time``)
 and ``h`` a potential (``[q]·length²/time``, a diffusivity times ``q``).
 
-Each head takes ``heteroscedastic=True`` to return ``(mean, log_var)``, both
-``(n_faces, n_vars)``: ``log_var`` is symmetric under exchanging ``a`` and
-``b`` (a property of the face, not of its orientation).
+Each head takes ``heteroscedastic=True`` to return a :class:`FluxPrediction`
+``(mean, log_var)``, both ``(n_faces, n_vars)``: ``log_var`` is symmetric
+under exchanging ``a`` and ``b`` (a property of the face, not of its
+orientation).
 
 Geometry comes from a :class:`~meshclosure.mesh.Mesh` or from the
 ``torch_geometric`` graph of :func:`meshclosure.graph.to_graph`.
@@ -45,10 +49,60 @@ if TYPE_CHECKING:
     import torch_geometric
 
 __all__ = ["PairwiseHead", "PotentialHead", "VectorHead", "FaceGeometry", "face_geometry",
-           "FluxModel", "HEADS"]
+           "FluxModel", "FluxPrediction", "HEADS", "batch_shape"]
 
 MeshOrGraph = Union[Mesh, "torch_geometric.data.Data"]  # noqa: F821
-HeadOutput = Union[Tensor, tuple[Tensor, Tensor]]
+
+
+class FluxPrediction(NamedTuple):
+    """Heteroscedastic face fluxes: the mean and the log-variance of each face flux.
+
+    A named tuple, so ``mean, log_var = prediction`` unpacks it; every head and
+    model built with ``heteroscedastic=True`` returns one (never a bare tuple).
+
+    Attributes
+    ----------
+    mean : Tensor, shape (..., n_faces, n_vars)
+        Integrated face fluxes, antisymmetric (positive owner -> neighbour).
+    log_var : Tensor, shape (..., n_faces, n_vars)
+        ``log σ²`` of each face flux, symmetric (the same for both senses of a face).
+
+    Examples
+    --------
+    >>> import torch
+    >>> out = FluxPrediction(torch.ones(3, 1), torch.zeros(3, 1))
+    >>> mean, log_var = out
+    >>> float(mean.sum()), out.log_var.shape, isinstance(out, tuple)
+    (3.0, torch.Size([3, 1]), True)
+    """
+
+    mean: Tensor
+    log_var: Tensor
+
+    def map(self, fn) -> "FluxPrediction":
+        """``FluxPrediction(fn(mean), fn(log_var))``, e.g. ``out.map(lambda t: t[..., :n, :])``."""
+        return FluxPrediction(fn(self.mean), fn(self.log_var))
+
+
+HeadOutput = Union[Tensor, FluxPrediction]
+
+
+def _faces(out: HeadOutput, n_faces: int) -> HeadOutput:
+    """The owner -> neighbour half ``[..., :n_faces, :]`` of a directed output."""
+    if isinstance(out, tuple):
+        return FluxPrediction(*out).map(lambda t: t[..., :n_faces, :])
+    return out[..., :n_faces, :]
+
+
+def batch_shape(x: Tensor) -> tuple[int, ...]:
+    """The leading batch dims of cell inputs or latents: ``()`` for ``(n_cells, F)``, ``(B,)``
+    for ``(B, n_cells, F)``."""
+    return tuple(x.shape[:-2])
+
+
+def _expand(t: Tensor, batch: tuple[int, ...]) -> Tensor:
+    """``t (rows, F)`` broadcast to ``(*batch, rows, F)`` without copying (a view)."""
+    return t if t.dim() == len(batch) + 2 else t.expand(*batch, *t.shape[-2:])
 
 _AREA = EDGE_FEATURES.index("face_area")
 _DIST = EDGE_FEATURES.index("cell_distance")
@@ -127,14 +181,16 @@ def _mlp(*args, **kwargs) -> nn.Sequential:
 
 
 def _reverse(t: Tensor, n_faces: int) -> Tensor:
-    """Row ``e`` of the result is row ``rev(e)`` of ``t`` (the other sense of the same face)."""
-    return torch.cat([t[n_faces:], t[:n_faces]])
+    """Row ``e`` of the result is row ``rev(e)`` of ``t`` (the other sense of the same face);
+    rows are dim −2, so ``(2 n_faces, F)`` and ``(B, 2 n_faces, F)`` both work."""
+    return torch.cat([t[..., n_faces:, :], t[..., :n_faces, :]], -2)
 
 
 def _check_z(z: Tensor, geo: FaceGeometry, in_features: int, name: str) -> None:
-    if z.dim() != 2 or z.shape[0] != geo.pos.shape[0] or z.shape[1] != in_features:
+    if z.dim() not in (2, 3) or z.shape[-2] != geo.pos.shape[0] or z.shape[-1] != in_features:
         raise ValueError(f"{name}: z must have shape (n_cells={geo.pos.shape[0]}, "
-                         f"in_features={in_features}); got {tuple(z.shape)}.")
+                         f"in_features={in_features}) or (B, n_cells, in_features); got "
+                         f"{tuple(z.shape)}.")
 
 
 class _Head(nn.Module):
@@ -146,12 +202,10 @@ class _Head(nn.Module):
         raise NotImplementedError
 
     def forward(self, z: Tensor, mesh_or_graph: MeshOrGraph, **kwargs) -> HeadOutput:
-        """Face fluxes ``(n_faces, n_vars)`` (and ``log_var`` of the same shape)."""
+        """Face fluxes ``(..., n_faces, n_vars)`` (a :class:`FluxPrediction` when
+        heteroscedastic)."""
         geo = face_geometry(mesh_or_graph)
-        out = self.directed(z, geo, **kwargs)
-        if isinstance(out, tuple):
-            return out[0][: geo.n_faces], out[1][: geo.n_faces]
-        return out[: geo.n_faces]
+        return _faces(self.directed(z, geo, **kwargs), geo.n_faces)
 
 
 class PairwiseHead(_Head):
@@ -165,7 +219,9 @@ class PairwiseHead(_Head):
     With ``heteroscedastic=True`` a second MLP ``s`` gives
     ``log_var_f = ½ (s(z_a, z_b, e_ab) + s(z_b, z_a, e_ba))``.
 
-    Shapes: ``z (n_cells, in_features)`` -> ``(n_faces, n_vars)``.
+    Shapes: ``z (n_cells, in_features)`` -> ``(n_faces, n_vars)``;
+    ``z (B, n_cells, in_features)`` -> ``(B, n_faces, n_vars)``; ``edge_features``
+    ``(2 n_faces, E)`` (shared) or ``(B, 2 n_faces, E)``.
 
     Examples
     --------
@@ -179,7 +235,7 @@ class PairwiseHead(_Head):
     >>> head(torch.randn(mesh.n_cells, 3), mesh)
     Traceback (most recent call last):
     ...
-    ValueError: PairwiseHead: z must have shape (n_cells=48, in_features=4); got (48, 3).
+    ValueError: PairwiseHead: z must have shape (n_cells=48, in_features=4) or (B, n_cells, in_features); got (48, 3).
     """
 
     def __init__(self, in_features: int, n_vars: int = 1, edge_features: int = len(EDGE_FEATURES),
@@ -197,7 +253,8 @@ class PairwiseHead(_Head):
         _check_z(z, geo, self.in_features, type(self).__name__)
         e = geo.edge_attr if edge_features is None else edge_features
         src, dst = geo.edge_index
-        inp = torch.cat([z[src], z[dst], e.to(z.dtype)], 1)
+        inp = torch.cat([z[..., src, :], z[..., dst, :], _expand(e.to(z.dtype), batch_shape(z))],
+                        -1)
         g = self.g(inp)
         n = geo.n_faces
         area = torch.cat([geo.face_area, geo.face_area]).to(z.dtype)[:, None]
@@ -205,7 +262,7 @@ class PairwiseHead(_Head):
         if self.s is None:
             return flux
         s = self.s(inp)
-        return flux, 0.5 * (s + _reverse(s, n))
+        return FluxPrediction(flux, 0.5 * (s + _reverse(s, n)))
 
 
 class PotentialHead(_Head):
@@ -216,7 +273,7 @@ class PotentialHead(_Head):
     any isometry of the mesh when ``z`` is. With ``heteroscedastic=True``,
     ``log_var_f = ½ (s(z_a) + s(z_b))``.
 
-    Shapes: ``z (n_cells, in_features)`` -> ``(n_faces, n_vars)``.
+    Shapes: ``z (..., n_cells, in_features)`` -> ``(..., n_faces, n_vars)``.
     """
 
     def __init__(self, in_features: int, n_vars: int = 1, hidden: int = 64, n_layers: int = 2,
@@ -233,11 +290,11 @@ class PotentialHead(_Head):
         src, dst = geo.edge_index
         h = self.h(z)
         ratio = (geo.face_area / geo.cell_distance).to(z.dtype)
-        flux = (h[src] - h[dst]) * torch.cat([ratio, ratio])[:, None]
+        flux = (h[..., src, :] - h[..., dst, :]) * torch.cat([ratio, ratio])[:, None]
         if self.s is None:
             return flux
         s = self.s(z)
-        return flux, 0.5 * (s[src] + s[dst])
+        return FluxPrediction(flux, 0.5 * (s[..., src, :] + s[..., dst, :]))
 
 
 class VectorHead(_Head):
@@ -250,8 +307,9 @@ class VectorHead(_Head):
       plane; east, north on the sphere; see :func:`meshclosure.graph.local_frame`).
       Using the normal of directed edge ``e`` in its source frame, ``ñ_e``,
       ``Φ_f = ½ (w_a·ñ_f − w_b·ñ_{f+n}) A_f``: no global coordinates needed.
-    - ``w=`` passed to ``forward``: global vectors ``(n_cells, n_vars, d)`` or
-      ``(n_cells, d)`` (e.g. from an equivariant network or a velocity input).
+    - ``w=`` passed to ``forward``: global vectors ``(n_cells, n_vars, d)``,
+      ``(B, n_cells, n_vars, d)`` or ``(n_cells, d)`` (e.g. from an equivariant
+      network or a velocity input).
       On the sphere each ``w_i`` is projected to the tangent plane at cell ``i``.
       Needs a Mesh (the global normals). With rotated mesh and rotated ``w`` the
       fluxes are unchanged.
@@ -259,7 +317,7 @@ class VectorHead(_Head):
     With ``heteroscedastic=True``, ``log_var_f = ½ (s(z_a) + s(z_b))`` with ``s``
     linear in ``z``.
 
-    Shapes: ``z (n_cells, in_features)`` -> ``(n_faces, n_vars)``.
+    Shapes: ``z (..., n_cells, in_features)`` -> ``(..., n_faces, n_vars)``.
     """
 
     def __init__(self, in_features: int = 0, n_vars: int = 1,
@@ -284,25 +342,25 @@ class VectorHead(_Head):
                 raise ValueError("VectorHead: give latents z (with in_features > 0) or global "
                                  "vectors w=(n_cells, n_vars, d).")
             _check_z(z, geo, self.in_features, type(self).__name__)
-            comp = self.w(z).reshape(z.shape[0], self.n_vars, 2)
+            comp = self.w(z).reshape(*z.shape[:-1], self.n_vars, 2)
             normal = geo.edge_attr[:, _NORMAL].to(comp.dtype)          # (2n, 2), source frame
-            g = (comp[src] * normal[:, None, :]).sum(-1)              # w_src · ñ_e
+            g = (comp[..., src, :, :] * normal[:, None, :]).sum(-1)   # w_src · ñ_e
             flux = 0.5 * (g - _reverse(g, n)) * area.to(g.dtype)[:, None]
         else:
             if geo.face_normal is None:
                 raise ValueError("VectorHead with global vectors w needs the face normals: pass "
                                  "the Mesh, not a graph.")
-            w = w if w.dim() == 3 else w[:, None, :]
+            w = w if w.dim() >= 3 else w[:, None, :]               # (..., n_cells, n_vars, d)
             if geo.is_sphere:
                 r = (geo.pos / geo.pos.norm(dim=1, keepdim=True)).to(w.dtype)
                 w = w - (w * r[:, None, :]).sum(-1, keepdim=True) * r[:, None, :]
             normal = torch.cat([geo.face_normal, -geo.face_normal]).to(w.dtype)
-            flux = 0.5 * ((w[src] + w[dst]) * normal[:, None, :]).sum(-1) \
+            flux = 0.5 * ((w[..., src, :, :] + w[..., dst, :, :]) * normal[:, None, :]).sum(-1) \
                 * area.to(w.dtype)[:, None]
         if self.s is None:
             return flux
         s = self.s(z)
-        return flux, 0.5 * (s[src] + s[dst])
+        return FluxPrediction(flux, 0.5 * (s[..., src, :] + s[..., dst, :]))
 
 
 #: Head classes by the name a backbone's ``head=`` option uses.
@@ -314,30 +372,40 @@ class FluxModel(nn.Module):
 
     Subclasses implement :meth:`directed_fluxes`; ``forward`` returns its
     owner -> neighbour half, so ``model(mesh, x)`` is ``(n_faces, n_vars)``
-    (or ``(mean, log_var)`` when heteroscedastic). The attributes ``name`` and
-    ``families`` are set by :func:`meshclosure.nn.register`.
+    (a :class:`FluxPrediction` when heteroscedastic). A batch of samples on the
+    one mesh, ``x (B, n_cells, in_features)``, gives ``(B, n_faces, n_vars)``,
+    sample ``b`` equal to ``model(mesh, x[b])`` to rounding. The attributes
+    ``name`` and ``families`` are set by :func:`meshclosure.nn.register`.
     """
 
     name: str = ""
     families: tuple[str, ...] = ()
 
     def directed_fluxes(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None) -> HeadOutput:
-        """Fluxes on both senses of every face, ``(2 n_faces, n_vars)``, with
-        ``out[f + n_faces] == -out[f]`` exactly."""
+        """Fluxes on both senses of every face, ``(..., 2 n_faces, n_vars)``, with
+        ``out[..., f + n_faces, :] == -out[..., f, :]`` exactly."""
         raise NotImplementedError
 
     def forward(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None) -> HeadOutput:
         """Face fluxes ``(n_faces, n_vars)`` for cell inputs ``x (n_cells, in_features)``
-        (default: the graph's ``x``)."""
+        (default: the graph's ``x``), or ``(B, n_faces, n_vars)`` for
+        ``x (B, n_cells, in_features)``."""
         n = face_geometry(mesh_or_graph).n_faces
-        out = self.directed_fluxes(mesh_or_graph, x)
-        if isinstance(out, tuple):
-            return out[0][:n], out[1][:n]
-        return out[:n]
+        return _faces(self.directed_fluxes(mesh_or_graph, x), n)
 
 
 def _inputs(mesh_or_graph: MeshOrGraph, x: Tensor | None, in_features: int) -> Tensor:
-    """Cell inputs ``(n_cells, in_features)`` from ``x`` or the graph's ``x``."""
+    """Cell inputs ``(n_cells, in_features)`` or ``(B, n_cells, in_features)`` from ``x`` or
+    the graph's ``x``; a 1-D ``x (n_cells,)`` is one feature.
+
+    >>> from meshclosure.mesh import healpix
+    >>> _inputs(healpix(1), torch.zeros(3, 12, 2), 2).shape
+    torch.Size([3, 12, 2])
+    >>> _inputs(healpix(1), torch.zeros(3, 2, 12), 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: x must have shape (n_cells=12, in_features=2) or (B, n_cells=12, in_features=2); got (3, 2, 12). ...
+    """
     if x is None:
         x = getattr(mesh_or_graph, "x", None)
         if x is None:
@@ -345,7 +413,9 @@ def _inputs(mesh_or_graph: MeshOrGraph, x: Tensor | None, in_features: int) -> T
     if x.dim() == 1:
         x = x[:, None]
     n_cells = face_geometry(mesh_or_graph).pos.shape[0]
-    if x.shape != (n_cells, in_features):
-        raise ValueError(f"x must have shape (n_cells={n_cells}, in_features={in_features}); "
-                         f"got {tuple(x.shape)}. Set in_features= when building the model.")
+    if x.dim() not in (2, 3) or x.shape[-2:] != (n_cells, in_features):
+        raise ValueError(f"x must have shape (n_cells={n_cells}, in_features={in_features}) or "
+                         f"(B, n_cells={n_cells}, in_features={in_features}); got "
+                         f"{tuple(x.shape)}. Set in_features= when building the model; put "
+                         f"the batch first.")
     return x

@@ -30,8 +30,8 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
 from ..mesh._mesh import Mesh
-from .heads import (FaceGeometry, FluxModel, MeshOrGraph, PairwiseHead, PotentialHead, _inputs,
-                    face_geometry)
+from .heads import (FaceGeometry, FluxModel, MeshOrGraph, PairwiseHead, PotentialHead, _expand,
+                    _inputs, batch_shape, face_geometry)
 from .mlp import mlp
 from .registry import ALL_FAMILIES, register
 
@@ -45,19 +45,24 @@ class ProcessorBlock(MessagePassing):
     """One residual edge-then-node update (sum aggregation at the target cell).
 
     Shapes: ``h (n_cells, hidden)``, ``edge_index (2, n_edges)``,
-    ``e (n_edges, hidden)`` -> same shapes.
+    ``e (n_edges, hidden)`` -> same shapes. A batch on one graph,
+    ``h (B, n_cells, hidden)``, gathers and scatters along dim −2 (PyG's
+    ``node_dim``), so the graph is shared, not copied; ``e`` may be shared
+    ``(n_edges, hidden)`` and comes back ``(B, n_edges, hidden)``.
     """
 
     def __init__(self, hidden: int, n_layers: int = 2) -> None:
-        super().__init__(aggr="add")
+        super().__init__(aggr="add", node_dim=-2)
         self.edge_mlp = mlp(3 * hidden, hidden, hidden, n_layers, layer_norm=True)
         self.node_mlp = mlp(2 * hidden, hidden, hidden, n_layers, layer_norm=True)
 
     def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
         src, dst = edge_index
-        e = e + self.edge_mlp(torch.cat([e, h[src], h[dst]], 1))
-        agg = self.propagate(edge_index, e=e, size=(h.shape[0], h.shape[0]))
-        return h + self.node_mlp(torch.cat([h, agg], 1)), e
+        e = _expand(e, batch_shape(h))
+        e = e + self.edge_mlp(torch.cat([e, h[..., src, :], h[..., dst, :]], -1))
+        n_cells = h.shape[-2]
+        agg = self.propagate(edge_index, e=e, size=(n_cells, n_cells))
+        return h + self.node_mlp(torch.cat([h, agg], -1)), e
 
     def message(self, e: Tensor) -> Tensor:  # noqa: D102 (PyG hook)
         return e
@@ -97,8 +102,8 @@ class EncodeProcess(nn.Module):
     ``(h, edge_index, e) -> (h, e)``: :class:`ProcessorBlock`, or any layer
     with that signature (the GPS layer of :mod:`meshclosure.nn.transformer`).
 
-    Shapes: ``x (n_cells, in_features)`` -> ``z (n_cells, latent)``,
-    ``e (2 n_faces, hidden)``.
+    Shapes: ``x (..., n_cells, in_features)`` -> ``z (..., n_cells, latent)``,
+    ``e (..., 2 n_faces, hidden)`` (the edge encoder runs once, shared by the batch).
     """
 
     def __init__(self, mesh: Mesh, in_features: int, hidden: int, latent: int, n_layers: int,
@@ -145,9 +150,10 @@ class MeshGraphNet(FluxModel):
         Width of the decoded node latents ``z`` (default ``hidden``).
     head : {"pairwise", "potential"}
     heteroscedastic : bool
-        Return ``(mean, log_var)``.
+        Return a :class:`~meshclosure.nn.FluxPrediction` ``(mean, log_var)``.
 
-    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``.
+    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``;
+    ``x (B, n_cells, in_features)`` -> ``(B, n_faces, n_vars)``.
 
     Examples
     --------

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from ..mesh._mesh import Mesh
-from .heads import FluxModel, MeshOrGraph, PairwiseHead, _inputs, face_geometry
+from .heads import (FluxModel, MeshOrGraph, PairwiseHead, _expand, _inputs, batch_shape,
+                    face_geometry)
 from .registry import ALL_FAMILIES, register
 
 __all__ = ["mlp", "GlobalMLP"]
@@ -64,7 +65,8 @@ class GlobalMLP(FluxModel):
     heteroscedastic : bool
         Also return a per-face log-variance.
 
-    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``.
+    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``;
+    ``x (B, n_cells, in_features)`` -> ``(B, n_faces, n_vars)``.
     """
 
     def __init__(self, mesh: Mesh, in_features: int = 1, n_vars: int = 1, hidden: int = 64,
@@ -78,6 +80,7 @@ class GlobalMLP(FluxModel):
     def directed_fluxes(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None):
         geo = face_geometry(mesh_or_graph)
         x = _inputs(mesh_or_graph, x, self.in_features)
-        z = torch.cat([geo.pos.to(x.dtype) / self.length_scale, x], 1)
+        pos = _expand(geo.pos.to(x.dtype) / self.length_scale, batch_shape(x))
+        z = torch.cat([pos, x], -1)
         none = z.new_zeros(geo.edge_index.shape[1], 0)
         return self.head.directed(z, geo, edge_features=none)

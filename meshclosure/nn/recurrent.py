@@ -56,7 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from ..mesh._mesh import Mesh
-from .heads import FluxModel, MeshOrGraph, _inputs, face_geometry
+from .heads import FluxModel, FluxPrediction, MeshOrGraph, _faces, _inputs, face_geometry
 from .mgn import EncodeProcess, ProcessorBlock, apply_head, flux_head
 from .registry import ALL_FAMILIES, register
 
@@ -94,10 +94,13 @@ class RecurrentClosure(FluxModel):
         Width of the encoder latents ``z`` (default ``hidden``).
     head : {"pairwise", "potential"}
     heteroscedastic : bool
-        Return ``(mean, log_var)``.
+        Return a :class:`~meshclosure.nn.FluxPrediction` ``(mean, log_var)``.
 
     Shapes: ``x (n_cells, in_features)``, ``h (n_cells, memory)`` ->
-    fluxes ``(n_faces, n_vars)``, ``h_new (n_cells, memory)``.
+    fluxes ``(n_faces, n_vars)``, ``h_new (n_cells, memory)``. A batch of
+    samples on the one mesh, ``x (B, n_cells, in_features)``, has one memory
+    per sample, ``h (B, n_cells, memory)`` -> fluxes ``(B, n_faces, n_vars)``,
+    ``h_new (B, n_cells, memory)``.
 
     Examples
     --------
@@ -116,6 +119,13 @@ class RecurrentClosure(FluxModel):
     Traceback (most recent call last):
     ...
     ValueError: h must have shape (n_cells=12, memory=8); got (5, 8). ...
+
+    A batch keeps one memory per sample:
+
+    >>> xb = torch.randn(3, mesh.n_cells, 1, dtype=torch.float64)
+    >>> phi_b, h_b = model.step(mesh, xb)
+    >>> phi_b.shape, h_b.shape
+    (torch.Size([3, 24, 1]), torch.Size([3, 12, 8]))
     """
 
     def __init__(self, mesh: Mesh, in_features: int = 1, n_vars: int = 1, hidden: int = 64,
@@ -132,43 +142,47 @@ class RecurrentClosure(FluxModel):
         self.head = flux_head(head, latent + memory, n_vars, hidden, n_layers, heteroscedastic)
 
     # ----------------------------------------------------------------- state
-    def init_state(self, mesh_or_graph: MeshOrGraph, dtype: torch.dtype | None = None) -> Tensor:
-        """Zero memory ``(n_cells, memory)`` (dtype and device of the parameters by default)."""
+    def init_state(self, mesh_or_graph: MeshOrGraph, dtype: torch.dtype | None = None,
+                   batch: int | None = None) -> Tensor:
+        """Zero memory ``(n_cells, memory)``, or ``(batch, n_cells, memory)`` (one memory per
+        sample), in the dtype and device of the parameters by default."""
         p = next(self.parameters())
         n_cells = face_geometry(mesh_or_graph).pos.shape[0]
-        return torch.zeros(n_cells, self.memory, dtype=dtype or p.dtype, device=p.device)
+        lead = () if batch is None else (batch,)
+        return torch.zeros(*lead, n_cells, self.memory, dtype=dtype or p.dtype, device=p.device)
 
     def _check_h(self, h: Tensor | None, geo, x: Tensor) -> Tensor:
         n_cells = geo.pos.shape[0]
+        shape = (*x.shape[:-2], n_cells, self.memory)
         if h is None:
-            return torch.zeros(n_cells, self.memory, dtype=x.dtype, device=x.device)
-        if h.shape != (n_cells, self.memory):
-            raise ValueError(f"h must have shape (n_cells={n_cells}, memory={self.memory}); got "
-                             f"{tuple(h.shape)}. Start from model.init_state(mesh) on this "
-                             f"mesh.")
+            return torch.zeros(shape, dtype=x.dtype, device=x.device)
+        if tuple(h.shape) != shape:
+            want = ", ".join([f"B={x.shape[0]}"] * (x.dim() - 2)
+                             + [f"n_cells={n_cells}", f"memory={self.memory}"])
+            raise ValueError(f"h must have shape ({want}); got {tuple(h.shape)}. Start from "
+                             f"model.init_state(mesh{', batch=B' if x.dim() > 2 else ''}) on "
+                             f"this mesh.")
         return h.to(x.dtype)
 
     # --------------------------------------------------------------- forward
     def directed_step(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None,
                       h: Tensor | None = None):
-        """``(Φ_dir, h_new)``: directed fluxes ``(2 n_faces, n_vars)`` (or ``(mean, log_var)``)
-        and the new memory ``(n_cells, memory)``."""
+        """``(Φ_dir, h_new)``: directed fluxes ``(..., 2 n_faces, n_vars)`` (or a
+        :class:`~meshclosure.nn.FluxPrediction`) and the new memory ``(..., n_cells, memory)``."""
         geo = face_geometry(mesh_or_graph)
         x = _inputs(mesh_or_graph, x, self.in_features)
         h = self._check_h(h, geo, x)
         z, e = self.encoder(geo, x)
-        h_new = self.gru(z, h)
-        return apply_head(self.head, self.head_kind, torch.cat([z, h_new], 1), geo, e), h_new
+        # GRUCell takes (rows, features): every cell of every sample is one row
+        h_new = self.gru(z.reshape(-1, z.shape[-1]), h.reshape(-1, self.memory)).reshape(h.shape)
+        return apply_head(self.head, self.head_kind, torch.cat([z, h_new], -1), geo, e), h_new
 
     def step(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None,
              h: Tensor | None = None):
-        """Face fluxes ``(n_faces, n_vars)`` (or ``(mean, log_var)``) and the new memory
-        ``h_new (n_cells, memory)``; ``h=None`` is zero memory."""
+        """Face fluxes ``(..., n_faces, n_vars)`` (or a :class:`~meshclosure.nn.FluxPrediction`)
+        and the new memory ``h_new (..., n_cells, memory)``; ``h=None`` is zero memory."""
         out, h_new = self.directed_step(mesh_or_graph, x, h)
-        n = face_geometry(mesh_or_graph).n_faces
-        if isinstance(out, tuple):
-            return (out[0][:n], out[1][:n]), h_new
-        return out[:n], h_new
+        return _faces(out, face_geometry(mesh_or_graph).n_faces), h_new
 
     def directed_fluxes(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None,
                         h: Tensor | None = None):
@@ -306,7 +320,7 @@ class RecurrentHook(nn.Module):
             self.h = h_new
             self.n_updates += 1
         self.n_calls += 1
-        flux = out[0] if isinstance(out, tuple) else out
+        flux = out.mean if isinstance(out, FluxPrediction) else out
         q = state.get(self.var)
         if q is not None:
             shape = (flux.shape[0],) + tuple(q.shape[1:])

@@ -150,7 +150,9 @@ class SphericalHarmonicFilter(nn.Module):
         A constant (isotropic) output offset ``b``.
 
     Shapes: ``x (n_pix, in_channels)`` -> ``(n_pix, out_channels)``;
-    :meth:`filter_coefficients` ``(M, L, 2, in)`` -> ``(M, L, 2, out)``.
+    ``x (B, n_pix, in_channels)`` -> ``(B, n_pix, out_channels)`` (one transform
+    of ``B · in_channels`` maps); :meth:`filter_coefficients` ``(M, L, 2, in)``
+    -> ``(M, L, 2, out)``.
 
     Examples
     --------
@@ -200,22 +202,31 @@ class SphericalHarmonicFilter(nn.Module):
         return torch.einsum("lk,kio->lio", self.basis.to(self.weight.dtype), self.weight)
 
     def filter_coefficients(self, a: Tensor) -> Tensor:
-        """Apply ``h`` to coefficients ``a (mmax+1, lmax+1, 2, in)``."""
+        """Apply ``h`` to coefficients ``a (mmax+1, lmax+1, 2, ..., in)`` (extra dims, e.g. a
+        batch, before the channels are kept)."""
         h = self.response().to(a.dtype)
         if self.mode_mixing == "l":
-            return torch.einsum("mlsi,lio->mlso", a, h)
-        return torch.einsum("mlsi,mlio->mlso", a, h[: a.shape[0]])
+            return torch.einsum("mls...i,lio->mls...o", a, h)
+        return torch.einsum("mls...i,mlio->mls...o", a, h[: a.shape[0]])
 
     def forward(self, x: Tensor, sht: HealpixSHT, pixels: Tensor | None = None,
                 iterations: int = 0) -> Tensor:
         if sht.lmax != self.lmax:
             raise ValueError(f"{type(self).__name__}(lmax={self.lmax}) got a transform with "
                              f"lmax={sht.lmax}; build the HealpixSHT with lmax={self.lmax}.")
-        if x.dim() != 2 or x.shape[1] != self.in_channels:
+        if x.dim() not in (2, 3) or x.shape[-1] != self.in_channels:
             raise ValueError(f"{type(self).__name__}: x must have shape (n_pix, in_channels="
-                             f"{self.in_channels}); got {tuple(x.shape)}.")
-        a = sht.analysis(x, iterations=iterations, pixels=pixels)
-        y = sht.synthesis(self.filter_coefficients(a), pixels=pixels)
+                             f"{self.in_channels}) or (B, n_pix, in_channels); got "
+                             f"{tuple(x.shape)}.")
+        n, c = x.shape[-2:]
+        b = x.reshape(-1, n, c).shape[0]
+        # samples side by side as channels: one transform for the whole batch
+        cols = x.reshape(b, n, c).transpose(0, 1).reshape(n, b * c)
+        a = sht.analysis(cols, iterations=iterations, pixels=pixels)
+        a = self.filter_coefficients(a.reshape(*a.shape[:3], b, c))
+        y = sht.synthesis(a.reshape(*a.shape[:3], b * self.out_channels), pixels=pixels)
+        y = y.reshape(n, b, self.out_channels).transpose(0, 1).reshape(*x.shape[:-1],
+                                                                         self.out_channels)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
@@ -252,7 +263,7 @@ class _SphericalClosure(FluxModel):
         raise NotImplementedError
 
     def latents(self, mesh_or_graph: MeshOrGraph, x: Tensor | None = None) -> Tensor:
-        """Node latents ``z (n_cells, hidden)`` after the spectral blocks."""
+        """Node latents ``z (..., n_cells, hidden)`` after the spectral blocks."""
         x = _inputs(mesh_or_graph, x, self.in_features)
         nside, pixels = healpix_pixels(mesh_or_graph, type(self).__name__)
         if nside * 3 - 1 < self.lmax:
@@ -294,7 +305,8 @@ class SpectralClosure(_SphericalClosure):
         features ``(A_f, d_f) / s``).
     heteroscedastic : bool
 
-    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``.
+    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``;
+    ``x (B, n_cells, in_features)`` -> ``(B, n_faces, n_vars)``.
 
     Examples
     --------
@@ -347,7 +359,8 @@ class SFNOClosure(_SphericalClosure):
     iterations, head, heteroscedastic
         As in :class:`SpectralClosure`.
 
-    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``.
+    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``;
+    ``x (B, n_cells, in_features)`` -> ``(B, n_faces, n_vars)``.
 
     Examples
     --------

@@ -11,8 +11,10 @@ encodings appended to the cell inputs. Process: ``n_blocks`` GPS layers ::
     h ← h + MP(h, e) + MHA(LN(h))        (MP: MeshGraphNet ProcessorBlock; e updated too)
     h ← h + MLP(LN(h))
 
-where ``MHA`` is multi-head self-attention over ALL cells of the mesh (one
-graph, a batch of one; :func:`torch.nn.functional.scaled_dot_product_attention`).
+where ``MHA`` is multi-head self-attention over ALL cells of the mesh, per
+sample (:func:`torch.nn.functional.scaled_dot_product_attention` with the
+batch of samples on the one mesh as its batch dim; no cell attends to another
+sample).
 Decode: node MLP to latents ``z`` and an antisymmetric head
 (:mod:`meshclosure.nn.heads`), so the face fluxes conserve exactly whatever
 the weights.
@@ -49,7 +51,7 @@ from torch import Tensor, nn
 
 from ..errors import MeshclosureError
 from ..mesh._mesh import Mesh
-from .heads import FluxModel, MeshOrGraph, _inputs, face_geometry
+from .heads import FluxModel, MeshOrGraph, _expand, _inputs, batch_shape, face_geometry
 from .mgn import EncodeProcess, ProcessorBlock, apply_head, flux_head
 from .mlp import mlp
 from .registry import ALL_FAMILIES, register
@@ -114,8 +116,8 @@ class GPSLayer(nn.Module):
     ``h ← h + MP(h, e) + MHA(LN(h))``, then ``h ← h + MLP(LN(h))``; the edge
     latents ``e`` are updated by the message-passing block.
 
-    Shapes: ``h (n_cells, hidden)``, ``edge_index (2, n_edges)``,
-    ``e (n_edges, hidden)`` -> same shapes.
+    Shapes: ``h (..., n_cells, hidden)``, ``edge_index (2, n_edges)``,
+    ``e (..., n_edges, hidden)`` -> same shapes (batch first; attention per sample).
     """
 
     def __init__(self, hidden: int, n_heads: int = 4, n_layers: int = 2) -> None:
@@ -132,12 +134,14 @@ class GPSLayer(nn.Module):
         self.mlp = mlp(hidden, 2 * hidden, hidden, n_layers=1)
 
     def attention(self, a: Tensor) -> Tensor:
-        """Multi-head self-attention over all cells, ``(n_cells, hidden)`` -> same."""
-        n, c = a.shape
-        qkv = self.qkv(a).view(n, 3, self.n_heads, c // self.n_heads).permute(1, 2, 0, 3)
-        q, k, v = qkv.unsqueeze(1).unbind(0)                     # each (1, heads, n, c/heads)
+        """Multi-head self-attention over all cells of each sample, ``(..., n_cells, hidden)``
+        -> same."""
+        batch, (n, c) = a.shape[:-2], a.shape[-2:]
+        a = a.reshape(-1, n, c)                                  # (B, n, c); B = 1 unbatched
+        qkv = self.qkv(a).view(a.shape[0], n, 3, self.n_heads, c // self.n_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)           # each (B, heads, n, c/heads)
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.attn_out(out[0].transpose(0, 1).reshape(n, c))
+        return self.attn_out(out.transpose(1, 2).reshape(*batch, n, c))
 
     def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
         h_local, e = self.local(h, edge_index, e)                # h + MP(h, e)
@@ -167,14 +171,15 @@ class GraphTransformer(FluxModel):
         Width of the decoded node latents ``z`` (default ``hidden``).
     head : {"pairwise", "potential"}
     heteroscedastic : bool
-        Return ``(mean, log_var)``.
+        Return a :class:`~meshclosure.nn.FluxPrediction` ``(mean, log_var)``.
     rwse : int
         Number of random-walk structural encodings appended to the inputs
         (:func:`random_walk_encoding`); 0 disables them.
     max_cells : int
         Largest mesh accepted (global attention is quadratic in ``n_cells``).
 
-    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``.
+    Shapes: ``x (n_cells, in_features)`` -> ``(n_faces, n_vars)``;
+    ``x (B, n_cells, in_features)`` -> ``(B, n_faces, n_vars)``.
 
     Examples
     --------
@@ -218,6 +223,7 @@ class GraphTransformer(FluxModel):
                 f"'chebnet' (linear cost) on meshes this large.")
         x = _inputs(mesh_or_graph, x, self.in_features)
         if self.rwse:
-            x = torch.cat([x, random_walk_encoding(mesh_or_graph, self.rwse).to(x)], 1)
+            rw = random_walk_encoding(mesh_or_graph, self.rwse).to(x)
+            x = torch.cat([x, _expand(rw, batch_shape(x))], -1)
         z, e = self.encoder(geo, x)
         return apply_head(self.head, self.head_kind, z, geo, e)

@@ -235,7 +235,8 @@ class _CosSinAsymmetric(SFNOClosure):
     def _asymmetric(f):
         def apply(a):
             out = SphericalHarmonicFilter.filter_coefficients(f, a)
-            return out * torch.tensor([1.0, 0.3], dtype=a.dtype)[:, None]
+            weight = torch.tensor([1.0, 0.3], dtype=a.dtype)      # on the (cos, sin) axis 2
+            return out * weight.reshape(2, *[1] * (out.dim() - 3))
         return apply
 
 
