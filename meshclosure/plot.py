@@ -1,58 +1,222 @@
 """One ``plot(mesh, field)`` that draws a cell field the right way for each mesh.
 
-* Cartesian grids: an image of the ``(ny, nx)`` array (``imshow``, origin lower).
-* HEALPix: a Mollweide image projected by healpy (``healpy.projector.MollweideProj``).
-* Any other sphere mesh (icosahedral, meshio, coarsened): cell polygons on
-  matplotlib ``"mollweide"`` axes, cells crossing the antimeridian drawn twice
+* Cartesian grids: an image of the ``(ny, nx)`` array (``imshow``, origin lower),
+  axes labelled ``x`` and ``y``.
+* Every sphere mesh shares one map style: matplotlib ``"mollweide"`` axes with
+  a graticule (meridians every 60°, parallels every 30°, labelled). HEALPix
+  maps are sampled per image pixel by healpy (``healpy.projector.MollweideProj``,
+  exact pixel shapes); any other sphere mesh (icosahedral, meshio, coarsened)
+  is drawn as cell polygons, cells crossing the antimeridian drawn twice
   (shifted by 2π and clipped by the map outline), cells around a pole closed
   through the pole.
-* Planar meshes: cell polygons (periodic cells unwrapped, as in :func:`~meshclosure.io.write_vtu`).
+* Planar meshes: cell polygons (periodic cells unwrapped, as in
+  :func:`~meshclosure.io.write_vtu`), axes labelled ``x`` and ``y``.
 * 1-D columns: the profile, field along x and z up.
 
-``field=None`` draws the mesh edges. Figures are built without pyplot (an
-Agg canvas), so nothing opens a window and nothing touches global state.
+Every field gets a colorbar (or, for a column, an x label) reading
+``name [units]``. ``field=None`` draws the mesh edges.
+
+Figures are built without pyplot, so nothing opens a window and no figure
+stays alive in scripts or tests; they render themselves as PNG in Jupyter
+(a cell that ends in ``plot(...)`` shows the image, whatever the backend).
+To combine panels, make the axes with :func:`subplot` (it picks the
+projection for the mesh) and pass ``ax=``. :func:`save_figure` (and
+``plot(..., path=...)``) writes PNG, PDF or SVG as the suffix says, atomically,
+and refuses to replace an existing file unless ``overwrite=True``.
 
 Examples
 --------
 >>> import torch
 >>> from meshclosure.mesh import cartesian, icosahedral
->>> fig = plot(icosahedral(1), torch.arange(80.0), label="q")
->>> [ax.name for ax in fig.axes]
-['mollweide', 'rectilinear']
+>>> fig = plot(icosahedral(1), torch.arange(80.0), label="q", units="kg m-2")
+>>> ax = fig.axes[0]
+>>> ax.name, ax.collections[0].colorbar.ax.get_xlabel()
+('mollweide', 'q [kg m-2]')
 >>> plot(cartesian(4, 4), torch.zeros(15))
 Traceback (most recent call last):
 ...
-ValueError: field must have shape (n_cells,) = (16,), one value per cell; got (15,) (float32). ...
+meshclosure.errors.ArgumentError: field=<array of shape (15,), float32>: must have shape (n_cells,) = (16,), one real value per cell; ...
+>>> plot(cartesian(4, 4), torch.zeros(16), path="field.jpg")
+Traceback (most recent call last):
+...
+meshclosure.errors.ArgumentError: path='field.jpg': must end in .png, .pdf or .svg (the suffix picks the file format); ...
 """
 from __future__ import annotations
 
+import io
 import os
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
+from .errors import ArgumentError
 from .mesh import Mesh
 
-__all__ = ["plot", "face_flux_density"]
+__all__ = ["plot", "plot_comparison", "save_figure", "subplot", "projection", "axis_label",
+           "face_flux_density", "FORMATS"]
+
+#: File suffixes :func:`save_figure` writes, and the format each one means.
+FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+
+
+class _Shown:
+    """A value shown in an error message as written (``repr`` gives ``text``)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _figure_class():
+    from matplotlib.figure import Figure
+
+    class MeshFigure(Figure):
+        """A matplotlib Figure that Jupyter shows as PNG even without the inline backend."""
+
+        def _repr_png_(self) -> bytes:
+            buf = io.BytesIO()
+            self.savefig(buf, format="png", bbox_inches="tight")
+            return buf.getvalue()
+
+    return MeshFigure
+
+
+_FIGURE_CLASS = None
+
+
+def _new_figure(figsize: tuple[float, float]):
+    """A figure outside pyplot (an Agg canvas): no window, no global state, no leak."""
+    global _FIGURE_CLASS
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if _FIGURE_CLASS is None:
+        _FIGURE_CLASS = _figure_class()
+    fig = _FIGURE_CLASS(figsize=figsize, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def projection(mesh: Mesh) -> str | None:
+    """The matplotlib projection :func:`plot` draws ``mesh`` on: ``"mollweide"`` for
+    sphere meshes, ``None`` (plain axes) otherwise."""
+    return "mollweide" if mesh.is_sphere else None
+
+
+def subplot(fig, mesh: Mesh, *args, **kw):
+    """``fig.add_subplot(*args, projection=projection(mesh), **kw)``: a panel for ``mesh``.
+
+    >>> from meshclosure.mesh import healpix
+    >>> subplot(_new_figure((4, 3)), healpix(1), 1, 2, 1).name
+    'mollweide'
+    """
+    return fig.add_subplot(*args, projection=projection(mesh), **kw)
+
+
+def _check_path(path: str | os.PathLike, overwrite: bool) -> tuple[Path, str]:
+    """``(path, format)`` after checking the suffix, the folder and an existing file."""
+    from ._files import check_folder, refuse_existing
+
+    p = Path(path)
+    fmt = FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise ArgumentError("path", str(path), "must end in .png, .pdf or .svg (the suffix "
+                            "picks the file format)",
+                            f"rename {{path}} to e.g. {p.with_suffix('.png').name!r}")
+    check_folder(p, name="path")
+    refuse_existing(p, overwrite, name="path")
+    return p, fmt
+
+
+def save_figure(fig, path: str | os.PathLike, overwrite: bool = False,
+                dpi: float | None = None) -> Path:
+    """Save ``fig`` to ``path`` in the format its suffix names (``.png``, ``.pdf``, ``.svg``).
+
+    The file is written atomically (temporary file + rename) and an existing
+    file is refused unless ``overwrite=True``.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    path : path-like
+        Ends in one of :data:`FORMATS`.
+    overwrite : bool
+        Replace an existing file.
+    dpi : float, optional
+        Resolution of a PNG (default: the figure's).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ArgumentError
+        The suffix is not one of :data:`FORMATS` (nothing is written).
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False (it is left untouched).
+    """
+    from ._files import atomic_path
+
+    p, fmt = _check_path(path, overwrite)
+    with atomic_path(p, p.suffix) as tmp:
+        fig.savefig(tmp, format=fmt, bbox_inches="tight", dpi=dpi or "figure")
+    return p
 
 
 def _field(mesh: Mesh, field: Any) -> np.ndarray:
     a = field.detach().cpu().numpy() if isinstance(field, torch.Tensor) else np.asarray(field)
     if a.shape != (mesh.n_cells,) or a.dtype.kind not in "biuf":
-        raise ValueError(f"field must have shape (n_cells,) = ({mesh.n_cells},), one value per "
-                         f"cell; got {a.shape} ({a.dtype}). Pass one real component, e.g. "
-                         "q[:, 0], or field=None to draw the mesh.")
+        raise ArgumentError("field", _Shown(f"<array of shape {a.shape}, {a.dtype}>"),
+                            f"must have shape (n_cells,) = ({mesh.n_cells},), one real value "
+                            "per cell", "pass one real component, e.g. q[:, 0], or "
+                            "{field}=None to draw the mesh")
     return a.astype(np.float64)
 
 
-def _new_figure(projection: str | None = None):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def _name_units(field: Any, label: str | None, units: str | None):
+    """``(values, label, units)`` from a ``{name: values}`` dict or an xarray DataArray."""
+    if isinstance(field, Mapping):
+        if len(field) != 1:
+            raise ArgumentError("field", _Shown(f"<dict with keys {list(field)}>"),
+                                "as a dict must hold exactly one entry {name: values}",
+                                "plot one field at a time")
+        name, field = next(iter(field.items()))
+        label = label if label is not None else name
+    attrs = getattr(field, "attrs", None)
+    if isinstance(attrs, Mapping) and hasattr(field, "values"):      # an xarray DataArray
+        label = label if label is not None else (attrs.get("long_name")
+                                                 or getattr(field, "name", None))
+        units = units if units is not None else attrs.get("units")
+        field = field.values
+    return field, label, units
 
-    fig = Figure(figsize=(8, 4.5) if projection else (6, 5), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot(projection=projection)
+
+def axis_label(label: str | None, units: str | None) -> str:
+    """``"name [units]"`` (``"name"`` without units; ``"field"`` without a name).
+
+    >>> axis_label("h", "m"), axis_label("φ", "1"), axis_label(None, None)
+    ('h [m]', 'φ [1]', 'field')
+    """
+    name = label or "field"
+    return f"{name} [{units}]" if units not in (None, "") else name
+
+
+def _graticule(ax) -> None:
+    """Meridians every 60° and parallels every 30°, labelled, on Mollweide axes."""
+    from matplotlib import patheffects
+
+    ax.set_longitude_grid(60)
+    ax.set_latitude_grid(30)
+    ax.grid(True, color="0.25", linewidth=0.4, alpha=0.6)
+    ax.tick_params(labelsize=7)
+    stroke = [patheffects.withStroke(linewidth=2.5, foreground="white")]
+    for tick in ax.xaxis.get_major_ticks():        # longitudes sit on the map: outline them
+        tick.label1.set_path_effects(stroke)
 
 
 def _sphere_polygons(mesh: Mesh, values: np.ndarray | None):
@@ -152,30 +316,37 @@ def _polygons(ax, mesh: Mesh, values, cmap, kw: dict):
         ax.set_xlim(lo[0], hi[0])  # add_collection(autolim=False) below
         ax.set_ylim(lo[1], hi[1])
         ax.set_aspect("equal")
-    clim = kw.pop("vmin", None), kw.pop("vmax", None)
     if values is None:
-        coll = PolyCollection(polys, facecolors="none", edgecolors=kw.pop("edgecolor", "k"),
-                              linewidths=kw.pop("linewidth", 0.4), **kw)
-    else:
-        kw.setdefault("antialiased", False)  # antialiased polygons leave light seams
-        coll = PolyCollection(polys, array=vals, cmap=cmap, edgecolors="face",
-                              linewidths=kw.pop("linewidth", 0.0), **kw)
-    ax.add_collection(coll, autolim=False)  # limits are fixed; autolim would project every path
-    if values is not None:
-        coll.set_clim(*clim)
-    return coll if values is not None else None
+        return ax.add_collection(PolyCollection(
+            polys, facecolors="none", edgecolors=kw.pop("edgecolor", "k"),
+            linewidths=kw.pop("linewidth", 0.4), **kw), autolim=False)
+    kw.setdefault("antialiased", False)  # antialiased polygons leave light seams
+    coll = PolyCollection(polys, array=np.ma.masked_invalid(vals), cmap=cmap,
+                          edgecolors="face", linewidths=kw.pop("linewidth", 0.0), **kw)
+    return ax.add_collection(coll, autolim=False)  # autolim would project every path
 
 
 def _healpix_image(ax, mesh: Mesh, values, cmap, kw: dict):
+    """The NESTED map sampled per image pixel (healpy), placed on Mollweide axes.
+
+    healpy's Mollweide plane is matplotlib's scaled by 1/√2, so the image's
+    extent is healpy's times √2 in matplotlib's projected coordinates.
+    """
     import healpy
     from healpy.projector import MollweideProj
+    from matplotlib.image import AxesImage
 
     nside = int(mesh.info["nside"])
     proj = MollweideProj(xsize=int(kw.pop("xsize", 800)), flipconv="geo")
     img = proj.projmap(values, lambda x, y, z: healpy.vec2pix(nside, x, y, z, nest=True))
-    ax.set_axis_off()
-    return ax.imshow(np.ma.masked_invalid(img), origin="lower", extent=proj.get_extent(),
-                     cmap=cmap, interpolation="nearest", **kw)
+    extent = tuple(np.sqrt(2) * np.asarray(proj.get_extent()))
+    image = AxesImage(ax, cmap=cmap, origin="lower", extent=extent,
+                      interpolation=kw.pop("interpolation", "nearest"), **kw)
+    image.set_data(np.ma.masked_invalid(img))          # outside the ellipse: -inf
+    image.set_transform(ax.transAffine + ax.transAxes)
+    image.set_clip_path(ax.patch)
+    ax.add_image(image)
+    return image
 
 
 def face_flux_density(mesh: Mesh, face_flux: torch.Tensor) -> torch.Tensor:
@@ -183,7 +354,7 @@ def face_flux_density(mesh: Mesh, face_flux: torch.Tensor) -> torch.Tensor:
     cell's interior faces, ``(n_cells,)`` (0 for a cell without interior faces).
 
     ``Φ_f`` is an integrated flux (``[q]·length²/time`` on a surface), so
-    ``|Φ_f| / A_f`` is the flux density ``|u q · n|``.
+    ``|Φ_f| / A_f`` is the flux density ``|u q · n|`` (``[q]·length/time``).
 
     >>> from meshclosure.mesh import cartesian
     >>> mesh = cartesian(4, 4, 1.0, 1.0)
@@ -200,40 +371,78 @@ def face_flux_density(mesh: Mesh, face_flux: torch.Tensor) -> torch.Tensor:
 
 
 def plot(mesh: Mesh, field: Any = None, ax: Any = None, path: str | os.PathLike | None = None,
-         title: str | None = None, cmap: str = "viridis", label: str | None = None, **kw):
+         title: str | None = None, cmap: str | None = None, label: str | None = None,
+         units: str | None = None, *, diverging: bool = False, overwrite: bool = False,
+         xlabel: str | None = None, ylabel: str | None = None, **kw):
     """Draw a cell field on ``mesh`` (or the mesh itself) and return the figure.
 
     Parameters
     ----------
     mesh : Mesh
-    field : array or Tensor, shape (n_cells,), or {name: values}, optional
-        Cell values; ``None`` draws the mesh edges.
+    field : array or Tensor, shape (n_cells,), {name: values} or xarray.DataArray, optional
+        Cell values; ``None`` draws the mesh edges. A DataArray gives its
+        ``long_name`` (or name) and ``units`` attributes as defaults for
+        ``label`` and ``units``. Non-finite cells are left blank and counted
+        in the colorbar label.
     ax : matplotlib Axes, optional
-        Draw into it (on the sphere it should have ``projection="mollweide"``
-        unless the mesh is HEALPix); default: a new figure.
+        Draw into it; make it with :func:`subplot` so a sphere mesh gets a
+        ``"mollweide"`` panel (on plain axes a sphere is drawn in lon/lat
+        radians). Default: a new figure.
     path : path-like, optional
-        Save the figure as PNG there, atomically (temporary file + rename).
+        Save the figure there (see :func:`save_figure`): ``.png``, ``.pdf`` or
+        ``.svg``, atomically; checked before anything is drawn.
     title : str, optional
-    cmap : str
-    label : str, optional
-        Colorbar label (default: the dict key of ``field``).
+    cmap : str, optional
+        Colormap; default ``"viridis"``, or ``"RdBu_r"`` when ``diverging``.
+    label, units : str, optional
+        The field's name and units; the colorbar reads ``"label [units]"``
+        (default name: the dict key of ``field``, else ``"field"``).
+    diverging : bool
+        Centre the colour scale on zero (``vmin = −vmax = −max|field|`` unless
+        given), for signed fields such as errors and tendencies.
+    overwrite : bool
+        Replace an existing file at ``path``.
+    xlabel, ylabel : str, optional
+        Axis labels of planar meshes and columns (default ``x``/``y``, or the
+        field and ``z`` for a column).
     **kw
-        Passed to ``imshow`` / ``PolyCollection`` / ``plot`` (e.g. ``vmin``, ``vmax``).
+        Passed to ``imshow`` / ``PolyCollection`` / ``Axes.plot`` (e.g.
+        ``vmin``, ``vmax``, ``xsize`` for the HEALPix image width in pixels).
 
     Returns
     -------
     matplotlib.figure.Figure
+        ``ax.figure``, or a new figure that Jupyter displays as PNG.
+
+    Raises
+    ------
+    ArgumentError
+        ``field`` is not one real value per cell, or ``path`` has a suffix
+        other than ``.png``/``.pdf``/``.svg`` (nothing is written).
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False (it is left untouched).
     """
-    if isinstance(field, Mapping):
-        if len(field) != 1:
-            raise ValueError(f"field as a dict must hold exactly one entry {{name: values}}; got "
-                             f"keys {list(field)}. Plot one field at a time.")
-        label, field = next(iter(field.items()))
+    field, label, units = _name_units(field, label, units)
     values = None if field is None else _field(mesh, field)
+    if path is not None:
+        _check_path(path, overwrite)
+    cmap = cmap or ("RdBu_r" if diverging else "viridis")
+    vmin, vmax = kw.pop("vmin", None), kw.pop("vmax", None)
+    cbar_label = axis_label(label, units)
+    if values is not None:
+        bad = int((~np.isfinite(values)).sum())
+        if bad:
+            cbar_label += f" ({bad} non-finite cell{'s' * (bad > 1)} blank)"
+        finite = values[np.isfinite(values)]
+        if diverging and finite.size and (vmin is None or vmax is None):
+            top = float(np.abs(finite).max()) or 1.0
+            vmin = -top if vmin is None else vmin
+            vmax = top if vmax is None else vmax
     family = mesh.family
-    sphere_poly = mesh.is_sphere and not (family == "healpix" and values is not None)
     if ax is None:
-        fig, ax = _new_figure("mollweide" if sphere_poly else None)
+        size = (7.5, 4.6) if mesh.is_sphere else ((4, 5) if mesh.dim == 1 else (6, 5))
+        fig = _new_figure(size)
+        ax = subplot(fig, mesh)
     else:
         fig = ax.figure
     artist = None
@@ -242,31 +451,101 @@ def plot(mesh: Mesh, field: Any = None, ax: Any = None, path: str | os.PathLike 
         if values is None:
             levels = mesh.vertex_pos[:, 0].cpu().numpy()
             ax.plot(np.zeros_like(levels), levels, "_", markersize=20, **kw)
+            ax.set_xticks([])
+            ax.set_xlabel(xlabel or "cell faces")
         else:
             ax.plot(values, z, marker=".", **kw)
-            ax.set_xlabel(label or "field")
-        ax.set_ylabel("z")
+            ax.set_xlim(vmin, vmax)
+            ax.set_xlabel(xlabel or cbar_label)
+            ax.grid(True, linewidth=0.3, alpha=0.5)
+        ax.set_ylabel(ylabel or "z")
     elif family == "cartesian" and values is not None:
         nx, ny, lx, ly = (mesh.info[k] for k in ("nx", "ny", "lx", "ly"))
         artist = ax.imshow(values.reshape(ny, nx), origin="lower", extent=(0, lx, 0, ly),
                            cmap=cmap, interpolation="nearest", **kw)
-    elif family == "healpix" and values is not None:
+    elif family == "healpix" and values is not None and ax.name == "mollweide":
         artist = _healpix_image(ax, mesh, values, cmap, kw)
     else:
         artist = _polygons(ax, mesh, values, cmap, kw)
-        if sphere_poly and ax.name != "mollweide":   # a user's plain axes: lon/lat radians
+        if values is None:
+            artist = None
+        if mesh.is_sphere and ax.name != "mollweide":   # a user's plain axes: lon/lat radians
             ax.set_xlim(-np.pi, np.pi)
             ax.set_ylim(-np.pi / 2, np.pi / 2)
-        elif sphere_poly:
-            ax.grid(True, linewidth=0.3, alpha=0.5)
-            ax.set_xticklabels([])  # longitude labels would sit on the field
+            ax.set_xlabel(xlabel or "longitude [rad]")
+            ax.set_ylabel(ylabel or "latitude [rad]")
+    if ax.name == "mollweide":
+        _graticule(ax)
+    elif mesh.dim > 1 and not mesh.is_sphere:
+        ax.set_xlabel(xlabel or "x")
+        ax.set_ylabel(ylabel or "y")
     if artist is not None:
-        fig.colorbar(artist, ax=ax, label=label or "", shrink=0.7)
+        artist.set_clim(vmin, vmax)
+        if ax.name == "mollweide":                   # under the map, as wide as 60 % of it
+            fig.colorbar(artist, cax=ax.inset_axes([0.2, -0.1, 0.6, 0.045]),
+                         label=cbar_label, orientation="horizontal")
+        else:                                        # right of the panel, as high as it
+            fig.colorbar(artist, cax=ax.inset_axes([1.03, 0.0, 0.04, 1.0]), label=cbar_label)
     if title is not None:
         ax.set_title(title)
     if path is not None:
-        from .io import _atomic
+        save_figure(fig, path, overwrite=overwrite)
+    return fig
 
-        with _atomic(path, ".png") as tmp:
-            fig.savefig(tmp, format="png", bbox_inches="tight")
+
+def plot_comparison(mesh: Mesh, field: Any, reference: Any, label: str = "field",
+                    units: str | None = None, names: tuple[str, str] = ("final", "exact"),
+                    title: str | None = None, path: str | os.PathLike | None = None,
+                    overwrite: bool = False, **kw):
+    """Three panels side by side: ``field``, ``reference`` and the error ``field − reference``.
+
+    The first two share one colour scale (the range of both), the error has
+    a diverging scale centred on zero. For a test case with an exact
+    solution, such as Williamson et al. (1992) test 1.
+
+    Parameters
+    ----------
+    mesh : Mesh
+    field, reference : array or Tensor, shape (n_cells,)
+        The computed and the reference field.
+    label, units : str
+        The field's name and units (the error has the same units).
+    names : (str, str)
+        Panel titles of ``field`` and ``reference``.
+    title : str, optional
+        Figure title.
+    path, overwrite
+        As in :func:`plot`.
+    **kw
+        Passed to each :func:`plot` (not ``vmin``/``vmax``/``cmap``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from meshclosure.mesh import healpix
+    >>> x = torch.arange(12.0)
+    >>> fig = plot_comparison(healpix(1), x + 1, x, label="h", units="m")
+    >>> [ax.get_title() for ax in fig.axes]
+    ['final', 'exact', 'final − exact']
+    """
+    a, b = _field(mesh, field), _field(mesh, reference)
+    if path is not None:
+        _check_path(path, overwrite)
+    both = np.r_[a, b]
+    both = both[np.isfinite(both)]
+    lo, hi = (float(both.min()), float(both.max())) if both.size else (None, None)
+    fig = _new_figure((19, 4.4) if mesh.is_sphere else (15, 4.4))
+    for k, (values, name) in enumerate(((a, names[0]), (b, names[1]))):
+        plot(mesh, values, ax=subplot(fig, mesh, 1, 3, k + 1), title=name, label=label,
+             units=units, vmin=lo, vmax=hi, **kw)
+    plot(mesh, a - b, ax=subplot(fig, mesh, 1, 3, 3), title=f"{names[0]} − {names[1]}",
+         label=f"{label} error", units=units, diverging=True, **kw)
+    if title is not None:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path, overwrite=overwrite)
     return fig

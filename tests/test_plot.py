@@ -1,4 +1,5 @@
-"""meshclosure.plot: a non-blank PNG per mesh family with the field's extreme colours."""
+"""meshclosure.plot: a non-blank PNG per mesh family with the field's extreme colours,
+labelled axes and colorbars, one map style with a graticule, and safe saving."""
 import os
 
 import matplotlib
@@ -6,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from meshclosure.errors import ArgumentError, OutputExistsError
 from meshclosure.mesh import cartesian, healpix, icosahedral
-from meshclosure.plot import _sphere_polygons, plot
+from meshclosure.plot import _sphere_polygons, plot, plot_comparison, save_figure
 
 MESHES = {
     "cartesian": lambda: cartesian(8, 4, 2.0, 1.0),
@@ -33,17 +35,30 @@ def _has_colour(image, rgb, tol=0.02):
     return bool((np.abs(image - np.asarray(rgb)[:3]).max(-1) < tol).any())
 
 
+def _colorbar(ax):
+    """The colorbar of the field drawn on ``ax`` (None if there is none)."""
+    for artist in ax.images + ax.collections:
+        if getattr(artist, "colorbar", None) is not None:
+            return artist.colorbar
+    return None
+
+
+def _colorbar_label(ax):
+    cb = _colorbar(ax)
+    return cb.ax.get_xlabel() or cb.ax.get_ylabel()
+
+
 @pytest.mark.parametrize("name", MESHES)
 def test_plot_shows_field_extremes(tmp_path, name):
     mesh = MESHES[name]()
     path = tmp_path / "f.png"
-    fig = plot(mesh, _field(mesh), path=path, title=name, label="q")
+    fig = plot(mesh, _field(mesh), path=path, title=name, label="q", units="kg m-2")
     image = _rgb(path)
     colours = np.unique((image * 255).round().reshape(-1, 3), axis=0)
     assert len(colours) > 20
     cmap = matplotlib.colormaps["viridis"]
     assert _has_colour(image, cmap(0.0)) and _has_colour(image, cmap(1.0))
-    assert fig.axes[-1].get_ylabel() == "q"              # colorbar label
+    assert _colorbar_label(fig.axes[0]) == "q [kg m-2]"
     assert os.listdir(tmp_path) == ["f.png"]
 
 
@@ -89,6 +104,7 @@ def test_sphere_plot_has_no_gaps(tmp_path):
     fig = plot(mesh, torch.ones(mesh.n_cells), vmin=0.0, vmax=2.0)
     ax = fig.axes[0]
     ax.grid(False)
+    ax.xaxis.set_tick_params(labelbottom=False)          # longitude labels sit on the map
     fig.savefig(tmp_path / "c.png", dpi=fig.dpi)
     image = _rgb(tmp_path / "c.png")
     lon, lat = np.meshgrid(np.linspace(-3.13, 3.13, 41), np.linspace(-1.5, 1.5, 31))
@@ -107,7 +123,8 @@ def test_plot_rejects_wrong_size_and_keeps_file(tmp_path):
     path = tmp_path / "f.png"
     plot(healpix(1), torch.arange(12.0), path=path)
     before = path.read_bytes()
-    with pytest.raises(ValueError, match=r"n_cells,\) = \(12,\).*got \(13,\)"):
+    with pytest.raises(ValueError, match=r"field=<array of shape \(13,\), float32>: must "
+                                         r"have shape \(n_cells,\) = \(12,\)"):
         plot(healpix(1), torch.arange(13.0), path=path)
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["f.png"]
 
@@ -125,3 +142,162 @@ def test_periodic_agglomerates_drawn_in_the_box():
         hits = {coll.get_array()[k] for k, p in enumerate(coll.get_paths())  # its parent
                 if p.contains_point(centre)}
         assert hits == {float(parent[i])}
+
+
+# --- saving: the suffix picks the format, nothing is replaced without asking -----------
+
+MAGIC = {".png": lambda b: b.startswith(b"\x89PNG\r\n\x1a\n"),
+         ".pdf": lambda b: b.startswith(b"%PDF-"),
+         ".svg": lambda b: b.lstrip().startswith(b"<?xml") and b"<svg" in b[:2000]}
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf", ".svg", ".PDF"])
+def test_saved_format_follows_suffix(tmp_path, suffix):
+    path = tmp_path / f"f{suffix}"
+    plot(healpix(1), torch.arange(12.0), path=path, label="q")
+    assert MAGIC[suffix.lower()](path.read_bytes())
+    assert os.listdir(tmp_path) == [path.name]          # no temporary file left
+
+
+@pytest.mark.parametrize("name", ["f.jpg", "f", "f.png.tmp"])
+def test_wrong_suffix_refused_and_nothing_written(tmp_path, name):
+    with pytest.raises(ArgumentError, match=r"path='.*': must end in \.png, \.pdf or \.svg"):
+        plot(healpix(1), torch.arange(12.0), path=tmp_path / name)
+    fig = plot(healpix(1), torch.arange(12.0))
+    with pytest.raises(ArgumentError) as err:
+        save_figure(fig, tmp_path / name)
+    assert "--png" in str(err.value.renamed({"path": "--png"}))   # the CLI can name its flag
+    assert os.listdir(tmp_path) == []
+
+
+def test_existing_file_refused_unless_overwrite(tmp_path):
+    path = tmp_path / "f.pdf"
+    path.write_bytes(b"not a figure")
+    with pytest.raises(OutputExistsError, match=r"path='.*f\.pdf': the file exists.*overwrite=True"):
+        plot(healpix(1), torch.arange(12.0), path=path)
+    with pytest.raises(OutputExistsError):
+        plot_comparison(healpix(1), torch.arange(12.0), torch.zeros(12), path=path)
+    assert path.read_bytes() == b"not a figure" and os.listdir(tmp_path) == ["f.pdf"]
+    plot(healpix(1), torch.arange(12.0), path=path, overwrite=True)
+    assert MAGIC[".pdf"](path.read_bytes()) and os.listdir(tmp_path) == ["f.pdf"]
+
+
+def test_missing_folder_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="path=.*does not exist"):
+        plot(healpix(1), torch.arange(12.0), path=tmp_path / "no" / "f.png")
+
+
+# --- labels: every axis and every colorbar says what it shows --------------------------
+
+@pytest.mark.parametrize("name", MESHES)
+def test_colorbar_names_field_and_units(name):
+    xr = pytest.importorskip("xarray")
+    mesh = MESHES[name]()
+    values = _field(mesh).numpy()
+    data = xr.DataArray(values, dims="n_face", name="q",
+                        attrs={"long_name": "tracer mass", "units": "kg m-2"})
+    assert _colorbar_label(plot(mesh, data).axes[0]) == "tracer mass [kg m-2]"
+    assert _colorbar_label(plot(mesh, {"q": values}, units="K").axes[0]) == "q [K]"
+    values[:3] = np.nan                                  # never silently blank
+    label = _colorbar_label(plot(mesh, values, label="b", units="m s-2").axes[0])
+    assert label == "b [m s-2] (3 non-finite cells blank)"
+
+
+@pytest.mark.parametrize("name", ["cartesian", "plane"])
+@pytest.mark.parametrize("field", [True, False])
+def test_planar_axes_labelled(name, field):
+    mesh = MESHES[name]()
+    ax = plot(mesh, _field(mesh) if field else None).axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("x", "y")
+    ax = plot(mesh, _field(mesh) if field else None, xlabel="x [km]", ylabel="z [m]").axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("x [km]", "z [m]")
+
+
+def test_column_axes_labelled():
+    mesh = cartesian(6, lx=3.0)
+    ax = plot(mesh, _field(mesh), label="b", units="m s-2").axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("b [m s-2]", "z")
+    ax = plot(mesh).axes[0]
+    assert ax.get_xlabel() and ax.get_ylabel() == "z"
+
+
+@pytest.mark.parametrize("name", ["healpix", "icosahedral", "dual"])
+@pytest.mark.parametrize("field", [True, False])
+def test_sphere_maps_share_one_graticule(name, field):
+    mesh = MESHES[name]()
+    fig = plot(mesh, _field(mesh) if field else None)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert ax.name == "mollweide"
+    meridians = [line for line in ax.get_xgridlines() if line.get_visible()]
+    parallels = [line for line in ax.get_ygridlines() if line.get_visible()]
+    assert len(meridians) == 5 and len(parallels) == 5    # every 60° and every 30°
+    lon = [t.get_text() for t in ax.get_xticklabels() if t.get_visible()]
+    lat = [t.get_text() for t in ax.get_yticklabels() if t.get_visible()]
+    assert lon == ["-120°", "-60°", "0°", "60°", "120°"]
+    assert lat == ["-60°", "-30°", "0°", "30°", "60°"]
+    assert (_colorbar(ax) is not None) == field
+
+
+def test_healpix_pixels_drawn_where_they_are(tmp_path):
+    """One lit pixel per region (north cap, equator, antimeridian, south) shows at its
+    own (lon, lat): the image is neither mirrored nor shifted."""
+    import healpy
+
+    nside = 4
+    mesh = healpix(nside)
+    for pix in (5, 70, 101, 190):
+        values = np.zeros(mesh.n_cells)
+        values[pix] = 1.0
+        fig = plot(mesh, values, vmin=0.0, vmax=1.0)
+        ax = fig.axes[0]
+        ax.grid(False)
+        ax.xaxis.set_tick_params(labelbottom=False)
+        fig.savefig(tmp_path / "p.png", dpi=fig.dpi)
+        image = _rgb(tmp_path / "p.png")
+        theta, phi = healpy.pix2ang(nside, pix, nest=True)
+        lon = (phi + np.pi) % (2 * np.pi) - np.pi
+        x, y = ax.transData.transform([[lon, np.pi / 2 - theta]])[0]
+        pixel = image[int(image.shape[0] - y), int(x)]
+        np.testing.assert_allclose(pixel, matplotlib.colormaps["viridis"](1.0)[:3], atol=0.01)
+        x, y = ax.transData.transform([[lon + np.pi / 2 if lon < 0 else lon - np.pi / 2, 0.0]])[0]
+        pixel = image[int(image.shape[0] - y), int(x)]
+        np.testing.assert_allclose(pixel, matplotlib.colormaps["viridis"](0.0)[:3], atol=0.01)
+
+
+# --- figures made of panels, and figures in notebooks -----------------------------------
+
+def test_comparison_shares_scale_and_centres_error():
+    mesh = icosahedral(1)
+    exact = _field(mesh)
+    final = 0.8 * exact + 0.1
+    fig = plot_comparison(mesh, final, exact, label="h", units="m", title="test 1")
+    a, b, e = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["final", "exact", "final − exact"]
+    lo = float(min(final.min(), exact.min()))
+    hi = float(max(final.max(), exact.max()))
+    for ax in (a, b):
+        assert _colorbar(ax).mappable.get_clim() == pytest.approx((lo, hi))
+        assert _colorbar_label(ax) == "h [m]"
+    top = float((final - exact).abs().max())
+    assert _colorbar(e).mappable.get_clim() == pytest.approx((-top, top))
+    assert _colorbar(e).mappable.get_cmap().name == "RdBu_r"
+    assert _colorbar_label(e) == "h error [m]"
+    drawn = np.sort(np.asarray(_colorbar(e).mappable.get_array()))
+    assert set(np.round((final - exact).numpy(), 12)) <= set(np.round(drawn, 12))
+
+
+def test_diverging_scale_centred_on_zero():
+    mesh = cartesian(4, 4)
+    values = torch.linspace(-1.0, 3.0, 16)
+    cb = _colorbar(plot(mesh, values, diverging=True).axes[0])
+    assert cb.mappable.get_clim() == (-3.0, 3.0) and cb.mappable.get_cmap().name == "RdBu_r"
+
+
+def test_figures_render_in_jupyter_and_do_not_leak():
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    fig = plot(healpix(1), torch.arange(12.0))
+    assert fig._repr_png_().startswith(b"\x89PNG")     # IPython shows it as an image
+    assert plt.get_fignums() == before                   # pyplot never saw it
