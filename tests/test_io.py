@@ -255,3 +255,21 @@ def test_vtu_periodic_agglomerates_unwrapped(tmp_path):
     order = np.concatenate(mm.cell_data["cell_index"])
     np.testing.assert_allclose(again.cell_volume.numpy(), coarse.cell_volume.numpy()[order],
                                rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", [*MESHES, "coarse_healpix"])
+def test_exact_mesh_variables_bit_identical(name):
+    from meshclosure.mesh import Coarsening
+    from meshclosure.mesh._mesh import _FLOAT_FIELDS, _INDEX_FIELDS
+
+    mesh = Coarsening.native(healpix(4), 2).coarse if name == "coarse_healpix" else MESHES[name]()
+    ds = io.exact_mesh_variables(mesh)
+    assert "n_edge" not in ds.dims                       # interior-only arrays have their own dim
+    assert ds.sizes["n_interior_edge"] == mesh.n_faces
+    back = io.mesh_from_exact_variables(ds)
+    for field in _FLOAT_FIELDS + _INDEX_FIELDS:
+        assert torch.equal(getattr(back, field), getattr(mesh.double(), field)), field
+    assert (back.radius, back.period, back.info, back.boundary_tag_names) == (
+        mesh.radius, mesh.period, mesh.info, mesh.boundary_tag_names)
+    with pytest.raises(MeshError, match="not the attributes"):
+        io.mesh_from_exact_variables(ds.drop_attrs())
