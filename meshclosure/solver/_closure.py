@@ -50,6 +50,9 @@ class ClosureError(ArgumentError, TypeError):
     model does not have, a flux of the wrong shape, dtype or device)."""
 
 
+ClosureError.__module__ = "meshclosure.solver"     # its public home, shown in tracebacks
+
+
 class _shown(str):
     """Text shown in an error message as is (``repr`` without quotes)."""
 
@@ -102,7 +105,7 @@ def closure_fluxes(closure: Optional[Closure], t: float, state: Mapping[str, Ten
     >>> closure_fluxes(lambda t, s, m: {"b": torch.ones(m.n_faces)}, 0.0, state, mesh, ["q"])
     Traceback (most recent call last):
     ...
-    meshclosure.solver._closure.ClosureError: closure=<returned keys ['b']>: may return face fluxes only for the model's variables ['q'] (a flux for any other name would be silently ignored); rename 'b' to one of ['q'], or drop it.
+    meshclosure.solver.ClosureError: closure=<returned keys ['b']>: may return face fluxes only for the model's variables ['q'] (a flux for any other name would be silently ignored); rename 'b' to one of ['q'], or drop it.
     """
     if closure is None:
         return {}
@@ -114,7 +117,7 @@ def closure_fluxes(closure: Optional[Closure], t: float, state: Mapping[str, Ten
 def _check_output(out, state: Mapping[str, Tensor], mesh: Mesh,
                   variables: Sequence[str], hint: str = "") -> Dict[str, Tensor]:
     names = list(variables)
-    example = f"{{{names[0]!r}: flux}}" if names else "{var: flux}"
+    example = f"a dict mapping {names[0]!r} to the flux" if names else "a dict"
     if isinstance(out, Tensor) or not isinstance(out, Mapping):
         raise ClosureError("closure", _shown(f"<returned {describe(out)!r}>"),
                            "must return a dict {variable: face flux (n_faces, ...)}",
@@ -134,7 +137,7 @@ def _check_output(out, state: Mapping[str, Tensor], mesh: Mesh,
         shown = _shown(f"<returned {{{name!r}: {describe(phi)!r}}}>")
         if not isinstance(phi, Tensor):
             raise ClosureError("closure", shown, f"must return torch tensors as face fluxes",
-                               f"return {{{name!r}: torch.as_tensor(flux)}}")
+                               f"return torch.as_tensor(flux) as the value of {name!r}")
         if not phi.is_floating_point():
             raise ClosureError("closure", shown, f"the flux for {name!r} must be a real "
                                "floating-point tensor (an integer or complex flux cannot be "

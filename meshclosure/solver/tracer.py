@@ -107,7 +107,7 @@ class TracerModel(torch.nn.Module):
     >>> bad.rhs(0.0, {"q": q})
     Traceback (most recent call last):
     ...
-    meshclosure.solver._closure.ClosureError: closure=<returned keys ['b']>: may return face fluxes only for the model's variables ['q'] (a flux for any other name would be silently ignored); rename 'b' to one of ['q'] (TracerModel(var=...) names the tracer), or drop it.
+    meshclosure.solver.ClosureError: closure=<returned keys ['b']>: may return face fluxes only for the model's variables ['q'] (a flux for any other name would be silently ignored); rename 'b' to one of ['q'] (TracerModel(var=...) names the tracer), or drop it.
     """
 
     def __init__(self, mesh: Mesh, transport: Union[Tensor, Callable[[float], Tensor]],
