@@ -3,25 +3,29 @@
 :func:`generate` runs the fine model of a scenario, keeps a snapshot every
 ``every`` fine steps after the spin-up, turns each into coarse state, inputs
 and subgrid targets (:func:`~meshclosure.data.targets.subgrid_targets`), and
-writes one netCDF file (:mod:`meshclosure.data.dataset`).
+writes one netCDF file or zarr store (:mod:`meshclosure.data.dataset`). Every
+argument is checked first (:func:`check_generate_arguments`), before any sample.
 
 Safety of the output
 --------------------
 * The output path is checked before any computation: its folder must exist
   and be writable, and an existing file is never replaced without
   ``overwrite=True``.
-* The file appears only when complete: it is written to a temporary name
-  in the same folder and renamed (``os.replace``).
+* The file (or zarr store) appears only when complete: it is written to a
+  temporary name in the same folder and renamed.
 * Work in progress lives in ``<out>.partial/``: the spun-up fine state, and
   after every sample that sample and the fine state it was taken from
   (each checkpoint itself written atomically). An interrupted run (Ctrl-C,
   a killed job) leaves only that folder; the next call with the same
   arguments resumes from the last sample and, because every scenario is a
   pure function of its seed and time, produces the same file as an
-  uninterrupted run. The folder is removed once the file is written; a
+  uninterrupted run. The folder is removed once the file is written. A
   folder from different arguments, or written by other package versions
-  (meshclosure, torch, numpy, xarray: recorded in its ``meta.json``), is
-  discarded with a warning, so an upgrade never mixes code versions in one file.
+  (meshclosure, torch, numpy, xarray: recorded in its ``meta.json``), or
+  with a missing or corrupt checkpoint, is refused with
+  :class:`ResumeError` naming what differs and left untouched (an upgrade
+  never mixes code versions in one file); ``resume=False`` (``--no-resume``)
+  discards it.
 * A scenario whose spin-up checks for statistical equilibrium
   (``barotropic``) and misses it stops the run with :class:`SpinUpError`
   before any sample is kept, unless ``allow_unconverged=True``.
@@ -29,21 +33,26 @@ Safety of the output
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
+import numpy as np
 import torch
 
-from .._files import atomic_path, check_folder
-from ..errors import MeshclosureError
-from .dataset import _versions, build_dataset, write_dataset
+from .._files import atomic_path, check_folder, refuse_existing
+from ..errors import ArgumentError, MeshclosureError
+from .dataset import (_is_zarr_store, _versions, build_dataset, check_split_arguments,
+                      dataset_format, max_gap, write_dataset)
 from .targets import SubgridSample, subgrid_targets
 
-__all__ = ["generate", "check_output_path", "partial_dir", "SpinUpError"]
+__all__ = ["generate", "check_generate_arguments", "check_output_path", "partial_dir",
+           "SpinUpError", "ResumeError"]
+
+_log = logging.getLogger("meshclosure.data.generate")
 
 _PARTIAL_FORMAT = 2
 
@@ -51,6 +60,12 @@ _PARTIAL_FORMAT = 2
 class SpinUpError(MeshclosureError, RuntimeError):
     """The spin-up of a scenario that checks for statistical equilibrium did not reach it,
     so its samples would not be equilibrium truth (see :func:`generate`)."""
+
+
+class ResumeError(MeshclosureError, RuntimeError):
+    """The checkpoints of an unfinished run (``<out>.partial``) cannot be resumed: another
+    run's, or missing or corrupt. The folder is left untouched; the message says to pass
+    ``resume=False`` (``--no-resume``) or remove it."""
 
 
 def _check_spin_up(scenario, info: dict, run: str, allow_unconverged: bool) -> None:
@@ -75,17 +90,20 @@ def partial_dir(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def check_output_path(out: str | os.PathLike, overwrite: bool = False) -> Path:
+def check_output_path(out: str | os.PathLike, overwrite: bool = False,
+                      format: Optional[str] = None) -> Path:
     """Raise a clear error unless ``out`` can be written (and replaced, with ``overwrite``).
 
     Raises
     ------
-    FileExistsError
-        ``out`` exists and ``overwrite`` is False.
+    OutputExistsError
+        ``out`` exists and ``overwrite`` is False (a ``FileExistsError``).
     IsADirectoryError
-        ``out`` is a folder.
+        ``out`` is a folder (other than a zarr store named ``*.zarr``).
     FileNotFoundError, PermissionError
         The folder of ``out`` is missing or not writable.
+    ArgumentError
+        ``format`` unknown or not matching the suffix of ``out``.
 
     Examples
     --------
@@ -95,14 +113,80 @@ def check_output_path(out: str | os.PathLike, overwrite: bool = False) -> Path:
     FileNotFoundError: out='/no/such/folder/data.nc': the folder '/no/such/folder' does ...
     """
     out = Path(out)
-    if out.is_dir():
-        raise IsADirectoryError(f"out={str(out)!r} is a folder; give a file name such as "
-                                f"{str(out / 'data.nc')!r}.")
+    fmt = dataset_format(out, format)
+    if out.is_dir() and not (fmt == "zarr" and _is_zarr_store(out)):
+        raise IsADirectoryError(f"out={str(out)!r} is a folder" + (
+            " that is not a zarr store; refusing to replace it. Choose another path."
+            if fmt == "zarr" else f"; give a file name such as {str(out / 'data.nc')!r}."))
     check_folder(out, "out")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"out={str(out)!r} exists; pass overwrite=True (--overwrite) to "
-                              "replace it, or choose another path. The file was left untouched.")
+    refuse_existing(out, overwrite, name="out")
     return out
+
+
+def _integer(name: str, value: Any, low: int, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ArgumentError(name, value, f"must be an integer >= {low}", fix)
+
+
+def check_generate_arguments(scenario: Any = None, *, n_samples: Any = 24, every: Any = None,
+                             ood_samples: Any = 0,
+                             fractions: Any = (0.7, 0.15, 0.15), gap: Any = None,
+                             format: Optional[str] = None,
+                             out: Optional[str | os.PathLike] = None, overwrite: bool = False,
+                             resume: Any = True) -> Dict[str, Any]:
+    """Check every argument of :func:`generate` before any work; return the resolved ones.
+
+    Called by :func:`generate` itself and by ``meshclosure generate`` before
+    it builds anything, so no sample is computed with an argument that would
+    be refused later. Bad values raise :class:`~meshclosure.errors.ArgumentError`
+    whose ``argument`` is the parameter name (``n_samples``, ``every``,
+    ``ood_samples``, ``fractions``, ``gap``, ``format``, ``resume``), so the CLI
+    can re-spell it as its flag; ``out`` raises as :func:`check_output_path`.
+
+    Parameters
+    ----------
+    scenario : Scenario, optional
+        Gives the default ``every`` (``config["sample_every"]``); None: ``every``
+        is only checked when given.
+    n_samples, every, ood_samples, fractions, gap, format, out, overwrite, resume
+        As in :func:`generate`; ``out`` None skips the output checks.
+
+    Returns
+    -------
+    dict
+        ``n_samples``, ``every`` (None only without scenario and every),
+        ``ood_samples``, ``fractions``, ``gap`` (None resolved: 1 when the val
+        and test blocks keep 2 samples each with it, else 0), ``format``
+        and ``out`` (a Path or None).
+
+    Examples
+    --------
+    >>> check_generate_arguments(n_samples=4, gap=100)
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: gap=100: must leave at least 2 samples in each of the val and test blocks ...
+    """
+    _integer("n_samples", n_samples, 3, "ask for at least 3 samples (train, val, test blocks), "
+             "e.g. {n_samples}=24")
+    if every is None and scenario is not None:
+        every = int(scenario.config.get("sample_every") or 10)
+    if every is not None:
+        _integer("every", every, 1, "pass a positive number of fine steps between samples, "
+                 "e.g. {every}=10")
+    _integer("ood_samples", ood_samples, 0, "pass 0 for no out-of-distribution run, or a "
+             "positive number of samples")
+    if not isinstance(resume, bool):
+        raise ArgumentError("resume", resume, "must be True or False", "pass {resume}=False to "
+                            "start afresh")
+    if gap is None:
+        check_split_arguments(n_samples, fractions, 0)
+        gap = 1 if max_gap(n_samples, fractions) >= 1 else 0
+    check_split_arguments(n_samples, fractions, gap)
+    fmt = dataset_format(out if out is not None else "data", format)
+    path = check_output_path(out, overwrite, format) if out is not None else None
+    return {"n_samples": int(n_samples), "every": every, "ood_samples": int(ood_samples),
+            "fractions": tuple(float(f) for f in fractions), "gap": int(gap), "format": fmt,
+            "out": path}
 
 
 def _save(obj: Any, path: Path) -> None:
@@ -111,7 +195,15 @@ def _save(obj: Any, path: Path) -> None:
 
 
 def _load(path: Path) -> Any:
-    return torch.load(path, weights_only=True)
+    try:
+        return torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise ResumeError(f"the checkpoint {str(path)!r} of an unfinished run is missing; "
+                          f"{_RESUME_FIX.format(folder=path.parent)}") from None
+    except Exception as err:   # truncated or foreign file: pickle, zip or torch errors
+        raise ResumeError(f"the checkpoint {str(path)!r} of an unfinished run cannot be read "
+                          f"({type(err).__name__}: {err}); it is truncated or corrupt. "
+                          f"{_RESUME_FIX.format(folder=path.parent)}") from err
 
 
 def _sample_dict(s: SubgridSample) -> dict:
@@ -119,22 +211,46 @@ def _sample_dict(s: SubgridSample) -> dict:
             "tendency": s.tendency, "boundary_flux": s.boundary_flux, "inputs": s.inputs}
 
 
+_RESUME_FIX = ("Pass resume=False (--no-resume) to discard {folder}/ and start afresh, or remove "
+               "that folder yourself.")
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list:
+    """``"key: old -> new"`` for every leaf where two JSON-like values differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _differences(old.get(k, "<none>"), new.get(k, "<none>"), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} there, {new!r} now"]
+
+
 def _open_partial(folder: Path, meta: dict, resume: bool) -> None:
-    """Create ``folder`` for this run, or keep it when it holds the same run and ``resume``."""
+    """Create ``folder`` for this run, or keep it when it holds the same run and ``resume``.
+
+    With ``resume`` a folder of another run (other arguments or package
+    versions), or one whose ``meta.json`` is missing or unreadable, is never
+    deleted: :class:`ResumeError` names what differs. ``resume=False``
+    discards it."""
     meta_path = folder / "meta.json"
-    if folder.exists():
-        same = False
-        if resume and meta_path.is_file():
-            try:
-                same = json.loads(meta_path.read_text()) == meta
-            except (OSError, ValueError):
-                same = False
-        if same:
+    if folder.exists() and resume:
+        try:
+            old = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise ResumeError(f"{str(folder)!r} holds checkpoints but no meta.json, so it cannot "
+                              f"be resumed safely. {_RESUME_FIX.format(folder=folder)}") from None
+        except (OSError, ValueError) as err:
+            raise ResumeError(f"{str(meta_path)!r} cannot be read ({type(err).__name__}: {err}). "
+                              f"{_RESUME_FIX.format(folder=folder)}") from err
+        if old == meta:
             return
-        if resume:
-            warnings.warn(f"discarding {str(folder)!r}: it holds an unfinished run with other "
-                          "arguments (scenario config, every, samples or seed) or other package "
-                          "versions (meshclosure, torch, numpy, xarray).", stacklevel=3)
+        diff = _differences(old, meta)
+        raise ResumeError(
+            f"{str(folder)!r} holds an unfinished run with other arguments or package versions "
+            f"({'; '.join(diff[:6])}{'; ...' if len(diff) > 6 else ''}); it was left untouched. "
+            "Rerun with the arguments it was started with to resume it, or "
+            + _RESUME_FIX.format(folder=folder)[0].lower() + _RESUME_FIX.format(folder=folder)[1:])
+    if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir()
     with atomic_path(meta_path, ".json") as tmp:
@@ -150,6 +266,9 @@ def _run(scenario, folder: Path, prefix: str, n: int, every: int, progress: bool
     if n == 0:
         return []
     fine_path = folder / f"{prefix}_fine.pt"
+    if not fine_path.is_file() and any(folder.glob(f"{prefix}_sample_*.pt")):
+        raise ResumeError(f"the checkpoint {str(fine_path)!r} is missing although samples of that "
+                          f"run are there. {_RESUME_FIX.format(folder=folder)}")
     if fine_path.is_file():
         ck = _load(fine_path)
         t, state, done = float(ck["t"]), dict(ck["state"]), int(ck["done"])
@@ -190,8 +309,9 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
              ood_samples: int = 0, fractions: Sequence[float] = (0.7, 0.15, 0.15),
              callback: Optional[Callable[[str, int, int], None]] = None,
              echo: Optional[Callable[[str], None]] = None,
-             allow_unconverged: bool = False, gap: int = 1) -> Path:
-    """Run ``scenario`` and write its subgrid dataset to ``out`` (netCDF, atomically).
+             allow_unconverged: bool = False, gap: Optional[int] = None,
+             format: Optional[str] = None) -> Path:
+    """Run ``scenario`` and write its subgrid dataset to ``out`` (netCDF or zarr, atomically).
 
     Parameters
     ----------
@@ -199,38 +319,45 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
         From :func:`meshclosure.data.get_scenario`; its ``config`` and seed
         go into the file.
     out : path-like
-        Output ``.nc`` file; its folder must exist.
+        Output ``.nc`` file, or ``.zarr`` store; its folder must exist.
     n_samples : int
         Time samples of the main run (>= 3: split by time into train/val/test).
     every : int, optional
         Fine time steps between samples (>= 1); default the scenario's
         ``config["sample_every"]`` (chosen so successive samples are nearly
-        independent), else 10.
+        independent), else 10. The OOD run takes samples at the same time
+        interval (to within one of its fine steps).
     overwrite : bool
         Replace an existing ``out``.
     progress : bool
-        Show tqdm progress bars (spin-up and samples).
+        Show tqdm progress bars (spin-up and samples); they stay quiet when
+        stderr is not a terminal.
     resume : bool
         Reuse the checkpoints of an interrupted run with the same arguments
-        in ``<out>.partial`` (default); ``False`` starts afresh.
+        in ``<out>.partial`` (default); a folder of another run is refused,
+        never deleted. ``False`` discards the folder and starts afresh.
     ood_samples : int
-        Samples of ``scenario.ood()`` (the out-of-distribution split); 0 for none.
+        Samples of ``scenario.ood()`` (run 1, the out-of-distribution split); 0 for none.
     fractions : (train, val, test)
         Fractions of the main run's samples in each contiguous block.
     callback : callable ``(run, done, total)``, optional
         Called after every checkpointed sample (``run`` is ``"main"`` or ``"ood"``).
     echo : callable, optional
-        Receives a one-line summary (default: ``print`` when ``progress``).
+        Also receives the one-line summary that is logged (INFO) on the
+        ``meshclosure.data.generate`` logger.
     allow_unconverged : bool
         Keep samples even when a scenario that checks for statistical
         equilibrium (``barotropic``) reports that its spin-up did not reach
         it (``spinup_info["converged"] is False``); default False: raise
         :class:`SpinUpError`. Fixed-time spin-ups (``converged`` None) are
         never refused.
-    gap : int
+    gap : int, optional
         Samples set aside at the start of the val and test blocks (split
         code 4), so that no block starts right where the previous one ends
-        (see :func:`~meshclosure.data.build_dataset`).
+        (see :func:`~meshclosure.data.build_dataset`); each block keeps at
+        least 2 samples. Default: 1 when that leaves 2 in each, else 0.
+    format : {"netcdf", "zarr"}, optional
+        Default from the suffix of ``out`` (``.zarr``: zarr).
 
     Returns
     -------
@@ -239,29 +366,33 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
 
     Raises
     ------
-    FileExistsError, FileNotFoundError, PermissionError, IsADirectoryError
+    ArgumentError
+        A bad ``n_samples``, ``every``, ``ood_samples``, ``fractions``, ``gap``,
+        ``format`` or ``resume`` (:func:`check_generate_arguments`), before any
+        computation.
+    OutputExistsError, FileNotFoundError, PermissionError, IsADirectoryError
         From :func:`check_output_path`, before any computation.
-    ValueError
-        Bad ``n_samples``, ``every`` or ``ood_samples``.
+    ResumeError
+        ``<out>.partial`` holds another run, or a missing or corrupt
+        checkpoint, and ``resume`` is True (the folder is left untouched).
     SpinUpError
         A spin-up did not reach statistical equilibrium (the message gives the
         criterion, the measured trends and the fixes) and ``allow_unconverged``
         is False; the spun-up state stays checkpointed in ``<out>.partial``.
     """
-    if every is None:
-        every = int(scenario.config.get("sample_every") or 10)
-    for name, value, low in (("n_samples", n_samples, 3), ("every", every, 1),
-                             ("ood_samples", ood_samples, 0), ("gap", gap, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
-    out = check_output_path(out, overwrite)
+    args = check_generate_arguments(scenario, n_samples=n_samples, every=every,
+                                    ood_samples=ood_samples, fractions=fractions, gap=gap,
+                                    format=format, out=out, overwrite=overwrite, resume=resume)
+    out, every, gap, fmt = args["out"], args["every"], args["gap"], args["format"]
     folder = partial_dir(out)
     seed = int(scenario.config.get("seed", getattr(scenario, "seed", 0)))
     ood = scenario.ood() if ood_samples else None
+    ood_every = (max(1, int(round(every * float(scenario.dt) / float(ood.dt))))
+                 if ood is not None else None)
     meta = {"format": _PARTIAL_FORMAT, "config": scenario.config, "every": every,
-            "n_samples": n_samples, "ood_samples": ood_samples,
+            "n_samples": n_samples, "ood_samples": ood_samples, "ood_every": ood_every,
             "ood_config": ood.config if ood is not None else None,
-            "versions": _versions()}      # an upgrade between interruption and resume: restart
+            "versions": _versions()}      # an upgrade between interruption and resume: refused
     meta = json.loads(json.dumps(meta, sort_keys=True, default=str))
     _open_partial(folder, meta, resume)
 
@@ -269,36 +400,41 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_samples + ood_samples, desc=f"generate {scenario.name}", unit="sample")
+        bar = tqdm(total=n_samples + ood_samples, desc=f"generate {scenario.name}", unit="sample",
+                   disable=None)
     timing: Dict[str, Any] = {"spin_up_s": 0.0, "advance_s": 0.0, "sample_s": 0.0, "steps": 0,
                               "samples": 0}
     start = time.perf_counter()
     try:
         samples = _run(scenario, folder, "main", n_samples, every, progress, bar, callback,
                        timing, allow_unconverged)
-        ood_list = (_run(ood, folder, "ood", ood_samples, every, progress, bar, callback, timing,
-                         allow_unconverged) if ood is not None else [])
+        ood_list = (_run(ood, folder, "ood", ood_samples, ood_every, progress, bar, callback,
+                         timing, allow_unconverged) if ood is not None else [])
     finally:
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - start
     rate = {"fine_steps_per_s": timing["steps"] / max(timing["advance_s"], 1e-12),
             "samples_per_min": 60 * timing["samples"] / max(timing["sample_s"], 1e-12)}
+    runs_dt = [float(scenario.dt)] + ([float(ood.dt)] if ood is not None else [])
     ds = build_dataset(samples, scenario.coarse, config=scenario.config, seed=seed,
                        ood_samples=ood_list, ood_config=ood.config if ood is not None else None,
-                       fractions=fractions, gap=gap,
+                       fractions=args["fractions"], gap=gap, run_dt=runs_dt,
+                       run_every=[every] + ([ood_every] if ood is not None else []),
                        attrs={"every": every, "dt": float(scenario.dt),
                               "fine_mesh_signature": scenario.fine.signature(),
                               "spinup_info": timing.pop("main_spinup_info", {}),
                               "ood_spinup_info": timing.pop("ood_spinup_info", {}),
                               "generation": {**timing, **rate, "wall_s": elapsed}})
-    write_dataset(ds, out, overwrite=overwrite)
+    write_dataset(ds, out, overwrite=overwrite, format=fmt)
     shutil.rmtree(folder, ignore_errors=True)
-    echo = echo if echo is not None else (print if progress else None)
-    if echo is not None and timing["samples"]:
-        echo(f"wrote {out}: {n_samples} samples (+{ood_samples} ood) on {scenario.coarse.n_cells} "
-             f"coarse cells from {scenario.fine.n_cells} fine cells; "
-             f"{rate['fine_steps_per_s']:.1f} fine steps/s, "
-             f"{rate['samples_per_min']:.1f} samples/min, spin-up {timing['spin_up_s']:.1f} s, "
-             f"total {elapsed:.1f} s")
+    if timing["samples"]:
+        line = (f"wrote {out}: {n_samples} samples (+{ood_samples} ood) on "
+                f"{scenario.coarse.n_cells} coarse cells from {scenario.fine.n_cells} fine cells; "
+                f"{rate['fine_steps_per_s']:.1f} fine steps/s, "
+                f"{rate['samples_per_min']:.1f} samples/min, spin-up {timing['spin_up_s']:.1f} s, "
+                f"total {elapsed:.1f} s")
+        _log.info(line)
+        if echo is not None:
+            echo(line)
     return out

@@ -10,6 +10,8 @@ import torch
 from meshclosure.data import (SPLITS, DatasetError, NormalizationStats, SubgridDataset,
                               build_dataset, check_compatible, mesh_from_dataset, read_dataset,
                               split_boundaries, subgrid_targets, write_dataset)
+from meshclosure.data.dataset import FORMAT_VERSION
+from meshclosure.errors import ArgumentError, OutputExistsError
 from meshclosure.fv import divergence
 from meshclosure.mesh import cartesian, healpix
 from meshclosure.mesh._mesh import _FLOAT_FIELDS, _INDEX_FIELDS
@@ -42,66 +44,95 @@ def written(request, tmp_path_factory):
 def test_round_trip_values_mesh_and_attrs(written) -> None:
     sc, samples, ood_samples, path = written
     ds = read_dataset(path)
-    everything = samples + ood_samples
-    for k, s in enumerate(everything):
-        assert float(ds["time"][k]) == s.t
-        assert np.array_equal(ds["transport"].values[k], s.transport.numpy())
-        assert np.array_equal(ds["state_q"].values[k], s.state["q"].numpy())
-        assert np.array_equal(ds["sgs_flux_q"].values[k], s.flux["q"].numpy())
-        assert np.array_equal(ds["sgs_tendency_q"].values[k], s.tendency["q"].numpy())
-        for name, v in s.inputs.items():
-            assert np.array_equal(ds[f"input_{name}"].values[k], v.numpy())
-    mesh, coarse = mesh_from_dataset(ds), sc.coarse
+    coarse = sc.coarse
+    nf = coarse.n_faces
+    for run, run_samples in enumerate((samples, ood_samples)):
+        for k, s in enumerate(run_samples):
+            assert float(ds["model_time"][run, k]) == s.t
+            assert float(ds["time"][k]) == samples[k].t - samples[0].t
+            sample = ds.isel(run=run, time=k)
+            assert np.array_equal(sample["transport"].values[:nf], s.transport.numpy())
+            assert not sample["transport"].values[nf:].any()       # no flow through walls
+            assert np.array_equal(sample["state_q"].values, s.state["q"].numpy())
+            assert np.array_equal(sample["sgs_flux_q"].values[:nf], s.flux["q"].numpy())
+            assert np.array_equal(sample["sgs_flux_q"].values[nf:], s.boundary_flux["q"].numpy())
+            assert np.array_equal(sample["sgs_tendency_q"].values, s.tendency["q"].numpy())
+            for name, v in s.inputs.items():
+                assert np.array_equal(sample[f"input_{name}"].values, v.numpy())
+    # the shorter OOD run is padded: absent, NaN
+    pad = ds["split"].values[1] == -1
+    assert pad.sum() == len(samples) - len(ood_samples) and pad[len(ood_samples):].all()
+    assert np.isnan(ds["state_q"].values[1, pad]).all()
+    mesh = mesh_from_dataset(ds)
     for name in _FLOAT_FIELDS + _INDEX_FIELDS:
         assert torch.equal(getattr(mesh, name), getattr(coarse, name)), name
     assert (mesh.radius, mesh.period, mesh.info, mesh.boundary_tag_names) == \
         (coarse.radius, coarse.period, coarse.info, coarse.boundary_tag_names)
     assert mesh.validate(raise_on_error=False) == []
     # the identity survives the round trip
-    phi = torch.as_tensor(ds["sgs_flux_q"].values)
-    b = torch.as_tensor(ds["sgs_boundary_flux_q"].values) if mesh.n_boundary_faces else None
-    for k in range(len(everything)):
-        d = -divergence(mesh, phi[k], None if b is None else b[k])
-        s = torch.as_tensor(ds["sgs_tendency_q"].values[k])
-        assert float((d - s).abs().max()) <= 1e-12 * float(s.abs().max())
+    edge = torch.as_tensor(ds["sgs_flux_q"].values)
+    for run, n in ((0, len(samples)), (1, len(ood_samples))):
+        for k in range(n):
+            phi, b = edge[run, k, :nf], edge[run, k, nf:]
+            d = -divergence(mesh, phi, b if mesh.n_boundary_faces else None)
+            s = torch.as_tensor(ds["sgs_tendency_q"].values[run, k])
+            assert float((d - s).abs().max()) <= 1e-12 * float(s.abs().max())
     # attributes: config, seed, versions, splits, UGRID
     assert json.loads(ds.attrs["scenario_config"]) == sc.config
     assert json.loads(ds.attrs["ood_config"])["strength"] == 2 * sc.config["strength"]
-    assert ds.attrs["seed"] == sc.seed
+    assert ds.attrs["seed"] == sc.seed and ds.attrs["meshclosure_dataset"] == FORMAT_VERSION == 2
     assert set(json.loads(ds.attrs["versions"])) == {"meshclosure", "torch", "numpy", "xarray"}
     assert json.loads(ds.attrs["split_boundaries"]) == [0, 7, 9, 10]
     assert "created" in ds.attrs and ds.attrs["Conventions"] == "UGRID-1.0"
-    assert ds.sizes["n_face"] == ds.sizes["cell"] == coarse.n_cells
+    assert ds.sizes["n_face"] == coarse.n_cells
+    assert ds.sizes["n_edge"] == coarse.n_faces + coarse.n_boundary_faces
+    assert ds.sizes["n_interior_edge"] == coarse.n_faces
 
 
 def test_splits_are_contiguous_disjoint_and_ood_separate(written) -> None:
     sc, samples, ood_samples, path = written
-    sets = {s: set(SubgridDataset(path, split=s).indices.tolist()) for s in SPLITS}
-    assert sets["train"] == set(range(7)) and sets["val"] == {7, 8} and sets["test"] == {9}
-    assert sets["ood"] == {10, 11}
+    sets = {s: set(map(tuple, SubgridDataset(path, split=s).indices.tolist())) for s in SPLITS}
+    assert sets["train"] == {(0, k) for k in range(7)}
+    assert sets["val"] == {(0, 7), (0, 8)} and sets["test"] == {(0, 9)}
+    assert sets["ood"] == {(1, 0), (1, 1)}                  # the OOD run is run 1
     for a in SPLITS:
         for b in SPLITS:
             if a < b:
                 assert not sets[a] & sets[b], (a, b)
-    assert set().union(*sets.values()) == set(range(12))
+    assert set().union(*sets.values()) == set(map(tuple, SubgridDataset(path, "all")
+                                                  .indices.tolist()))
     for n in range(3, 40):
         bounds = split_boundaries(n)
         assert bounds[0] == 0 and bounds[-1] == n and all(np.diff(bounds) >= 1)
 
 
+def _later(samples, offset):
+    """The same samples shifted to later times (a longer, still monotonic run)."""
+    import dataclasses
+    return [dataclasses.replace(s, t=s.t + offset) for s in samples]
+
+
 def test_gap_sets_samples_aside_between_blocks(written) -> None:
     sc, samples, ood_samples, _ = written
-    ds = build_dataset(samples, sc.coarse, config=sc.config, seed=sc.seed,
-                       ood_samples=ood_samples, gap=1)
-    codes = ds["split"].values.tolist()
-    # 10 samples: train 0-6, val 7-8 (7 set aside), test 9 (kept: a block never empties)
-    assert codes == [0] * 7 + [4, 1, 2, 3, 3]
-    big = build_dataset(samples * 2, sc.coarse, config=sc.config, seed=sc.seed, gap=2)
-    codes = big["split"].values.tolist()          # 20: train 14, val 3, test 3
-    assert codes == [0] * 14 + [4, 4, 1, 4, 4, 2]
+    twenty = samples + _later(samples, 100.0)
+    big = build_dataset(twenty, sc.coarse, config=sc.config, seed=sc.seed, gap=1)
+    codes = big["split"].values[0].tolist()          # 20: train 14, val 3, test 3
+    assert codes == [0] * 14 + [4, 1, 1, 4, 2, 2]
     assert json.loads(big.attrs["split_boundaries"]) == [0, 14, 17, 20]
-    with pytest.raises(ValueError, match="gap must be an integer >= 0"):
+    assert big.attrs["split_gap"] == 1
+    # a gap that would leave val or test with fewer than 2 samples is refused, with the limit
+    with pytest.raises(ArgumentError, match=r"gap=2: must leave at least 2 samples .* the "
+                                            r"largest gap for 20 samples is 1; pass gap <= 1"):
+        build_dataset(twenty, sc.coarse, config=sc.config, seed=sc.seed, gap=2)
+    with pytest.raises(ArgumentError, match="the largest gap for 10 samples is 0"):
+        build_dataset(samples, sc.coarse, config=sc.config, seed=sc.seed, gap=1)
+    with pytest.raises(ArgumentError, match="gap=-1: must be an integer >= 0"):
         build_dataset(samples, sc.coarse, config=sc.config, seed=sc.seed, gap=-1)
+    with pytest.raises(ArgumentError, match="fractions=.*summing to 1"):
+        build_dataset(samples, sc.coarse, config=sc.config, seed=sc.seed,
+                      fractions=(0.5, 0.5, 0.5))
+    with pytest.raises(DatasetError, match="times of run 0 must increase strictly"):
+        build_dataset(samples * 2, sc.coarse, config=sc.config, seed=sc.seed)
 
 
 def test_gradient_components_share_one_scale(written) -> None:
@@ -115,7 +146,7 @@ def test_gradient_components_share_one_scale(written) -> None:
     by_vector: dict = {}
     for n in grads:
         by_vector.setdefault(n.rsplit("_", 1)[0], []).append(n)
-    train = ds["split"].values == 0
+    train = ds["split"].values == 0                 # (run, time)
     for stem, parts in by_vector.items():
         scales = {stats.input_scale[stats.input_names.index(n)] for n in parts}
         means = {stats.input_mean[stats.input_names.index(n)] for n in parts}
@@ -128,13 +159,15 @@ def test_normalization_from_training_split_only(written) -> None:
     sc, samples, ood_samples, path = written
     ds = read_dataset(path)
     train = ds["split"].values == 0
+    nf = sc.coarse.n_faces
     stats = NormalizationStats.from_dataset(ds)
-    flux = ds["sgs_flux_q"].values
+    flux = ds["sgs_flux_q"].values[..., :nf]               # interior faces
     assert stats.flux_scale[0] == pytest.approx(np.sqrt(np.mean(flux[train] ** 2)), rel=1e-12)
     i = stats.input_names.index("state_q")
     assert stats.input_mean[i] == pytest.approx(ds["state_q"].values[train].mean(), rel=1e-12)
+    assert stats.input_scale[i] == pytest.approx(ds["state_q"].values[train].std(), rel=1e-12)
     # changing val/test/ood data does not change the statistics
-    altered = ds.copy(deep=True)
+    altered = ds.load().copy(deep=True)
     altered["sgs_flux_q"].values[~train] *= 100.0
     altered["state_q"].values[~train] += 50.0
     assert NormalizationStats.from_dataset(altered) == stats
@@ -146,12 +179,12 @@ def test_normalization_from_training_split_only(written) -> None:
     y = torch.stack([tr[k].y for k in range(len(tr))])
     assert float(y.pow(2).mean().sqrt()) == pytest.approx(1.0, rel=1e-12)
     g = te[0]
-    k = g.time_index
-    state = torch.as_tensor(ds["state_q"].values[k])
+    r, k = g.run, g.time_index
+    state = torch.as_tensor(ds["state_q"].values[r, k])
     expected = (state - stats.input_mean[i]) / stats.input_scale[i]
     assert torch.allclose(g.x[:, i], expected, rtol=0, atol=1e-12)
     torch.testing.assert_close(te.denormalize_flux(g.y)[:, 0],
-                               torch.as_tensor(ds["sgs_flux_q"].values[k]))
+                               torch.as_tensor(ds["sgs_flux_q"].values[r, k, :nf]))
 
 
 def test_graph_items(written) -> None:
@@ -162,6 +195,7 @@ def test_graph_items(written) -> None:
     for k in (0, len(data) - 1):
         g = data[k]
         assert g.x.dtype == torch.float32 and g.y.shape == (mesh.n_faces, 1)
+        assert g.y_boundary.shape == (mesh.n_boundary_faces, 1)
         assert torch.equal(g.edge_index[:, :mesh.n_faces], mesh.face_cells)
         # normalised targets keep the identity (one scale for flux and tendency)
         d = -divergence(mesh, g.y[:, 0], g.y_boundary[:, 0] if mesh.n_boundary_faces else None)
@@ -213,14 +247,26 @@ def test_truncated_and_corrupt_files(written, tmp_path) -> None:
         read_dataset(bad)
     with pytest.raises(DatasetError, match="truncated.nc"):
         SubgridDataset(bad)
-    # flip bytes of the data: either unreadable or caught by the checksum
-    ds = read_dataset(path)
-    ds["sgs_flux_q"].values[1, 0] += 1e-9
+    # one changed value: caught by the per-sample checksum, naming the sample
+    ds = read_dataset(path).load()
+    ds["sgs_flux_q"].values[0, 1, 0] += 1e-9
     ds.attrs.pop("source_path")
     changed = tmp_path / "changed.nc"
     write_dataset(ds, changed)
-    with pytest.raises(DatasetError, match="changed.nc.*checksum.*Regenerate"):
+    with pytest.raises(DatasetError, match=r"changed.nc.*sample \(run 0, time index 1\).*"
+                                           "checksum.*Regenerate"):
         read_dataset(changed)
+    data = SubgridDataset(changed, "train")             # opens: checks as it reads
+    data[0]
+    with pytest.raises(DatasetError, match=r"sample \(run 0, time index 1\)"):
+        data[1]
+    # a changed mesh or split: caught by the static checksum
+    ds = read_dataset(path).load()
+    ds["split"].values[0, 0] = 1
+    ds.attrs.pop("source_path")
+    write_dataset(ds, tmp_path / "split.nc")
+    with pytest.raises(DatasetError, match="static_sha256"):
+        read_dataset(tmp_path / "split.nc", verify="static")
     with pytest.raises(DatasetError, match="does not exist"):
         read_dataset(tmp_path / "missing.nc")
     plain = tmp_path / "plain.nc"
@@ -231,12 +277,25 @@ def test_truncated_and_corrupt_files(written, tmp_path) -> None:
         read_dataset(plain)
 
 
+def test_old_layout_is_refused_with_the_fix(tmp_path) -> None:
+    import xarray as xr
+
+    old = tmp_path / "v1.nc"
+    xr.Dataset({"state_q": (("time", "cell"), np.zeros((2, 3)))},
+               attrs={"meshclosure_dataset": 1}).to_netcdf(old)
+    with pytest.raises(DatasetError, match=r"format version 1.*old layout \(version 1: dims "
+                                           r"time/cell/face.*Regenerate it with `meshclosure "
+                                           r"generate .*--overwrite`"):
+        read_dataset(old)
+
+
 def test_write_refuses_to_overwrite(written, tmp_path) -> None:
     _, _, _, path = written
     ds = read_dataset(path)
     target = tmp_path / "keep.nc"
     target.write_bytes(b"precious")
-    with pytest.raises(FileExistsError, match="overwrite"):
+    with pytest.raises(OutputExistsError, match="keep.nc.*exists and was left untouched; pass "
+                                                "overwrite=True"):
         write_dataset(ds, target)
     assert target.read_bytes() == b"precious"
     write_dataset(ds, target, overwrite=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import weakref
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -15,6 +16,7 @@ from ...fv.advection import linear_flux, quadratic_flux, upwind_flux
 from ...fv.diffusion import diffusive_flux
 from ...fv.operators import divergence
 from ...mesh import Coarsening
+from ...errors import ArgumentError
 from ...mesh._mesh import Mesh
 from ...solver import integrate
 
@@ -141,8 +143,12 @@ class Scenario:
         try:
             return Coarsening.native(self.fine, factor)
         except ValueError as err:
-            raise ValueError(f"factor={factor} does not coarsen mesh "
-                             f"{self.fine.family} ({self.fine.n_cells} cells): {err}") from None
+            valid = _valid_factors(self.fine)
+            fix = (f"use one of the factors that coarsen it: {valid}" if valid else
+                   "no factor > 1 coarsens this mesh; choose a finer mesh")
+            why = re.sub(r"\s*Use factor[^.]*\.", "", str(err)).rstrip(".")  # ours lists them
+            raise ArgumentError("factor", factor, f"does not coarsen the {self.fine.family} mesh "
+                                f"of {self.fine.n_cells} cells ({why})", fix) from None
 
     def _resolve(self, params: Dict[str, Any]) -> Dict[str, Any]:
         """Fill the mesh-derived defaults (``None`` values)."""
@@ -316,6 +322,22 @@ class Scenario:
 
 
 # ----------------------------------------------------------------------------- shared bits
+def _valid_factors(mesh: Mesh, limit: int = 1024) -> list:
+    """Every factor ``2..limit`` with which :meth:`Coarsening.native` coarsens ``mesh``."""
+    from ...mesh.coarsening import native_parent
+
+    n = int(max(mesh.info.get(k) or 0 for k in ("nx", "ny", "nz", "nside"))
+            or 2 ** int(mesh.info.get("level") or 0))
+    out = []
+    for f in range(2, min(n, limit) + 1):
+        try:
+            native_parent(mesh, f)
+        except ValueError:
+            continue
+        out.append(f)
+    return out
+
+
 _DIFFUSION: "weakref.WeakKeyDictionary[Mesh, dict]" = weakref.WeakKeyDictionary()
 
 
