@@ -5,11 +5,15 @@ coarsens it with the family's own nesting (or by agglomeration), prints one
 line per mesh and writes a PNG figure and a ``.vtu`` file per mesh; then it
 runs Williamson et al. (1992) test 1 (cosine bell, one revolution) on
 icosahedral triangles (level 4, 5,120 cells: l2 ≈ 0.25 tilted, as the reference
-prototype) with the limited and unlimited second-order and the upwind schemes
-and prints the normalized errors; finally it generates a small truth dataset
-(the ``kinematic`` scenario, Cartesian 32² coarse-grained to 8²), checks the
-identity ``s^sgs = −div_coarse(Φ^sgs)`` and draws a fine field, its coarse
-version and the subgrid flux.
+prototype) with the limited and unlimited second-order and the upwind schemes,
+prints the normalized errors and draws final, exact and error side by side;
+finally it generates a small truth dataset (the ``kinematic`` scenario,
+Cartesian 32² coarse-grained to 8²), checks the identity
+``s^sgs = −div_coarse(Φ^sgs)`` and draws a fine field, its coarse version, the
+subgrid flux and the subgrid tendency.
+
+The demo owns its output folder: every run replaces the files an earlier run
+wrote there (and nothing else).
 """
 from __future__ import annotations
 
@@ -42,6 +46,10 @@ def annulus_meshio(n_radial: int = 6, n_theta: int = 48, r_in: float = 0.4, r_ou
     tri = np.concatenate([np.stack([v00, v01, v11], -1).reshape(-1, 3),
                           np.stack([v00, v11, v10], -1).reshape(-1, 3)])
     return meshio.Mesh(points, [("triangle", tri)])
+
+
+#: The name the figures give :func:`demo_field`.
+PATTERN = "test pattern"
 
 
 def demo_field(mesh: Mesh) -> torch.Tensor:
@@ -102,9 +110,10 @@ def run_demo(out: str | Path = "meshclosure_output", plots: bool = True,
             vtu = out / f"{stem}.vtu"
             write_vtu(mesh, {"field": field}, vtu)
             png = None
-            if plots:
+            if plots:                                  # the demo owns its folder: overwrite
                 png = out / f"{stem}.png"
-                plot(mesh, field, path=png, title=label)
+                plot(mesh, field, path=png, overwrite=True, label=PATTERN, units="nondimensional",
+                     title=f"{label}: {mesh.n_cells} cells")
             echo(_line(label, mesh, time.perf_counter() - t0))
             records.append({"name": label, "n_cells": mesh.n_cells, "n_faces": mesh.n_faces,
                             "area_error": abs(float(mesh.cell_volume.sum()) / mesh.domain_area() - 1),
@@ -119,7 +128,7 @@ def run_test1(out: Path, level: int = 4, plots: bool = True,
               echo: Callable[[str], None] = print) -> list[dict]:
     """Williamson test 1 (α = 0 and π/2 − 0.05) on icosahedral triangles of ``level``."""
     from .io import write_vtu
-    from .plot import plot
+    from .plot import plot_comparison
     from .solver.flows import williamson_test1
 
     mesh = icosahedral(level)
@@ -138,7 +147,13 @@ def run_test1(out: Path, level: int = 4, plots: bool = True,
             png = None
             if plots:
                 png = out / f"{stem}.png"
-                plot(mesh, r["h"], path=png, title=name)
+                title = (f"Williamson test 1, α = {alpha_name.replace('pi', 'π')}, {scheme} "
+                         f"scheme, {mesh.n_cells} cells: l1 {r['l1']:.3f}, l2 {r['l2']:.3f}, "
+                         f"l∞ {r['linf']:.3f}")
+                plot_comparison(mesh, r["h"], r["h_exact"], label="h", units="m",
+                                names=("final: one revolution, 12 days", "exact"),
+                                error_title="error: final − exact",
+                                title=title, path=png, overwrite=True)
             records.append({"name": name, "n_cells": mesh.n_cells, "l1": r["l1"],
                             "l2": r["l2"], "linf": r["linf"], "min": r["min"], "max": r["max"],
                             "vtu": out / f"{stem}.vtu", "png": png})
@@ -150,7 +165,7 @@ def run_truth_data(out: Path, plots: bool = True, echo: Callable[[str], None] = 
     """Generate a small ``kinematic`` dataset on ``mesh`` (factor 4), read it back,
     check the subgrid identity and plot fine field, coarse field and subgrid flux."""
     from .data import check_identity, generate, get_scenario, read_dataset, subgrid_targets
-    from .plot import face_flux_density, plot
+    from .plot import face_flux_density, new_figure, plot, save_figure, subplot
 
     t0 = time.perf_counter()
     scenario = get_scenario("kinematic", mesh, factor=4, seed=0, spinup_time=1.0)
@@ -173,26 +188,24 @@ def run_truth_data(out: Path, plots: bool = True, echo: Callable[[str], None] = 
          f"({time.perf_counter() - t0:.1f} s)")
     png = None
     if plots:
-        import matplotlib.pyplot as plt
-
-        from ._files import atomic_path
-
-        fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
-        panels = [(scenario.fine, state["q"], "fine q"),
-                  (scenario.coarse, sample.state["q"], "coarse Q = restrict(q)"),
-                  (scenario.coarse, face_flux_density(scenario.coarse, flux), "|Φ_sgs| / A"),
-                  (scenario.coarse, sample.tendency["q"], "s_sgs = −div Φ_sgs")]
-        for ax, (m, field, name) in zip(axes, panels):
-            if name.startswith("s_"):                  # diverging, centred on zero
-                top = float(field.abs().max())
-                plot(m, field, ax=ax, title=name, cmap="RdBu_r", vmin=-top, vmax=top)
-            else:
-                plot(m, field, ax=ax, title=name)
+        units = "nondimensional"                       # the scenarios' unit system
+        fig = new_figure((17, 3.9))
+        panels = [(scenario.fine, state["q"], "fine q", "q", False),
+                  (scenario.coarse, sample.state["q"], "coarse Q = restrict(q)", "Q", False),
+                  (scenario.coarse, face_flux_density(scenario.coarse, flux),
+                   "subgrid flux density |Φ_sgs| / A", "|Φ_sgs| / A", False),
+                  (scenario.coarse, sample.tendency["q"], "subgrid tendency s_sgs = −div Φ_sgs",
+                   "s_sgs", True)]
+        lo = float(min(state["q"].min(), sample.state["q"].min()))   # q and Q: one scale
+        hi = float(max(state["q"].max(), sample.state["q"].max()))
+        for k, (m, field, title, name, diverging) in enumerate(panels):
+            limits = {"vmin": lo, "vmax": hi} if k < 2 else {}
+            plot(m, field, ax=subplot(fig, m, 1, 4, k + 1), title=title, label=name,
+                 units=units, diverging=diverging, **limits)
+        fig.suptitle(f"kinematic scenario on {mesh}: fine {scenario.fine.n_cells} cells, coarse "
+                     f"{scenario.coarse.n_cells} cells (one snapshot after spin-up)")
         fig.tight_layout()
-        png = Path(out) / "truth_kinematic.png"
-        with atomic_path(png) as tmp:
-            fig.savefig(tmp, format="png", dpi=90)
-        plt.close(fig)
+        png = save_figure(fig, Path(out) / "truth_kinematic.png", overwrite=True, dpi=90)
     return [{"name": f"truth data kinematic {mesh}", "n_cells": scenario.coarse.n_cells,
              "samples": n_time, "identity_defect": defect, "sgs_ratio": ratio,
              "dataset": path, "png": png}]

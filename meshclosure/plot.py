@@ -54,8 +54,8 @@ import torch
 from .errors import ArgumentError
 from .mesh import Mesh
 
-__all__ = ["plot", "plot_comparison", "save_figure", "subplot", "projection", "axis_label",
-           "face_flux_density", "FORMATS"]
+__all__ = ["plot", "plot_comparison", "new_figure", "save_figure", "subplot", "projection",
+           "axis_label", "face_flux_density", "FORMATS"]
 
 #: File suffixes :func:`save_figure` writes, and the format each one means.
 FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
@@ -88,8 +88,12 @@ def _figure_class():
 _FIGURE_CLASS = None
 
 
-def _new_figure(figsize: tuple[float, float]):
-    """A figure outside pyplot (an Agg canvas): no window, no global state, no leak."""
+def new_figure(figsize: tuple[float, float] = (8.0, 4.5)):
+    """A figure outside pyplot (an Agg canvas): no window, no global state, no leak.
+
+    Jupyter shows it as PNG when a cell ends in it (or through ``display(fig)``);
+    add panels with :func:`subplot`.
+    """
     global _FIGURE_CLASS
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -110,7 +114,7 @@ def subplot(fig, mesh: Mesh, *args, **kw):
     """``fig.add_subplot(*args, projection=projection(mesh), **kw)``: a panel for ``mesh``.
 
     >>> from meshclosure.mesh import healpix
-    >>> subplot(_new_figure((4, 3)), healpix(1), 1, 2, 1).name
+    >>> subplot(new_figure(), healpix(1), 1, 2, 1).name
     'mollweide'
     """
     return fig.add_subplot(*args, projection=projection(mesh), **kw)
@@ -441,7 +445,7 @@ def plot(mesh: Mesh, field: Any = None, ax: Any = None, path: str | os.PathLike 
     family = mesh.family
     if ax is None:
         size = (7.5, 4.6) if mesh.is_sphere else ((4, 5) if mesh.dim == 1 else (6, 5))
-        fig = _new_figure(size)
+        fig = new_figure(size)
         ax = subplot(fig, mesh)
     else:
         fig = ax.figure
@@ -496,7 +500,7 @@ def plot(mesh: Mesh, field: Any = None, ax: Any = None, path: str | os.PathLike 
 def plot_comparison(mesh: Mesh, field: Any, reference: Any, label: str = "field",
                     units: str | None = None, names: tuple[str, str] = ("final", "exact"),
                     title: str | None = None, path: str | os.PathLike | None = None,
-                    overwrite: bool = False, **kw):
+                    overwrite: bool = False, error_title: str | None = None, **kw):
     """Three panels side by side: ``field``, ``reference`` and the error ``field − reference``.
 
     The first two share one colour scale (the range of both), the error has
@@ -512,6 +516,8 @@ def plot_comparison(mesh: Mesh, field: Any, reference: Any, label: str = "field"
         The field's name and units (the error has the same units).
     names : (str, str)
         Panel titles of ``field`` and ``reference``.
+    error_title : str, optional
+        Title of the error panel (default ``"<names[0]> − <names[1]>"``).
     title : str, optional
         Figure title.
     path, overwrite
@@ -537,11 +543,11 @@ def plot_comparison(mesh: Mesh, field: Any, reference: Any, label: str = "field"
     both = np.r_[a, b]
     both = both[np.isfinite(both)]
     lo, hi = (float(both.min()), float(both.max())) if both.size else (None, None)
-    fig = _new_figure((19, 4.4) if mesh.is_sphere else (15, 4.4))
+    fig = new_figure((19, 4.4) if mesh.is_sphere else (15, 4.4))
     for k, (values, name) in enumerate(((a, names[0]), (b, names[1]))):
         plot(mesh, values, ax=subplot(fig, mesh, 1, 3, k + 1), title=name, label=label,
              units=units, vmin=lo, vmax=hi, **kw)
-    plot(mesh, a - b, ax=subplot(fig, mesh, 1, 3, 3), title=f"{names[0]} − {names[1]}",
+    plot(mesh, a - b, ax=subplot(fig, mesh, 1, 3, 3), title=error_title or f"{names[0]} − {names[1]}",
          label=f"{label} error", units=units, diverging=True, **kw)
     if title is not None:
         fig.suptitle(title)
