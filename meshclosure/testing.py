@@ -12,9 +12,12 @@
   group), moving the inputs with the symmetry moves the face fluxes with it.
 
 A *model* here is any callable ``model(mesh, x)`` returning face fluxes
-``(n_faces, ...)`` or ``(mean, log_var)``; every :mod:`meshclosure.nn` model
-qualifies. Failures raise ``AssertionError`` with the largest deviation and
-where it occurs. Helpers :func:`flip_faces`, :func:`permute_faces`,
+``(n_faces, ...)`` or ``(mean, log_var)`` (e.g. a
+:class:`meshclosure.nn.FluxPrediction`); every :mod:`meshclosure.nn` model
+qualifies. A batch of samples on the one mesh, ``x (B, n_cells, F)`` with
+outputs ``(B, n_faces, ...)``, is checked sample by sample. Failures raise
+``AssertionError`` with the largest deviation and where it occurs (and in
+which sample). Helpers :func:`flip_faces`, :func:`permute_faces`,
 :func:`rotate_mesh`, :func:`translate_mesh` build the transformed meshes.
 
 Examples
@@ -28,6 +31,13 @@ Examples
 >>> assert_antisymmetric(model, mesh, x)
 >>> assert_conservative(model, mesh, x)
 >>> assert_equivariant(model, mesh, x, transform="permutation")
+
+A batch is checked per sample:
+
+>>> xb = torch.randn(3, mesh.n_cells, 1, dtype=torch.float64)
+>>> assert_antisymmetric(model, mesh, xb)
+>>> assert_conservative(model, mesh, xb)
+>>> assert_equivariant(model, mesh, xb, transform="permutation")
 
 A flux that ignores orientation is caught:
 
@@ -57,15 +67,33 @@ TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2,
 
 
 def _mean(out: Any) -> Tensor:
+    """The mean of a ``(mean, log_var)`` output (a FluxPrediction or any pair), else ``out``."""
     return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _batched(x: Any) -> bool:
+    """Cell inputs ``(B, n_cells, F)`` (a batch on one mesh) rather than ``(n_cells, F)``."""
+    return isinstance(x, Tensor) and x.dim() == 3
 
 
 def _tol(t: Tensor, tol: float | None) -> float:
     return TOLERANCE.get(t.dtype, 1e-12) if tol is None else tol
 
 
-def _compare(what: str, got: Tensor, expected: Tensor, tol: float, rows: str = "face") -> None:
-    """AssertionError unless ``|got − expected| <= tol · max(1, max|expected|)`` everywhere."""
+def _compare(what: str, got: Tensor, expected: Tensor, tol: float, rows: str = "face",
+             batched: bool = False) -> None:
+    """AssertionError unless ``|got − expected| <= tol · max(1, max|expected|)`` everywhere;
+    with ``batched`` the first dim is the sample (the scale is taken per sample)."""
+    if batched:
+        for b in range(got.shape[0]):
+            try:
+                _compare(what, got[b], expected[b], tol, rows)
+            except AssertionError as err:
+                raise AssertionError(f"sample {b}: {err}") from None
+        if got.shape[0] != expected.shape[0]:
+            raise AssertionError(f"{what}: {got.shape[0]} samples != expected "
+                                 f"{expected.shape[0]}")
+        return
     got, expected = got.detach(), expected.detach()
     if got.shape != expected.shape:
         raise AssertionError(f"{what}: shape {tuple(got.shape)} != expected "
@@ -182,21 +210,25 @@ def assert_commutes(model: Callable, mesh: Mesh, x: Tensor, rotation: Tensor,
     ----------
     model : callable ``model(mesh, x)`` -> face outputs ``(n_faces, ...)``
     mesh : Mesh
-    x : Tensor, shape (n_cells, n_features)
-        Scalar cell inputs (vectors would have to be rotated too).
+    x : Tensor, shape (n_cells, n_features) or (B, n_cells, n_features)
+        Scalar cell inputs (vectors would have to be rotated too); a batch is
+        checked per sample.
     rotation : Tensor, shape (3, 3)
         A symmetry of the mesh, e.g. ``axis_rotation([0, 0, 1], math.pi / 2)`` on HEALPix.
     tol : float
         Tolerance relative to ``max(1, max |output|)``.
     """
     sigma, tau, sign = mesh_symmetry(mesh, rotation)
+    batched = _batched(x)
     x_new = torch.empty_like(x)
-    x_new[sigma.to(x.device)] = x
+    x_new[..., sigma.to(x.device), :] = x
     out, got = _mean(model(mesh, x)).detach(), _mean(model(mesh, x_new)).detach()
+    d = int(batched)                                       # the face dim
     expected = torch.empty_like(out)
-    sign = sign.to(out).reshape((-1,) + (1,) * (out.dim() - 1))
-    expected[tau.to(out.device)] = sign * out
-    _compare("symmetry (commuting with the mesh's rotation)", got, expected, tol)
+    sign = sign.to(out).reshape((-1,) + (1,) * (out.dim() - 1 - d))
+    expected.index_copy_(d, tau.to(out.device), sign * out)
+    _compare("symmetry (commuting with the mesh's rotation)", got, expected, tol,
+             batched=batched)
 
 
 def rotate_mesh(mesh: Mesh, rotation: Tensor) -> Mesh:
@@ -251,26 +283,30 @@ def assert_antisymmetric(model: Callable, mesh: Mesh, x: Any = None, tol: float 
         ``model(mesh, x)`` -> ``(n_faces, ...)`` or ``(mean, log_var)``.
     mesh : Mesh
     x : Tensor, optional
-        Cell inputs.
+        Cell inputs ``(n_cells, F)``, or a batch ``(B, n_cells, F)`` whose
+        outputs ``(B, n_faces, ...)`` are checked per sample.
     tol : float, optional
         Relative tolerance of check 2 (default 1e-12 float64, 1e-5 float32).
     """
+    batched = _batched(x)
     directed = getattr(model, "directed_fluxes", None)
     if directed is not None:
         out = directed(mesh, x)
         mean, log_var = (out if isinstance(out, (tuple, list)) else (out, None))
-        n = mesh.n_faces
-        _compare("antisymmetry (directed form, exact)", mean[n:], -mean[:n], 0.0)
+        n, d = mesh.n_faces, int(batched)                   # d: the directed-edge dim
+        _compare("antisymmetry (directed form, exact)", mean.narrow(d, n, n),
+                 -mean.narrow(d, 0, n), 0.0, batched=batched)
         if log_var is not None:
-            _compare("log-variance symmetry (directed form, exact)", log_var[n:], log_var[:n],
-                     0.0)
+            _compare("log-variance symmetry (directed form, exact)", log_var.narrow(d, n, n),
+                     log_var.narrow(d, 0, n), 0.0, batched=batched)
     if check_flip:
         out, out_flip = model(mesh, x), model(flip_faces(mesh), x)
         mean = _mean(out)
-        _compare("antisymmetry (flipped faces)", _mean(out_flip), -mean, _tol(mean, tol))
+        _compare("antisymmetry (flipped faces)", _mean(out_flip), -mean, _tol(mean, tol),
+                 batched=batched)
         if isinstance(out, (tuple, list)):
             _compare("log-variance symmetry (flipped faces)", out_flip[1], out[1],
-                     _tol(mean, tol))
+                     _tol(mean, tol), batched=batched)
 
 
 def assert_conservative(fluxes: Tensor | Callable, mesh: Mesh, x: Any = None,
@@ -284,12 +320,17 @@ def assert_conservative(fluxes: Tensor | Callable, mesh: Mesh, x: Any = None,
       directly): ``Σ_i V_i T_i = 0`` relative to ``Σ_i V_i |T_i|``; this fails
       for a generic cell-wise model, which is why closures go through face fluxes.
 
+    A batch, ``(B, n_faces, ...)`` or ``(B, n_cells, ...)`` (the output for
+    ``x (B, n_cells, F)``, or a tensor whose second dim, not its first, has
+    ``n_faces`` or ``n_cells`` rows), is checked sample by sample.
+
     Parameters
     ----------
     fluxes : Tensor or callable
         The output, or a model called as ``fluxes(mesh, x)``.
     mesh : Mesh
     x : Tensor, optional
+        Cell inputs ``(n_cells, F)`` or ``(B, n_cells, F)``.
     tol : float, optional
         Relative tolerance (default 1e-12 float64, 1e-5 float32).
     kind : {"auto", "flux", "tendency"}
@@ -305,10 +346,22 @@ def assert_conservative(fluxes: Tensor | Callable, mesh: Mesh, x: Any = None,
     Traceback (most recent call last):
     ...
     AssertionError: conservation: |Σ V T| / Σ V|T| = 1 in column 0 ...
+    >>> assert_conservative(torch.rand(2, mesh.n_cells, dtype=torch.float64), mesh)
+    Traceback (most recent call last):
+    ...
+    AssertionError: sample 0: conservation: |Σ V T| / Σ V|T| = 1 in column 0 ...
     """
     from .fv import divergence
 
     out = _mean(fluxes(mesh, x) if callable(fluxes) else fluxes).detach()
+    rows = (mesh.n_faces, mesh.n_cells)
+    if _batched(x) or (out.dim() >= 2 and out.shape[0] not in rows and out.shape[1] in rows):
+        for b in range(out.shape[0]):
+            try:
+                assert_conservative(out[b], mesh, tol=tol, kind=kind)
+            except AssertionError as err:
+                raise AssertionError(f"sample {b}: {err}") from None
+        return
     if kind == "auto":
         kind = ("flux" if out.shape[:1] == (mesh.n_faces,) else
                 "tendency" if out.shape[:1] == (mesh.n_cells,) else "?")
@@ -342,8 +395,8 @@ def assert_equivariant(model: Callable, mesh: Mesh, x: Tensor | None = None,
         ``model(mesh, x)`` -> face outputs ``(n_faces, ...)`` (or cell outputs
         ``(n_cells, ...)`` for ``"permutation"``), or ``(mean, log_var)``.
     mesh : Mesh
-    x : Tensor, shape (n_cells, n_features), optional
-        Cell inputs.
+    x : Tensor, shape (n_cells, n_features) or (B, n_cells, n_features), optional
+        Cell inputs; a batch (outputs ``(B, n_faces, ...)``) is checked per sample.
     transform : {"permutation", "rotation", "translation"}
         - ``"permutation"``: random renumbering of cells
           (:meth:`Mesh.permute_cells`) and faces (:func:`permute_faces`); the
@@ -376,6 +429,8 @@ def assert_equivariant(model: Callable, mesh: Mesh, x: Tensor | None = None,
     AssertionError: rotation invariance: max deviation ...
     """
     gen = torch.Generator().manual_seed(seed)
+    batched = _batched(x)
+    d = int(batched)                                       # the face (or cell) dim
     out = _mean(model(mesh, x))
     if tol is None:
         tol = TOLERANCE.get(out.dtype, 1e-12)
@@ -385,13 +440,15 @@ def assert_equivariant(model: Callable, mesh: Mesh, x: Tensor | None = None,
         pc = torch.randperm(mesh.n_cells, generator=gen).to(mesh.device)
         pf = torch.randperm(mesh.n_faces, generator=gen).to(mesh.device)
         new = permute_faces(mesh.permute_cells(pc), pf)
-        got = _mean(model(new, None if x is None else x[pc]))
-        if out.shape[:1] == (mesh.n_faces,):
-            _compare("permutation equivariance", got, out[pf], tol, "face (renumbered)")
-        elif out.shape[:1] == (mesh.n_cells,):
-            _compare("permutation equivariance", got, out[pc], tol, "cell (renumbered)")
+        got = _mean(model(new, None if x is None else x[..., pc, :]))
+        if out.shape[d] == mesh.n_faces:
+            _compare("permutation equivariance", got, out.index_select(d, pf), tol,
+                     "face (renumbered)", batched)
+        elif out.shape[d] == mesh.n_cells:
+            _compare("permutation equivariance", got, out.index_select(d, pc), tol,
+                     "cell (renumbered)", batched)
         else:
-            raise ValueError(f"model output has {out.shape[0]} rows; expected n_faces="
+            raise ValueError(f"model output has {out.shape[d]} rows; expected n_faces="
                              f"{mesh.n_faces} or n_cells={mesh.n_cells}.")
     elif transform == "rotation":
         if not mesh.is_sphere:
@@ -403,8 +460,9 @@ def assert_equivariant(model: Callable, mesh: Mesh, x: Tensor | None = None,
             x_new = x.clone()
             for cols in vectors:
                 cols = list(cols)
-                x_new[:, cols] = x[:, cols] @ R.T.to(x.dtype)
-        _compare("rotation invariance", _mean(model(rotate_mesh(mesh, R), x_new)), out, tol)
+                x_new[..., cols] = x[..., cols] @ R.T.to(x.dtype)
+        _compare("rotation invariance", _mean(model(rotate_mesh(mesh, R), x_new)), out, tol,
+                 batched=batched)
     elif transform == "translation":
         if mesh.is_sphere:
             raise ValueError(f"transform='translation' needs a planar mesh; got {mesh!r}. Use "
@@ -414,7 +472,7 @@ def assert_equivariant(model: Callable, mesh: Mesh, x: Tensor | None = None,
         shift = torch.rand(mesh.dim, generator=gen, dtype=torch.float64) * torch.tensor(
             [float(e) for e in extent], dtype=torch.float64)
         _compare("translation invariance", _mean(model(translate_mesh(mesh, shift), x)), out,
-                 tol)
+                 tol, batched=batched)
     else:
         raise ValueError(f"transform={transform!r} is not one of 'permutation', 'rotation', "
                          "'translation'.")

@@ -2,21 +2,23 @@
 wrong ones."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from meshclosure.fv import divergence
-from meshclosure.testing import (assert_antisymmetric, assert_conservative, assert_equivariant,
-                                 flip_faces, permute_faces, random_rotation, rotate_mesh,
-                                 small_meshes, translate_mesh)
+from meshclosure.testing import (assert_antisymmetric, assert_commutes, assert_conservative,
+                                 assert_equivariant, axis_rotation, flip_faces, permute_faces,
+                                 random_rotation, rotate_mesh, small_meshes, translate_mesh)
 
 MESHES = small_meshes()
 
 
 def _two_point(mesh, x):
-    """Reference conservative, invariant flux: (x_a − x_b) A / d."""
+    """Reference conservative, invariant flux: (x_a − x_b) A / d; batches along dim 0."""
     a, b = mesh.face_cells
-    return (x[a] - x[b]) * (mesh.face_area / mesh.cell_distance)[:, None]
+    return (x[..., a, :] - x[..., b, :]) * (mesh.face_area / mesh.cell_distance)[:, None]
 
 
 @pytest.mark.parametrize("name", list(MESHES))
@@ -158,3 +160,73 @@ def test_mesh_symmetry_and_assert_commutes():
     assert_commutes(diffusive, mesh, x, quarter)
     with pytest.raises(AssertionError, match="symmetry"):
         assert_commutes(eastward, mesh, x, quarter)
+
+
+# ------------------------------------------------------------------ batches
+B = 3
+
+
+@pytest.mark.parametrize("name", ["healpix-2", "cartesian-channel-6x4"])
+def test_batched_reference_flux_passes_every_check(name):
+    mesh = MESHES[name]
+    x = torch.randn(B, mesh.n_cells, 2, dtype=torch.float64)
+    assert _two_point(mesh, x).shape == (B, mesh.n_faces, 2)
+    assert_antisymmetric(_two_point, mesh, x, tol=0.0)
+    assert_conservative(_two_point, mesh, x)
+    assert_conservative(_two_point(mesh, x), mesh)            # a batched tensor, by its shape
+    assert_equivariant(_two_point, mesh, x, transform="permutation", tol=0.0)
+    assert_equivariant(_two_point, mesh, x,
+                       transform="rotation" if mesh.is_sphere else "translation")
+
+
+def test_batched_failures_name_the_sample():
+    mesh = MESHES["healpix-2"]
+    x = torch.randn(B, mesh.n_cells, 1, dtype=torch.float64)
+
+    def biased(m, x):                    # only sample 2 breaks antisymmetry, at face 7
+        out = _two_point(m, x).clone()
+        out[2, 7] += 0.5
+        return out
+    with pytest.raises(AssertionError, match=r"sample 2: antisymmetry \(flipped faces\): max "
+                                             r"deviation 1 at face 7, column 0"):
+        assert_antisymmetric(biased, mesh, x)
+
+    class Directed(torch.nn.Module):     # directed form off in sample 1 only
+        def forward(self, m, x):
+            return self.directed_fluxes(m, x)[:, : m.n_faces]
+
+        def directed_fluxes(self, m, x):
+            phi = _two_point(m, x)
+            back = -phi.clone()
+            back[1, 4] *= 1 + 1e-15
+            return torch.cat([phi, back], 1)
+    with pytest.raises(AssertionError, match=r"sample 1: antisymmetry \(directed form, exact\)"):
+        assert_antisymmetric(Directed(), mesh, x, check_flip=False)
+
+    def log_var_flips(m, x):             # log-variance antisymmetric in every sample: wrong
+        phi = _two_point(m, x)
+        return phi, phi
+    with pytest.raises(AssertionError, match=r"sample 0: log-variance symmetry"):
+        assert_antisymmetric(log_var_flips, mesh, x)
+
+    tendency = torch.rand(B, mesh.n_cells, dtype=torch.float64)
+    tendency[0] -= (mesh.cell_volume * tendency[0]).sum() / mesh.cell_volume.sum()
+    with pytest.raises(AssertionError, match=r"sample 1: conservation"):
+        assert_conservative(tendency, mesh)                    # sample 0 conserves, 1 does not
+
+    def index_dependent(m, x):           # depends on how faces are numbered
+        return torch.arange(m.n_faces, dtype=torch.float64)[:, None] * _two_point(m, x)
+    with pytest.raises(AssertionError, match=r"sample 0: permutation equivariance"):
+        assert_equivariant(index_dependent, mesh, x, transform="permutation")
+
+
+def test_batched_assert_commutes():
+    mesh = MESHES["healpix-2"]
+    x = torch.randn(B, mesh.n_cells, 2, dtype=torch.float64)
+    quarter = axis_rotation([0, 0, 1], math.pi / 2)
+    assert_commutes(_two_point, mesh, x, quarter)
+
+    def with_z(m, x):                    # reads a coordinate: does not commute
+        return _two_point(m, x + m.cell_center[:, :1].to(x.dtype))
+    with pytest.raises(AssertionError, match=r"sample 0: symmetry"):
+        assert_commutes(with_z, mesh, x, quarter)
