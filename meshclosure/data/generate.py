@@ -225,6 +225,27 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} there, {new!r} now"]
 
 
+def _check_checkpoints(folder: Path) -> None:
+    """Raise :class:`ResumeError` unless every checkpoint in ``folder`` loads and each run's
+    samples ``0 .. done - 1`` are all there (before any computation is resumed)."""
+    for prefix in ("main", "ood"):
+        fine = folder / f"{prefix}_fine.pt"
+        samples = sorted(folder.glob(f"{prefix}_sample_*.pt"))
+        if not fine.is_file():
+            if samples:
+                raise ResumeError(f"the checkpoint {str(fine)!r} is missing although samples of "
+                                  f"that run are there. {_RESUME_FIX.format(folder=folder)}")
+            continue
+        done = int(_load(fine).get("done", -1))
+        for i in range(done):
+            path = folder / f"{prefix}_sample_{i:06d}.pt"
+            try:
+                SubgridSample(**_load(path))
+            except TypeError as err:
+                raise ResumeError(f"the checkpoint {str(path)!r} is not a sample ({err}). "
+                                  f"{_RESUME_FIX.format(folder=folder)}") from err
+
+
 def _open_partial(folder: Path, meta: dict, resume: bool) -> None:
     """Create ``folder`` for this run, or keep it when it holds the same run and ``resume``.
 
@@ -243,6 +264,7 @@ def _open_partial(folder: Path, meta: dict, resume: bool) -> None:
             raise ResumeError(f"{str(meta_path)!r} cannot be read ({type(err).__name__}: {err}). "
                               f"{_RESUME_FIX.format(folder=folder)}") from err
         if old == meta:
+            _check_checkpoints(folder)
             return
         diff = _differences(old, meta)
         raise ResumeError(
