@@ -36,11 +36,13 @@ import numpy as np
 import torch
 
 from ._files import atomic_path as _atomic
+from ._files import refuse_existing as _refuse
 from .mesh import Mesh, MeshError
 
 __all__ = ["write_vtu", "read_vtu", "to_healpix_map", "from_healpix_map", "write_healpix_map",
            "read_healpix_map", "to_ugrid_dataset", "write_ugrid", "read_ugrid",
-           "exact_mesh_variables", "mesh_from_exact_variables", "EXACT_MESH_DIMS"]
+           "exact_mesh_variables", "mesh_from_exact_variables", "EXACT_MESH_DIMS", "read_mesh",
+           "mesh_from_ugrid"]
 
 Fields = Mapping[str, Any]
 
@@ -123,9 +125,63 @@ def _unwrapped_polygons(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
     return base, new
 
 
+def _corner_polygons(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
+    """Cell polygons through the cells' own corners only, for UGRID.
+
+    A polygon vertex is a *corner* when it ends a face: an interior face
+    (where the cell's neighbour changes, i.e. a vertex shared by >= 3 cells,
+    or a boundary meets an interior face) or a boundary face (where the
+    boundary tag or the cell along the boundary changes). The other polygon
+    vertices are the hanging fine vertices that :class:`Coarsening` keeps
+    along each coarse face; dropping them makes each face one polygon edge
+    from ``face_vertices[0]`` to ``face_vertices[1]``, so uxarray derives
+    exactly the stored edges. On family meshes every vertex is a corner.
+
+    A face whose two ends coincide (a closed loop) or whose end pair is shared
+    with another face would collapse; the cells along such faces keep all
+    their vertices (then uxarray derives more edges than the file states).
+
+    Returns
+    -------
+    nodes : ndarray, shape (n_node,)
+        Mesh vertices used as UGRID nodes, ascending.
+    polygons : ndarray, shape (n_cells, n_max_face_nodes)
+        Corners of each cell in node numbering, counter-clockwise, -1 padded.
+    """
+    cv = mesh.cell_vertices.cpu().numpy()
+    ends = np.concatenate([mesh.face_vertices.cpu().numpy(),
+                           mesh.boundary_face_vertices.cpu().numpy()], 1)
+    corner = np.zeros(mesh.n_vertices, bool)
+    corner[ends.ravel()] = True
+    pairs = np.sort(ends, 0)
+    _, inverse, counts = np.unique(pairs, axis=1, return_inverse=True, return_counts=True)
+    bad = (pairs[0] == pairs[1]) | (counts[inverse.reshape(-1)] > 1)
+    if bad.any():
+        cells = np.r_[mesh.face_cells.cpu().numpy().reshape(2, -1)[:, bad[:mesh.n_faces]].ravel(),
+                      mesh.boundary_face_cell.cpu().numpy()[bad[mesh.n_faces:]]]
+        keep = cv[cells]
+        corner[keep[keep >= 0]] = True
+    while True:   # a cell with fewer than 3 corners keeps all its vertices
+        n_corner = (np.where(cv >= 0, corner[np.maximum(cv, 0)], False)).sum(1)
+        few = n_corner < np.minimum(3, (cv >= 0).sum(1))
+        if not few.any():
+            break
+        keep = cv[few]
+        corner[keep[keep >= 0]] = True
+    is_corner = np.where(cv >= 0, corner[np.maximum(cv, 0)], False)
+    order = np.argsort(~is_corner, axis=1, kind="stable")    # corners first, in polygon order
+    packed = np.take_along_axis(np.where(is_corner, cv, -1), order, axis=1)
+    packed = packed[:, : max(int(is_corner.sum(1).max()), 1)]
+    nodes = np.nonzero(corner)[0]
+    renumber = np.full(mesh.n_vertices, -1)
+    renumber[nodes] = np.arange(len(nodes))
+    return nodes, np.where(packed >= 0, renumber[np.maximum(packed, 0)], -1)
+
+
 # -------------------------------------------------------------------- VTU
 def write_vtu(mesh: Mesh, fields: Fields | None, path: str | os.PathLike,
-              compression: str | None = "zlib") -> None:
+              compression: str | None = "zlib", overwrite: bool = False,
+              exact: bool = True) -> None:
     """Write cell fields on ``mesh`` as VTU cell data (ParaView), atomically.
 
     Cells are grouped into meshio blocks by polygon size (``triangle``,
@@ -135,6 +191,15 @@ def write_vtu(mesh: Mesh, fields: Fields | None, path: str | os.PathLike,
     polygon is unwrapped from its first vertex (wrapped vertices duplicated),
     so the cells tile the rectangle without overlap.
 
+    The polygons are the cells' full outlines (for coarse meshes with the fine
+    vertices along coarse faces, so agglomerated, non-convex cells draw as they
+    are). With ``exact`` (default) every mesh array is also stored as VTK
+    ``FieldData`` (``meshclosure_mesh_<field>``, ignored by ParaView's
+    rendering), so :func:`read_mesh` gives back the mesh bit for bit;
+    :func:`~meshclosure.mesh.from_meshio` instead rebuilds a mesh from the
+    polygons, which for agglomerated coarse cells has one face per fine edge
+    and fails ``validate()`` where a cell is not convex.
+
     Parameters
     ----------
     mesh : Mesh
@@ -143,9 +208,15 @@ def write_vtu(mesh: Mesh, fields: Fields | None, path: str | os.PathLike,
     path : path-like
         Destination ``.vtu``; its folder must exist.
     compression : {"zlib", "lzma", None}
+    overwrite : bool
+        Replace an existing ``path`` (default: refuse it).
+    exact : bool
+        Store the exact mesh arrays as field data (default).
 
     Raises
     ------
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False (the file is left untouched).
     ValueError
         A field with the wrong shape, a reserved name, or NaN/Inf (nothing written).
     FileNotFoundError, PermissionError
@@ -153,6 +224,7 @@ def write_vtu(mesh: Mesh, fields: Fields | None, path: str | os.PathLike,
     """
     import meshio
 
+    _refuse(path, overwrite, name="path")
     data = _check_fields(mesh, fields, reserved=("cell_index",))
     points, cells = _unwrapped_polygons(mesh)
     sizes = (cells >= 0).sum(1)
@@ -169,6 +241,65 @@ def write_vtu(mesh: Mesh, fields: Fields | None, path: str | os.PathLike,
     out = meshio.Mesh(points, blocks, cell_data=cell_data)
     with _atomic(path, ".vtu") as tmp:
         meshio.write(tmp, out, file_format="vtu", binary=True, compression=compression)
+        if exact:
+            _add_vtu_field_data(tmp, _exact_arrays(mesh), compression)
+
+
+_VTU_PREFIX = "meshclosure_mesh_"
+_VTU_TYPES = {np.dtype(np.float64): "Float64", np.dtype(np.int64): "Int64",
+              np.dtype(np.uint8): "UInt8"}
+
+
+def _exact_arrays(mesh: Mesh) -> dict[str, np.ndarray]:
+    """The exact mesh arrays, flattened, with one JSON byte array of shapes and attributes."""
+    ds = exact_mesh_variables(mesh)
+    arrays = {name: np.ascontiguousarray(ds[name].values) for name in ds.data_vars}
+    meta = {"attrs": {k: _attr(v) for k, v in ds.attrs.items()},
+            "shapes": {name: list(a.shape) for name, a in arrays.items()}}
+    out = {_VTU_PREFIX + name[len("mesh_"):]: a.reshape(-1) for name, a in arrays.items()}
+    out[_VTU_PREFIX + "json"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    return out
+
+
+def _add_vtu_field_data(path: str, arrays: Mapping[str, np.ndarray],
+                        compression: str | None) -> None:
+    """Insert ``<FieldData>`` with ``arrays`` into the VTU file meshio wrote at ``path``,
+    encoded as meshio/VTK binary (UInt32 headers, one block, compressed as the file)."""
+    import base64
+    import lzma
+    import zlib
+
+    blocks = []
+    for name, a in arrays.items():
+        raw = np.ascontiguousarray(a, a.dtype.newbyteorder("=")).tobytes()
+        if compression:
+            packed = {"zlib": zlib, "lzma": lzma}[compression].compress(raw)
+            header = np.array([1, len(raw), len(raw), len(packed)], np.uint32)
+            text = base64.b64encode(header.tobytes()).decode() + base64.b64encode(packed).decode()
+        else:
+            text = base64.b64encode(np.array(len(raw), np.uint32).tobytes() + raw).decode()
+        blocks.append(f'<DataArray type="{_VTU_TYPES[a.dtype]}" Name="{name}" '
+                      f'NumberOfTuples="{a.size}" format="binary">\n{text}\n</DataArray>\n')
+    xml = Path(path).read_bytes()
+    tag = b"<UnstructuredGrid>"
+    at = xml.index(tag) + len(tag)
+    Path(path).write_bytes(xml[:at] + b"\n<FieldData>\n" + "".join(blocks).encode()
+                           + b"</FieldData>" + xml[at:])
+
+
+def _exact_from_vtu(m) -> Mesh | None:
+    """The exact mesh stored by :func:`write_vtu` in a meshio mesh's field data, or None."""
+    import xarray as xr
+
+    key = _VTU_PREFIX + "json"
+    if key not in m.field_data:
+        return None
+    meta = json.loads(np.asarray(m.field_data[key], np.uint8).tobytes().decode())
+    ds = xr.Dataset(attrs=meta["attrs"])
+    for name, shape in meta["shapes"].items():
+        a = np.asarray(m.field_data[_VTU_PREFIX + name[len("mesh_"):]]).reshape(shape)
+        ds[name] = (tuple(f"{name}_{k}" for k in range(len(shape))), a)
+    return mesh_from_exact_variables(ds)
 
 
 def read_vtu(path: str | os.PathLike) -> tuple[Any, dict[str, np.ndarray]]:
@@ -258,14 +389,18 @@ def from_healpix_map(mesh: Mesh, m: Any, nest: bool = True) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(a.T))
 
 
-def write_healpix_map(mesh: Mesh, values: Any, path: str | os.PathLike) -> None:
+def write_healpix_map(mesh: Mesh, values: Any, path: str | os.PathLike,
+                      overwrite: bool = False) -> None:
     """Write cell values as a NESTED healpy FITS map (``healpy.write_map``), atomically.
 
     ``values`` of shape ``(n_cells,)`` or ``(n_cells, k)`` must be finite (use
-    ``healpy.UNSEEN`` for masked pixels); their dtype is kept.
+    ``healpy.UNSEEN`` for masked pixels); their dtype is kept. An existing
+    ``path`` is refused (:class:`~meshclosure.errors.OutputExistsError`, file
+    untouched) unless ``overwrite``.
     """
     import healpy
 
+    _refuse(path, overwrite, name="path")
     m = to_healpix_map(mesh, values)
     with _atomic(path, ".fits") as tmp:
         healpy.write_map(tmp, m, nest=True, overwrite=True, dtype=m.dtype)
@@ -310,20 +445,82 @@ def _attr(value: Any) -> Any:
     return value if isinstance(value, (int, float, str, np.number)) else str(value)
 
 
-def to_ugrid_dataset(mesh: Mesh, fields: Fields | None = None):
+def _area_notes(mesh: Mesh, polygons: np.ndarray, nodes: np.ndarray) -> dict:
+    """Attributes of ``face_areas``: which areas are exact, and how the areas of the written
+    polygons (what uxarray recomputes) differ from them."""
+    from .mesh._build import _Geometry
+
+    g = mesh.double().to("cpu")
+    info = g.info
+    if "coarsened_from" in info or info.get("family") == "coarsened":
+        method = ("exact: each is the sum of the exact areas of the fine cells of the coarse "
+                  "cell (meshclosure.mesh.Coarsening)")
+    elif info.get("family") == "healpix":
+        method = "exact: HEALPix equal pixel areas 4 pi R^2 / (12 nside^2)"
+    elif g.is_sphere:
+        method = "exact: spherical polygons with great-circle edges (Van Oosterom & Strackee 1983)"
+    else:
+        method = "exact: planar polygons (shoelace)"
+    geo = _Geometry(g.radius, g.period)
+    area, _ = geo.polygon_area_centroid(g.vertex_pos.numpy()[nodes], polygons)
+    exact = g.cell_volume.numpy()
+    rel = np.abs(np.abs(area) - exact) / exact
+    total = abs(np.abs(area).sum() / exact.sum() - 1)
+    edges = "great-circle" if g.is_sphere else "straight"
+    notes = {
+        "area_method": method,
+        "polygon_area_max_rel_diff": float(rel.max()),
+        "polygon_area_total_rel_diff": float(total),
+        "polygon_area_note": (
+            f"areas of the polygons in face_node_connectivity with {edges} edges between "
+            f"their nodes differ from face_areas by at most {rel.max():.3g} per cell (relative) "
+            f"and {total:.3g} in total"
+            + ("; the nodes are the cells' corners only, so for coarse cells whose faces are "
+               "chains of fine edges that do not lie on one great circle or line (HEALPix, "
+               "agglomerated cells) the polygon is only an approximation of the cell"
+               if "coarsened_from" in info or info.get("family") == "coarsened" else "")
+            + ("; HEALPix pixel edges are not great circles" if info.get("family") == "healpix"
+               or info.get("fine_family") == "healpix" else "")),
+    }
+    if g.is_sphere:
+        notes["uxarray_note"] = (
+            "uxarray Grid.compute_face_areas() recomputes areas of these great-circle polygons "
+            "on the unit sphere: multiply by radius**2 to compare with face_areas; with "
+            "quadrature_rule='gaussian', order=10 they equal the polygon areas above to "
+            "rounding, with the default (triangular, order 4) to about 1e-6 on small cells "
+            "and 1e-5 on cells of the size of an icosahedron face; Grid.face_areas is "
+            "face_areas as stored")
+    else:
+        notes["uxarray_note"] = (
+            "planar mesh: uxarray computes areas on the unit sphere only, so "
+            "Grid.compute_face_areas() treats x/y as longitude/latitude in degrees and is not a "
+            "planar area; use face_areas (uxarray's Grid.face_areas reads it)"
+            + ("; cells across the periodic seam keep their wrapped connectivity" if
+               g.period is not None else ""))
+    return notes
+
+
+def to_ugrid_dataset(mesh: Mesh, fields: Fields | None = None, exact: bool = False):
     """The mesh and cell fields as a UGRID-1.0 ``xarray.Dataset`` that uxarray opens.
 
-    Nodes are our vertices, edges our interior faces then our boundary faces,
-    faces our cells. On the sphere node/edge/face coordinates are lon/lat in
-    degrees. On the plane they are ``mesh_node_x``/``mesh_node_y`` (etc.) with
-    ``standard_name = projection_x/y_coordinate``: uxarray opens the grid,
-    warns that it is projected, and its own geometry (great-circle areas...)
-    does not apply; connectivity, fields and ``face_areas`` are right.
-    Periodic planes keep their wrapped connectivity.
+    Nodes are the cells' corners (:func:`_corner_polygons`: on coarse meshes
+    the fine vertices hanging along coarse faces are left out, so uxarray
+    derives exactly the ``n_edge`` edges stored), edges our interior faces
+    then our boundary faces, faces our cells. On the sphere node/edge/face
+    coordinates are lon/lat in degrees. On the plane they are
+    ``mesh_node_x``/``mesh_node_y`` (etc.) with ``standard_name =
+    projection_x/y_coordinate``: uxarray opens the grid and warns that it is
+    projected; its own geometry (areas on the unit sphere...) does not apply
+    there, connectivity, fields and ``face_areas`` are right. Periodic planes
+    keep their wrapped connectivity.
 
-    uxarray takes ``face_areas`` from the file as ``Grid.face_areas`` (in our
-    length units squared, so ``R² ×`` its unit-sphere areas when ``radius`` is
-    not 1); ``Grid.compute_face_areas()`` recomputes its own.
+    ``face_areas`` are exact (attribute ``area_method``); the attributes
+    ``polygon_area_max_rel_diff`` / ``polygon_area_total_rel_diff`` /
+    ``polygon_area_note`` say how far the areas of the written polygons (what
+    ``uxarray.Grid.compute_face_areas()`` recomputes, on the unit sphere: times
+    ``radius**2``) are from them: to rounding on icosahedral and Cartesian
+    meshes, a few per cent per cell on HEALPix (pixel edges are not great
+    circles), more on agglomerated coarse cells (their faces zigzag).
 
     Parameters
     ----------
@@ -331,6 +528,9 @@ def to_ugrid_dataset(mesh: Mesh, fields: Fields | None = None):
         A 2-D surface mesh (plane or sphere).
     fields : dict of str -> array, shape (n_cells,) or (time, n_cells), optional
         Data variables on ``("n_face",)`` or ``("time", "n_face")``.
+    exact : bool
+        Also store every mesh array (:func:`exact_mesh_variables`), so
+        :func:`read_mesh` gives back the mesh bit for bit.
 
     Returns
     -------
@@ -351,48 +551,59 @@ def to_ugrid_dataset(mesh: Mesh, fields: Fields | None = None):
     data = _check_fields(mesh, fields, time_first=True, reserved=_UGRID_RESERVED)
     g = mesh.double().to("cpu")
     n = lambda t: t.numpy()  # noqa: E731
+    nodes, polygons = _corner_polygons(g)
     nb = g.n_boundary_faces
-    edge_nodes = np.concatenate([n(g.face_vertices), n(g.boundary_face_vertices)], 1).T
+    edge_nodes = np.searchsorted(nodes, np.concatenate([n(g.face_vertices),
+                                                        n(g.boundary_face_vertices)], 1).T)
     edge_faces = np.concatenate([n(g.face_cells), np.stack([n(g.boundary_face_cell),
                                                             np.full(nb, -1)])], 1).T
     conn = {"_FillValue": -1, "start_index": 0}
     ds = xr.Dataset(attrs={"Conventions": "UGRID-1.0", "meshclosure_info": json.dumps(
         {k: _attr(v) for k, v in g.info.items()}), "n_interior_edge": g.n_faces})
-    ds["face_node_connectivity"] = (("n_face", "n_max_face_nodes"), n(g.cell_vertices).astype(
-        np.int64), {**conn, "cf_role": "face_node_connectivity"})
+    ds["face_node_connectivity"] = (("n_face", "n_max_face_nodes"), polygons.astype(np.int64),
+                                    {**conn, "cf_role": "face_node_connectivity"})
     ds["edge_node_connectivity"] = (("n_edge", "two"), edge_nodes.astype(np.int64),
                                     {**conn, "cf_role": "edge_node_connectivity"})
     ds["edge_face_connectivity"] = (("n_edge", "two"), edge_faces.astype(np.int64),
                                     {**conn, "cf_role": "edge_face_connectivity"})
+    vertex = n(g.vertex_pos)[nodes]
     if g.is_sphere:
         ds.attrs["radius"] = float(g.radius)
         names = ("lon", "lat")
-        coords = {"node": _lonlat(n(g.vertex_pos)), "face": _lonlat(n(g.cell_center)),
+        coords = {"node": _lonlat(vertex), "face": _lonlat(n(g.cell_center)),
                   "edge": _lonlat(np.concatenate([n(g.face_center), n(g.boundary_face_center)]))}
     else:
         names = ("x", "y")  # not edge_x/face_x: uxarray reserves those for 3-D Cartesian
-        c = {"node": n(g.vertex_pos), "face": n(g.cell_center),
+        c = {"node": vertex, "face": n(g.cell_center),
              "edge": np.concatenate([n(g.face_center), n(g.boundary_face_center)])}
         coords = {k: (v[:, 0], v[:, 1]) for k, v in c.items()}
         if g.period is not None:
-            ds.attrs["period"] = np.asarray(g.period, dtype=np.float64)
+            ds.attrs["period"] = np.asarray([p or 0.0 for p in g.period], dtype=np.float64)
     for where, (a, b) in coords.items():
         for name, values in zip(names, (a, b)):
             if g.is_sphere:
                 var = f"{where}_{name}"
-                attrs = {"units": "degrees_east" if name == "lon" else "degrees_north"}
+                attrs = {"units": "degrees_east" if name == "lon" else "degrees_north",
+                         "standard_name": "longitude" if name == "lon" else "latitude"}
             else:
                 var = f"mesh_{where}_{name}"
-                attrs = {"standard_name": f"projection_{name}_coordinate"}
+                attrs = {"standard_name": f"projection_{name}_coordinate", "units": "1",
+                         "long_name": f"{name} in the mesh's length unit"}
             ds[var] = ((f"n_{where}",), values, attrs)
     edge_tag = np.r_[np.full(g.n_faces, -1), n(g.boundary_face_tag)]
-    ds["face_areas"] = (("n_face",), n(g.cell_volume), {"long_name": "cell area (exact)"})
-    ds["edge_length"] = (("n_edge",), np.r_[n(g.face_area), n(g.boundary_face_area)])
+    ds["face_areas"] = (("n_face",), n(g.cell_volume), {
+        "long_name": "cell area (exact)", "standard_name": "cell_area", "units": "1",
+        "comment": "in the mesh's length unit squared (meshclosure meshes are non-dimensional; "
+                   "on the sphere the unit is radius / R)", **_area_notes(g, polygons, nodes)})
+    ds["edge_length"] = (("n_edge",), np.r_[n(g.face_area), n(g.boundary_face_area)],
+                         {"long_name": "face length (great-circle arc on the sphere)"})
     ds["edge_normal"] = (("n_edge", "n_coord"), np.concatenate(
         [n(g.face_normal), n(g.boundary_face_normal)]),
         {"long_name": "unit normal from edge_face_connectivity[:, 0] to [:, 1] (outward on "
-                      "boundary edges), Cartesian"})
-    ds["edge_cell_distance"] = (("n_edge",), np.r_[n(g.cell_distance), np.zeros(nb)])
+                      "boundary edges), Cartesian", "units": "1"})
+    ds["edge_cell_distance"] = (("n_edge",), np.r_[n(g.cell_distance), np.zeros(nb)],
+                                {"long_name": "distance between the centres of the two cells "
+                                              "(0 on boundary edges)"})
     ds["edge_boundary_tag"] = (("n_edge",), edge_tag, {
         "flag_values": np.arange(-1, len(g.boundary_tag_names)),
         "flag_meanings": " ".join(("interior",) + tuple(g.boundary_tag_names))})
@@ -408,6 +619,10 @@ def to_ugrid_dataset(mesh: Mesh, fields: Fields | None = None):
         "edge_node_connectivity": "edge_node_connectivity",
         "edge_face_connectivity": "edge_face_connectivity",
         "face_dimension": "n_face", "edge_dimension": "n_edge", "node_dimension": "n_node"})
+    if exact:
+        extra = exact_mesh_variables(g)
+        ds = ds.merge(extra, combine_attrs="override")
+        ds.attrs.update(extra.attrs)
     return ds
 
 
@@ -419,9 +634,26 @@ _UGRID_RESERVED = (
 """Variable names the UGRID writer creates itself; fields may not use them."""
 
 
-def write_ugrid(mesh: Mesh, fields: Fields | None, path: str | os.PathLike) -> None:
-    """Write :func:`to_ugrid_dataset` to a netCDF-4 file, atomically."""
-    ds = to_ugrid_dataset(mesh, fields)
+def write_ugrid(mesh: Mesh, fields: Fields | None, path: str | os.PathLike,
+                overwrite: bool = False, exact: bool = True) -> None:
+    """Write :func:`to_ugrid_dataset` to a netCDF-4 file, atomically.
+
+    Parameters
+    ----------
+    mesh, fields
+        As for :func:`to_ugrid_dataset`.
+    path : path-like
+        Destination ``.nc``; its folder must exist.
+    overwrite : bool
+        Replace an existing ``path`` (default: refuse it with
+        :class:`~meshclosure.errors.OutputExistsError`, file untouched).
+    exact : bool
+        Also store the exact mesh arrays (default), so :func:`read_mesh`
+        returns the mesh bit for bit; without them it rebuilds the mesh from
+        the UGRID polygons.
+    """
+    _refuse(path, overwrite, name="path")
+    ds = to_ugrid_dataset(mesh, fields, exact=exact)
     encoding = {name: {"_FillValue": None} for name in ds.data_vars
                 if name not in ("face_node_connectivity", "edge_node_connectivity",
                                 "edge_face_connectivity")}
@@ -554,9 +786,9 @@ def mesh_from_exact_variables(ds) -> Mesh:
             raise MeshError(f"ds has no exact mesh variable {var!r}; it was not written by "
                             "exact_mesh_variables (or was cut). Read the UGRID variables with "
                             "meshclosure.io.read_mesh instead, or rewrite the file.")
-        a = np.asarray(ds[var].values)
+        a = np.array(ds[var].values)   # a writable copy
         dtype = torch.long if name in _INDEX_FIELDS else torch.float64
-        arrays[name] = torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
+        arrays[name] = torch.as_tensor(a, dtype=dtype)
     missing = [a for a in _MESH_ATTRS if a not in ds.attrs]
     if missing:
         raise MeshError(f"ds has the exact mesh variables but not the attributes {missing}; "
@@ -567,3 +799,148 @@ def mesh_from_exact_variables(ds) -> Mesh:
                 radius=json.loads(ds.attrs["mesh_radius"]),
                 period=tuple(period) if period is not None else None,
                 info=json.loads(ds.attrs["mesh_info"]))
+
+
+# --------------------------------------------------------- reading meshes
+_NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf")
+
+
+def _open_xarray(path: Path):
+    """``path`` opened lazily with xarray (netCDF or zarr), integers and fill values kept."""
+    import xarray as xr
+
+    zarr = path.is_dir() or path.suffix.lower() == ".zarr"
+    engine = "zarr" if zarr else "netcdf4"
+    try:
+        return xr.open_dataset(path, engine=engine, mask_and_scale=False, chunks=None)
+    except Exception as err:  # netCDF4/HDF5/zarr raise OSError, RuntimeError, ValueError...
+        kind = "zarr store" if zarr else "netCDF file"
+        raise MeshError(f"{kind} {str(path)!r} cannot be read ({type(err).__name__}: {err}); it "
+                        f"is truncated or not a {kind}. Rewrite it.") from err
+
+
+def read_mesh(path: str | os.PathLike) -> Mesh:
+    """The mesh in any file meshclosure writes, or in any mesh file meshio reads.
+
+    * ``.vtu`` from :func:`write_vtu`: the exact mesh stored in its field
+      data (bit for bit); other VTU files through
+      :func:`~meshclosure.mesh.from_meshio`;
+    * netCDF (``.nc``) from :func:`write_ugrid` and datasets from
+      :mod:`meshclosure.data` (``.nc`` or ``.zarr``): the exact ``mesh_*``
+      arrays when present (bit for bit, float64), else the UGRID topology
+      (:func:`mesh_from_ugrid`); only the mesh variables are read;
+    * anything else meshio reads (``.msh``, ``.vtk``, ...): ``from_meshio``.
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    Mesh
+
+    Raises
+    ------
+    MeshError
+        Missing or unreadable file, a netCDF/zarr file with neither exact
+        mesh arrays nor a UGRID mesh topology, or an invalid mesh.
+
+    Examples
+    --------
+    >>> import tempfile, os, torch
+    >>> from meshclosure.mesh import Coarsening, icosahedral
+    >>> coarse = Coarsening.native(icosahedral(2), 2).coarse
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     write_ugrid(coarse, None, os.path.join(tmp, "c.nc"))
+    ...     back = read_mesh(os.path.join(tmp, "c.nc"))
+    >>> bool((back.face_area == coarse.face_area).all()), back.n_faces
+    (True, 120)
+    >>> read_mesh("no/such/mesh.nc")
+    Traceback (most recent call last):
+    ...
+    meshclosure.mesh._mesh.MeshError: path='no/such/mesh.nc' does not exist; check the path ...
+    """
+    from .mesh.meshio_adapter import from_meshio, read_meshio
+
+    path = Path(path)
+    if not path.exists():
+        raise MeshError(f"path={str(path)!r} does not exist; check the path (a mesh file, a "
+                        "UGRID .nc file or a dataset .nc/.zarr).")
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix == ".zarr" or suffix in _NETCDF_SUFFIXES:
+        with _open_xarray(path) as ds:
+            if _has_exact_mesh(ds):
+                return mesh_from_exact_variables(ds)
+            return mesh_from_ugrid(ds, source=str(path))
+    if suffix == ".vtu":
+        m = read_meshio(path)
+        exact = _exact_from_vtu(m)
+        return exact if exact is not None else from_meshio(m, info={"source": str(path)})
+    return from_meshio(path)
+
+
+def mesh_from_ugrid(ds, source: str = "dataset") -> Mesh:
+    """Rebuild a :class:`~meshclosure.mesh.Mesh` from the UGRID-1.0 topology in ``ds``.
+
+    The polygons of ``face_node_connectivity`` become cells (great-circle
+    edges on the sphere, where the node coordinates are lon/lat in degrees,
+    straight on the plane; ``period`` from the global attribute of
+    :func:`write_ugrid`). In files meshclosure wrote (attribute
+    ``meshclosure_info``) the exact ``face_areas`` are kept as cell volumes
+    and ``radius`` is the sphere radius; otherwise the unit sphere. Coarse
+    cells whose faces are chains of fine edges come back with straight or
+    great-circle faces between their corners: read the exact ``mesh_*``
+    arrays instead (:func:`read_mesh` does when present).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+    source : str
+        Named in error messages and stored as ``info["source"]``.
+
+    Raises
+    ------
+    MeshError
+        No variable with ``cf_role = "mesh_topology"``, or the polygons do not
+        make a valid mesh.
+    """
+    from .mesh import from_polygons
+
+    topo = [name for name, v in ds.variables.items()
+            if v.attrs.get("cf_role") == "mesh_topology"]
+    if not topo:
+        raise MeshError(f"{source!r} has neither meshclosure's exact mesh arrays (mesh_cell_volume, "
+                        "...) nor a UGRID mesh (a variable with cf_role = 'mesh_topology'); it is "
+                        "not a mesh file. Write meshes with meshclosure.io.write_ugrid or "
+                        "write_vtu.")
+    t = ds[topo[0]].attrs
+    conn = ds[t["face_node_connectivity"]]
+    cells = np.asarray(conn.values).astype(np.int64)
+    if cells.ndim != 2:
+        raise MeshError(f"{source!r}: face_node_connectivity must be 2-D; got shape {cells.shape}.")
+    start = int(conn.attrs.get("start_index", 0))
+    fill = conn.attrs.get("_FillValue", conn.encoding.get("_FillValue", -1))
+    cells = np.where((cells == fill) | (cells < start), -1, cells - start)
+    x_name, y_name = str(t["node_coordinates"]).split()[:2]
+    x, y = (np.asarray(ds[n].values, np.float64) for n in (x_name, y_name))
+    ours = "meshclosure_info" in ds.attrs
+    info = {"family": "ugrid", "source": source}
+    if ours:
+        info = {**json.loads(ds.attrs["meshclosure_info"]), "source": source}
+    units = str(ds[x_name].attrs.get("units", ""))
+    spherical = units.startswith("degree") or ds[x_name].attrs.get("standard_name") == "longitude"
+    kwargs = {}
+    if ours and "face_areas" in ds.variables:
+        kwargs["cell_volume"] = np.asarray(ds["face_areas"].values, np.float64)
+    if spherical:
+        radius = float(ds.attrs.get("radius", 1.0)) if ours else 1.0
+        lon, lat = np.radians(x), np.radians(y)
+        xyz = radius * np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon),
+                                 np.sin(lat)], 1)
+        return from_polygons(xyz, cells, radius=radius, info=info, **kwargs)
+    period = ds.attrs.get("period")
+    if period is not None:
+        period = tuple(float(p) for p in np.atleast_1d(period))
+        if not any(period):
+            period = None
+    return from_polygons(np.stack([x, y], 1), cells, period=period, info=info, **kwargs)

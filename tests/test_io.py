@@ -89,13 +89,29 @@ def test_vtu_column_is_lines_along_x(tmp_path):
     np.testing.assert_allclose(back["q"], [0.2, 0.6, 1.0, 1.4, 1.8], rtol=1e-15)
 
 
-def _write(kind, mesh, fields, path):
+def _write(kind, mesh, fields, path, overwrite=False):
     if kind == "vtu":
-        io.write_vtu(mesh, fields, path)
+        io.write_vtu(mesh, fields, path, overwrite=overwrite)
     elif kind == "ugrid":
-        io.write_ugrid(mesh, fields, path)
+        io.write_ugrid(mesh, fields, path, overwrite=overwrite)
     else:
-        io.write_healpix_map(mesh, fields["q"], path)
+        io.write_healpix_map(mesh, fields["q"], path, overwrite=overwrite)
+
+
+@pytest.mark.parametrize("kind", ["vtu", "ugrid", "fits"])
+def test_existing_file_refused_unless_overwrite(tmp_path, kind):
+    from meshclosure.errors import MeshclosureError, OutputExistsError
+
+    mesh = healpix(1)
+    path = tmp_path / f"out.{kind}"
+    _write(kind, mesh, {"q": torch.arange(12.0)}, path)
+    before = path.read_bytes()
+    with pytest.raises(OutputExistsError, match=r"path=.*out\.\w+.*exists.*overwrite=True"):
+        _write(kind, mesh, {"q": torch.ones(12)}, path)
+    assert path.read_bytes() == before and _files(tmp_path) == [path.name]
+    assert issubclass(OutputExistsError, (MeshclosureError, FileExistsError))
+    _write(kind, mesh, {"q": torch.ones(12)}, path, overwrite=True)
+    assert path.read_bytes() != before and _files(tmp_path) == [path.name]
 
 
 @pytest.mark.parametrize("kind", ["vtu", "ugrid", "fits"])
@@ -113,7 +129,7 @@ def test_failed_write_leaves_file_untouched(tmp_path, kind, bad):
         q = torch.zeros(11)
         match = "n_cells=12"
     with pytest.raises(ValueError, match=match):
-        _write(kind, mesh, {"q": q}, path)
+        _write(kind, mesh, {"q": q}, path, overwrite=True)
     assert path.read_bytes() == before
     assert _files(tmp_path) == [path.name]
 
@@ -132,7 +148,7 @@ def test_write_error_midway_removes_temp(tmp_path, monkeypatch):
 
     monkeypatch.setattr(meshio, "write", broken)
     with pytest.raises(OSError, match="disk full"):
-        io.write_vtu(healpix(1), {"q": torch.zeros(12)}, path)
+        io.write_vtu(healpix(1), {"q": torch.zeros(12)}, path, overwrite=True)
     assert path.read_bytes() == before and _files(tmp_path) == ["m.vtu"]
 
 

@@ -10,14 +10,15 @@ from pathlib import Path
 from .cartesian import cartesian
 from .healpix import healpix
 from .icosahedral import icosahedral
-from .meshio_adapter import from_meshio
 
 __all__ = ["parse_mesh_spec"]
 
 
 def parse_mesh_spec(spec: str):
     """Build a mesh from ``cartesian:NXxNY``, ``healpix:NSIDE``, ``icosahedral:LEVEL``,
-    ``icosahedral-dual:LEVEL`` or a mesh file path (read with ``from_meshio``).
+    ``icosahedral-dual:LEVEL`` or the path of a mesh file: any file
+    :func:`meshclosure.io.read_mesh` reads (``.vtu`` and UGRID ``.nc`` written
+    by meshclosure, datasets ``.nc``/``.zarr``, and every format meshio reads).
 
     >>> parse_mesh_spec("healpix:4").n_cells
     192
@@ -40,8 +41,11 @@ def parse_mesh_spec(spec: str):
             raise ValueError(f"mesh spec {spec!r}: {arg!r} is not an integer size; write e.g. "
                              "healpix:16 or cartesian:64x32.") from err
         raise
-    if Path(spec).is_file():
-        return from_meshio(spec)
+    if Path(spec).exists():
+        from ..io import read_mesh   # late: io imports mesh
+
+        return read_mesh(spec)
     raise ValueError(f"mesh spec {spec!r} is not a known family or an existing file; use "
                      "cartesian:NXxNY, healpix:NSIDE, icosahedral:LEVEL, icosahedral-dual:LEVEL "
-                     "or the path of a mesh file meshio reads.")
+                     "or the path of a mesh file (.vtu, UGRID or dataset .nc/.zarr, or any format "
+                     "meshio reads).")
