@@ -4,17 +4,118 @@ Subcommands: ``demo`` (the end-to-end job on a small default), ``mesh``
 (build or read a mesh, validate it, export it) and ``generate`` (a subgrid
 dataset from a truth scenario). ``train``, ``calibrate``, ``validate`` and
 ``compare`` join as their parts land.
+
+Conventions every subcommand follows
+------------------------------------
+* Global options ``--quiet``/``-q``, ``--verbose``/``-v`` go before or after
+  the subcommand (``meshclosure -q generate ...`` = ``meshclosure generate
+  ... -q``); ``--version`` goes before it. Results (the mesh summary, the
+  demo's table) go to stdout; messages go through :mod:`logging` (loggers
+  ``meshclosure.<module>``) to stderr: INFO by default, WARNING with
+  ``--quiet`` (which also turns progress bars off), DEBUG with ``--verbose``
+  (see :mod:`meshclosure._logging`). Progress bars only show on a terminal.
+* Every argument is checked before any work: outputs (folder, suffix, an
+  existing file) before a mesh is built or a sample is run.
+* Errors are one line, ``meshclosure CMD: error: ...``, naming the flag
+  (``--samples 2: must be an integer >= 3; ...``), never the Python
+  parameter (``n_samples``, ``overwrite=True``); ``--verbose`` adds the
+  traceback. :func:`cli_spelling` is the one translation table.
+* Exit status: 0 success; 1 ``meshclosure mesh`` read or built a mesh that
+  is invalid; 2 an error (bad argument, refused output, failed run); 130
+  interrupted (Ctrl-C).
+
+Examples
+--------
+>>> main(["generate", "--samples", "2", "--out", "/tmp/never_written.nc"])
+2
 """
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import sys
+import traceback
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
 
+from . import __version__
+from .errors import ArgumentError, MeshclosureError
 from .mesh.spec import parse_mesh_spec
 
-__all__ = ["main", "parse_mesh_spec"]
+__all__ = ["main", "build_parser", "parse_mesh_spec", "cli_spelling", "GENERATE_FLAGS",
+           "MESH_FLAGS"]
+
+log = logging.getLogger("meshclosure.cli")
+
+#: Python parameters of :func:`~meshclosure.data.generate` and
+#: :func:`~meshclosure.data.get_scenario` -> the ``meshclosure generate`` flags.
+GENERATE_FLAGS = {
+    "name": "--scenario", "scenario": "--scenario", "mesh": "--mesh", "factor": "--factor",
+    "seed": "--seed", "n_samples": "--samples", "every": "--every", "ood_samples": "--ood",
+    "gap": "--gap", "format": "--format", "out": "--out", "overwrite": "--overwrite",
+    "resume": "--no-resume", "progress": "--no-progress",
+    "allow_unconverged": "--allow-unconverged",
+}
+
+#: Parameters of ``generate`` that no flag sets (an error about one says so).
+_NO_FLAG = {"fractions": "the train/val/test fractions (0.7, 0.15, 0.15)"}
+
+#: Parameters of the mesh writers -> the ``meshclosure mesh`` flags (``path`` per writer).
+MESH_FLAGS = {"spec": "SPEC", "overwrite": "--overwrite"}
+
+#: Python spellings that mean a flag, in messages that are not an ArgumentError.
+_SPELLINGS = (
+    (re.compile(r"\b\w+=(?:True|False) \((--[\w-]+)\)"), r"\1"),   # "x=True (--x)" -> "--x"
+    (re.compile(r"\boverwrite=True\b"), "--overwrite"),
+    (re.compile(r"\bresume=False\b"), "--no-resume"),
+    (re.compile(r"\ballow_unconverged=True\b"), "--allow-unconverged"),
+    (re.compile(r"\bprogress=False\b"), "--no-progress"),
+    (re.compile(r"(?<!\S)(--[\w-]+)="), r"\1 "),                   # "--vtu='x'" -> "--vtu 'x'"
+)
+
+#: Parameter names too common as words to re-spell in free text.
+_NOT_IN_TEXT = {"name", "progress", "resume"}
 
 
+def cli_spelling(text: str, flags: Mapping[str, str] = GENERATE_FLAGS) -> str:
+    """``text`` with Python spellings of arguments replaced by the command-line flags.
+
+    ``overwrite=True`` becomes ``--overwrite``, ``resume=False`` ``--no-resume``;
+    ``name=value`` for a parameter in ``flags`` becomes ``--flag value``, and a
+    parameter with an underscore (``n_samples``) is re-spelled wherever it
+    stands as a word (plain words such as ``every`` only in ``every=``).
+
+    >>> cli_spelling("out='x.nc' exists; pass overwrite=True (--overwrite) to replace it")
+    "--out 'x.nc' exists; pass --overwrite to replace it"
+    >>> cli_spelling("n_samples must be an integer >= 3; got 2. Or pass resume=False.")
+    '--samples must be an integer >= 3; got 2. Or pass --no-resume.'
+    >>> cli_spelling("factor=16 does not coarsen mesh cartesian (256 cells)")
+    '--factor 16 does not coarsen mesh cartesian (256 cells)'
+    """
+    for pattern, repl in _SPELLINGS:
+        text = pattern.sub(repl, text)
+    for name in sorted(flags, key=len, reverse=True):
+        flag = flags[name]
+        if not flag.startswith("-") or name in _NOT_IN_TEXT:
+            continue
+        text = re.sub(rf"(?<![\w.-]){name}=", f"{flag} ", text)
+        if "_" in name:
+            text = re.sub(rf"(?<![\w.-]){name}\b", flag, text)
+    return text
+
+
+def _as_flags(err: BaseException, flags: Mapping[str, str]) -> str:
+    """The message of ``err`` with the flags of the command in place of Python parameters."""
+    if isinstance(err, ArgumentError):
+        if err.argument in _NO_FLAG:
+            return (f"{err} ({err.argument}: {_NO_FLAG[err.argument]}, has no command-line "
+                    "flag; set it by calling meshclosure.data.generate from Python.)")
+        return cli_spelling(str(err.renamed(dict(flags))), flags)
+    return cli_spelling(str(err), flags)
+
+
+# ------------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -22,7 +123,37 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------- mesh
+_VTU_SUFFIXES = (".vtu",)
+
+
+def _check_output(path: str, flag: str, suffixes: Sequence[str], overwrite: bool) -> Path:
+    """``path`` after checking its suffix, its folder and an existing file (nothing written).
+
+    Raises ArgumentError / OutputExistsError / FileNotFoundError naming ``flag``."""
+    from ._files import check_folder, refuse_existing
+
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        kinds = ", ".join(suffixes[:-1]) + (" or " if len(suffixes) > 1 else "") + suffixes[-1]
+        raise ArgumentError(flag, path, f"must end in {kinds} (the suffix picks the file "
+                            "format)", f"write e.g. {flag} {p.with_suffix(suffixes[0]).name}")
+    if p.is_dir():
+        raise ArgumentError(flag, path, "is a folder", f"give a file name such as "
+                            f"{flag} {str(p / ('mesh' + suffixes[0]))}")
+    check_folder(p, name=flag)
+    refuse_existing(p, overwrite, name=flag, flag="--overwrite")
+    return p
+
+
 def _cmd_mesh(args: argparse.Namespace) -> int:
+    from .plot import FORMATS as PLOT_SUFFIXES
+
+    # every output checked (suffix, folder, an existing file) before the mesh is built
+    if args.vtu is not None:
+        _check_output(args.vtu, "--vtu", _VTU_SUFFIXES, args.overwrite)
+    if args.plot is not None:
+        _check_output(args.plot, "--plot", tuple(PLOT_SUFFIXES), args.overwrite)
     mesh = parse_mesh_spec(args.spec)
     problems = mesh.validate(raise_on_error=False)
     print(mesh)
@@ -33,16 +164,27 @@ def _cmd_mesh(args: argparse.Namespace) -> int:
     if args.vtu:
         from .io import write_vtu
 
-        write_vtu(mesh, {}, args.vtu)
-        print(f"  wrote {args.vtu}")
-    if args.png:
+        _flagged(lambda: write_vtu(mesh, {}, args.vtu, overwrite=args.overwrite),
+                 {"path": "--vtu"})
+        log.info("wrote %s", args.vtu)
+    if args.plot:
         from .plot import plot
 
-        plot(mesh, None, path=args.png, title=args.spec)
-        print(f"  wrote {args.png}")
+        _flagged(lambda: plot(mesh, None, path=args.plot, title=args.spec,
+                              overwrite=args.overwrite), {"path": "--plot"})
+        log.info("wrote %s", args.plot)
     return 1 if problems else 0
 
 
+def _flagged(call: Callable, names: Mapping[str, str]):
+    """``call()``, with an ArgumentError's parameter names re-spelled as ``names`` says."""
+    try:
+        return call()
+    except ArgumentError as err:
+        raise err.renamed({**MESH_FLAGS, **names}) from None
+
+
+# --------------------------------------------------------------------- generate
 _GENERATE_EPILOG = """\
 The default (kinematic scenario on its default mesh cartesian:64x64, 24 samples
 plus 4 out-of-distribution ones, coarsening factor 4) runs in about a minute on
@@ -50,13 +192,17 @@ plus 4 out-of-distribution ones, coarsening factor 4) runs in about a minute on
 workstation; use a GPU build of torch where available):
 
   meshclosure generate --scenario kinematic --mesh healpix:64 --factor 4 \\
-      --samples 2000 --every 20 --ood 200 --out kinematic_hp64.nc
+      --samples 2000 --every 20 --ood 200 --out kinematic_hp64.zarr
   meshclosure generate --scenario barotropic --mesh cartesian:256x256 --factor 8 \\
       --samples 1000 --every 50 --ood 100 --out barotropic_256.nc
   meshclosure generate --scenario barotropic --mesh icosahedral:6 --factor 4 \\
       --samples 1000 --every 50 --out barotropic_ico6.nc
   meshclosure generate --scenario convection --factor 1 --samples 2000 --every 20 \\
       --out convection_column.nc
+
+The storage format follows the suffix of --out: a .zarr name writes a zarr
+store (a folder, chunked along time, for datasets larger than memory),
+anything else netCDF-4; --format says it explicitly and must agree.
 
 The barotropic spin-up runs until energy and enstrophy are flat (relative
 drift over the last 300/drag time units below 15 %, see BarotropicScenario);
@@ -69,43 +215,101 @@ N^2 signal throughout.
 
 An interrupted run keeps its checkpoints in OUT.partial/; rerunning the same
 command resumes from the last sample (--no-resume starts afresh). The output
-file appears only when complete, and an existing one is replaced only with
---overwrite.
+appears only when complete, and an existing one is replaced only with
+--overwrite. Every argument is checked before the first sample runs.
 """
+
+#: flag -> (lowest value, what to do instead) for the integer flags that the scenario
+#: constructor checks with a plain ValueError (generate's own are ArgumentErrors).
+_INTEGER_FLAGS = {
+    "factor": (1, "pass a coarsening factor such as --factor 4"),
+    "seed": (0, "pass a seed such as --seed 0"),
+}
+
+
+def _check_generate_flags(args: argparse.Namespace) -> None:
+    """The checks of flags that generate does not see: scenario name, factor, seed."""
+    from .data.scenarios import SCENARIOS
+
+    if args.scenario not in SCENARIOS:
+        raise ArgumentError("--scenario", args.scenario, f"is not a scenario; the scenarios "
+                            f"are {', '.join(sorted(SCENARIOS))}",
+                            "pick one of them (meshclosure generate --help)")
+    for dest, (low, fix) in _INTEGER_FLAGS.items():
+        value = getattr(args, dest)
+        if value < low:
+            raise ArgumentError(f"--{dest}", value, f"must be an integer >= {low}", fix)
+
+
+def _generate_module():
+    """The module ``meshclosure.data.generate`` (the package attribute is the function)."""
+    import importlib
+
+    return importlib.import_module("meshclosure.data.generate")
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .data.generate import SpinUpError, check_output_path, generate
-    from .data.scenarios import SCENARIOS, get_scenario
+    from .data.scenarios import get_scenario
 
-    if args.scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {args.scenario!r}; choose one of "
-                         f"{sorted(SCENARIOS)} (meshclosure generate --help).")
-    out = args.out or f"meshclosure_{args.scenario}.nc"
-    check_output_path(out, args.overwrite)           # before any long computation
+    gen = _generate_module()
+    _check_generate_flags(args)
+    out = args.out or f"meshclosure_{args.scenario}" + (".zarr" if args.format == "zarr"
+                                                        else ".nc")
+    # every check before the first sample (and before the fine mesh is built)
+    checked = gen.check_generate_arguments(
+        n_samples=args.samples, every=args.every, ood_samples=args.ood, gap=args.gap,
+        format=args.format, out=out, overwrite=args.overwrite, resume=not args.no_resume)
     scenario = get_scenario(args.scenario, mesh=args.mesh, factor=args.factor, seed=args.seed)
+    kwargs = dict(n_samples=args.samples, every=args.every, overwrite=args.overwrite,
+                  progress=not (args.no_progress or args.quiet), resume=not args.no_resume,
+                  ood_samples=args.ood, allow_unconverged=args.allow_unconverged,
+                  gap=args.gap, format=checked["format"])
     try:
-        generate(scenario, out, n_samples=args.samples, every=args.every,
-                 overwrite=args.overwrite, progress=not args.no_progress,
-                 resume=not args.no_resume, ood_samples=args.ood, echo=print,
-                 allow_unconverged=args.allow_unconverged, gap=args.gap)
-    except SpinUpError as err:
-        print(f"meshclosure generate: error: {err}", file=sys.stderr)
-        return 2
+        gen.generate(scenario, out, **kwargs)
     except KeyboardInterrupt:
         print(f"meshclosure generate: interrupted; nothing was written to {out}. The finished "
-              f"samples are kept in {out}.partial/: rerun the same command to resume.",
-              file=sys.stderr)
+              f"samples are kept in {out}.partial/: rerun the same command to resume "
+              "(--no-resume starts afresh).", file=sys.stderr)
         return 130
     return 0
 
 
+# ----------------------------------------------------------------------- parser
+def _integer(flag: str) -> Callable[[str], int]:
+    """An argparse ``type`` that reads a whole number and names ``flag`` when it is not one."""
+    def read(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; write e.g. "
+                                             f"{flag} 4") from None
+    read.__name__ = "integer"
+    return read
+
+
+def _global_options() -> argparse.ArgumentParser:
+    """--quiet/--verbose, accepted before and after the subcommand (SUPPRESS: the
+    subcommand's parser does not reset what the main parser read)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings and errors; no progress bars")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="debug messages, and the traceback of an error")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``meshclosure`` command (every subcommand)."""
+    common = _global_options()
     parser = argparse.ArgumentParser(
-        prog="meshclosure",
-        description="Learned, exactly conservative subgrid closures on Earth-system meshes.")
+        prog="meshclosure", parents=[common],
+        description="Learned, exactly conservative subgrid closures on Earth-system meshes.",
+        epilog="--quiet and --verbose may also follow the subcommand. Exit status: 0 done, "
+        "1 the mesh is invalid (meshclosure mesh), 2 an error, 130 interrupted.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the end-to-end demo on a small default",
+    demo = sub.add_parser("demo", parents=[common], help="run the end-to-end demo on a small "
+                          "default",
                           description="Build every mesh family at a small size, validate and "
                           "coarsen it, print one line per mesh, write a PNG and a .vtu per "
                           "mesh into the output folder, then run Williamson test 1 and print "
@@ -113,24 +317,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="meshclosure_output",
                       help="output folder (default: %(default)s)")
     demo.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
-    demo.add_argument("--test1-level", type=int, default=4,
+    demo.add_argument("--test1-level", type=_integer("--test1-level"), default=4,
                       help="icosahedral level of the Williamson test 1 runs (default: %(default)s)")
     demo.set_defaults(func=_cmd_demo)
-    mesh = sub.add_parser("mesh", help="build or read a mesh, validate and export it",
+    mesh = sub.add_parser("mesh", parents=[common],
+                          help="build or read a mesh, validate and export it",
                           description="Build a mesh (cartesian:NXxNY, healpix:NSIDE, "
                           "icosahedral:LEVEL, icosahedral-dual:LEVEL) or read a mesh file, "
                           "print its geometry summary and validation result; exit status 1 if "
-                          "it is invalid.")
+                          "it is invalid. The outputs are checked (suffix, folder, an existing "
+                          "file) before the mesh is built, and written atomically.")
     mesh.add_argument("spec", help="family:size or a mesh file path")
-    mesh.add_argument("--vtu", help="write the mesh to this .vtu file")
-    mesh.add_argument("--png", help="plot the mesh to this PNG file")
+    mesh.add_argument("--vtu", metavar="FILE.vtu", help="write the mesh to this .vtu file")
+    mesh.add_argument("--plot", "--png", dest="plot", metavar="FILE",
+                      help="plot the mesh to this file; .png, .pdf or .svg (the suffix picks "
+                      "the format; --png is the old name of this option)")
+    mesh.add_argument("--overwrite", action="store_true",
+                      help="replace existing output files (default: refuse, leave them as they are)")
     mesh.set_defaults(func=_cmd_mesh)
-    gen = sub.add_parser("generate", help="generate a subgrid dataset (truth run, coarse-graining)",
+    gen = sub.add_parser("generate", parents=[common],
+                         help="generate a subgrid dataset (truth run, coarse-graining)",
                          description="Run a truth scenario on a fine mesh, spin it up, keep a "
                          "sample every EVERY fine steps, coarse-grain it by FACTOR and write the "
                          "coarse state, resolved inputs and subgrid flux/tendency targets, with "
-                         "the coarse mesh, to a netCDF file (train/val/test split by time, plus "
-                         "an out-of-distribution split from a second run).",
+                         "the coarse mesh, to a netCDF file or zarr store (train/val/test split "
+                         "by time, plus an out-of-distribution run).",
                          epilog=_GENERATE_EPILOG,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     gen.add_argument("--scenario", default="kinematic",
@@ -139,40 +350,64 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fine mesh: cartesian:NXxNY, healpix:NSIDE or icosahedral:LEVEL "
                      "(convection: cartesian:NXxNZ, an x-z slice); default: the scenario's "
                      "own small mesh")
-    gen.add_argument("--factor", type=int, default=4,
+    gen.add_argument("--factor", type=_integer("--factor"), default=4,
                      help="coarsening factor in linear resolution (default: %(default)s)")
-    gen.add_argument("--samples", type=int, default=24,
-                     help="time samples of the main run (default: %(default)s)")
-    gen.add_argument("--every", type=int, default=None,
+    gen.add_argument("--samples", type=_integer("--samples"), default=24,
+                     help="time samples of the main run, >= 3 (default: %(default)s)")
+    gen.add_argument("--every", type=_integer("--every"), default=None,
                      help="fine time steps between samples (default: the scenario's "
                      "sample_every: samples about as far apart as the flow decorrelates)")
-    gen.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    gen.add_argument("--ood", type=int, default=4,
+    gen.add_argument("--seed", type=_integer("--seed"), default=0,
+                     help="random seed (default: %(default)s)")
+    gen.add_argument("--ood", type=_integer("--ood"), default=4,
                      help="samples of the out-of-distribution run (default: %(default)s; 0: none)")
-    gen.add_argument("--gap", type=int, default=1,
-                     help="samples set aside between the train, val and test blocks "
-                     "(default: %(default)s)")
+    gen.add_argument("--gap", type=_integer("--gap"), default=None,
+                     help="samples set aside at the start of the val and test blocks "
+                     "(default: 1 when val and test keep 2 samples each with it, else 0)")
     gen.add_argument("--out", default=None,
-                     help="output netCDF file (default: meshclosure_SCENARIO.nc)")
-    gen.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+                     help="output file: .nc (netCDF) or .zarr (zarr store) (default: "
+                     "meshclosure_SCENARIO.nc, or .zarr with --format zarr)")
+    gen.add_argument("--format", choices=("netcdf", "zarr"), default=None,
+                     help="storage format (default: from the suffix of --out; .zarr: zarr)")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing output")
     gen.add_argument("--no-resume", action="store_true",
-                     help="ignore the checkpoints of an interrupted run")
+                     help="ignore the checkpoints of an interrupted run and start afresh")
     gen.add_argument("--no-progress", action="store_true", help="no progress bars")
     gen.add_argument("--allow-unconverged", action="store_true",
                      help="keep samples even if a spin-up that checks for statistical "
                      "equilibrium (barotropic) did not reach it (default: stop with an error)")
-    gen.set_defaults(func=_cmd_generate)
+    gen.set_defaults(func=_cmd_generate, flags=GENERATE_FLAGS)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``meshclosure`` console script."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, OSError) as err:
-        print(f"meshclosure {args.command}: error: {err}", file=sys.stderr)
-        return 2
+# ------------------------------------------------------------------------- main
+def _level(args: argparse.Namespace) -> int:
+    if args.verbose:
+        return logging.DEBUG
+    return logging.WARNING if args.quiet else logging.INFO
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the ``meshclosure`` console script; returns the exit status."""
+    from ._logging import cli_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.quiet, args.verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    if args.quiet and args.verbose:
+        parser.error("--quiet and --verbose contradict each other; pass one of them")
+    flags = getattr(args, "flags", MESH_FLAGS)
+    with cli_logging(args.command, _level(args), spell=lambda t: cli_spelling(t, flags)):
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:
+            print(f"meshclosure {args.command}: interrupted.", file=sys.stderr)
+            return 130
+        except (MeshclosureError, ValueError, OSError) as err:
+            if args.verbose:
+                traceback.print_exc(file=sys.stderr)
+            print(f"meshclosure {args.command}: error: {_as_flags(err, flags)}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":
