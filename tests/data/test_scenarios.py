@@ -235,7 +235,7 @@ def test_ood_changes_the_documented_parameter():
         assert o.config[key] == pytest.approx(factor * s.config[key])
         assert o.config["seed"] == ood_seed(s.config["seed"]) != s.config["seed"]
         changed = {k for k in s.config if s.config[k] != o.config[k]}
-        assert changed <= {key, "seed", "dt", "sample_every"} and key in changed
+        assert changed <= {key, "seed", "dt", "sample_every", "coarse_every"} and key in changed
         assert o.dt <= s.dt                                     # stronger flow, re-derived dt
         assert o.dt * o.config["sample_every"] == pytest.approx(
             s.dt * s.config["sample_every"], rel=0.5)

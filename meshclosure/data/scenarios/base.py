@@ -297,15 +297,61 @@ class Scenario:
         """Extra closure inputs per cell ``{name: (n_cells,)}`` on ``mesh``."""
         return {}
 
+    # ------------------------------------------------------------- coarse hybrid model
+    @property
+    def coarse_every(self) -> int:
+        """Fine steps per coarse step, ``m`` (``config["coarse_every"]``)."""
+        return int(self.params["coarse_every"])
+
+    @property
+    def coarse_dt(self) -> float:
+        """Time step of the coarse model, ``m · dt`` (see :meth:`coarse_model`)."""
+        return self.coarse_every * self.dt
+
+    def random_forcing(self, t: float) -> Dict[str, Tensor]:
+        """The random (realisation-dependent) forcing of each variable at the FINE cells at
+        ``t``, ``{var: (n_fine_cells,)}``; empty when the scenario has none. The coarse
+        model is given ``restrict`` of it (never a re-evaluation at coarse centres)."""
+        return {}
+
+    def coarse_model(self, closure=None, forcing=None):
+        """The coarse hybrid model the subgrid targets are defined for (DESIGN.md §5).
+
+        ``rhs(t, state)`` on :attr:`coarse` with state ``{var: (n_coarse_cells,)}``:
+        exactly the resolved operator ``Φ^res_coarse`` of :func:`subgrid_targets`
+        (same scheme, coefficients, boundary fluxes and coarse transport), the
+        cell-local sources applied to restricted fine fields, and ``closure``'s
+        face fluxes through the same divergence.
+
+        Parameters
+        ----------
+        closure : callable ``(t, state, mesh) -> {var: (n_coarse_faces,)}``, optional
+        forcing : callable ``t -> {var: (n_coarse_cells,)}``, optional
+            The random forcing; default ``restrict(random_forcing(t))`` (the same
+            realisation as the truth run).
+        """
+        raise NotImplementedError(f"the {self.name!r} scenario has no coarse model yet.")
+
+    def _coarse_forcing(self, forcing):
+        """``forcing`` or the restricted fine realisation, as ``t -> {var: coarse field}``."""
+        if forcing is not None:
+            if not callable(forcing):
+                raise TypeError(f"forcing must be a callable t -> {{var: (n_coarse_cells,)}}; "
+                                f"got {type(forcing).__name__}.")
+            return forcing
+        c = self.coarsening
+        return lambda t: {k: c.restrict(v) for k, v in self.random_forcing(t).items()}
+
     def ood(self) -> "Scenario":
         """The out-of-distribution variant: the same configuration with
         :attr:`ood_change` applied (see the class docstring), seed
         :func:`ood_seed` ``(seed)`` (an independent realisation from a separate
         random stream), and ``dt`` and
-        ``sample_every`` re-derived for the stronger flow (the time between
+        ``sample_every`` and ``coarse_every`` re-derived for the stronger flow (the time between
         samples stays the same to within a step). Every other parameter,
         including the mesh-derived ones (ν, κ, bands), keeps its value."""
-        config = {k: v for k, v in self.params.items() if k not in ("dt", "sample_every")}
+        config = {k: v for k, v in self.params.items()
+                  if k not in ("dt", "sample_every", "coarse_every")}
         for key, rule in self.ood_change.items():
             config[key] = rule(self.params[key])
         out = type(self)(mesh=self.config["mesh"], factor=self.factor,
@@ -354,6 +400,13 @@ def _resolution_wavenumber(mesh: Mesh) -> float:
         return math.pi * mesh.radius / spacing
     lx, ly, nx, ny = (mesh.info[k] for k in ("lx", "ly", "nx", "ny"))
     return max(lx, ly) / (2.0 * max(lx / nx, ly / ny))
+
+
+def _coarse_every(coarse: Mesh, dt: float, velocity: float, courant: float = 0.5) -> int:
+    """Fine steps ``m`` per coarse step: the largest ``m`` with ``m dt velocity / Δ_c <= courant``
+    (``Δ_c`` the smallest coarse centre distance, ``velocity`` a bound on the speed of
+    the coarse transport), at least 1."""
+    return max(1, int(math.floor(courant * _dx(coarse) / (max(velocity, 1e-300) * dt) + 1e-9)))
 
 
 def _tracer_target(mesh: Mesh) -> Tensor:

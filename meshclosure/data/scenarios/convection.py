@@ -11,8 +11,8 @@ from torch import Tensor
 from ...mesh import Coarsening
 from ...mesh._mesh import Mesh
 from ...mesh.coarsening import column_parent
-from ...solver import BoussinesqModel
-from .base import Scenario, State, _Augmented, _dx
+from ...solver import BoussinesqModel, TracerModel
+from .base import Scenario, State, _Augmented, _coarse_every, _dx
 
 __all__ = ["ConvectionScenario"]
 
@@ -97,6 +97,7 @@ class ConvectionScenario(Scenario):
         "height": 1.0, "buoyancy_flux": 0.01, "stratification": 1.0, "mixed_layer": 0.25,
         "relax_rate": 0.2, "noise": None, "nu": None, "kappa": None, "scheme": "linear",
         "courant": 0.4, "dt": None, "spinup_time": None, "sample_every": None,
+        "coarse_every": None,
     }
     ood_change = {"buoyancy_flux": lambda v: 2.0 * v}
 
@@ -147,6 +148,8 @@ class ConvectionScenario(Scenario):
         if not (math.isfinite(p["relax_rate"]) and p["relax_rate"] >= 0):
             raise ValueError(f"relax_rate must be a finite rate >= 0 (1/time); got "
                              f"{p['relax_rate']!r}. The default is 0.2.")
+        if p["coarse_every"] is None:     # coarse Courant 0.5 for a 3 w* convective speed
+            p["coarse_every"] = _coarse_every(self.coarse, p["dt"], 3.0 * max(wstar, 1e-12))
         if p["noise"] is None:
             p["noise"] = abs(p["buoyancy_flux"]) / max(wstar, 1e-12)       # b* = B / w*
         if p["spinup_time"] is None:
@@ -248,6 +251,34 @@ class ConvectionScenario(Scenario):
 
     def transport(self, t, state) -> Tensor:
         return self.base.transport(state["zeta"])
+
+    def coarse_transport(self, coarsening, t, state, transport):
+        """``U_c = 0`` on the column: a column model has no resolved vertical transport
+        (the horizontal mean of ``w`` vanishes on every level of the periodic slice, so
+        ``restrict_flux(U)`` is zero up to rounding); on a coarse slice, ``restrict_flux(U)``."""
+        if self._is_column(coarsening.coarse):
+            return torch.zeros(coarsening.coarse.n_faces, dtype=transport.dtype)
+        return coarsening.restrict_flux(transport)
+
+    def _is_column(self, mesh: Mesh) -> bool:
+        return mesh.n_cells == self.fine.info["ny"] // self.factor and mesh.n_cells < \
+            self.fine.n_cells
+
+    def coarse_model(self, closure=None, forcing=None):
+        """The single-column model (see :meth:`Scenario.coarse_model`): buoyancy ``b`` on the
+        column, diffusivity ``κ``, the prescribed wall fluxes (surface heating ``B``, the
+        lid's conduction), relaxation to ``restrict(b_r)``, no resolved transport, and
+        ``closure``'s vertical fluxes (the convective transport it must supply)."""
+        c, p = self.coarsening, self.params
+        if not self._is_column(c.coarse):
+            raise ValueError("coarse_model is the single-column model; this scenario's coarse "
+                             f"mesh {c.coarse!r} is not a column.")
+        zero = torch.zeros(c.coarse.n_faces, dtype=torch.float64)
+        base = TracerModel(c.coarse, zero, scheme=p["scheme"], closure=closure, var="b",
+                           boundary_flux=self._bottom_flux(c.coarse),
+                           relaxation=(p["relax_rate"], c.restrict(self.reference_profile(
+                               self.fine))))
+        return _Augmented(base, c.coarse, {"b": p["kappa"]})
 
     def resolved_fluxes(self, mesh, t, state, transport):
         self._check_state(mesh, state, ("b",))

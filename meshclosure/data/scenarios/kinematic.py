@@ -13,7 +13,8 @@ from ...mesh import Coarsening
 from ...solver import TracerModel
 from ...solver.tracer import SCHEMES
 from ..random_flows import OrnsteinUhlenbeck, band_variances, mode_basis
-from .base import Scenario, State, _Augmented, _dx, _resolution_wavenumber, _tracer_target
+from .base import (Scenario, State, _Augmented, _coarse_every, _dx,
+                   _resolution_wavenumber, _tracer_target)
 
 __all__ = ["KinematicScenario"]
 
@@ -114,7 +115,7 @@ class KinematicScenario(Scenario):
         "large_band": None, "small_band": None, "spectral_slope": -5.0 / 3.0,
         "N_mean": 1.0, "N_amplitude": 0.8, "N0": 1.0, "N_period": 10.0,
         "kappa": None, "relax_rate": 1.0, "scheme": "linear", "courant": 0.4,
-        "dt": None, "spinup_time": 3.0, "sample_every": None,
+        "dt": None, "spinup_time": 3.0, "sample_every": None, "coarse_every": None,
     }
     ood_change = {"N_mean": lambda v: 2.0 * v}
     KUBO = 0.8
@@ -144,6 +145,8 @@ class KinematicScenario(Scenario):
             p["sample_every"] = max(1, int(round(10 * p["tau_small"] / p["dt"])))
         if p["scheme"] not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}; got {p['scheme']!r}.")
+        if p["coarse_every"] is None:     # coarse Courant 0.5 for a 3-sigma large-band speed
+            p["coarse_every"] = _coarse_every(self.coarse, p["dt"], 3.0 * p["u_large"])
         return p
 
     @staticmethod
@@ -269,6 +272,22 @@ class KinematicScenario(Scenario):
         a = torch.as_tensor(self.ou(t))[:self._n_large]
         psi = store["basis_large"] @ a
         return transport_from_streamfunction(coarse, psi).to(transport.dtype)
+
+    def coarse_model(self, closure=None, forcing=None):
+        """The coarse tracer model (see :meth:`Scenario.coarse_model`): the prescribed
+        coarse transport ``U_c(t)`` of :meth:`coarse_transport`, the same scheme and
+        ``κ``, relaxation to ``restrict(q*)``; no random forcing (``forcing`` unused)."""
+        c, p = self.coarsening, self.params
+        dummy = torch.zeros(0, dtype=torch.float64)
+        if c.coarse.n_cells == self.fine.n_cells:
+            def transport(t):
+                return c.restrict_flux(self._transport_at(t))
+        else:
+            def transport(t):
+                return self.coarse_transport(c, t, None, dummy)
+        base = TracerModel(c.coarse, transport, scheme=p["scheme"], closure=closure,
+                           relaxation=(p["relax_rate"], c.restrict(_tracer_target(self.fine))))
+        return _Augmented(base, c.coarse, {"q": p["kappa"]})
 
     def resolved_fluxes(self, mesh, t, state, transport):
         self._check_state(mesh, state, ("q",))
