@@ -327,13 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "print its geometry summary and validation result; exit status 1 if "
                           "it is invalid. The outputs are checked (suffix, folder, an existing "
                           "file) before the mesh is built, and written atomically.")
-    mesh.add_argument("spec", help="family:size or a mesh file path")
+    mesh.add_argument("spec", help="family:size, or a mesh file: .vtu, UGRID or dataset "
+                      ".nc/.zarr, or any format meshio reads")
     mesh.add_argument("--vtu", metavar="FILE.vtu", help="write the mesh to this .vtu file")
     mesh.add_argument("--plot", "--png", dest="plot", metavar="FILE",
                       help="plot the mesh to this file; .png, .pdf or .svg (the suffix picks "
                       "the format; --png is the old name of this option)")
     mesh.add_argument("--overwrite", action="store_true",
-                      help="replace existing output files (default: refuse, leave them as they are)")
+                      help="replace existing output files (default: refuse, leave them as "
+                      "they are)")
     mesh.set_defaults(func=_cmd_mesh)
     gen = sub.add_parser("generate", parents=[common],
                          help="generate a subgrid dataset (truth run, coarse-graining)",

@@ -23,9 +23,12 @@ def test_help_on_every_subcommand(capsys) -> None:
 
 
 def test_console_script_runs() -> None:
-    out = subprocess.run([sys.executable, "-m", "meshclosure.cli", "--help"],
+    """``python -m meshclosure`` (meshclosure/__main__.py) is the command."""
+    import meshclosure
+
+    out = subprocess.run([sys.executable, "-m", "meshclosure", "--version"],
                          capture_output=True, text=True, check=True)
-    assert "demo" in out.stdout and "mesh" in out.stdout
+    assert out.stdout.strip() == f"meshclosure {meshclosure.__version__}"
 
 
 def test_demo_writes_valid_outputs(tmp_path, capsys) -> None:
@@ -87,3 +90,278 @@ def test_mesh_inspector_bad_spec(capsys) -> None:
     assert "power of 2" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not an integer size"):
         parse_mesh_spec("healpix:abc")
+
+
+# ------------------------------------------------------------------ issue 9: a CLI that speaks CLI
+import importlib
+import logging
+import warnings
+from pathlib import Path
+
+import meshclosure
+from meshclosure import cli
+from meshclosure.errors import ArgumentError
+
+
+def _listing(folder: Path) -> dict:
+    """Every file below ``folder`` with its bytes: equal before and after = nothing changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def _gen(tmp_path: Path, *extra: str) -> list[str]:
+    """A tiny generate command line (cartesian:16, 3 samples, no OOD) writing into tmp_path."""
+    return ["generate", "--mesh", "cartesian:16", "--samples", "3", "--every", "1", "--ood",
+            "0", "--no-progress", "--out", str(tmp_path / "x.nc"), *extra]
+
+
+@pytest.fixture
+def no_run(monkeypatch):
+    """Replace generate by a fake that records its arguments and logs the summary line as the
+    real one does (on the meshclosure.data.generate logger); fails if it is reached when
+    ``calls["forbid"]`` is set."""
+    gen = importlib.import_module("meshclosure.data.generate")
+    calls = {"kwargs": None, "forbid": False}
+
+    def fake(scenario, out, **kwargs):
+        assert not calls["forbid"], "generate ran although an argument was bad"
+        calls["kwargs"] = kwargs
+        logging.getLogger("meshclosure.data.generate").info("wrote %s: 3 samples", out)
+        logging.getLogger("meshclosure.data.generate").debug("debug detail")
+        return out
+
+    monkeypatch.setattr(gen, "generate", fake)
+    return calls
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"meshclosure {meshclosure.__version__}"
+
+
+@pytest.mark.parametrize("change, flag, value, rule, fix", [
+    (["--samples", "2"], "--samples", "2", "must be an integer >= 3", "--samples 24"),
+    (["--every", "0"], "--every", "0", "must be an integer >= 1", "--every 10"),
+    (["--ood", "-1"], "--ood", "-1", "must be an integer >= 0", "pass 0"),
+    (["--samples", "4", "--gap", "100"], "--gap", "100",
+     "must leave at least 2 samples in each of the val and test blocks", "--gap <= 0"),
+    (["--seed", "-3"], "--seed", "-3", "must be an integer >= 0", "--seed 0"),
+    (["--factor", "0"], "--factor", "0", "must be an integer >= 1", "--factor 4"),
+    (["--scenario", "kinetic"], "--scenario", "'kinetic'", "is not a scenario", "kinematic"),
+    (["--format", "zarr"], "--format", "'zarr'", "does not match --out", ".zarr suffix"),
+])
+def test_generate_errors_name_flag_value_rule_fix(change, flag, value, rule, fix, tmp_path,
+                                                 capsys, no_run) -> None:
+    no_run["forbid"] = True                       # refused before any sample runs
+    assert main(_gen(tmp_path, *change)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"meshclosure generate: error: {flag} {value}: {rule}"), err
+    assert fix in err and err.count("\n") == 1    # one line, no traceback
+    for python_name in ("n_samples", "ood_samples", "overwrite=True", "resume=False", "gap=",
+                        "every=", "seed=", "factor="):
+        assert python_name not in err, (python_name, err)
+    assert _listing(tmp_path) == {}
+
+
+def test_factor_that_does_not_divide_lists_factors_that_do(tmp_path, capsys, no_run) -> None:
+    no_run["forbid"] = True
+    args = ["generate", "--mesh", "cartesian:16x16", "--factor", "16", "--out",
+            str(tmp_path / "x.nc")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("meshclosure generate: error: --factor 16: ") and "factor=" not in err
+    suggested = [int(k) for k in err.split("coarsen it: [")[1].split("]")[0].split(",")]
+    assert suggested and all(16 % k == 0 and 16 // k >= 3 for k in suggested), err
+    assert _listing(tmp_path) == {}
+
+
+def test_non_integer_flag_is_a_usage_error(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(_gen(tmp_path, "--samples", "many"))
+    assert exit_info.value.code == 2
+    assert "argument --samples: 'many' is not a whole number; write e.g. --samples" in \
+        capsys.readouterr().err
+
+
+def test_generate_refuses_existing_output_naming_the_flag(tmp_path, capsys, no_run) -> None:
+    out = tmp_path / "x.nc"
+    out.write_bytes(b"an earlier dataset")
+    no_run["forbid"] = True
+    assert main(_gen(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert f"--out '{out}'" in err and "pass --overwrite to replace it" in err
+    assert "overwrite=True" not in err and out.read_bytes() == b"an earlier dataset"
+    no_run["forbid"] = False
+    assert main(_gen(tmp_path, "--overwrite")) == 0 and no_run["kwargs"]["overwrite"] is True
+
+
+@pytest.mark.parametrize("meta", ["{not json", '{"format": 2, "config": {"seed": 99}}'])
+def test_resume_problems_say_no_resume_and_keep_checkpoints(meta, tmp_path, capsys) -> None:
+    """A corrupt checkpoint folder, or one of another run (another --seed), is left untouched
+    and the message says --no-resume (the real generate: it stops before the spin-up)."""
+    partial = tmp_path / "x.nc.partial"
+    partial.mkdir()
+    (partial / "meta.json").write_text(meta)
+    (partial / "main_sample_000000.pt").write_bytes(b"a finished sample")
+    before = _listing(tmp_path)
+    assert main(_gen(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("meshclosure generate: error:") and "--no-resume" in err, err
+    assert "resume=False" not in err and "Traceback" not in err
+    assert _listing(tmp_path) == before
+
+
+def test_interrupt_says_resume_and_no_resume(tmp_path, capsys, monkeypatch) -> None:
+    gen = importlib.import_module("meshclosure.data.generate")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gen, "generate", interrupted)
+    assert main(_gen(tmp_path)) == 130
+    err = capsys.readouterr().err
+    assert "nothing was written" in err and "x.nc.partial/" in err and "--no-resume" in err
+
+
+def test_generate_passes_format_from_suffix_or_flag(tmp_path, capsys, no_run,
+                                                     monkeypatch) -> None:
+    assert main(_gen(tmp_path)) == 0 and no_run["kwargs"]["format"] == "netcdf"
+    args = _gen(tmp_path)
+    args[args.index("--out") + 1] = str(tmp_path / "x.zarr")
+    assert main(args) == 0 and no_run["kwargs"]["format"] == "zarr"
+    monkeypatch.chdir(tmp_path)                   # the default name follows --format
+    assert main(["generate", "--mesh", "cartesian:16", "--format", "zarr"]) == 0
+    assert no_run["kwargs"]["format"] == "zarr"
+    assert capsys.readouterr().err.splitlines()[-1].startswith("wrote meshclosure_kinematic.zarr")
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_and_verbose_set_the_log_level(where, tmp_path, capsys, no_run) -> None:
+    def run(flag):
+        args = _gen(tmp_path)
+        args = [flag, *args] if where == "before" else [*args, flag]
+        assert main([a for a in args if a]) == 0
+        return capsys.readouterr()
+
+    default = run("")
+    assert "wrote " in default.err and "debug detail" not in default.err and default.out == ""
+    quiet = run("--quiet")
+    assert quiet.err == "" and quiet.out == ""
+    assert no_run["kwargs"]["progress"] is False       # --quiet turns the bars off
+    verbose = run("-v")
+    assert "wrote " in verbose.err
+    assert "[meshclosure.data.generate] debug detail" in verbose.err
+    # the CLI's handler is gone after the command: a library caller configures its own
+    logger = logging.getLogger("meshclosure")
+    assert not [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
+    assert logger.propagate and logger.level == logging.NOTSET
+
+
+def test_quiet_and_verbose_together_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-q", "mesh", "healpix:1", "-v"])
+    assert exit_info.value.code == 2 and "--quiet and --verbose" in capsys.readouterr().err
+
+
+def test_verbose_shows_the_traceback(capsys) -> None:
+    assert main(["mesh", "healpix:6"]) == 2
+    plain = capsys.readouterr().err
+    assert "Traceback" not in plain and plain.count("\n") == 1
+    assert main(["mesh", "healpix:6", "--verbose"]) == 2
+    verbose = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in verbose
+    assert verbose.splitlines()[-1] == plain.strip()
+
+
+def test_library_warnings_become_one_line(capsys, monkeypatch) -> None:
+    real = cli.parse_mesh_spec
+
+    def warns(spec):
+        warnings.warn_explicit("overwrite=True was assumed", UserWarning,
+                               filename=meshclosure.__file__, lineno=1)
+        return real(spec)
+
+    monkeypatch.setattr(cli, "parse_mesh_spec", warns)
+    assert main(["mesh", "healpix:1"]) == 0
+    err = capsys.readouterr().err
+    assert err == "meshclosure mesh: warning: --overwrite was assumed\n"
+
+
+def _no_build(monkeypatch):
+    def boom(spec):
+        raise AssertionError("the mesh was built although an output was refused")
+
+    monkeypatch.setattr(cli, "parse_mesh_spec", boom)
+
+
+def test_mesh_refuses_existing_vtu_before_building(tmp_path, capsys, monkeypatch) -> None:
+    vtu = tmp_path / "good.vtu"
+    assert main(["mesh", "icosahedral:1", "--vtu", str(vtu)]) == 0
+    assert capsys.readouterr().err == f"wrote {vtu}\n"
+    before = _listing(tmp_path)
+    with monkeypatch.context() as m:
+        _no_build(m)
+        assert main(["mesh", "healpix:4", "--vtu", str(vtu)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"meshclosure mesh: error: --vtu '{vtu}': the file exists and was left "
+                   "untouched; pass --overwrite to replace it, or choose another path.\n")
+    assert _listing(tmp_path) == before                        # byte-identical, nothing new
+    assert main(["mesh", str(vtu)]) == 0 and "n_cells=80" in capsys.readouterr().out
+    assert main(["mesh", "healpix:4", "--vtu", str(vtu), "--overwrite", "-q"]) == 0
+    assert main(["mesh", str(vtu)]) == 0 and "n_cells=192" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, magic", [("m.pdf", b"%PDF"), ("m.svg", b"<?xml"),
+                                         ("m.png", b"\x89PNG")])
+def test_mesh_plot_format_follows_suffix(name, magic, tmp_path, capsys) -> None:
+    flag = "--png" if name.endswith(".pdf") else "--plot"    # --png: the old name, kept
+    assert main(["mesh", "healpix:1", flag, str(tmp_path / name)]) == 0
+    assert (tmp_path / name).read_bytes().startswith(magic)
+    assert _listing(tmp_path).keys() == {name}                  # no temporary file left
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--png", "{tmp}/m.jpg2"], "--plot '{tmp}/m.jpg2': must end in .png, .pdf or .svg (the "
+     "suffix picks the file format); write e.g. --plot m.png."),
+    (["--vtu", "{tmp}/m.vtk"], "--vtu '{tmp}/m.vtk': must end in .vtu"),
+    (["--vtu", "{tmp}/no/such/m.vtu"], "--vtu '{tmp}/no/such/m.vtu': the folder "
+     "'{tmp}/no/such' does not exist"),
+    (["--vtu", "{tmp}/a.vtu", "--plot", "{tmp}/m.gif"], "--plot '{tmp}/m.gif': must end in"),
+])
+def test_mesh_checks_every_output_before_building(args, message, tmp_path, capsys,
+                                                  monkeypatch) -> None:
+    _no_build(monkeypatch)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(["mesh", "healpix:4", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("meshclosure mesh: error: " + message.replace("{tmp}", str(tmp_path)))
+    assert _listing(tmp_path) == {}
+
+
+def test_mesh_reads_a_ugrid_netcdf_file(tmp_path, capsys) -> None:
+    from meshclosure.io import write_ugrid
+
+    path = tmp_path / "hp.nc"
+    write_ugrid(parse_mesh_spec("healpix:2"), {}, path)
+    assert main(["mesh", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "n_cells=48" in out and "valid" in out and f"{4 * math.pi:.12g}" in out
+
+
+def test_error_spelling_table() -> None:
+    spelled = cli._as_flags(ArgumentError("n_samples", 2, "must be an integer >= 3",
+                                          "e.g. {n_samples}=24"), cli.GENERATE_FLAGS)
+    assert spelled == "--samples 2: must be an integer >= 3; e.g. --samples 24."
+    no_flag = cli._as_flags(ArgumentError("fractions", (0.5, 0.5, 0.5), "must sum to 1"),
+                            cli.GENERATE_FLAGS)
+    assert no_flag.startswith("fractions=(0.5, 0.5, 0.5): must sum to 1") and \
+        "has no command-line flag" in no_flag
+    resume = cli.cli_spelling("cannot be resumed. Pass resume=False (--no-resume) to discard "
+                              "it; or pass allow_unconverged=True (--allow-unconverged).")
+    assert resume == ("cannot be resumed. Pass --no-resume to discard it; or pass "
+                      "--allow-unconverged.")
+    # plain words are left alone unless written as name=value
+    assert cli.cli_spelling("every sample, seed and gap; timeout=3") == \
+        "every sample, seed and gap; timeout=3"
