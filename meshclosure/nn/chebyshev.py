@@ -189,7 +189,7 @@ class ChebConv(nn.Module):
     >>> conv(torch.randn(12, 3, dtype=torch.float64), chebyshev_laplacian(mesh))
     Traceback (most recent call last):
     ...
-    ValueError: ChebConv: x must have shape (n_cells=12, in_channels=2) or (B, n_cells, in_channels); got (12, 3).
+    ValueError: ChebConv: x must have shape (n_cells=12, in_channels=2) or ... got (12, 3).
     """
 
     def __init__(self, in_channels: int, out_channels: int, K: int, bias: bool = True) -> None:

@@ -235,7 +235,7 @@ class PairwiseHead(_Head):
     >>> head(torch.randn(mesh.n_cells, 3), mesh)
     Traceback (most recent call last):
     ...
-    ValueError: PairwiseHead: z must have shape (n_cells=48, in_features=4) or (B, n_cells, in_features); got (48, 3).
+    ValueError: PairwiseHead: z must have shape (n_cells=48, in_features=4) or ... got (48, 3).
     """
 
     def __init__(self, in_features: int, n_vars: int = 1, edge_features: int = len(EDGE_FEATURES),
@@ -253,8 +253,8 @@ class PairwiseHead(_Head):
         _check_z(z, geo, self.in_features, type(self).__name__)
         e = geo.edge_attr if edge_features is None else edge_features
         src, dst = geo.edge_index
-        inp = torch.cat([z[..., src, :], z[..., dst, :], _expand(e.to(z.dtype), batch_shape(z))],
-                        -1)
+        inp = torch.cat([z.index_select(-2, src), z.index_select(-2, dst),
+                         _expand(e.to(z.dtype), batch_shape(z))], -1)
         g = self.g(inp)
         n = geo.n_faces
         area = torch.cat([geo.face_area, geo.face_area]).to(z.dtype)[:, None]
@@ -404,7 +404,7 @@ def _inputs(mesh_or_graph: MeshOrGraph, x: Tensor | None, in_features: int) -> T
     >>> _inputs(healpix(1), torch.zeros(3, 2, 12), 2)
     Traceback (most recent call last):
     ...
-    ValueError: x must have shape (n_cells=12, in_features=2) or (B, n_cells=12, in_features=2); got (3, 2, 12). ...
+    ValueError: x must have shape (n_cells=12, in_features=2) or ... got (3, 2, 12). ...
     """
     if x is None:
         x = getattr(mesh_or_graph, "x", None)

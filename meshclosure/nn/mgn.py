@@ -59,7 +59,7 @@ class ProcessorBlock(MessagePassing):
     def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
         src, dst = edge_index
         e = _expand(e, batch_shape(h))
-        e = e + self.edge_mlp(torch.cat([e, h[..., src, :], h[..., dst, :]], -1))
+        e = e + self.edge_mlp(torch.cat([e, h.index_select(-2, src), h.index_select(-2, dst)], -1))
         n_cells = h.shape[-2]
         agg = self.propagate(edge_index, e=e, size=(n_cells, n_cells))
         return h + self.node_mlp(torch.cat([h, agg], -1)), e

@@ -12,8 +12,10 @@ Mori–Zwanzig view). :class:`RecurrentClosure` (registered ``"gru"``) is ::
 API
 ---
 - ``model.step(mesh, x, h) -> (fluxes, h_new)``: the functional form
-  (``fluxes`` is ``(n_faces, n_vars)`` or ``(mean, log_var)``); ``h=None``
-  means zeros (:meth:`RecurrentClosure.init_state`).
+  (``fluxes`` is ``(n_faces, n_vars)`` or a ``FluxPrediction(mean, log_var)``;
+  a batch ``x (B, n_cells, F)`` has one memory per sample,
+  ``h (B, n_cells, memory)``); ``h=None`` means zeros
+  (:meth:`RecurrentClosure.init_state`).
 - ``model(mesh, x, h=None) -> fluxes``: the :class:`FluxModel` call, stateless
   (zero memory unless ``h`` is given), so the generic invariant checks of
   :mod:`meshclosure.testing` apply.
