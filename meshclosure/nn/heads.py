@@ -88,10 +88,13 @@ HeadOutput = Union[Tensor, FluxPrediction]
 
 
 def _faces(out: HeadOutput, n_faces: int) -> HeadOutput:
-    """The owner -> neighbour half ``[..., :n_faces, :]`` of a directed output."""
+    """The owner -> neighbour half ``[..., :n_faces, :]`` of a directed output (``[:n_faces]``
+    of a 1-D one, as a user's model may return)."""
+    def half(t: Tensor) -> Tensor:
+        return t[:n_faces] if t.dim() == 1 else t[..., :n_faces, :]
     if isinstance(out, tuple):
-        return FluxPrediction(*out).map(lambda t: t[..., :n_faces, :])
-    return out[..., :n_faces, :]
+        return FluxPrediction(*out).map(half)
+    return half(out)
 
 
 def batch_shape(x: Tensor) -> tuple[int, ...]:
