@@ -718,6 +718,9 @@ def read_dataset(path: str | os.PathLike, verify: Any = True, chunks: Any = "dis
         raise DatasetError(f"dataset {str(path)!r} has format version {version}; this meshclosure "
                            f"reads version {FORMAT_VERSION}.{old} {_REGENERATE}")
     ds.attrs["source_path"] = str(path)
+    for name, v in ds.variables.items():       # the small tables: mesh, split, times, checksums
+        if not (name in ds.data_vars and _is_sample_variable(ds, name)):
+            v.load()
     if verify:
         try:
             verify_dataset(ds, samples=verify != "static")
@@ -963,7 +966,9 @@ class SubgridDataset(torch.utils.data.Dataset):
         (default True; raises :class:`DatasetError` naming the sample).
 
     Only the mesh and the small per-sample tables are held; each item reads
-    its sample from the file, so a dataset larger than memory trains. Each
+    its sample from the file (the stored chunk that holds it, of which the
+    last one read is kept: sequential access reads each chunk once), so a
+    dataset larger than memory trains. Each
     item is ``to_graph(mesh, x)`` (see :func:`meshclosure.graph.to_graph`) with
 
     * ``x (n_cells, n_inputs)``: state and resolved inputs, :attr:`input_names`;
@@ -1009,6 +1014,9 @@ class SubgridDataset(torch.utils.data.Dataset):
         self.verify = bool(verify) and "sample_checksum" in ds
         self._checksum = np.asarray(ds["sample_checksum"].values) if self.verify else None
         self._names = sample_variables(ds)
+        self._step = _chunk_time(ds) if isinstance(source, (str, os.PathLike)) else 1
+        self._block_key: Optional[Tuple[int, int]] = None
+        self._block: Dict[str, np.ndarray] = {}
         self._times = np.asarray(ds["model_time"].values)
         self._n_int = self.mesh.n_faces
         self._graph = self.mesh.to(dtype=dtype).to_graph()
@@ -1019,8 +1027,13 @@ class SubgridDataset(torch.utils.data.Dataset):
     def read(self, run: int, time_index: int) -> Dict[str, np.ndarray]:
         """The raw arrays of one stored sample ``{name: (n_face,) or (n_edge,)}``, checked
         against its checksum when :attr:`verify`."""
-        arrays = {n: np.asarray(self.ds.variables[n][run, time_index].values)
-                  for n in self._names}
+        c = time_index // self._step                 # read one stored chunk, keep the last
+        if self._block_key != (run, c):
+            sl = slice(c * self._step, (c + 1) * self._step)
+            self._block = {n: np.asarray(self.ds.variables[n][run, sl].values)
+                           for n in self._names}
+            self._block_key = (run, c)
+        arrays = {n: a[time_index - c * self._step] for n, a in self._block.items()}
         if self.verify and _digest(arrays) != self._checksum[run, time_index]:
             where = self.ds.attrs.get("source_path", "the dataset")
             raise DatasetError(f"dataset {where!r} is corrupt: sample (run {run}, time index "
