@@ -327,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "print its geometry summary and validation result; exit status 1 if "
                           "it is invalid. The outputs are checked (suffix, folder, an existing "
                           "file) before the mesh is built, and written atomically.")
-    mesh.add_argument("spec", metavar="SPEC", help="family:size, or a mesh file: .vtu, UGRID or dataset "
-                      ".nc/.zarr, or any format meshio reads")
+    mesh.add_argument("spec", metavar="SPEC", help="family:size, or a mesh file: .vtu, UGRID "
+                      "or dataset .nc/.zarr, or any format meshio reads")
     mesh.add_argument("--vtu", metavar="FILE.vtu", help="write the mesh to this .vtu file")
     mesh.add_argument("--plot", "--png", dest="plot", metavar="FILE",
                       help="plot the mesh to this file; .png, .pdf or .svg (the suffix picks "
