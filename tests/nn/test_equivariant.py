@@ -270,3 +270,18 @@ def test_graph_with_normals_and_irreps_string():
     assert_equivariant(two, mesh, x2, transform="rotation", vectors=[(1, 2, 3), (4, 5, 6)])
     with pytest.raises(AssertionError, match="rotation invariance"):
         assert_equivariant(two, mesh, x2, transform="rotation", vectors=[(1, 2, 3)])
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_batch_with_vector_inputs_rotation_invariant_per_sample(head):
+    """A batch of inputs with tangent vectors: each sample as if alone, and rotating the
+    mesh and every sample's vectors leaves every sample's fluxes unchanged."""
+    name = "icosahedral-1"
+    mesh, model = MESHES[name], _model(name, head)
+    x = torch.stack([_x(mesh, seed=s) for s in (1, 2)])
+    with torch.no_grad():
+        out = model(mesh, x)
+        for b in range(2):
+            for got, expected in zip(out, model(mesh, x[b])):
+                assert float((got[b] - expected).abs().max()) <= 1e-12
+    assert_equivariant(model, mesh, x, transform="rotation", vectors=VEC)

@@ -145,7 +145,7 @@ class Scenario:
         except ValueError as err:
             valid = _valid_factors(self.fine)
             fix = (f"use one of the factors that coarsen it: {valid}" if valid else
-                   "no factor > 1 coarsens this mesh; choose a finer mesh")
+                   "no factor > 1 coarsens this mesh natively (see why above)")
             why = re.sub(r"\s*Use factor[^.]*\.", "", str(err)).rstrip(".")  # ours lists them
             raise ArgumentError("factor", factor, f"does not coarsen the {self.fine.family} mesh "
                                 f"of {self.fine.n_cells} cells ({why})", fix) from None
