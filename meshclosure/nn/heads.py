@@ -107,6 +107,7 @@ def _expand(t: Tensor, batch: tuple[int, ...]) -> Tensor:
     """``t (rows, F)`` broadcast to ``(*batch, rows, F)`` without copying (a view)."""
     return t if t.dim() == len(batch) + 2 else t.expand(*batch, *t.shape[-2:])
 
+
 _AREA = EDGE_FEATURES.index("face_area")
 _DIST = EDGE_FEATURES.index("cell_distance")
 _NORMAL = slice(EDGE_FEATURES.index("normal_1"), EDGE_FEATURES.index("normal_2") + 1)
