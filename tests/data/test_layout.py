@@ -113,3 +113,19 @@ def test_read_back_equals_written_in_netcdf_and_zarr(family) -> None:
         mesh = mesh_from_dataset(read)
         for field in ("cell_volume", "face_cells", "face_normal", "cell_vertices"):
             assert torch.equal(getattr(mesh, field), getattr(sc.coarse, field)), (name, field)
+
+
+def test_uxarray_puts_the_data_on_its_grid(family) -> None:
+    """uxarray opens the dataset as grid and data at once; cell fields land on its faces.
+    (Edge counts and uxarray's own areas of coarse meshes: tests/test_uxarray.py.)"""
+    import warnings
+
+    ux = pytest.importorskip("uxarray")
+    _, sc, _, folder = family
+    path = str(folder / "data.nc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # uxarray warns about projected planes
+        uxds = ux.open_dataset(path, path)
+    assert uxds["state_q"].dims == ("run", "time", "n_face")
+    assert uxds.uxgrid.n_face == sc.coarse.n_cells
+    assert (uxds["state_q"] * uxds.uxgrid.face_areas).dims == ("run", "time", "n_face")
