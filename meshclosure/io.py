@@ -686,17 +686,17 @@ def read_ugrid(path: str | os.PathLike):
 
 # ------------------------------------------------------- exact mesh arrays
 EXACT_MESH_DIMS = {
-    "cell_center": ("n_face", "n_coord"), "cell_volume": ("n_face",),
-    "face_cells": ("two", "n_interior_edge"), "face_normal": ("n_interior_edge", "n_coord"),
-    "face_area": ("n_interior_edge",), "face_center": ("n_interior_edge", "n_coord"),
+    "cell_center": ("n_face", "n_mesh_coord"), "cell_volume": ("n_face",),
+    "face_cells": ("two", "n_interior_edge"), "face_normal": ("n_interior_edge", "n_mesh_coord"),
+    "face_area": ("n_interior_edge",), "face_center": ("n_interior_edge", "n_mesh_coord"),
     "cell_distance": ("n_interior_edge",),
-    "vertex_pos": ("n_mesh_vertex", "n_coord"), "face_vertices": ("two", "n_interior_edge"),
-    "cell_vertices": ("n_face", "n_max_mesh_cell_vertices"),
+    "vertex_pos": ("n_mesh_vertex", "n_mesh_coord"), "face_vertices": ("two", "n_interior_edge"),
+    "cell_vertices": ("n_face", "n_mesh_cell_vertices"),
     "boundary_face_cell": ("n_boundary_edge",),
     "boundary_face_vertices": ("two", "n_boundary_edge"),
-    "boundary_face_normal": ("n_boundary_edge", "n_coord"),
+    "boundary_face_normal": ("n_boundary_edge", "n_mesh_coord"),
     "boundary_face_area": ("n_boundary_edge",),
-    "boundary_face_center": ("n_boundary_edge", "n_coord"),
+    "boundary_face_center": ("n_boundary_edge", "n_mesh_coord"),
     "boundary_face_tag": ("n_boundary_edge",),
 }
 """Dims of every exact ``mesh_<field>`` variable. Cells share UGRID's ``n_face``; the
