@@ -104,20 +104,20 @@ def new_figure(figsize: tuple[float, float] = (8.0, 4.5)):
     return fig
 
 
-def projection(mesh: Mesh) -> str | None:
+def projection(mesh: Mesh, region: Any = None) -> str | None:
     """The matplotlib projection :func:`plot` draws ``mesh`` on: ``"mollweide"`` for
-    sphere meshes, ``None`` (plain axes) otherwise."""
-    return "mollweide" if mesh.is_sphere else None
+    sphere meshes (plain lon/lat axes for a ``region``), ``None`` (plain axes) otherwise."""
+    return "mollweide" if mesh.is_sphere and region is None else None
 
 
-def subplot(fig, mesh: Mesh, *args, **kw):
-    """``fig.add_subplot(*args, projection=projection(mesh), **kw)``: a panel for ``mesh``.
+def subplot(fig, mesh: Mesh, *args, region: Any = None, **kw):
+    """``fig.add_subplot(*args, projection=projection(mesh, region), **kw)``: a panel for ``mesh``.
 
     >>> from meshclosure.mesh import healpix
     >>> subplot(new_figure(), healpix(1), 1, 2, 1).name
     'mollweide'
     """
-    return fig.add_subplot(*args, projection=projection(mesh), **kw)
+    return fig.add_subplot(*args, projection=projection(mesh, region), **kw)
 
 
 def _check_path(path: str | os.PathLike, overwrite: bool) -> tuple[Path, str]:
@@ -182,6 +182,26 @@ def _field(mesh: Mesh, field: Any) -> np.ndarray:
     return a.astype(np.float64)
 
 
+def _check_region(mesh: Mesh, region: Any, ax: Any) -> tuple[float, ...] | None:
+    if region is None:
+        return None
+    fix = "pass (lon_min, lon_max, lat_min, lat_max) in degrees, e.g. (-150, -30, -45, 45)"
+    try:
+        lon0, lon1, lat0, lat1 = (float(v) for v in region)
+    except (TypeError, ValueError):
+        raise ArgumentError("region", region, "must be four numbers", fix) from None
+    if not (-180 <= lon0 < lon1 <= 180 and -90 <= lat0 < lat1 <= 90):
+        raise ArgumentError("region", region, "must satisfy -180 <= lon_min < lon_max <= 180 "
+                            "and -90 <= lat_min < lat_max <= 90 (degrees)", fix)
+    if not mesh.is_sphere:
+        raise ArgumentError("region", region, "is for sphere meshes (a lon/lat window)",
+                            "zoom a planar plot with ax.set_xlim/ax.set_ylim instead")
+    if ax is not None and ax.name != "rectilinear":
+        raise ArgumentError("region", region, f"needs plain axes; got {ax.name!r} axes",
+                            "make the panel with subplot(fig, mesh, ..., region=region)")
+    return lon0, lon1, lat0, lat1
+
+
 def _name_units(field: Any, label: str | None, units: str | None):
     """``(values, label, units)`` from a ``{name: values}`` dict or an xarray DataArray."""
     if isinstance(field, Mapping):
@@ -208,6 +228,18 @@ def axis_label(label: str | None, units: str | None) -> str:
     """
     name = label or "field"
     return f"{name} [{units}]" if units not in (None, "") else name
+
+
+def _colorbar(fig, ax, artist, label: str):
+    """A colorbar under a map, or right of a planar panel and as high as it; both
+    made so that ``fig.tight_layout()`` makes room for them."""
+    if ax.name == "mollweide":
+        return fig.colorbar(artist, ax=ax, label=label, orientation="horizontal",
+                            shrink=0.6, pad=0.05, aspect=30)
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+    cax = make_axes_locatable(ax).append_axes("right", size="4%", pad=0.1)
+    return fig.colorbar(artist, cax=cax, label=label)
 
 
 def _graticule(ax) -> None:
@@ -294,6 +326,8 @@ def _polygons(ax, mesh: Mesh, values, cmap, kw: dict):
 
     if mesh.is_sphere:
         polys, vals = _sphere_polygons(mesh, values)
+        if ax.name != "mollweide":                   # plain axes: lon/lat in degrees
+            polys = [np.degrees(p) for p in polys]
     else:
         from .io import _unwrapped_polygons
 
@@ -377,7 +411,8 @@ def face_flux_density(mesh: Mesh, face_flux: torch.Tensor) -> torch.Tensor:
 def plot(mesh: Mesh, field: Any = None, ax: Any = None, path: str | os.PathLike | None = None,
          title: str | None = None, cmap: str | None = None, label: str | None = None,
          units: str | None = None, *, diverging: bool = False, overwrite: bool = False,
-         xlabel: str | None = None, ylabel: str | None = None, **kw):
+         xlabel: str | None = None, ylabel: str | None = None,
+         region: tuple[float, float, float, float] | None = None, **kw):
     """Draw a cell field on ``mesh`` (or the mesh itself) and return the figure.
 
     Parameters
@@ -390,8 +425,8 @@ def plot(mesh: Mesh, field: Any = None, ax: Any = None, path: str | os.PathLike 
         in the colorbar label.
     ax : matplotlib Axes, optional
         Draw into it; make it with :func:`subplot` so a sphere mesh gets a
-        ``"mollweide"`` panel (on plain axes a sphere is drawn in lon/lat
-        radians). Default: a new figure.
+        ``"mollweide"`` panel (on plain axes a sphere is drawn in longitude
+        and latitude, degrees). Default: a new figure.
     path : path-like, optional
         Save the figure there (see :func:`save_figure`): ``.png``, ``.pdf`` or
         ``.svg``, atomically; checked before anything is drawn.
@@ -409,6 +444,9 @@ def plot(mesh: Mesh, field: Any = None, ax: Any = None, path: str | os.PathLike 
     xlabel, ylabel : str, optional
         Axis labels of planar meshes and columns (default ``x``/``y``, or the
         field and ``z`` for a column).
+    region : (lon_min, lon_max, lat_min, lat_max), optional
+        Sphere meshes only: draw this lon/lat window (degrees) on plain axes
+        instead of the whole globe, e.g. to see a small feature.
     **kw
         Passed to ``imshow`` / ``PolyCollection`` / ``Axes.plot`` (e.g.
         ``vmin``, ``vmax``, ``xsize`` for the HEALPix image width in pixels).
@@ -428,6 +466,7 @@ def plot(mesh: Mesh, field: Any = None, ax: Any = None, path: str | os.PathLike 
     """
     field, label, units = _name_units(field, label, units)
     values = None if field is None else _field(mesh, field)
+    region = _check_region(mesh, region, ax)
     if path is not None:
         _check_path(path, overwrite)
     cmap = cmap or ("RdBu_r" if diverging else "viridis")
@@ -445,8 +484,8 @@ def plot(mesh: Mesh, field: Any = None, ax: Any = None, path: str | os.PathLike 
     family = mesh.family
     if ax is None:
         size = (7.5, 4.6) if mesh.is_sphere else ((4, 5) if mesh.dim == 1 else (6, 5))
-        fig = new_figure(size)
-        ax = subplot(fig, mesh)
+        fig = new_figure((6, 5) if region else size)
+        ax = subplot(fig, mesh, region=region)
     else:
         fig = ax.figure
     artist = None
@@ -473,11 +512,14 @@ def plot(mesh: Mesh, field: Any = None, ax: Any = None, path: str | os.PathLike 
         artist = _polygons(ax, mesh, values, cmap, kw)
         if values is None:
             artist = None
-        if mesh.is_sphere and ax.name != "mollweide":   # a user's plain axes: lon/lat radians
-            ax.set_xlim(-np.pi, np.pi)
-            ax.set_ylim(-np.pi / 2, np.pi / 2)
-            ax.set_xlabel(xlabel or "longitude [rad]")
-            ax.set_ylabel(ylabel or "latitude [rad]")
+        if mesh.is_sphere and ax.name != "mollweide":   # plain axes: lon/lat in degrees
+            lon0, lon1, lat0, lat1 = region or (-180, 180, -90, 90)
+            ax.set_xlim(lon0, lon1)
+            ax.set_ylim(lat0, lat1)
+            ax.set_aspect("equal")
+            ax.grid(True, color="0.25", linewidth=0.4, alpha=0.6)
+            ax.set_xlabel(xlabel or "longitude [°]")
+            ax.set_ylabel(ylabel or "latitude [°]")
     if ax.name == "mollweide":
         _graticule(ax)
     elif mesh.dim > 1 and not mesh.is_sphere:
@@ -485,11 +527,7 @@ def plot(mesh: Mesh, field: Any = None, ax: Any = None, path: str | os.PathLike 
         ax.set_ylabel(ylabel or "y")
     if artist is not None:
         artist.set_clim(vmin, vmax)
-        if ax.name == "mollweide":                   # under the map, as wide as 60 % of it
-            fig.colorbar(artist, cax=ax.inset_axes([0.2, -0.1, 0.6, 0.045]),
-                         label=cbar_label, orientation="horizontal")
-        else:                                        # right of the panel, as high as it
-            fig.colorbar(artist, cax=ax.inset_axes([1.03, 0.0, 0.04, 1.0]), label=cbar_label)
+        _colorbar(fig, ax, artist, cbar_label)
     if title is not None:
         ax.set_title(title)
     if path is not None:
@@ -500,7 +538,8 @@ def plot(mesh: Mesh, field: Any = None, ax: Any = None, path: str | os.PathLike 
 def plot_comparison(mesh: Mesh, field: Any, reference: Any, label: str = "field",
                     units: str | None = None, names: tuple[str, str] = ("final", "exact"),
                     title: str | None = None, path: str | os.PathLike | None = None,
-                    overwrite: bool = False, error_title: str | None = None, **kw):
+                    overwrite: bool = False, error_title: str | None = None,
+                    region: tuple[float, float, float, float] | None = None, **kw):
     """Three panels side by side: ``field``, ``reference`` and the error ``field − reference``.
 
     The first two share one colour scale (the range of both), the error has
@@ -518,6 +557,8 @@ def plot_comparison(mesh: Mesh, field: Any, reference: Any, label: str = "field"
         Panel titles of ``field`` and ``reference``.
     error_title : str, optional
         Title of the error panel (default ``"<names[0]> − <names[1]>"``).
+    region : (lon_min, lon_max, lat_min, lat_max), optional
+        A lon/lat window (degrees) instead of the globe, as in :func:`plot`.
     title : str, optional
         Figure title.
     path, overwrite
@@ -534,21 +575,23 @@ def plot_comparison(mesh: Mesh, field: Any, reference: Any, label: str = "field"
     >>> from meshclosure.mesh import healpix
     >>> x = torch.arange(12.0)
     >>> fig = plot_comparison(healpix(1), x + 1, x, label="h", units="m")
-    >>> [ax.get_title() for ax in fig.axes]
+    >>> [ax.get_title() for ax in fig.axes[::2]]      # each panel, then its colorbar
     ['final', 'exact', 'final − exact']
     """
     a, b = _field(mesh, field), _field(mesh, reference)
+    _check_region(mesh, region, None)
     if path is not None:
         _check_path(path, overwrite)
     both = np.r_[a, b]
     both = both[np.isfinite(both)]
     lo, hi = (float(both.min()), float(both.max())) if both.size else (None, None)
-    fig = new_figure((19, 4.4) if mesh.is_sphere else (15, 4.4))
+    fig = new_figure((19, 4.4) if mesh.is_sphere and region is None else (15, 4.4))
     for k, (values, name) in enumerate(((a, names[0]), (b, names[1]))):
-        plot(mesh, values, ax=subplot(fig, mesh, 1, 3, k + 1), title=name, label=label,
-             units=units, vmin=lo, vmax=hi, **kw)
-    plot(mesh, a - b, ax=subplot(fig, mesh, 1, 3, 3), title=error_title or f"{names[0]} − {names[1]}",
-         label=f"{label} error", units=units, diverging=True, **kw)
+        plot(mesh, values, ax=subplot(fig, mesh, 1, 3, k + 1, region=region), title=name,
+             label=label, units=units, vmin=lo, vmax=hi, region=region, **kw)
+    plot(mesh, a - b, ax=subplot(fig, mesh, 1, 3, 3, region=region),
+         title=error_title or f"{names[0]} − {names[1]}", label=f"{label} error", units=units,
+         diverging=True, region=region, **kw)
     if title is not None:
         fig.suptitle(title)
     fig.tight_layout()

@@ -272,8 +272,8 @@ def test_comparison_shares_scale_and_centres_error():
     exact = _field(mesh)
     final = 0.8 * exact + 0.1
     fig = plot_comparison(mesh, final, exact, label="h", units="m", title="test 1")
-    a, b, e = fig.axes
-    assert [ax.get_title() for ax in fig.axes] == ["final", "exact", "final − exact"]
+    a, b, e = fig.axes[::2]                              # each panel, then its colorbar
+    assert [ax.get_title() for ax in (a, b, e)] == ["final", "exact", "final − exact"]
     lo = float(min(final.min(), exact.min()))
     hi = float(max(final.max(), exact.max()))
     for ax in (a, b):
@@ -301,3 +301,36 @@ def test_figures_render_in_jupyter_and_do_not_leak():
     fig = plot(healpix(1), torch.arange(12.0))
     assert fig._repr_png_().startswith(b"\x89PNG")     # IPython shows it as an image
     assert plt.get_fignums() == before                   # pyplot never saw it
+
+
+def test_region_draws_a_lon_lat_window_in_degrees():
+    mesh = icosahedral(2)
+    values = _field(mesh)
+    ax = plot(mesh, values, region=(-150, -30, -45, 45), label="h", units="m").axes[0]
+    assert ax.name == "rectilinear"
+    assert ax.get_xlim() == (-150, -30) and ax.get_ylim() == (-45, 45)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("longitude [°]", "latitude [°]")
+    assert _colorbar_label(ax) == "h [m]"
+    coll = ax.collections[0]
+    centre = mesh.cell_center[0].double()                  # cell 0 sits at its own lon/lat
+    lon = np.degrees(np.arctan2(float(centre[1]), float(centre[0])))
+    lat = np.degrees(np.arcsin(float(centre[2] / centre.norm())))
+    hits = {float(coll.get_array()[k]) for k, p in enumerate(coll.get_paths())
+            if p.contains_point((lon, lat))}
+    assert hits == {float(values[0])}
+
+
+@pytest.mark.parametrize("region, ax, match", [
+    ((-30, -150, -45, 45), None, "lon_min < lon_max"),
+    ((0, 10, 0), None, "four numbers"),
+    ((0, 10, 0, 10), "mollweide", "needs plain axes"),
+])
+def test_region_refused_when_wrong(region, ax, match):
+    from meshclosure.plot import new_figure
+
+    if ax is not None:
+        ax = new_figure().add_subplot(projection=ax)
+    with pytest.raises(ArgumentError, match=rf"region=.*{match}"):
+        plot(icosahedral(1), torch.zeros(80), ax=ax, region=region)
+    with pytest.raises(ArgumentError, match="region=.*is for sphere meshes"):
+        plot(cartesian(4, 4), torch.zeros(16), region=(0, 1, 0, 1))
