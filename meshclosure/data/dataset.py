@@ -11,12 +11,13 @@ the boundary faces, as :func:`meshclosure.io.to_ugrid_dataset` numbers them).
 =============================  ======================  ==========================================
 ``state_<var>``                (run, time, n_face)     coarse state ``Q = restrict(q)``
 ``transport``                  (run, time, n_edge)     coarse transport ``U_c``, owner -> neighbour;
-                                                       0 on boundary edges (no flow through walls)
+                                                       0 on boundary edges (no flow)
 ``sgs_flux_<var>``             (run, time, n_edge)     ``Φ^sgs`` owner -> neighbour on interior
-                                                       edges, then ``B^sgs`` outward on boundary edges
+                                                       edges, then ``B^sgs`` outward
 ``sgs_tendency_<var>``         (run, time, n_face)     ``s^sgs`` (= ``−div(Φ^sgs, B^sgs)``)
 ``input_<name>``               (run, time, n_face)     resolved inputs (gradients, N, ...)
-``split``                      (run, time)             -1 absent, 0 train, 1 val, 2 test, 3 ood, 4 gap
+``split``                      (run, time)             -1 absent, 0 train, 1 val, 2 test,
+                                                       3 ood, 4 gap
 ``model_time``                 (run, time)             model time of each sample
 ``sample_checksum``            (run, time)             64-bit SHA-256 prefix of the sample's data
 ``run_start_time``             (run,)                  model time of the run's first sample
@@ -211,7 +212,7 @@ def check_split_arguments(n_samples: Any, fractions: Any, gap: Any) -> None:
     >>> check_split_arguments(20, (0.7, 0.15, 0.15), 2)
     Traceback (most recent call last):
     ...
-    meshclosure.errors.ArgumentError: gap=2: ... the largest gap for 20 samples is 1; pass gap <= 1, or n_samples >= ...
+    meshclosure.errors.ArgumentError: gap=2: ... the largest gap for 20 samples is 1; pass ...
     """
     _check_fractions(fractions)
     if isinstance(gap, bool) or not isinstance(gap, (int, np.integer)) or gap < 0:
