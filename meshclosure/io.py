@@ -812,7 +812,10 @@ def _open_xarray(path: Path):
     zarr = path.is_dir() or path.suffix.lower() == ".zarr"
     engine = "zarr" if zarr else "netcdf4"
     try:
-        return xr.open_dataset(path, engine=engine, mask_and_scale=False, chunks=None)
+        with warnings.catch_warnings():   # a store without consolidated metadata reads fine
+            warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated",
+                                    RuntimeWarning)
+            return xr.open_dataset(path, engine=engine, mask_and_scale=False, chunks=None)
     except Exception as err:  # netCDF4/HDF5/zarr raise OSError, RuntimeError, ValueError...
         kind = "zarr store" if zarr else "netCDF file"
         raise MeshError(f"{kind} {str(path)!r} cannot be read ({type(err).__name__}: {err}); it "
