@@ -3,9 +3,10 @@
 * :mod:`~meshclosure.data.targets`: coarse state, inputs and the subgrid
   flux/tendency targets of a fine snapshot (``s^sgs = −div_coarse(Φ^sgs)``).
 * :mod:`~meshclosure.data.dataset`: the file layout (UGRID dims, a ``run``
-  dimension, CF attributes, coarse mesh included) in netCDF or zarr, lazy
-  reading with integrity checks, and :class:`SubgridDataset` of PyG graphs
-  read on demand.
+  dimension, CF attributes, coarse mesh included) and :func:`build_dataset`;
+  :mod:`~meshclosure.data.store`: netCDF or zarr, written atomically, read
+  lazily with integrity checks; :mod:`~meshclosure.data.torch_dataset`:
+  :class:`SubgridDataset` of PyG graphs read on demand.
 * :mod:`~meshclosure.data.generate`: :func:`generate` and
   :func:`check_generate_arguments`, behind ``meshclosure generate``.
 * :mod:`~meshclosure.data.scenarios`: the truth runs (``kinematic``,

@@ -45,8 +45,8 @@ import torch
 
 from .._files import atomic_path, check_folder, refuse_existing
 from ..errors import ArgumentError, MeshclosureError
-from .dataset import (_is_zarr_store, _versions, build_dataset, check_split_arguments,
-                      dataset_format, max_gap, write_dataset)
+from .dataset import _versions, build_dataset, check_split_arguments, max_gap
+from .store import _is_zarr_store, dataset_format, write_dataset
 from .targets import SubgridSample, subgrid_targets
 
 __all__ = ["generate", "check_generate_arguments", "check_output_path", "partial_dir",
