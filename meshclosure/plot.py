@@ -230,16 +230,44 @@ def axis_label(label: str | None, units: str | None) -> str:
     return f"{name} [{units}]" if units not in (None, "") else name
 
 
-def _colorbar(fig, ax, artist, label: str):
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _power_of_ten(artist) -> int:
+    """The power of ten the colour scale's ticks are written in: 0 for scales within
+    1e-3 .. 1e4, else the exponent of the largest magnitude (ticks 1e-5 .. 7e-5 read
+    1 .. 7 and the label says ``10⁻⁵``, rather than an offset text at the end)."""
+    artist.autoscale_None()
+    clim = [v for v in artist.get_clim() if v is not None and np.isfinite(v)]
+    top = max((abs(float(v)) for v in clim), default=0.0)
+    if top == 0.0:
+        return 0
+    e = int(np.floor(np.log10(top)))
+    return e if e <= -3 or e >= 4 else 0
+
+
+def _colorbar(fig, ax, artist, label: str, units: str | None, name: str | None):
     """A colorbar under a map, or right of a planar panel and as high as it; both
     made so that ``fig.tight_layout()`` makes room for them."""
-    if ax.name == "mollweide":
-        return fig.colorbar(artist, ax=ax, label=label, orientation="horizontal",
-                            shrink=0.6, pad=0.05, aspect=30)
-    from mpl_toolkits.axes_grid1 import make_axes_locatable
+    from matplotlib.ticker import FuncFormatter
 
-    cax = make_axes_locatable(ax).append_axes("right", size="4%", pad=0.1)
-    return fig.colorbar(artist, cax=cax, label=label)
+    e = _power_of_ten(artist)
+    if e:                                         # "ζ [10⁻⁵ s-1]" with ticks 1 .. 7
+        scale = f"10{str(e).translate(_SUPERSCRIPT)}"
+        label = label.replace(axis_label(name, units),
+                              f"{name or 'field'} [{scale}{' ' + units if units else ''}]", 1)
+    if ax.name == "mollweide":
+        cb = fig.colorbar(artist, ax=ax, label=label, orientation="horizontal",
+                          shrink=0.6, pad=0.05, aspect=30)
+    else:
+        from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+        cax = make_axes_locatable(ax).append_axes("right", size="4%", pad=0.1)
+        cb = fig.colorbar(artist, cax=cax, label=label)
+    if e:
+        cb.formatter = FuncFormatter(lambda x, _: f"{x / 10.0 ** e:g}")
+        cb.update_ticks()
+    return cb
 
 
 def _graticule(ax) -> None:
@@ -527,7 +555,7 @@ def plot(mesh: Mesh, field: Any = None, ax: Any = None, path: str | os.PathLike 
         ax.set_ylabel(ylabel or "y")
     if artist is not None:
         artist.set_clim(vmin, vmax)
-        _colorbar(fig, ax, artist, cbar_label)
+        _colorbar(fig, ax, artist, cbar_label, units, label)
     if title is not None:
         ax.set_title(title)
     if path is not None:

@@ -334,3 +334,20 @@ def test_region_refused_when_wrong(region, ax, match):
         plot(icosahedral(1), torch.zeros(80), ax=ax, region=region)
     with pytest.raises(ArgumentError, match="region=.*is for sphere meshes"):
         plot(cartesian(4, 4), torch.zeros(16), region=(0, 1, 0, 1))
+
+
+@pytest.mark.parametrize("scale, factor", [(7e-5, "10⁻⁵"), (3e6, "10⁶"), (0.02, None)])
+def test_colorbar_names_the_power_of_ten(scale, factor):
+    mesh = icosahedral(1)
+    fig = plot(mesh, scale * _field(mesh) / float(_field(mesh).abs().max()), label="ζ",
+               units="s-1")
+    cb = _colorbar(fig.axes[0])
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in cb.ax.get_xticklabels() if t.get_text()]
+    if factor is None:
+        assert _colorbar_label(fig.axes[0]) == "ζ [s-1]"
+    else:                                                # ticks in units of the factor
+        assert _colorbar_label(fig.axes[0]) == f"ζ [{factor} s-1]"
+        values = [float(t.replace("−", "-")) for t in ticks]
+        assert 1 <= max(abs(v) for v in values) < 10
+        assert not cb.ax.xaxis.get_offset_text().get_text()
