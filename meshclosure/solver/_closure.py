@@ -17,6 +17,10 @@ rules once:
   called here and only here, so the closure context of issue 10 (``t``,
   state, mesh, transport, step, stage) lands in this one function.
 * :func:`add_flux_noise` adds the conservative face noise.
+* :class:`ClosureCalls` keeps (detached) the closure's last few outputs, so
+  a diagnosis after a blow-up reads what the closure really returned at the
+  failing stage instead of calling it again (a stateful closure, such as the
+  GRU hook, or a sampling one would not return the same values twice).
 * :func:`first_nonfinite` and :class:`NonFinitePart` are what a model's
   ``diagnose(t, state)`` returns: the first part of its right-hand side
   (transport, closure, forcing, source, boundary flux) that is not finite,
@@ -24,6 +28,7 @@ rules once:
 """
 from __future__ import annotations
 
+from collections import deque
 from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -34,8 +39,9 @@ from ..fv.diffusion import check_coefficient
 from ..fv.operators import describe
 from ..mesh._mesh import Mesh
 
-__all__ = ["Closure", "ClosureError", "closure_fluxes", "add_flux_noise", "check_flux_noise",
-           "NonFinitePart", "first_nonfinite", "PARTS"]
+__all__ = ["Closure", "ClosureError", "ClosureCalls", "closure_fluxes", "add_flux_noise",
+           "check_flux_noise",
+           "recorded_or_fresh", "NonFinitePart", "first_nonfinite", "PARTS"]
 
 Closure = Callable[[float, Dict[str, Tensor], Mesh], Mapping[str, Tensor]]
 """``closure(t, state, mesh) -> {var: Φ (n_faces, ...)}``: integrated subgrid face fluxes,
@@ -60,8 +66,30 @@ class _shown(str):
         return str(self)
 
 
+class ClosureCalls:
+    """The last ``size`` closure outputs of a model, detached, keyed by ``(t, state object)``.
+
+    References only (``detach()`` shares storage): a few face-flux tensors per
+    model. Used by the models' ``diagnose`` after a blow-up.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self._items: deque = deque(maxlen=size)
+
+    def record(self, t: float, state: Mapping[str, Tensor], fluxes: Mapping[str, Tensor]) -> None:
+        self._items.append((t, id(state), {k: v.detach() for k, v in fluxes.items()}))
+
+    def find(self, t: float, state: Mapping[str, Tensor]) -> Optional[Dict[str, Tensor]]:
+        """The fluxes recorded for this exact call, or ``None``."""
+        for ts, sid, fluxes in reversed(self._items):
+            if ts == t and sid == id(state):
+                return fluxes
+        return None
+
+
 def closure_fluxes(closure: Optional[Closure], t: float, state: Mapping[str, Tensor],
-                   mesh: Mesh, variables: Sequence[str], hint: str = "") -> Dict[str, Tensor]:
+                   mesh: Mesh, variables: Sequence[str], hint: str = "",
+                   calls: Optional[ClosureCalls] = None) -> Dict[str, Tensor]:
     """Call ``closure`` once and return its checked fluxes ``{var: (n_faces, ...)}``.
 
     Parameters
@@ -78,6 +106,8 @@ def closure_fluxes(closure: Optional[Closure], t: float, state: Mapping[str, Ten
         return fluxes for any subset.
     hint : str
         Where the model's variable names come from, for the message.
+    calls : ClosureCalls, optional
+        Where to record the checked output (for :meth:`ClosureCalls.find`).
 
     Returns
     -------
@@ -110,8 +140,18 @@ def closure_fluxes(closure: Optional[Closure], t: float, state: Mapping[str, Ten
     if closure is None:
         return {}
     # issue 10: the closure context (t, state, mesh, transport, step, stage) is built here
-    out = closure(t, dict(state), mesh)
-    return _check_output(out, state, mesh, variables, hint)
+    out = _check_output(closure(t, dict(state), mesh), state, mesh, variables, hint)
+    if calls is not None:
+        calls.record(t, state, out)
+    return out
+
+
+def recorded_or_fresh(closure: Optional[Closure], calls: ClosureCalls, t: float,
+                      state: Mapping[str, Tensor], mesh: Mesh,
+                      variables: Sequence[str]) -> Dict[str, Tensor]:
+    """What the closure returned at ``(t, state)`` if recorded, else a fresh (checked) call."""
+    found = calls.find(t, state)
+    return found if found is not None else closure_fluxes(closure, t, state, mesh, variables)
 
 
 def _check_output(out, state: Mapping[str, Tensor], mesh: Mesh,

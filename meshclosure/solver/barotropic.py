@@ -41,8 +41,8 @@ from ..fv.diffusion import check_coefficient, diffusive_flux
 from ..fv.operators import _check_float, divergence, transport_from_streamfunction
 from ..fv.poisson import PoissonSolver, vertex_streamfunction
 from ..mesh._mesh import Mesh
-from ._closure import (Closure, NonFinitePart, add_flux_noise, check_flux_noise, closure_fluxes,
-                       first_nonfinite)
+from ._closure import (Closure, ClosureCalls, NonFinitePart, add_flux_noise, check_flux_noise,
+                       closure_fluxes, first_nonfinite, recorded_or_fresh)
 
 __all__ = ["BarotropicModel", "BoussinesqModel", "EARTH_OMEGA", "EARTH_RADIUS"]
 
@@ -139,6 +139,7 @@ class BarotropicModel(torch.nn.Module):
         self.mesh, self.nu, self.drag, self.kappa = mesh, nu, drag, kappa
         self.forcing, self.scheme, self.closure = forcing, scheme, closure
         self.flux_noise, self.generator = flux_noise, generator
+        self._closure_calls = ClosureCalls()
         self.poisson = PoissonSolver(mesh)
         x = mesh.cell_center
         if mesh.is_sphere:
@@ -187,7 +188,7 @@ class BarotropicModel(torch.nn.Module):
             _check_float(f"state[{name!r}]", q)
         U = self.transport(zeta)
         extra = closure_fluxes(self.closure, t, state, self.mesh, self._variables(state),
-                               "the state's keys are the model's variables")
+                               "the state's keys are the model's variables", self._closure_calls)
         f = self.f.to(zeta.dtype)
         flux = self._advect(zeta + f, U)
         if not _is_zero(self.nu):
@@ -214,7 +215,8 @@ class BarotropicModel(torch.nn.Module):
         return [
             ("transport", None, "faces", lambda: self.transport(state["zeta"])),
             ("closure", None, "faces",
-             lambda: closure_fluxes(self.closure, t, state, self.mesh, self._variables(state))),
+             lambda: recorded_or_fresh(self.closure, self._closure_calls, t, state, self.mesh,
+                                       self._variables(state))),
             ("forcing", "zeta", "cells",
              lambda: forcing(t, state) if callable(forcing) else forcing),
         ]
@@ -222,7 +224,8 @@ class BarotropicModel(torch.nn.Module):
     def diagnose(self, t: float, state: Mapping[str, Tensor]) -> Optional[NonFinitePart]:
         """The first part of :meth:`rhs` that is not finite at ``(t, state)``, or ``None``.
 
-        Re-evaluates the transport (from the Poisson solve), the closure, the
+        Re-evaluates the transport (from the Poisson solve), the closure (its
+        recorded output for this exact call when there is one), the
         forcing (and, for :class:`BoussinesqModel`, the boundary buoyancy
         flux), without drawing noise. :func:`~meshclosure.solver.integrate`
         calls it when a step turns the state non-finite; ``None`` means every

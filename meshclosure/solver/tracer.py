@@ -33,8 +33,8 @@ from ..fv.advection import (advection_matrix, cfl_dt, linear_flux, max_faces_per
 from ..fv.diffusion import check_coefficient
 from ..fv.operators import _check_float, _sparse_ok, _spmm, divergence
 from ..mesh._mesh import Mesh
-from ._closure import (Closure, NonFinitePart, add_flux_noise, check_flux_noise, closure_fluxes,
-                       first_nonfinite)
+from ._closure import (Closure, ClosureCalls, NonFinitePart, add_flux_noise, check_flux_noise,
+                       closure_fluxes, first_nonfinite, recorded_or_fresh)
 
 __all__ = ["TracerModel", "SCHEMES"]
 
@@ -153,6 +153,7 @@ class TracerModel(torch.nn.Module):
         self.var = var
         self.generator = generator
         self._operator: Optional[dict] = None
+        self._closure_calls = ClosureCalls()
 
     def _advection_operator(self, q: Tensor) -> Optional[Tensor]:
         """Assembled advective tendency ``L`` (CSR) for a fixed transport tensor, or ``None``.
@@ -232,7 +233,7 @@ class TracerModel(torch.nn.Module):
                 flux = self._diffusive_flux(q)
         flux_shape = (self.mesh.n_faces,) + tuple(q.shape[1:])
         extra = closure_fluxes(self.closure, t, state, self.mesh, [self.var],
-                               "TracerModel(var=...) names the tracer")
+                               "TracerModel(var=...) names the tracer", self._closure_calls)
         if self.var in extra:
             flux = extra[self.var] if flux is None else flux + extra[self.var]
         flux = add_flux_noise(flux, self.flux_noise, flux_shape, q, self.generator)
@@ -254,8 +255,10 @@ class TracerModel(torch.nn.Module):
     def diagnose(self, t: float, state: Mapping[str, Tensor]) -> Optional[NonFinitePart]:
         """The first part of :meth:`rhs` that is not finite at ``(t, state)``, or ``None``.
 
-        Re-evaluates, in order, the transport, the closure, the boundary flux,
-        the source and the relaxation (not the noise, which is finite by
+        Re-evaluates, in order, the transport, the closure (reading its
+        recorded output for this exact call when there is one, so a stateful
+        or sampling closure is not called again), the boundary flux, the
+        source and the relaxation (not the noise, which is finite by
         construction, and without drawing from the generator).
         :func:`~meshclosure.solver.integrate` calls it at the failing stage
         when a step turns the state non-finite; ``None`` means every part
@@ -283,7 +286,8 @@ class TracerModel(torch.nn.Module):
         return first_nonfinite([
             ("transport", None, "faces", lambda: self.face_transport(t)),
             ("closure", self.var, "faces",
-             lambda: closure_fluxes(self.closure, t, state, self.mesh, [self.var])),
+             lambda: recorded_or_fresh(self.closure, self._closure_calls, t, state, self.mesh,
+                                       [self.var])),
             ("boundary_flux", self.var, "boundary faces", boundary),
             ("source", self.var, "cells", source),
             ("source", self.var, "cells", relaxation),

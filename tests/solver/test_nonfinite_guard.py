@@ -137,6 +137,25 @@ def test_closure_nan_is_blamed_on_the_closure():
     assert (err.cause, err.part.variable) == ("closure", "q") and not _mentions_dt(msg)
 
 
+def test_stateful_closure_is_read_back_not_called_again():
+    """A closure that is NaN on one call only (like a sampling or recurrent closure, it would
+    not return the same value twice) is still named: diagnose reads its recorded output."""
+    mesh = _mesh()
+    count = {"n": 0}
+
+    def closure(t, state, m):
+        count["n"] += 1
+        flux = torch.zeros(m.n_faces, dtype=torch.float64)
+        if count["n"] == 8:                       # step 3, stage 1 (0-based) of SSP-RK3
+            flux[3] = NAN
+        return {"q": flux}
+
+    model = TracerModel(mesh, constant_transport(mesh, (1.0, 0.0)), closure=closure)
+    err, msg = _fail(model, {"q": _q0(mesh)})
+    assert (err.cause, err.step, err.stage, err.part.index) == ("closure", 3, 1, [3])
+    assert count["n"] == 9 and not _mentions_dt(msg)          # not called by the diagnosis
+
+
 def test_too_large_dt_with_finite_parts_is_blamed_on_the_step():
     """Linear advection at 20× the CFL step grows ~10× per step until it overflows: every
     part is finite, the update is not, so (and only so) the message suggests a smaller dt."""
