@@ -283,7 +283,12 @@ def _add_vtu_field_data(path: str, arrays: Mapping[str, np.ndarray],
     xml = Path(path).read_bytes()
     tag = b"<UnstructuredGrid>"
     at = xml.index(tag) + len(tag)
-    Path(path).write_bytes(xml[:at] + b"\n<FieldData>\n" + "".join(blocks).encode()
+    note = (b"\n<!--meshclosure: FieldData meshclosure_mesh_* holds the exact finite-volume mesh "
+            b"(flattened arrays; shapes and attributes in meshclosure_mesh_json). Read it with "
+            b"meshclosure.io.read_mesh(path) or `meshclosure mesh PATH`: rebuilding cells from "
+            b"the polygons (meshio, from_meshio) gives one face per polygon edge, and coarse "
+            b"agglomerated cells are not convex.-->")
+    Path(path).write_bytes(xml[:at] + note + b"\n<FieldData>\n" + "".join(blocks).encode()
                            + b"</FieldData>" + xml[at:])
 
 

@@ -131,3 +131,13 @@ def test_demo_meshes_read_back_bit_identical(demo_out):
     assert_same_mesh(io.read_mesh(out / "test1_alpha1_limited.vtu"), icosahedral(2))
     scenario = get_scenario("kinematic", "cartesian:32", factor=4, seed=0, spinup_time=1.0)
     assert_same_mesh(io.read_mesh(out / "truth_kinematic.nc"), scenario.coarse)
+
+
+def test_demo_dataset_as_zarr_reads_back(demo_out, tmp_path):
+    from meshclosure.data import read_dataset, write_dataset
+
+    out, _ = demo_out
+    nc = out / "truth_kinematic.nc"
+    store = write_dataset(read_dataset(nc), tmp_path / "truth.zarr", format="zarr")
+    assert_same_mesh(io.read_mesh(store), io.read_mesh(nc))
+    assert parse_mesh_spec(str(store)).validate(raise_on_error=False) == []
