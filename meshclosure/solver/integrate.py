@@ -42,7 +42,12 @@ CAUSES = ("initial_state", "transport", "closure", "boundary_flux", "forcing", "
 
 
 class Model(Protocol):
-    """Anything with ``rhs(t, state) -> dict of tendencies``."""
+    """Anything with ``rhs(t, state) -> dict of tendencies``.
+
+    A model may also have ``diagnose(t, state) -> NonFinitePart or None``
+    (the solver models do): the first non-finite part of its right-hand side,
+    which :func:`integrate` uses to name the cause of a blow-up.
+    """
 
     def rhs(self, t: float, state: State) -> Mapping[str, Tensor]: ...
 

@@ -188,3 +188,10 @@ def test_guard_keeps_results_and_gradients_unchanged():
     g_on, = torch.autograd.grad(on.state["q"].square().sum(), q0)
     g_off, = torch.autograd.grad(off.state["q"].square().sum(), q0)
     assert torch.equal(g_on, g_off)
+
+
+def test_progress_bar_is_quiet_when_stderr_is_not_a_terminal(capsys):
+    mesh = _mesh()
+    model = TracerModel(mesh, constant_transport(mesh, (1.0, 0.3)))
+    integrate(model, {"q": _q0(mesh)}, 0.05, 3, progress=True)
+    assert capsys.readouterr().err == ""
