@@ -43,10 +43,11 @@ the boundary faces, as :func:`meshclosure.io.to_ugrid_dataset` numbers them).
 The coarse mesh travels with the data twice: exactly (every
 :class:`~meshclosure.mesh.Mesh` array as ``mesh_<field>`` on its own
 dimensions, ``n_face``, ``n_interior_edge``, ``n_boundary_edge``,
-``n_mesh_vertex``, ``n_mesh_coord``, ``n_mesh_cell_vertices``, ``two``, so
-:func:`mesh_from_dataset` rebuilds it bit for bit) and as UGRID-1.0
-variables (:func:`meshclosure.io.to_ugrid_dataset`), so the file opens in
-uxarray. Attributes: ``scenario_config`` (JSON), ``seed``, ``versions``,
+``n_mesh_vertex``, ``n_mesh_coord``, ``n_mesh_cell_vertices``, ``two``, from
+:func:`meshclosure.io.exact_mesh_variables`, so :func:`mesh_from_dataset`
+rebuilds it bit for bit) and as UGRID-1.0 variables
+(:func:`meshclosure.io.to_ugrid_dataset`: the coarse cells' own corners as
+nodes), so the file opens in uxarray. Attributes: ``scenario_config`` (JSON), ``seed``, ``versions``,
 ``created`` (UTC), ``split_boundaries``, ``normalization`` (training split
 only), ``static_sha256`` (every variable that is not per sample, including
 ``sample_checksum``) and the per-sample ``sample_checksum``: together an
@@ -91,20 +92,6 @@ FORMATS = ("netcdf", "zarr")
 MIN_BLOCK = 2
 """Samples the val and the test block each keep when a ``gap`` is set aside."""
 
-_DIM = {"cell": "n_face", "face": "n_interior_edge", "boundary_face": "n_boundary_edge",
-        "vertex": "n_mesh_vertex", "coord": "n_mesh_coord", "two": "two",
-        "max_cell_vertices": "n_mesh_cell_vertices"}
-_MESH_DIMS = {
-    "cell_center": ("cell", "coord"), "cell_volume": ("cell",),
-    "face_cells": ("two", "face"), "face_normal": ("face", "coord"), "face_area": ("face",),
-    "face_center": ("face", "coord"), "cell_distance": ("face",),
-    "vertex_pos": ("vertex", "coord"), "face_vertices": ("two", "face"),
-    "cell_vertices": ("cell", "max_cell_vertices"),
-    "boundary_face_cell": ("boundary_face",), "boundary_face_vertices": ("two", "boundary_face"),
-    "boundary_face_normal": ("boundary_face", "coord"),
-    "boundary_face_area": ("boundary_face",), "boundary_face_center": ("boundary_face", "coord"),
-    "boundary_face_tag": ("boundary_face",),
-}
 _MESH_LONG_NAMES = {
     "cell_center": "coarse cell centre", "cell_volume": "coarse cell area (exact)",
     "face_cells": "owner (row 0) and neighbour (row 1) cell of each interior face",
@@ -244,15 +231,17 @@ def _versions() -> dict:
 
 
 def _mesh_variables(mesh: Mesh) -> dict:
-    g = mesh.double().to("cpu")
+    """The exact mesh (:func:`meshclosure.io.exact_mesh_variables`) with CF attributes."""
+    from ..io import exact_mesh_variables
+
+    exact = exact_mesh_variables(mesh)
     out = {}
-    for name, dims in _MESH_DIMS.items():
-        a = _np(getattr(g, name))
-        attrs = {"long_name": f"exact coarse mesh: {_MESH_LONG_NAMES[name]}"}
-        if a.dtype.kind == "f":
+    for name, v in exact.data_vars.items():
+        attrs = {"long_name": f"exact coarse mesh: {_MESH_LONG_NAMES[name[len('mesh_'):]]}"}
+        if v.dtype.kind == "f":
             attrs["units"] = _NONDIM
-        out[f"mesh_{name}"] = (tuple(_DIM[d] for d in dims), a, attrs)
-    return out
+        out[name] = (v.dims, v.values, attrs)
+    return out, dict(exact.attrs)
 
 
 def _is_sample_variable(ds, name: str) -> bool:
@@ -442,7 +431,8 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
             raise DatasetError(f"{name} holds non-finite values (run, time index: "
                                f"{bad[:5].tolist()}); a dataset never stores NaN or inf silently."
                                " Check the scenario's time step and spin-up.")
-    for name, value in _mesh_variables(coarse).items():
+    exact, exact_attrs = _mesh_variables(coarse)
+    for name, value in exact.items():
         ds[name] = value
     if coarse.dim >= 2:
         from ..io import to_ugrid_dataset
@@ -464,9 +454,7 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
         "split_fractions": json.dumps([float(x) for x in fractions]),
         "split_boundaries": json.dumps(bounds), "split_gap": int(gap),
         "n_samples": len(samples), "n_ood": len(ood_samples),
-        "mesh_radius": json.dumps(coarse.radius), "mesh_period": json.dumps(coarse.period),
-        "mesh_boundary_tag_names": json.dumps(list(coarse.boundary_tag_names)),
-        "mesh_info": json.dumps(coarse.info, sort_keys=True, default=str),
+        **exact_attrs,            # mesh_radius, mesh_period, mesh_boundary_tag_names, mesh_info
         "mesh_signature": json.dumps(coarse.signature(), sort_keys=True),
     })
     for k, v in (attrs or {}).items():

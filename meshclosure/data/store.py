@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
-import torch
 
 from .._files import check_folder, refuse_existing
 from ..errors import ArgumentError
 from ..mesh import Mesh
-from ..mesh._mesh import _INDEX_FIELDS
-from .dataset import (_MESH_DIMS, _REGENERATE, FORMAT_VERSION, FORMATS, DatasetError,
+from .dataset import (_REGENERATE, FORMAT_VERSION, FORMATS, DatasetError,
                       _digest, _is_sample_variable, sample_variables, static_hash)
 
 __all__ = ["dataset_format", "default_chunk_time", "write_dataset", "read_dataset",
@@ -301,17 +299,11 @@ def _chunk_time(ds) -> int:
 
 
 def mesh_from_dataset(ds) -> Mesh:
-    """The coarse :class:`~meshclosure.mesh.Mesh` stored in a dataset (bit-identical, float64)."""
-    arrays = {}
-    for name in _MESH_DIMS:
-        a = np.asarray(ds[f"mesh_{name}"].values)
-        dtype = torch.long if name in _INDEX_FIELDS else torch.float64
-        arrays[name] = torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
-    radius = json.loads(ds.attrs["mesh_radius"])
-    period = json.loads(ds.attrs["mesh_period"])
-    return Mesh(**arrays, boundary_tag_names=tuple(json.loads(ds.attrs["mesh_boundary_tag_names"])),
-                radius=radius, period=tuple(period) if period is not None else None,
-                info=json.loads(ds.attrs["mesh_info"]))
+    """The coarse :class:`~meshclosure.mesh.Mesh` stored in a dataset (bit-identical, float64;
+    :func:`meshclosure.io.mesh_from_exact_variables`)."""
+    from ..io import mesh_from_exact_variables
+
+    return mesh_from_exact_variables(ds)
 
 
 _SIZE_KEYS = ("family", "nside", "level", "dual", "nx", "ny", "nz", "n_cells", "n_faces",
