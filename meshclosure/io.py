@@ -1,9 +1,17 @@
-"""Cell fields in and out: VTU for ParaView, HEALPix maps for healpy, UGRID netCDF for uxarray.
+"""Meshes and cell fields in and out: VTU for ParaView, HEALPix maps for healpy, UGRID netCDF
+for uxarray, and :func:`read_mesh` for every mesh file meshclosure writes.
 
-Every writer is atomic: it writes a temporary file in the destination folder
-and renames it onto ``path`` (``os.replace``), so a failed write leaves an
-existing file untouched and no temporary file behind. Fields are validated
-(name, ``n_cells`` rows, finite) before anything is written.
+Every writer refuses an existing ``path`` unless ``overwrite=True``
+(:class:`~meshclosure.errors.OutputExistsError`, the file left untouched) and
+is atomic: it writes a temporary file in the destination folder and renames
+it onto ``path`` (``os.replace``), so a failed write leaves an existing file
+untouched and no temporary file behind. Fields are validated (name,
+``n_cells`` rows, finite) before anything is written.
+
+VTU and UGRID files carry the exact mesh (:func:`exact_mesh_variables`), so
+:func:`read_mesh` returns it bit for bit; UGRID polygons list the cells' own
+corners only (no hanging fine vertices on coarse meshes), so uxarray derives
+the stored edges.
 
 Vocabulary (DESIGN.md §2): our *cells*, *faces* and *vertices* are UGRID
 *faces* (dim ``n_face``), *edges* (``n_edge``) and *nodes* (``n_node``).
@@ -917,10 +925,10 @@ def mesh_from_ugrid(ds, source: str = "dataset") -> Mesh:
     topo = [name for name, v in ds.variables.items()
             if v.attrs.get("cf_role") == "mesh_topology"]
     if not topo:
-        raise MeshError(f"{source!r} has neither meshclosure's exact mesh arrays (mesh_cell_volume, "
-                        "...) nor a UGRID mesh (a variable with cf_role = 'mesh_topology'); it is "
-                        "not a mesh file. Write meshes with meshclosure.io.write_ugrid or "
-                        "write_vtu.")
+        raise MeshError(f"{source!r} has neither meshclosure's exact mesh arrays "
+                        "(mesh_cell_volume, ...) nor a UGRID mesh (a variable with cf_role = "
+                        "'mesh_topology'); it is not a mesh file. Write meshes with "
+                        "meshclosure.io.write_ugrid or write_vtu.")
     t = ds[topo[0]].attrs
     conn = ds[t["face_node_connectivity"]]
     cells = np.asarray(conn.values).astype(np.int64)

@@ -139,8 +139,10 @@ def test_planar_what_uxarray_can_and_cannot_do(tmp_path, name):
 
 def test_polygon_notes_on_every_family(tmp_path):
     for name in ("cartesian", "healpix", "dual_coarse"):
-        _, ds, _ = _open(MESHES[name](), tmp_path / name if (tmp_path / name).mkdir() is None
-                         else None)
+        folder = tmp_path / name
+        folder.mkdir()
+        _, ds, _ = _open(MESHES[name](), folder)
         attrs = ds["face_areas"].attrs
         assert {"area_method", "polygon_area_max_rel_diff", "polygon_area_total_rel_diff",
                 "polygon_area_note", "uxarray_note", "units"} <= set(attrs)
+    assert "sum of the exact areas of the fine cells" in attrs["area_method"]
