@@ -26,7 +26,7 @@ import torch
 from meshclosure.mesh import (Coarsening, agglomerate, cartesian, from_meshio, healpix,
                               icosahedral)
 from meshclosure.fv import divergence, transport_from_streamfunction
-from meshclosure.plot import plot
+from meshclosure.plot import plot, subplot
 from meshclosure.demo import annulus_meshio, demo_field
 
 out = Path(tempfile.mkdtemp(prefix="meshclosure_nb01_"))
@@ -64,16 +64,30 @@ for name, mesh in meshes.items():
 #
 # ## 2. Plots
 #
-# `plot(mesh, field)` picks the right view: an image for Cartesian grids, a
-# Mollweide map for HEALPix, projected polygons for everything else.
+# `plot(mesh, field, label=..., units=...)` picks the right view: an image for
+# Cartesian grids, polygons for other planar meshes, and on the sphere one map style
+# for every family (Mollweide, with a labelled graticule: meridians every 60°,
+# parallels every 30°). The colorbar reads `label [units]`. It returns a matplotlib
+# figure, which the notebook shows when a cell ends in it:
 
 # %%
-for name, mesh in meshes.items():
-    fig = plot(mesh, demo_field(mesh), title=name)
-    plt.close(fig)
-fig = plot(meshes["icosahedral dual level 3"], demo_field(meshes["icosahedral dual level 3"]),
-           title="icosahedral dual, level 3")
-fig
+dual = meshes["icosahedral dual level 3"]
+plot(dual, demo_field(dual), label="test pattern", units="nondimensional",
+     title="icosahedral dual, level 3")
+
+# %% [markdown]
+# To put several meshes in one figure, make each panel with `subplot(fig, mesh, ...)`
+# (it gives sphere meshes a Mollweide panel) and pass it as `ax=`. `plot(..., path=...)`
+# or `save_figure(fig, path)` writes `.png`, `.pdf` or `.svg` as the suffix says, and
+# refuses to replace an existing file unless you pass `overwrite=True`.
+
+# %%
+fig = plt.figure(figsize=(16, 8.5))
+for k, (name, mesh) in enumerate(meshes.items()):
+    plot(mesh, demo_field(mesh), ax=subplot(fig, mesh, 2, 3, k + 1), title=name,
+         label="test pattern", units="nondimensional")
+fig.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## 3. Sign conventions, checked with a streamfunction
@@ -112,13 +126,24 @@ rhs = c.restrict(divergence(fine, phi))
 print(c.coarse, "\nmax |div_c(R Φ) − R(div_f Φ)| =", float((lhs - rhs).abs().max()))
 print("Σ V q fine:", float((fine.cell_volume * q).sum()),
       " coarse:", float((c.coarse.cell_volume * c.restrict(q)).sum()))
-fig = plot(c.coarse, c.restrict(q), title="HEALPix nside 16 → 4")
-plt.close(fig)
 
-dual = meshes["icosahedral dual level 3"]
+# %% [markdown]
+# The restriction keeps the pattern and its integral; with one colour scale for both,
+# the coarse map shows what a coarse model can resolve. `agglomerate` clusters any mesh
+# into compact patches (here the dual mesh into 40 cells).
+
+# %%
 agg = Coarsening(dual, agglomerate(dual, 40))
-fig = plot(agg.coarse, agg.restrict(demo_field(dual)), title="dual level 3 agglomerated to 40 cells")
-fig
+panels = [(fine, q, f"HEALPix nside 16 ({fine.n_cells} cells)"),
+          (c.coarse, c.restrict(q), f"restricted to nside 4 ({c.coarse.n_cells} cells)"),
+          (dual, demo_field(dual), f"icosahedral dual level 3 ({dual.n_cells} cells)"),
+          (agg.coarse, agg.restrict(demo_field(dual)), f"agglomerated to {agg.coarse.n_cells} cells")]
+fig = plt.figure(figsize=(15, 8.5))
+for k, (mesh, field, title) in enumerate(panels):
+    plot(mesh, field, ax=subplot(fig, mesh, 2, 2, k + 1), title=title, label="test pattern",
+         units="nondimensional", vmin=-1.1, vmax=1.1)
+fig.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## 5. Graphs

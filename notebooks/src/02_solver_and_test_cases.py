@@ -32,7 +32,7 @@ from meshclosure.fv import divergence, gradient, transport_from_streamfunction
 from meshclosure.fv.advection import (cfl_dt, limiter_coefficient, linear_flux,
                                       outflow_courant, upwind_flux)
 from meshclosure.mesh import icosahedral
-from meshclosure.plot import plot
+from meshclosure.plot import plot, subplot
 from meshclosure.solver import TracerModel, integrate
 from meshclosure.solver.barotropic import EARTH_OMEGA, EARTH_RADIUS, BarotropicModel
 from meshclosure.solver.flows import (DAY, cosine_bell, error_norms, solid_body_streamfunction,
@@ -105,13 +105,14 @@ print(f"limiter φ: {int((phi < 1).sum())} of {mesh.n_cells} cells limited, "
       f"min φ = {float(phi.min()) + 0.0:.2f}")
 
 # %% [markdown]
-# The limiter acts only where the bell has a kink (its rim, where it meets zero) and at its peak:
+# The limiter acts only where the bell has a kink (its rim, where it meets zero) and at its
+# peak; everywhere else φ = 1. A lon/lat window around the bell (`region=`, degrees)
+# shows it larger than the whole globe would:
 
 # %%
-fig = plt.figure(figsize=(8, 4.5))
-plot(mesh, phi, ax=fig.add_subplot(projection="mollweide"),
-     title="Barth–Jespersen factor φ (1 = unlimited)", label="φ")
-plt.show()
+plot(mesh, phi, title="Barth–Jespersen factor φ around the cosine bell (1 = unlimited)",
+     label="limiter factor φ", units="nondimensional", vmin=0.0, vmax=1.0,
+     region=(-170, -10, -50, 50))
 
 # %% [markdown]
 # ### The time step
@@ -158,17 +159,28 @@ for scheme in ("upwind", "linear", "limited"):
 # all the errors are large: the upwind scheme smears the bell to a tenth of its height,
 # the linear scheme keeps more of the peak but undershoots below zero,
 # and the limited scheme creates no new extrema (its minimum is 0 to rounding) at
-# some cost in l2 against the linear scheme. Final fields and errors for the tilted axis:
+# some cost in l2 against the linear scheme. For the tilted axis, each row shows a
+# scheme's final field, the exact solution (the initial bell) and the error, in a
+# lon/lat window around the bell (`region=`; the rest of the sphere is zero in all
+# three). All final and exact panels share one colour scale, all errors one diverging
+# scale centred on zero, so the rows compare directly.
+# `plot_comparison(mesh, final, exact, ...)` draws one such row as its own figure.
 
 # %%
-fig = plt.figure(figsize=(15, 5.4))
-for j, scheme in enumerate(("upwind", "linear", "limited")):
-    r = results[scheme, "pi/2-0.05"]
-    ax = fig.add_subplot(2, 3, j + 1, projection="mollweide")
-    plot(mesh, r["h"], ax=ax, title=f"{scheme}: h after 12 days", vmin=-100, vmax=1000)
-    ax = fig.add_subplot(2, 3, j + 4, projection="mollweide")
-    plot(mesh, r["h"] - r["h_exact"], ax=ax, title=f"{scheme}: h − exact", cmap="RdBu_r",
-         vmin=-500, vmax=500)
+rows = [results[scheme, "pi/2-0.05"] for scheme in ("upwind", "linear", "limited")]
+h_lim = (min(float(r["h"].min()) for r in rows), max(float(r["h_exact"].max()) for r in rows))
+e_lim = max(float((r["h"] - r["h_exact"]).abs().max()) for r in rows)
+region = (-170, -10, -50, 50)           # degrees: the bell starts and ends at (270°E, 0°)
+fig = plt.figure(figsize=(15, 9.5))
+for j, (scheme, r) in enumerate(zip(("upwind", "linear", "limited"), rows)):
+    panels = [(r["h"], f"{scheme}: final h after 12 days", "h", {"vmin": h_lim[0], "vmax": h_lim[1]}),
+              (r["h_exact"], "exact h", "h", {"vmin": h_lim[0], "vmax": h_lim[1]}),
+              (r["h"] - r["h_exact"], f"{scheme}: error (l2 = {r['l2']:.3f})", "h − exact",
+               {"vmin": -e_lim, "vmax": e_lim, "diverging": True})]
+    for k, (field, title, label, scale) in enumerate(panels):
+        plot(mesh, field, ax=subplot(fig, mesh, 3, 3, 3 * j + k + 1, region=region),
+             title=title, label=label, units="m", region=region, **scale)
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -292,12 +304,13 @@ for level in (3, 4):
 
 # %%
 rh_mesh, z0, zeta = rh3
-fig = plt.figure(figsize=(15, 3.6))
+fig = plt.figure(figsize=(16, 4.6))
 lim = float(z0.abs().max())
 for j, (field, title) in enumerate([(z0, "ζ at t = 0"), (zeta, "ζ after 1 day (level 3)"),
                                     (rossby_haurwitz_zeta(rh_mesh, DAY), "exact ζ after 1 day")]):
-    ax = fig.add_subplot(1, 3, j + 1, projection="mollweide")
-    plot(rh_mesh, field, ax=ax, title=title, cmap="RdBu_r", vmin=-lim, vmax=lim, label="1/s")
+    plot(rh_mesh, field, ax=subplot(fig, rh_mesh, 1, 3, j + 1), title=title, diverging=True,
+         vmin=-lim, vmax=lim, label="relative vorticity ζ", units="s-1")
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]

@@ -29,7 +29,7 @@ from meshclosure.data import (SubgridDataset, check_identity, generate, get_scen
                               read_dataset, subgrid_targets)
 from meshclosure.fv import divergence
 from meshclosure.mesh import Coarsening
-from meshclosure.plot import face_flux_density, plot
+from meshclosure.plot import face_flux_density, plot, subplot
 
 torch.set_num_threads(1)   # small meshes: one thread is fastest
 out = Path(tempfile.mkdtemp(prefix="meshclosure_nb03_"))
@@ -71,23 +71,28 @@ for title, (spec, factor) in cases.items():
     print(f"{title:26s} fine {sc.fine.n_cells:5d} cells, coarse {sc.coarse.n_cells:4d} cells, "
           f"identity defect {check_identity(sample, sc.coarse):.1e}")
 
+# %% [markdown]
+# The scenarios are nondimensional (unit square or unit sphere, the scenario's own time
+# unit). Fine `q` and coarse `Q` share one colour scale; `s^sgs` has a diverging scale
+# centred on zero.
+
 # %%
+UNITS = "nondimensional"
 for title, (sc, state, sample) in snapshots.items():
-    fig = plt.figure(figsize=(14, 3.6))
-    projection = None if sc.fine.family in ("cartesian", "healpix") else "mollweide"
-    panels = [(sc.fine, state["q"], "fine q"), (sc.coarse, sample.state["q"], "coarse Q"),
-              (sc.coarse, face_flux_density(sc.coarse, sample.flux["q"]), "|Φ^sgs| / A"),
-              (sc.coarse, sample.tendency["q"], "s^sgs")]
-    for k, (mesh, field, name) in enumerate(panels):
-        if sc.fine.family == "healpix":
-            plot(mesh, field, title=f"{title}: {name}")   # healpy draws its own figure
-            continue
-        ax = fig.add_subplot(1, 4, k + 1, projection=projection)
-        plot(mesh, field, ax=ax, title=name, cmap="RdBu_r" if name == "s^sgs" else "viridis")
-    if sc.fine.family != "healpix":
-        fig.suptitle(title)
-    else:
-        plt.close(fig)
+    fig = plt.figure(figsize=(17, 3.5) if sc.fine.is_sphere else (17, 3.9))
+    q_lim = {"vmin": float(min(state["q"].min(), sample.state["q"].min())),
+             "vmax": float(max(state["q"].max(), sample.state["q"].max()))}
+    panels = [(sc.fine, state["q"], f"fine q ({sc.fine.n_cells} cells)", "q", q_lim),
+              (sc.coarse, sample.state["q"], f"coarse Q ({sc.coarse.n_cells} cells)", "Q", q_lim),
+              (sc.coarse, face_flux_density(sc.coarse, sample.flux["q"]),
+               "subgrid flux density |Φ^sgs| / A", "|Φ^sgs| / A", {}),
+              (sc.coarse, sample.tendency["q"], "subgrid tendency s^sgs", "s^sgs",
+               {"diverging": True})]
+    for k, (mesh, field, name, label, scale) in enumerate(panels):
+        plot(mesh, field, ax=subplot(fig, mesh, 1, 4, k + 1), title=name, label=label,
+             units=UNITS, **scale)
+    fig.suptitle(title)
+    fig.tight_layout()
     plt.show()
 
 # %% [markdown]
@@ -142,14 +147,16 @@ z_face = col.face_center[:, 1]
 print(f"identity defect {check_identity(sample, col):.1e}; "
       f"coarse transport max |U_c| = {float(sample.transport.abs().max()):.1e}")
 
-fig = plt.figure(figsize=(13, 3.6))
-plot(sc.fine, state["b"], ax=fig.add_subplot(1, 3, 1), title="slice: buoyancy b")
+fig = plt.figure(figsize=(15, 3.8))
+plot(sc.fine, state["b"], ax=fig.add_subplot(1, 3, 1), title="slice: buoyancy b",
+     label="b", units=UNITS, xlabel="x", ylabel="z")
 ax = fig.add_subplot(1, 3, 2)
 ax.plot(sample.state["b"], z_cell, "o-")
-ax.set(xlabel="column b̄", ylabel="z", title="coarse (column) state")
+ax.set(xlabel=f"column mean b̄ [{UNITS}]", ylabel="z", title="coarse (column) state")
 ax = fig.add_subplot(1, 3, 3)
 ax.plot(sample.flux["b"] / col.face_area, z_face, "o-")
-ax.set(xlabel="Φ^sgs / A  (≈ w'b')", ylabel="z", title="subgrid buoyancy flux")
+ax.axvline(0.0, color="0.5", linewidth=0.5)
+ax.set(xlabel=f"Φ^sgs / A ≈ w'b' [{UNITS}]", ylabel="z", title="subgrid buoyancy flux")
 fig.tight_layout()
 plt.show()
 

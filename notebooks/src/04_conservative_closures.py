@@ -229,11 +229,15 @@ print(f"relative drift of Σ V q with the closure, every 20 steps: {max(drift):.
 print(f"closure changed the field by up to {float((hybrid.state['q'] - plain.state['q']).abs().max()):.3f}"
       f" (bell height 1)")
 
-plt.figure(figsize=(5, 3))
-plt.semilogy([max(d, 1e-17) for d in drift], "o-")
-plt.xlabel("snapshot (every 20 steps)")
+plt.figure(figsize=(6, 3.4))
+plt.semilogy(range(0, 20 * len(drift), 20), [max(d, 1e-17) for d in drift], "o-",
+             label="relative drift (exact 0 drawn at 10⁻¹⁷)")
+plt.axhline(torch.finfo(torch.float64).eps, color="0.5", linestyle="--",
+            label="float64 machine epsilon")
+plt.xlabel("time step")
 plt.ylabel("|Σ V q / Σ V q₀ − 1|")
 plt.title("conservation with an untrained closure")
+plt.legend(fontsize=8)
 plt.tight_layout()
 plt.show()
 
