@@ -25,6 +25,8 @@ from .equivariant import EquivariantConv, EquivariantGNN, input_irreps  # regist
 from .transformer import (GraphTransformer, MeshTooLargeError,  # registers "transformer"
                           random_walk_encoding)
 from .recurrent import STAGE_TIMES, STAGES, RecurrentClosure, RecurrentHook  # "gru"
+from .nodewise import NodewiseTendency  # references: "nodewise", "nodewise_mean_free"
+from .checkpoint import CheckpointError, LoadedModel, load_model, save_model
 
 __all__ = [
     "build_model", "list_models", "register", "model_families", "check_family",
@@ -35,5 +37,6 @@ __all__ = [
     "ChebConv", "ChebNetClosure", "SphericalHarmonicFilter", "SpectralClosure", "SFNOClosure",
     "HealpixSHT", "healpix_pixels", "EquivariantConv", "EquivariantGNN", "input_irreps",
     "GraphTransformer", "MeshTooLargeError", "random_walk_encoding", "RecurrentClosure",
-    "RecurrentHook", "STAGES", "STAGE_TIMES",
+    "RecurrentHook", "STAGES", "STAGE_TIMES", "NodewiseTendency", "save_model", "load_model",
+    "LoadedModel", "CheckpointError",
 ]

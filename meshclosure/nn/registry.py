@@ -49,13 +49,14 @@ class _Entry:
     families: tuple[str, ...]
     instead: str | None
     description: str
+    conservative: bool = True
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
 def register(name: str, families: Iterable[str] = ALL_FAMILIES, instead: str | None = None,
-             description: str | None = None) -> Callable:
+             description: str | None = None, conservative: bool = True) -> Callable:
     """Decorator registering a model factory (class or function) under ``name``.
 
     Parameters
@@ -68,6 +69,10 @@ def register(name: str, families: Iterable[str] = ALL_FAMILIES, instead: str | N
         The model to suggest first for unsupported meshes.
     description : str, optional
         One line for :func:`list_models`; default the first docstring line.
+    conservative : bool
+        True (default) for closures in flux form (antisymmetric face fluxes), which
+        every invariant test covers; False marks a reference outside that contract
+        (e.g. ``nodewise``), listed only by ``list_models(conservative=False)``.
 
     Examples
     --------
@@ -90,7 +95,7 @@ def register(name: str, families: Iterable[str] = ALL_FAMILIES, instead: str | N
                              f"({_REGISTRY[name].factory!r}); pick another name.")
         doc = (factory.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = _Entry(name, factory, fams, instead,
-                                 description or (doc[0] if doc else ""))
+                                 description or (doc[0] if doc else ""), bool(conservative))
         if isinstance(factory, type):
             factory.name, factory.families = name, fams
         return factory
@@ -98,13 +103,20 @@ def register(name: str, families: Iterable[str] = ALL_FAMILIES, instead: str | N
     return decorate
 
 
-def list_models(family: str | None = None) -> list[str]:
+def list_models(family: str | None = None, conservative: bool | None = True) -> list[str]:
     """Registered model names, sorted; only those supporting ``family`` when given.
+
+    ``conservative=True`` (default) lists the closures in flux form, which conserve
+    by construction; ``False`` the references outside that contract (``nodewise``);
+    ``None`` both.
 
     >>> "mgn" in list_models(), "mlp_global" in list_models("healpix")
     (True, True)
+    >>> "nodewise" in list_models(), "nodewise" in list_models(conservative=False)
+    (False, True)
     """
-    return sorted(n for n, e in _REGISTRY.items() if family is None or family in e.families)
+    return sorted(n for n, e in _REGISTRY.items() if (family is None or family in e.families)
+                  and (conservative is None or e.conservative == conservative))
 
 
 def model_families(name: str) -> tuple[str, ...]:
@@ -166,4 +178,6 @@ def build_model(name: str, mesh: Mesh, **config) -> nn.Module:
         # what the model was built for: meshclosure.data.check_compatible compares it with a
         # dataset's coarse mesh, so data from another family or resolution is refused
         model.mesh_signature = mesh.signature()
+        # how to build it again (meshclosure.nn.save_model / load_model)
+        model.build_config = {"name": name, "config": dict(config)}
     return model

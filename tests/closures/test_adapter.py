@@ -119,6 +119,17 @@ def test_budget_closes_with_a_learned_closure_tracer():
             lambda t, s: (V * (S - 0.5 * (s["q"] - target))).sum(), lambda t: bflux.sum())
     scale = float((V * q["q"].abs()).sum())
     assert abs(res) / scale <= 1e-12, res / scale
+    # the same run with the non-conservative reference in the closure's place: its
+    # per-cell tendency is a source nobody accounts for, and the budget shows it
+    node = build_model("nodewise", mesh, in_features=3, hidden=8, n_blocks=1).double()
+    pipe = FeaturePipeline(["q"])
+    model = TracerModel(mesh, U, kappa=0.01, relaxation=(0.5, target), boundary_flux=bflux,
+                        source=lambda t, s: S + 0.05 * node(mesh, pipe(mesh, s))[:, 0])
+    with torch.no_grad():
+        res_node, q = _stage_budget(
+            model, q0, 0.01, 200, lambda s: (V * s["q"]).sum(),
+            lambda t, s: (V * (S - 0.5 * (s["q"] - target))).sum(), lambda t: bflux.sum())
+    assert abs(res_node) / float((V * q["q"].abs()).sum()) > 1e-6
 
 
 def test_budget_closes_with_a_learned_closure_barotropic():
