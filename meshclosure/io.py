@@ -953,10 +953,22 @@ def mesh_from_ugrid(ds, source: str = "dataset") -> Mesh:
         lon, lat = np.radians(x), np.radians(y)
         xyz = radius * np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon),
                                  np.sin(lat)], 1)
-        return from_polygons(xyz, cells, radius=radius, info=info, **kwargs)
+        return _rebuild(from_polygons, source, xyz, cells, radius=radius, info=info, **kwargs)
     period = ds.attrs.get("period")
     if period is not None:
         period = tuple(float(p) for p in np.atleast_1d(period))
         if not any(period):
             period = None
-    return from_polygons(np.stack([x, y], 1), cells, period=period, info=info, **kwargs)
+    return _rebuild(from_polygons, source, np.stack([x, y], 1), cells, period=period, info=info,
+                    **kwargs)
+
+
+def _rebuild(from_polygons, source: str, *args, **kwargs) -> Mesh:
+    try:
+        return from_polygons(*args, **kwargs)
+    except MeshError as err:
+        raise MeshError(f"the UGRID polygons of {source!r} do not make a valid mesh ({err}). "
+                        "UGRID lists only each cell's corners, so large agglomerated coarse "
+                        "cells can fold; write the file with meshclosure.io.write_ugrid(..., "
+                        "exact=True) (the default), which stores the exact mesh that read_mesh "
+                        "reads.", cells=err.cells, faces=err.faces) from err

@@ -141,3 +141,12 @@ def test_demo_dataset_as_zarr_reads_back(demo_out, tmp_path):
     store = write_dataset(read_dataset(nc), tmp_path / "truth.zarr", format="zarr")
     assert_same_mesh(io.read_mesh(store), io.read_mesh(nc))
     assert parse_mesh_spec(str(store)).validate(raise_on_error=False) == []
+
+
+def test_ugrid_without_exact_arrays_says_how_to_read_folded_cells(tmp_path):
+    coarse = _agglomerated(cartesian(8, 8), 4)              # wide cells on a torus fold
+    io.write_ugrid(coarse, None, tmp_path / "c.nc", exact=False)
+    with pytest.raises(MeshError, match=r"do not make a valid mesh.*exact=True"):
+        io.read_mesh(tmp_path / "c.nc")
+    io.write_ugrid(coarse, None, tmp_path / "c.nc", exact=True, overwrite=True)
+    assert_same_mesh(io.read_mesh(tmp_path / "c.nc"), coarse)
