@@ -265,9 +265,25 @@ def _digest(arrays: Mapping[str, np.ndarray]) -> np.uint64:
     return np.frombuffer(h.digest()[:8], dtype="<u8")[0]
 
 
+_UNHASHED_ATTRS = ("created", "source_path", "static_sha256")
+
+
+def _attr_json(value: Any) -> str:
+    """An attribute as JSON, the same whether netCDF or zarr stored it (arrays as lists)."""
+    if isinstance(value, np.ndarray) and value.size == 1 and value.ndim:
+        value = value.reshape(())                 # netCDF reads 1-element lists as arrays
+    plain = value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
+    if isinstance(plain, list) and len(plain) == 1:
+        plain = plain[0]
+    return json.dumps(plain, sort_keys=True, default=str)
+
+
 def static_hash(ds) -> str:
-    """SHA-256 of every variable that is not per sample (mesh, split, times, checksums...)."""
+    """SHA-256 of the global attributes (but ``created``) and of every variable that is not
+    per sample (mesh, split, times, checksums...)."""
     h = hashlib.sha256()
+    for key in sorted(k for k in ds.attrs if k not in _UNHASHED_ATTRS):
+        h.update(f"@{key}={_attr_json(ds.attrs[key])};".encode())
     for name in sorted(str(n) for n in ds.variables):
         if name in ds.data_vars and _is_sample_variable(ds, name):
             continue

@@ -272,8 +272,9 @@ def verify_dataset(ds, samples: bool = True) -> None:
     ``samples``, every sample its ``sample_checksum`` (read one chunk of samples at a time)."""
     where = ds.attrs.get("source_path", "the dataset")
     if static_hash(ds) != ds.attrs.get("static_sha256"):
-        raise DatasetError(f"dataset {where!r} is corrupt: its mesh, split, times or checksums "
-                           f"do not match the stored checksum (static_sha256). {_REGENERATE}")
+        raise DatasetError(f"dataset {where!r} is corrupt: its attributes, mesh, split, times or "
+                           f"checksums do not match the stored checksum (static_sha256). "
+                           f"{_REGENERATE}")
     if not samples:
         return
     expected = np.asarray(ds["sample_checksum"].values)

@@ -267,6 +267,15 @@ def test_truncated_and_corrupt_files(written, tmp_path) -> None:
     write_dataset(ds, tmp_path / "split.nc")
     with pytest.raises(DatasetError, match="static_sha256"):
         read_dataset(tmp_path / "split.nc", verify="static")
+    # and a changed attribute (here the normalisation a model would be trained with)
+    ds = read_dataset(path).load()
+    stats = json.loads(ds.attrs["normalization"])
+    stats["flux_scale"] = [2 * f for f in stats["flux_scale"]]
+    ds.attrs["normalization"] = json.dumps(stats)
+    ds.attrs.pop("source_path")
+    write_dataset(ds, tmp_path / "attrs.nc")
+    with pytest.raises(DatasetError, match="attributes.*static_sha256"):
+        read_dataset(tmp_path / "attrs.nc", verify="static")
     with pytest.raises(DatasetError, match="does not exist"):
         read_dataset(tmp_path / "missing.nc")
     plain = tmp_path / "plain.nc"
