@@ -27,9 +27,15 @@ def read_meshio(path: str | os.PathLike):
     suffixes = "".join(path.suffixes[-2:]).lower()
     formats = meshio.extension_to_filetypes.get(suffixes) or \
         meshio.extension_to_filetypes.get(path.suffix.lower())
+    if path.suffix.lower() in (".nc", ".nc4", ".zarr"):
+        raise MeshError(f"mesh file {str(path)!r} is netCDF/zarr, which meshio does not read as a "
+                        "surface mesh; read UGRID files and meshclosure datasets with "
+                        "meshclosure.io.read_mesh(path) (or `meshclosure mesh PATH`).")
     if not formats:
         raise MeshError(f"mesh file {str(path)!r} has extension {path.suffix!r}, which meshio does "
-                        "not know; rename it with its format's extension (.vtu, .msh, .nc, ...).")
+                        "not know; rename it with its format's extension (.vtu, .msh, .vtk, "
+                        ".obj, ...), or read UGRID/dataset .nc and .zarr files with "
+                        "meshclosure.io.read_mesh.")
     errors = []
     for fmt in formats:
         try:
@@ -77,7 +83,11 @@ def from_meshio(source: Any, sphere: bool | None = None, radius: float | None = 
     -------
     Mesh
         Open boundaries are found and tagged (``"outer"``, ``"hole_k"``).
-        Vertices not used by any cell are dropped.
+        Vertices not used by any cell are dropped. Cells come in the file's
+        block order, one face per shared polygon edge. A ``.vtu`` written by
+        :func:`meshclosure.io.write_vtu` also holds the exact mesh (coarse
+        meshes with their grouped faces, in the original cell order): read it
+        with :func:`meshclosure.io.read_mesh`.
 
     Raises
     ------

@@ -118,3 +118,14 @@ def test_regional_sphere_mesh_with_open_boundary():
     assert mesh.euler_characteristic() == 1
     assert float(mesh.cell_volume.sum()) == pytest.approx(5 / 6 * 4 * math.pi, rel=1e-12)
     assert mesh.validate() == []
+
+
+def test_netcdf_names_the_reader(tmp_path):
+    from meshclosure.io import read_mesh, write_ugrid
+    from meshclosure.mesh import MeshError, healpix
+
+    path = tmp_path / "hp.nc"
+    write_ugrid(healpix(1), None, path)
+    with pytest.raises(MeshError, match=r"netCDF/zarr.*meshclosure\.io\.read_mesh"):
+        from_meshio(path)
+    assert read_mesh(path).n_cells == 12
