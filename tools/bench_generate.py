@@ -5,7 +5,7 @@ For each ``SCENARIO@MESH`` it runs ``meshclosure.data.generate`` (spin-up, then
 prints the timings the dataset records in its ``generation`` attribute.
 Sampling-phase "fine steps/s" include computing the subgrid targets.
 
-    python tools/bench_generate.py [--threads 1] [--samples 6] [--factor 4] \\
+    python tools/bench_generate.py [--threads 1] [--samples 6] [--factor 4] [--format zarr] \\
         kinematic@cartesian:64 kinematic@healpix:16 kinematic@icosahedral:4 \\
         convection@cartesian:64x32 barotropic@cartesian:64
 """
@@ -32,6 +32,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--samples", type=int, default=6)
     parser.add_argument("--factor", type=int, default=4)
+    parser.add_argument("--format", choices=("netcdf", "zarr"), default="netcdf",
+                        help="storage of the dataset (default netcdf)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"{'scenario':11s} {'fine mesh':20s} {'cells':>15s} {'every':>5s} "
@@ -40,9 +42,9 @@ def main(argv=None) -> None:
         for k, case in enumerate(args.cases):
             name, _, mesh = case.partition("@")
             scenario = get_scenario(name, mesh or None, factor=args.factor, seed=0)
-            out = Path(tmp) / f"case{k}.nc"
+            out = Path(tmp) / f"case{k}.{'zarr' if args.format == 'zarr' else 'nc'}"
             t0 = time.perf_counter()
-            generate(scenario, out, n_samples=args.samples, progress=False, echo=None)
+            generate(scenario, out, n_samples=args.samples, progress=False)
             total = time.perf_counter() - t0
             gen = read_dataset(out).attrs["generation"]
             gen = json.loads(gen) if isinstance(gen, str) else gen
