@@ -112,7 +112,7 @@ def cli_logging(command: str, level: int, stream: Optional[IO[str]] = None,
     shown = warnings.showwarning
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
-        if os.path.abspath(filename).startswith(_PACKAGE_DIR):
+        if os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep):
             logger.warning("%s", message)
         else:
             shown(message, category, filename, lineno, file, line)

@@ -54,7 +54,14 @@ def test_demo_writes_valid_outputs(tmp_path, capsys) -> None:
     assert truth["identity_defect"] < 1e-12 and 0.2 < truth["sgs_ratio"] < 3.0
     assert truth["samples"] == 6 and truth["png"].stat().st_size > 1000
     from meshclosure.data import read_dataset
-    assert read_dataset(truth["dataset"]).sizes["cell"] == truth["n_cells"] == 64
+    assert read_dataset(truth["dataset"]).sizes["n_face"] == truth["n_cells"] == 64
+    # every mesh and dataset file the demo writes reads back as a valid mesh (issue 9)
+    written = sorted(p for p in (tmp_path / "out").iterdir() if p.suffix in (".vtu", ".nc",
+                                                                              ".zarr"))
+    assert len(written) >= len(meshes) + 1
+    for path in written:
+        assert main(["mesh", str(path), "-q"]) == 0, path
+        assert capsys.readouterr().out.splitlines()[-1] == "  valid", path
     for r in meshes:
         assert r["area_error"] < 1e-12, r
         assert r["vtu"].stat().st_size > 0 and r["png"].stat().st_size > 1000
