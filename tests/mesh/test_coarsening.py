@@ -304,3 +304,27 @@ def test_restrict_boundary_flux_checks_shape():
     c = Coarsening.native(cartesian(8, 4, periodic=False), 2)
     with pytest.raises(ValueError, match="n_fine_boundary_faces"):
         c.restrict_boundary_flux(torch.ones(3, dtype=torch.float64))
+
+
+def test_coarse_faces_run_between_consecutive_polygon_corners(steps):
+    """What the UGRID export relies on: dropping the hanging fine vertices from the coarse
+    polygons (keeping the ends of faces) leaves each coarse face as one polygon edge, from
+    face_vertices[0] to [1] counter-clockwise around the owner, and reversed around the
+    neighbour; cells have as many corners as faces (no collapsed or repeated edges)."""
+    from meshclosure.io import _corner_polygons
+
+    coarse = steps[-1].coarse
+    if coarse.dim == 1 or bool((coarse.face_vertices[0] == coarse.face_vertices[1]).any()):
+        pytest.skip("1-D column, or closed-loop faces (periodic strips): no corner polygon")
+    nodes, poly = _corner_polygons(coarse)
+    polys = [nodes[row[row >= 0]] for row in poly]
+    sides = Counter()
+    for cell, p in enumerate(polys):
+        sides.update((cell, int(a), int(b)) for a, b in zip(p, np.roll(p, -1)))
+    fv, fc = coarse.face_vertices.numpy(), coarse.face_cells.numpy()
+    bv, bc = coarse.boundary_face_vertices.numpy(), coarse.boundary_face_cell.numpy()
+    expected = Counter()
+    expected.update((int(a), int(v0), int(v1)) for a, v0, v1 in zip(fc[0], fv[0], fv[1]))
+    expected.update((int(b), int(v1), int(v0)) for b, v0, v1 in zip(fc[1], fv[0], fv[1]))
+    expected.update((int(c), int(v0), int(v1)) for c, v0, v1 in zip(bc, bv[0], bv[1]))
+    assert sides == expected
