@@ -219,7 +219,9 @@ def write_vtu(mesh: Mesh, fields: Fields | None, path: str | os.PathLike,
     overwrite : bool
         Replace an existing ``path`` (default: refuse it).
     exact : bool
-        Store the exact mesh arrays as field data (default).
+        Store the exact mesh arrays as field data (default; the file grows
+        about 8x, e.g. 0.3 -> 2.9 MB at 20,480 cells; ``False`` for
+        display-only files).
 
     Raises
     ------
