@@ -151,7 +151,8 @@ def run_test1(out: Path, level: int = 4, plots: bool = True,
             png = None
             if plots:
                 png = out / f"{stem}.png"
-                title = (f"Williamson test 1, α = {alpha_name.replace('pi', 'π').replace('-', ' − ')}, {scheme} "
+                tilt = alpha_name.replace("pi", "π").replace("-", " − ")
+                title = (f"Williamson test 1, α = {tilt}, {scheme} "
                          f"scheme, {mesh.n_cells} cells: l1 {r['l1']:.3f}, l2 {r['l2']:.3f}, "
                          f"l∞ {r['linf']:.3f}")
                 plot_comparison(mesh, r["h"], r["h_exact"], label="h", units="m",

@@ -50,12 +50,14 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from .errors import ArgumentError
 from .mesh import Mesh
 
 __all__ = ["plot", "plot_comparison", "new_figure", "save_figure", "subplot", "projection",
-           "axis_label", "face_flux_density", "FORMATS"]
+           "axis_label", "face_flux_density", "FORMATS", "MeshFigure"]
 
 #: File suffixes :func:`save_figure` writes, and the format each one means.
 FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
@@ -71,35 +73,22 @@ class _Shown:
         return self.text
 
 
-def _figure_class():
-    from matplotlib.figure import Figure
+class MeshFigure(Figure):
+    """A matplotlib Figure that Jupyter shows as PNG even without the inline backend."""
 
-    class MeshFigure(Figure):
-        """A matplotlib Figure that Jupyter shows as PNG even without the inline backend."""
-
-        def _repr_png_(self) -> bytes:
-            buf = io.BytesIO()
-            self.savefig(buf, format="png", bbox_inches="tight")
-            return buf.getvalue()
-
-    return MeshFigure
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
 
 
-_FIGURE_CLASS = None
-
-
-def new_figure(figsize: tuple[float, float] = (8.0, 4.5)):
+def new_figure(figsize: tuple[float, float] = (8.0, 4.5)) -> MeshFigure:
     """A figure outside pyplot (an Agg canvas): no window, no global state, no leak.
 
     Jupyter shows it as PNG when a cell ends in it (or through ``display(fig)``);
     add panels with :func:`subplot`.
     """
-    global _FIGURE_CLASS
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    if _FIGURE_CLASS is None:
-        _FIGURE_CLASS = _figure_class()
-    fig = _FIGURE_CLASS(figsize=figsize, dpi=100)
+    fig = MeshFigure(figsize=figsize, dpi=100)
     FigureCanvasAgg(fig)
     return fig
 
@@ -607,13 +596,22 @@ def plot_comparison(mesh: Mesh, field: Any, reference: Any, label: str = "field"
     ['final', 'exact', 'final − exact']
     """
     a, b = _field(mesh, field), _field(mesh, reference)
-    _check_region(mesh, region, None)
+    region = _check_region(mesh, region, None)
     if path is not None:
         _check_path(path, overwrite)
     both = np.r_[a, b]
     both = both[np.isfinite(both)]
     lo, hi = (float(both.min()), float(both.max())) if both.size else (None, None)
-    fig = new_figure((19, 4.4) if mesh.is_sphere and region is None else (15, 4.4))
+    if mesh.is_sphere and region is None:
+        size = (19.0, 4.4)
+    else:                                         # panels as high as their aspect asks
+        if region is not None:
+            height = (region[3] - region[2]) / (region[1] - region[0])
+        else:
+            extent = np.ptp(mesh.vertex_pos.detach().cpu().double().numpy()[:, :2], axis=0)
+            height = extent[1] / extent[0] if extent[0] > 0 else 1.0
+        size = (15.0, 1.4 + 3.3 * min(max(height, 0.25), 2.0))
+    fig = new_figure(size)
     for k, (values, name) in enumerate(((a, names[0]), (b, names[1]))):
         plot(mesh, values, ax=subplot(fig, mesh, 1, 3, k + 1, region=region), title=name,
              label=label, units=units, vmin=lo, vmax=hi, region=region, **kw)

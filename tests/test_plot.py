@@ -173,7 +173,8 @@ def test_wrong_suffix_refused_and_nothing_written(tmp_path, name):
 def test_existing_file_refused_unless_overwrite(tmp_path):
     path = tmp_path / "f.pdf"
     path.write_bytes(b"not a figure")
-    with pytest.raises(OutputExistsError, match=r"path='.*f\.pdf': the file exists.*overwrite=True"):
+    with pytest.raises(OutputExistsError,
+                       match=r"path='.*f\.pdf': the file exists.*overwrite=True"):
         plot(healpix(1), torch.arange(12.0), path=path)
     with pytest.raises(OutputExistsError):
         plot_comparison(healpix(1), torch.arange(12.0), torch.zeros(12), path=path)
@@ -351,3 +352,10 @@ def test_colorbar_names_the_power_of_ten(scale, factor):
         values = [float(t.replace("−", "-")) for t in ticks]
         assert 1 <= max(abs(v) for v in values) < 10
         assert not cb.ax.xaxis.get_offset_text().get_text()
+
+
+def test_figures_pickle(tmp_path):
+    import pickle
+
+    fig = pickle.loads(pickle.dumps(plot(healpix(1), torch.arange(12.0), label="q")))
+    assert _colorbar_label(fig.axes[0]) == "q"

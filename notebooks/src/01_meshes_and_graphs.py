@@ -137,7 +137,8 @@ agg = Coarsening(dual, agglomerate(dual, 40))
 panels = [(fine, q, f"HEALPix nside 16 ({fine.n_cells} cells)"),
           (c.coarse, c.restrict(q), f"restricted to nside 4 ({c.coarse.n_cells} cells)"),
           (dual, demo_field(dual), f"icosahedral dual level 3 ({dual.n_cells} cells)"),
-          (agg.coarse, agg.restrict(demo_field(dual)), f"agglomerated to {agg.coarse.n_cells} cells")]
+          (agg.coarse, agg.restrict(demo_field(dual)),
+           f"agglomerated to {agg.coarse.n_cells} cells")]
 fig = plt.figure(figsize=(15, 8.5))
 for k, (mesh, field, title) in enumerate(panels):
     plot(mesh, field, ax=subplot(fig, mesh, 2, 2, k + 1), title=title, label="test pattern",

@@ -168,13 +168,14 @@ for scheme in ("upwind", "linear", "limited"):
 
 # %%
 rows = [results[scheme, "pi/2-0.05"] for scheme in ("upwind", "linear", "limited")]
-h_lim = (min(float(r["h"].min()) for r in rows), max(float(r["h_exact"].max()) for r in rows))
+h_lim = {"vmin": min(float(min(r["h"].min(), r["h_exact"].min())) for r in rows),
+         "vmax": max(float(max(r["h"].max(), r["h_exact"].max())) for r in rows)}
 e_lim = max(float((r["h"] - r["h_exact"]).abs().max()) for r in rows)
 region = (-170, -10, -50, 50)           # degrees: the bell starts and ends at (270°E, 0°)
 fig = plt.figure(figsize=(15, 9.5))
 for j, (scheme, r) in enumerate(zip(("upwind", "linear", "limited"), rows)):
-    panels = [(r["h"], f"{scheme}: final h after 12 days", "h", {"vmin": h_lim[0], "vmax": h_lim[1]}),
-              (r["h_exact"], "exact h", "h", {"vmin": h_lim[0], "vmax": h_lim[1]}),
+    panels = [(r["h"], f"{scheme}: final h after 12 days", "h", h_lim),
+              (r["h_exact"], "exact h", "h", h_lim),
               (r["h"] - r["h_exact"], f"{scheme}: error (l2 = {r['l2']:.3f})", "h − exact",
                {"vmin": -e_lim, "vmax": e_lim, "diverging": True})]
     for k, (field, title, label, scale) in enumerate(panels):
