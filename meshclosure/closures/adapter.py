@@ -63,7 +63,13 @@ def _context(args: Tuple[Any, ...], kwargs: Mapping[str, Any]):
 
 
 class Closure:
-    """Base of the composable closures: ``a + b``, ``c * a``, ``a * c``."""
+    """Base of the composable closures: ``a + b``, ``c * a``, ``a * c``.
+
+    The solver calls them with a :class:`~meshclosure.solver.ClosureContext`
+    (``takes_context``); they also accept ``(t, state, mesh)``.
+    """
+
+    takes_context = True
 
     def fluxes(self, t: float, state: Mapping[str, Tensor], mesh: Any,
                transport: Optional[Tensor] = None) -> Fluxes:

@@ -27,13 +27,10 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor
 
-from ..solver.steppers import ssprk3_step
+from ..solver.steppers import STAGES, ssprk3_step
 from .targets import subgrid_targets
 
-__all__ = ["CoarseStep", "coarse_steps", "replay", "SSPRK3_WEIGHTS"]
-
-SSPRK3_WEIGHTS = (1.0 / 6.0, 1.0 / 6.0, 2.0 / 3.0)
-"""Weights ``b_s`` of the Shu–Osher SSP-RK3 stages (at ``t, t + dt, t + dt/2``)."""
+__all__ = ["CoarseStep", "coarse_steps", "replay"]
 
 State = Dict[str, Tensor]
 
@@ -120,7 +117,7 @@ def coarse_steps(scenario, t: float, state: Mapping[str, Tensor], n_steps: int,
                 return model.rhs(ts, s)
 
             new = ssprk3_step(rhs, t0 + k * dt, state, dt)
-            for (ts, s), b in zip(stages, SSPRK3_WEIGHTS):
+            for (ts, s), b in zip(stages, STAGES["ssprk3"].b):
                 sample = subgrid_targets(scenario, c, ts, s, scenario.transport(ts, s),
                                          inputs=False)
                 f = {k_: c.restrict(v) for k_, v in scenario.random_forcing(ts).items()}

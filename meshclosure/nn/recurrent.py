@@ -58,18 +58,19 @@ import torch
 from torch import Tensor, nn
 
 from ..mesh._mesh import Mesh
+from ..solver.steppers import STAGES as _STEPPER_STAGES
 from .heads import FluxModel, FluxPrediction, MeshOrGraph, _faces, _inputs, face_geometry
 from .mgn import EncodeProcess, ProcessorBlock, apply_head, flux_head
 from .registry import ALL_FAMILIES, register
 
 __all__ = ["RecurrentClosure", "RecurrentHook", "STAGES", "STAGE_TIMES"]
 
-#: Right-hand-side evaluations per step of the built-in steppers.
-STAGES = {"euler": 1, "ssprk3": 3, "rk4": 4}
-"""Right-hand-side calls per step of each stepper of :mod:`meshclosure.solver.steppers`."""
+#: Right-hand-side evaluations per step of the built-in steppers (from their stage records).
+STAGES = {name: st.n for name, st in _STEPPER_STAGES.items()}
+"""Right-hand-side calls per step of each stepper (``meshclosure.solver.STAGES[name].n``)."""
 
-STAGE_TIMES = {"euler": (0.0,), "ssprk3": (0.0, 1.0, 0.5), "rk4": (0.0, 0.5, 0.5, 1.0)}
-"""Time of each stage within a step, in units of ``dt`` (as the steppers call ``rhs``)."""
+STAGE_TIMES = {name: st.c for name, st in _STEPPER_STAGES.items()}
+"""Time of each stage within a step, in units of ``dt`` (``meshclosure.solver.STAGES[name].c``)."""
 
 InputFn = Callable[[float, Mapping[str, Tensor], Mesh], Tensor]
 
@@ -253,13 +254,17 @@ class RecurrentHook(nn.Module):
     ValueError: stages='rk5' is not a positive int or one of ['euler', 'ssprk3', 'rk4']. ...
     """
 
+    takes_context = True
+    """Called by the solver with a :class:`~meshclosure.solver.ClosureContext`."""
+
     def __init__(self, model: RecurrentClosure, dt: float, input_fn: InputFn | None = None,
                  var: str = "q", stages: Union[int, str] = "ssprk3") -> None:
         super().__init__()
-        offsets = None
-        if isinstance(stages, str) and stages in STAGES:
-            offsets = STAGE_TIMES[stages]
-            stages = STAGES[stages]
+        offsets, self.stepper = None, None
+        if isinstance(stages, str) and stages in _STEPPER_STAGES:
+            self.stepper = stages
+            offsets = _STEPPER_STAGES[stages].c
+            stages = _STEPPER_STAGES[stages].n
         if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
             raise ValueError(f"stages={stages!r} is not a positive int or one of "
                              f"{list(STAGES)}. Pass the name of your stepper, or the number of "
@@ -308,9 +313,32 @@ class RecurrentHook(nn.Module):
                     f"the hook's stepper and dt match the solver's? Call reset() before a new "
                     f"run.")
 
-    def forward(self, t: float, state: Mapping[str, Tensor], mesh: Mesh) -> Dict[str, Tensor]:
+    def _check_context(self, ctx) -> None:
+        """The solver's own record of the stage must agree with the hook's count."""
+        if ctx.stage is None:
+            return
+        stage = self.n_calls % self.stages
+        if ctx.stage != stage or (self.stepper is not None and ctx.stepper is not None
+                                  and ctx.stepper != self.stepper):
+            raise RuntimeError(
+                f"RecurrentHook: the solver is at stage {ctx.stage} of a {ctx.stepper!r} step, "
+                f"but the hook counted stage {stage} of {self.stepper or self.stages!r}. Do the "
+                f"hook's stepper and dt match the solver's? Build the hook with "
+                f"stages={ctx.stepper!r}, use one hook per model, and call reset() before a "
+                "new run.")
+
+    def forward(self, *args) -> Dict[str, Tensor]:
         """``{var: Φ (n_faces, ...)}``; the shape follows ``state[var]`` (``(n_faces,)`` for a
-        scalar tracer)."""
+        scalar tracer). Called as ``hook(context)`` by the solver, or ``hook(t, state, mesh)``."""
+        if len(args) == 1 and hasattr(args[0], "state"):
+            ctx = args[0]
+            self._check_context(ctx)
+            t, state, mesh = ctx.t, ctx.state, ctx.mesh
+        elif len(args) == 3:
+            t, state, mesh = args
+        else:
+            raise TypeError("RecurrentHook is called as hook(context) or hook(t, state, mesh); "
+                            f"got {len(args)} arguments.")
         t = float(t)
         first = self.n_calls % self.stages == 0
         self._check_time(t)

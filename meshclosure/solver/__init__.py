@@ -1,10 +1,12 @@
 """Differentiable finite-volume models and time integration (DESIGN.md §6)."""
-from ._closure import ClosureError, NonFinitePart
+from ._closure import ClosureContext, ClosureError, NonFinitePart
 from .barotropic import BarotropicModel, BoussinesqModel
-from .integrate import CAUSES, IntegrationResult, NonFiniteStateError, integrate
-from .steppers import STEPPERS, euler_step, get_stepper, rk4_step, ssprk3_step
+from .integrate import CAUSES, IntegrationResult, NonFiniteStateError, integrate, rollout
+from .steppers import (STAGES, STEPPERS, Stages, current_stage, euler_step, get_stepper,
+                       rk4_step, ssprk3_step)
 from .tracer import TracerModel
 
 __all__ = ["TracerModel", "BarotropicModel", "BoussinesqModel", "integrate", "IntegrationResult",
            "NonFiniteStateError", "CAUSES", "ClosureError", "NonFinitePart",
-           "euler_step", "ssprk3_step", "rk4_step", "STEPPERS", "get_stepper"]
+           "euler_step", "ssprk3_step", "rk4_step", "STEPPERS", "get_stepper", "rollout",
+           "ClosureContext", "STAGES", "Stages", "current_stage"]

@@ -29,6 +29,7 @@ rules once:
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -38,6 +39,7 @@ from ..errors import ArgumentError
 from ..fv.diffusion import check_coefficient
 from ..fv.operators import describe
 from ..mesh._mesh import Mesh
+from .steppers import current_stage
 
 __all__ = ["Closure", "ClosureError", "ClosureCalls", "closure_fluxes", "add_flux_noise",
            "check_flux_noise",
@@ -46,6 +48,46 @@ __all__ = ["Closure", "ClosureError", "ClosureCalls", "closure_fluxes", "add_flu
 Closure = Callable[[float, Dict[str, Tensor], Mesh], Mapping[str, Tensor]]
 """``closure(t, state, mesh) -> {var: Φ (n_faces, ...)}``: integrated subgrid face fluxes,
 positive owner -> neighbour, in the units of ``var`` × length²/time."""
+
+@dataclass(frozen=True)
+class ClosureContext:
+    """What a closure is told at every right-hand-side evaluation.
+
+    A closure whose attribute ``takes_context`` is true (every
+    :class:`meshclosure.closures.Closure`, the GRU hook) is called as
+    ``closure(context)``; any other callable as ``closure(t, state, mesh)``.
+
+    Attributes
+    ----------
+    t : float
+        Stage time.
+    state : dict name -> Tensor, shape (n_cells, ...)
+        The stage state (a shallow copy).
+    mesh : Mesh
+    transport : Tensor, shape (n_faces,), or None
+        The face transport the model uses at this stage (prescribed or computed
+        from the state), ``None`` for a model without one.
+    step : int or None
+        0-based step index inside :func:`~meshclosure.solver.integrate` /
+        :func:`~meshclosure.solver.rollout` (``None`` otherwise).
+    stage : int or None
+        0-based stage index of the stepper (``None`` when ``rhs`` is called directly).
+    stepper : str or None
+        The stepper's name; its stage times and weights are
+        ``meshclosure.solver.STAGES[stepper]``.
+    dt : float or None
+        The step size.
+    """
+
+    t: float
+    state: Dict[str, Tensor]
+    mesh: Mesh
+    transport: Optional[Tensor] = None
+    step: Optional[int] = None
+    stage: Optional[int] = None
+    stepper: Optional[str] = None
+    dt: Optional[float] = None
+
 
 PARTS = ("transport", "closure", "boundary_flux", "forcing", "source")
 """Names of the right-hand-side parts a model's ``diagnose`` can blame."""
@@ -89,7 +131,8 @@ class ClosureCalls:
 
 def closure_fluxes(closure: Optional[Closure], t: float, state: Mapping[str, Tensor],
                    mesh: Mesh, variables: Sequence[str], hint: str = "",
-                   calls: Optional[ClosureCalls] = None) -> Dict[str, Tensor]:
+                   calls: Optional[ClosureCalls] = None,
+                   transport: Optional[Tensor] = None) -> Dict[str, Tensor]:
     """Call ``closure`` once and return its checked fluxes ``{var: (n_faces, ...)}``.
 
     Parameters
@@ -108,6 +151,8 @@ def closure_fluxes(closure: Optional[Closure], t: float, state: Mapping[str, Ten
         Where the model's variable names come from, for the message.
     calls : ClosureCalls, optional
         Where to record the checked output (for :meth:`ClosureCalls.find`).
+    transport : Tensor, shape (n_faces,), optional
+        The model's face transport at this stage (for the :class:`ClosureContext`).
 
     Returns
     -------
@@ -139,8 +184,14 @@ def closure_fluxes(closure: Optional[Closure], t: float, state: Mapping[str, Ten
     """
     if closure is None:
         return {}
-    # issue 10: the closure context (t, state, mesh, transport, step, stage) is built here
-    out = _check_output(closure(t, dict(state), mesh), state, mesh, variables, hint)
+    if getattr(closure, "takes_context", False):
+        pos = current_stage()
+        ctx = ClosureContext(float(t), dict(state), mesh, transport, pos.step, pos.stage,
+                             pos.stepper, pos.dt)
+        out = closure(ctx)
+    else:
+        out = closure(t, dict(state), mesh)
+    out = _check_output(out, state, mesh, variables, hint)
     if calls is not None:
         calls.record(t, state, out)
     return out

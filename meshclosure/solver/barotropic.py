@@ -188,7 +188,8 @@ class BarotropicModel(torch.nn.Module):
             _check_float(f"state[{name!r}]", q)
         U = self.transport(zeta)
         extra = closure_fluxes(self.closure, t, state, self.mesh, self._variables(state),
-                               "the state's keys are the model's variables", self._closure_calls)
+                               "the state's keys are the model's variables", self._closure_calls,
+                               transport=U)
         f = self.f.to(zeta.dtype)
         flux = self._advect(zeta + f, U)
         if not _is_zero(self.nu):

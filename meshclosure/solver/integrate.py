@@ -26,15 +26,15 @@ after a failure.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Protocol, Tuple
 
 import torch
 from torch import Tensor
 
 from ..errors import MeshclosureError
-from .steppers import State, Stepper, get_stepper
+from .steppers import State, Stepper, at_step, get_stepper
 
-__all__ = ["integrate", "IntegrationResult", "NonFiniteStateError", "Model", "CAUSES"]
+__all__ = ["integrate", "rollout", "IntegrationResult", "NonFiniteStateError", "Model", "CAUSES"]
 
 CAUSES = ("initial_state", "transport", "closure", "boundary_flux", "forcing", "source", "step",
           "rhs")
@@ -272,17 +272,84 @@ def integrate(model: Model, state: Mapping[str, Tensor], dt: float, n_steps: int
     ...
     meshclosure.solver.integrate.NonFiniteStateError: the initial state is not finite: variable 'y' at cells [1] (t=0), before any step. Fix how the initial state is built (e.g. a NaN read from a file or a division by zero); the time step plays no part.
     """
+    if snapshot_every is not None and (isinstance(snapshot_every, bool)
+                                       or not isinstance(snapshot_every, int)
+                                       or snapshot_every < 1):
+        raise ValueError(f"snapshot_every must be a positive integer or None; got "
+                         f"{snapshot_every!r}.")
+    steps = rollout(model, state, dt, n_steps, t0=t0, stepper=stepper,
+                    check_finite=check_finite)
+    first = next(steps)                      # checks the arguments and the initial state
+    state, t = first[2], first[1]
+    times = [t]
+    snaps = {k: [v] for k, v in state.items()}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        # disable=None: silent when stderr is not a terminal (logs, CI, notebooks' stderr)
+        bar = tqdm(total=n_steps, desc="integrate", unit="step", leave=False, disable=None)
+    try:
+        for n, t, state in steps:
+            if n == n_steps or (snapshot_every is not None and n % snapshot_every == 0):
+                times.append(t)
+                for k, v in state.items():
+                    snaps[k].append(v)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return IntegrationResult(
+        times=torch.tensor(times, dtype=torch.float64),
+        snapshots={k: torch.stack(v) for k, v in snaps.items()},
+        state=state, t=t, n_steps=n_steps)
+
+
+def rollout(model: Model, state: Mapping[str, Tensor], dt: float, n_steps: int,
+            t0: float = 0.0, stepper: "str | Stepper" = "ssprk3",
+            check_finite: bool = True) -> Iterator[Tuple[int, float, State]]:
+    """Stream a run step by step: yields ``(step, t, state)``, first ``(0, t0, state)``.
+
+    Nothing is kept: a caller audits every step (conservation, blow-up,
+    statistics) without holding the run in memory, or stops early by leaving
+    the loop. The same steps, stages, closure context and NaN guard as
+    :func:`integrate` (which is built on it). Nothing is detached, so a loss
+    on the yielded states backpropagates (online training).
+
+    Parameters
+    ----------
+    model, state, dt, n_steps, t0, stepper, check_finite
+        As :func:`integrate`.
+
+    Yields
+    ------
+    (int, float, dict)
+        Step index (0 for the initial state), time ``t0 + step dt``, state.
+
+    Raises
+    ------
+    NonFiniteStateError
+        As :func:`integrate`, when the step that produced it is taken.
+
+    Examples
+    --------
+    >>> import torch
+    >>> class Decay:
+    ...     def rhs(self, t, s):
+    ...         return {"y": -s["y"]}
+    >>> for n, t, s in rollout(Decay(), {"y": torch.ones(1, dtype=torch.float64)}, 0.5, 2):
+    ...     print(n, t, round(float(s["y"]), 4))
+    0 0.0 1.0
+    1 0.5 0.6042
+    2 1.0 0.365
+    """
     if not (isinstance(dt, (int, float)) or (isinstance(dt, Tensor) and dt.numel() == 1)) \
             or not float(dt) > 0 or float(dt) == float("inf"):
         raise ValueError(f"dt must be a positive finite number; got {dt!r}. Choose it with "
                          "meshclosure.fv.advection.cfl_dt(mesh, U, courant).")
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:
         raise ValueError(f"n_steps must be an integer >= 0; got {n_steps!r}.")
-    if snapshot_every is not None and (isinstance(snapshot_every, bool)
-                                       or not isinstance(snapshot_every, int)
-                                       or snapshot_every < 1):
-        raise ValueError(f"snapshot_every must be a positive integer or None; got "
-                         f"{snapshot_every!r}.")
     if not hasattr(model, "rhs") or not callable(model.rhs):
         raise TypeError(f"model must have a method rhs(t, state); got "
                         f"{type(model).__name__}. Wrap a function f as "
@@ -301,22 +368,21 @@ def integrate(model: Model, state: Mapping[str, Tensor], dt: float, n_steps: int
                 "part.",
                 step=0, time=float(t0), variable=name, cells=cells,
                 state={k: v.detach() for k, v in state.items()}, cause="initial_state")
+    return _steps(model, state, dt, n_steps, float(t0), step, check_finite)
 
-    times = [float(t0)]
-    snaps = {k: [v] for k, v in state.items()}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        # disable=None: silent when stderr is not a terminal (logs, CI, notebooks' stderr)
-        bar = tqdm(total=n_steps, desc="integrate", unit="step", leave=False, disable=None)
-    t = float(t0)
+def _steps(model: Model, state: State, dt: float, n_steps: int, t0: float, step: Stepper,
+           check_finite: bool) -> Iterator[Tuple[int, float, State]]:
+    """The loop of :func:`rollout` (arguments already checked)."""
+    yield 0, t0, state
+    t = t0
     calls: List[_Call] = []
     rhs = _recording(model.rhs, calls) if check_finite else model.rhs
     try:
         for n in range(1, n_steps + 1):
             calls.clear()
-            new = step(rhs, t, state, dt)
+            with at_step(n - 1):
+                new = step(rhs, t, state, dt)
             t = float(t0) + n * dt
             if check_finite:
                 bad = _first_nonfinite(new)
@@ -339,16 +405,6 @@ def integrate(model: Model, state: Mapping[str, Tensor], dt: float, n_steps: int
                         stage=stage, part=part)
                 calls.clear()
             state = dict(new)
-            if n == n_steps or (snapshot_every is not None and n % snapshot_every == 0):
-                times.append(t)
-                for k, v in state.items():
-                    snaps[k].append(v)
-            if bar is not None:
-                bar.update(1)
+            yield n, t, state
     finally:
-        if bar is not None:
-            bar.close()
-    return IntegrationResult(
-        times=torch.tensor(times, dtype=torch.float64),
-        snapshots={k: torch.stack(v) for k, v in snaps.items()},
-        state=state, t=t, n_steps=n_steps)
+        calls.clear()

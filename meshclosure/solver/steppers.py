@@ -17,20 +17,112 @@ updates, no detach).
       yⁿ⁺¹ = ⅓ yⁿ + ⅔ (y2 + Δt F(tⁿ + ½Δt, y2))
 
 * :func:`rk4_step`: classical fourth-order Runge–Kutta.
+
+Each stepper describes its stages once, in :data:`STAGES`: the stage times
+``t + c_s dt`` at which it calls ``rhs`` (in call order) and the weights
+``b_s`` with which each stage's tendency enters the update,
+``yⁿ⁺¹ = yⁿ + dt Σ_s b_s F_s`` (for SSP-RK3 written in Shu–Osher form, the
+equivalent Butcher weights). While a stepper calls ``rhs`` it marks the stage
+(:func:`current_stage`), and :func:`~meshclosure.solver.integrate` marks the
+step, so a closure deep inside a model's right-hand side knows where it is
+(the closure context, :class:`~meshclosure.solver.ClosureContext`).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping
+import contextvars
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 __all__ = ["State", "RHS", "Stepper", "euler_step", "ssprk3_step", "rk4_step", "STEPPERS",
-           "get_stepper"]
+           "get_stepper", "Stages", "STAGES", "StagePosition", "current_stage", "at_step"]
 
 State = Dict[str, Tensor]
 RHS = Callable[[float, State], Mapping[str, Tensor]]
 Stepper = Callable[[RHS, float, State, float], State]
+
+
+class Stages(NamedTuple):
+    """The stages of an explicit stepper, in the order it calls ``rhs``.
+
+    Attributes
+    ----------
+    name : str
+    c : tuple of float
+        Stage times as fractions of the step: stage ``s`` is evaluated at ``t + c_s dt``.
+    b : tuple of float
+        Weight of stage ``s``'s tendency in the update ``yⁿ⁺¹ = yⁿ + dt Σ_s b_s F_s``
+        (``Σ b_s = 1``): a budget over a step integrates sources with these weights.
+    """
+
+    name: str
+    c: Tuple[float, ...]
+    b: Tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        """Number of ``rhs`` calls per step."""
+        return len(self.c)
+
+
+STAGES: Dict[str, Stages] = {
+    "euler": Stages("euler", (0.0,), (1.0,)),
+    "ssprk3": Stages("ssprk3", (0.0, 1.0, 0.5), (1.0 / 6.0, 1.0 / 6.0, 2.0 / 3.0)),
+    "rk4": Stages("rk4", (0.0, 0.5, 0.5, 1.0), (1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0)),
+}
+"""Stage times and weights of every registered stepper (the one place they are written)."""
+
+
+class StagePosition(NamedTuple):
+    """Where a right-hand-side evaluation sits: ``step`` (0-based, ``None`` outside
+    :func:`~meshclosure.solver.integrate`), ``stage`` (0-based), ``stepper``, ``dt``."""
+
+    step: Optional[int]
+    stage: Optional[int]
+    stepper: Optional[str]
+    dt: Optional[float]
+
+
+_STEP: "contextvars.ContextVar[Optional[int]]" = contextvars.ContextVar("meshclosure_step",
+                                                                        default=None)
+_STAGE: "contextvars.ContextVar[Optional[Tuple[int, str, float]]]" = contextvars.ContextVar(
+    "meshclosure_stage", default=None)
+
+
+def current_stage() -> StagePosition:
+    """The step and stage of the ``rhs`` evaluation in progress (``None`` parts when unknown,
+    e.g. a model's ``rhs`` called directly)."""
+    stage = _STAGE.get()
+    if stage is None:
+        return StagePosition(_STEP.get(), None, None, None)
+    return StagePosition(_STEP.get(), stage[0], stage[1], stage[2])
+
+
+@contextmanager
+def at_step(step: Optional[int]) -> Iterator[None]:
+    """Mark the (0-based) step index for every ``rhs`` call inside (used by ``integrate``)."""
+    token = _STEP.set(step)
+    try:
+        yield
+    finally:
+        _STEP.reset(token)
+
+
+def _staged(rhs: "RHS", name: str, dt: float) -> "RHS":
+    """``rhs`` wrapped to mark its call ``k`` as stage ``k`` of stepper ``name``."""
+    count = [0]
+
+    def call(t, state):
+        token = _STAGE.set((count[0], name, dt))
+        count[0] += 1
+        try:
+            return rhs(t, state)
+        finally:
+            _STAGE.reset(token)
+
+    return call
 
 
 def _axpy(state: Mapping[str, Tensor], tend: Mapping[str, Tensor], dt: float) -> State:
@@ -73,7 +165,7 @@ def euler_step(rhs: RHS, t: float, state: State, dt: float) -> State:
     ...
     KeyError: "rhs returned tendencies for ['z'] which are not in the state (keys ['y']); ..."
     """
-    return _axpy(state, rhs(t, state), dt)
+    return _axpy(state, _staged(rhs, "euler", dt)(t, state), dt)
 
 
 def ssprk3_step(rhs: RHS, t: float, state: State, dt: float) -> State:
@@ -88,6 +180,7 @@ def ssprk3_step(rhs: RHS, t: float, state: State, dt: float) -> State:
     >>> round(float(y["y"]), 8)   # 1 - h + h²/2 - h³/6
     0.90483333
     """
+    rhs = _staged(rhs, "ssprk3", dt)
     y1 = _axpy(state, rhs(t, state), dt)
     y2 = _convex(state, _axpy(y1, rhs(t + dt, y1), dt), 0.25)
     return _convex(state, _axpy(y2, rhs(t + 0.5 * dt, y2), dt), 2.0 / 3.0)
@@ -100,6 +193,7 @@ def rk4_step(rhs: RHS, t: float, state: State, dt: float) -> State:
 
     Parameters and returns as :func:`euler_step`.
     """
+    rhs = _staged(rhs, "rk4", dt)
     k1 = rhs(t, state)
     k2 = rhs(t + 0.5 * dt, _axpy(state, k1, 0.5 * dt))
     k3 = rhs(t + 0.5 * dt, _axpy(state, k2, 0.5 * dt))

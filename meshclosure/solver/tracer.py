@@ -232,8 +232,11 @@ class TracerModel(torch.nn.Module):
             if not (isinstance(self.kappa, (int, float)) and self.kappa == 0):
                 flux = self._diffusive_flux(q)
         flux_shape = (self.mesh.n_faces,) + tuple(q.shape[1:])
+        U = (self.face_transport(t) if getattr(self.closure, "takes_context", False)
+             else None)                               # the closure context carries it
         extra = closure_fluxes(self.closure, t, state, self.mesh, [self.var],
-                               "TracerModel(var=...) names the tracer", self._closure_calls)
+                               "TracerModel(var=...) names the tracer", self._closure_calls,
+                               transport=U)
         if self.var in extra:
             flux = extra[self.var] if flux is None else flux + extra[self.var]
         flux = add_flux_noise(flux, self.flux_noise, flux_shape, q, self.generator)

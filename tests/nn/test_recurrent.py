@@ -237,10 +237,15 @@ def test_hook_errors():
         model.as_closure(0.01, stages="rk5")
     with pytest.raises(ValueError, match="dt=None must be the solver's positive time step"):
         model.as_closure(None)
-    # wrong stage count for the stepper: caught by the time check
+    # wrong stage count for the stepper: caught by the solver's closure context
+    hook = model.as_closure(0.01, stages=3)
+    with pytest.raises(RuntimeError, match=r"solver is at stage 3 of a 'rk4' step"):
+        integrate(_tracer(mesh, hook), {"q": q0}, 0.01, 3, stepper="rk4", progress=False)
+    # ... and by the time check when called without a context
     hook = model.as_closure(0.01, stages=3)
     with pytest.raises(RuntimeError, match=r"step 2, stage 0\) came at t=0.015, expected 0.02"):
-        integrate(_tracer(mesh, hook), {"q": q0}, 0.01, 3, stepper="rk4", progress=False)
+        for k, c in enumerate((0.0, 0.5, 0.5, 1.0, 0.0, 0.5, 0.5)):
+            hook(0.01 * (k // 4) + 0.01 * c, {"q": q0}, mesh)
     # every mismatch of stepper or dt is caught, at the first call that betrays it
     for hook_stepper, solver_stepper, hook_dt in (("ssprk3", "euler", 0.01),
                                                   ("ssprk3", "rk4", 0.01),
