@@ -249,7 +249,7 @@ def test_bad_input_is_a_clear_error():
         get_scenario("kinematic", "hexagonal:3")
     with pytest.raises(ValueError, match="mesh='healpix:x'"):
         get_scenario("kinematic", "healpix:x")
-    with pytest.raises(ValueError, match="factor=3 does not coarsen"):
+    with pytest.raises(ValueError, match="factor=3: does not coarsen"):
         get_scenario("kinematic", "healpix:4", factor=3)
     with pytest.raises(ValueError, match="factor must be an integer >= 1"):
         get_scenario("kinematic", "cartesian:16", factor=0)
