@@ -71,9 +71,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..fv.gradients import gradient
+from ..closures.features import FeaturePipeline
 from ..fv.operators import divergence
-from ..graph import local_frame
 from ..mesh import Coarsening, Mesh
 
 __all__ = ["SubgridSample", "subgrid_targets", "check_identity", "coarse_inputs"]
@@ -142,25 +141,20 @@ def coarse_inputs(mesh: Mesh, state: Mapping[str, Tensor], variables: Sequence[s
     -------
     dict of str -> Tensor, shape (n_cells,)
     """
-    out: Dict[str, Tensor] = {}
-    e1, e2 = local_frame(mesh, mesh.cell_center)
-    for var in variables:
-        g = gradient(mesh, state[var])                  # (n_cells, d)
-        if mesh.dim == 1:
-            out[f"grad_{var}_1"] = g[:, 0]
-            out[f"grad_{var}_2"] = torch.zeros_like(g[:, 0])
-        else:
-            out[f"grad_{var}_1"] = (g * e1.to(g.dtype)).sum(1)
-            out[f"grad_{var}_2"] = (g * e2.to(g.dtype)).sum(1)
-    for name, value in (extra or {}).items():
-        if name in out:
+    extra = dict(extra or {})
+    for name, value in extra.items():
+        if name.startswith("grad_") and name[len("grad_"):].rsplit("_", 1)[0] in variables:
             raise ValueError(f"resolved input {name!r} clashes with a gradient input; rename it "
                              "in the scenario's resolved_inputs.")
         if tuple(value.shape) != (mesh.n_cells,):
             raise ValueError(f"resolved input {name!r} must have shape (n_cells,) = "
                              f"({mesh.n_cells},); got {tuple(value.shape)}.")
-        out[name] = value
-    return out
+    # one code path: the pipeline the online closure runs (meshclosure.closures.features)
+    pipe = FeaturePipeline(variables, gradients=True, extra=tuple(extra),
+                           extra_fn=lambda *args: extra)
+    x = pipe(mesh, state)                                # (n_cells, F)
+    return {name[len("input_"):]: x[:, k] for k, name in enumerate(pipe.names)
+            if name.startswith("input_")}
 
 
 def _fluxes(fn: FluxFn, mesh: Mesh, t: float, state, U, variables) -> Dict[str, Tensor]:
