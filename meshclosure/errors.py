@@ -24,9 +24,10 @@ meshclosure.errors.ArgumentError: n_samples=2: must be an integer >= 3; ask for 
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
-__all__ = ["MeshclosureError", "ArgumentError", "OutputExistsError"]
+__all__ = ["MeshclosureError", "ArgumentError", "ArgumentTypeError", "OutputExistsError"]
 
 
 class MeshclosureError(Exception):
@@ -46,7 +47,16 @@ class ArgumentError(MeshclosureError, ValueError):
         What the value must satisfy (``"must be an integer >= 3"``).
     fix : str
         What to do instead; may name other arguments with ``{name}``
-        placeholders, which :meth:`renamed` re-spells as well.
+        placeholders, which :meth:`renamed` re-spells as well. A literal brace
+        is written doubled, ``{{`` / ``}}``, as in :meth:`str.format`.
+
+    Examples
+    --------
+    >>> print(ArgumentError("spec", "x", "must be a mapping", "pass {{'n': 3}} or set {n_cells}"))
+    spec='x': must be a mapping; pass {'n': 3} or set n_cells.
+    >>> print(ArgumentError("spec", "x", "must be a mapping", "pass {{'n': 3}} or set {n_cells}")
+    ...       .renamed({"n_cells": "--cells"}))
+    spec='x': must be a mapping; pass {'n': 3} or set --cells.
     """
 
     def __init__(self, argument: str, value: Any, rule: str, fix: str = "",
@@ -58,19 +68,38 @@ class ArgumentError(MeshclosureError, ValueError):
     def _spell(self, name: str) -> str:
         return self.names.get(name, name)
 
+    def _placeholder(self, match: "re.Match[str]") -> str:
+        """``{{`` -> ``{``, ``}}`` -> ``}``, ``{name}`` -> the name as spelled (a lone brace is dropped)."""
+        text = match.group(0)
+        if text in ("{{", "}}"):
+            return text[0]
+        if text in ("{", "}"):
+            return ""
+        return self._spell(match.group(1))
+
     def _message(self) -> str:
         name = self._spell(self.argument)
         head = f"{name} {self.value!r}" if name.startswith("-") else f"{name}={self.value!r}"
-        fix = self.fix
-        for k in sorted(self.names, key=len, reverse=True):
-            fix = fix.replace("{" + k + "}", self.names[k])
-        fix = fix.replace("{", "").replace("}", "")
+        fix = re.sub(r"\{\{|\}\}|\{([^{}]*)\}|[{}]", self._placeholder, self.fix)
         return f"{head}: {self.rule}" + (f"; {fix}" if fix else "") + "."
 
     def renamed(self, names: Mapping[str, str]) -> "ArgumentError":
         """The same error with argument names spelled as ``names`` says (e.g. as CLI flags)."""
         return type(self)(self.argument, self.value, self.rule, self.fix,
                           {**self.names, **names})
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """An argument of the wrong kind (dtype, type, device): names the argument, what was
+    received, the rule and the fix; caught by ``except TypeError`` and ``except ValueError``.
+
+    Examples
+    --------
+    >>> err = ArgumentTypeError("q", "int64 tensor", "must be a floating-point tensor",
+    ...                         "convert it with q.double()")
+    >>> isinstance(err, TypeError) and isinstance(err, ValueError)
+    True
+    """
 
 
 class OutputExistsError(MeshclosureError, FileExistsError):
