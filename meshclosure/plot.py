@@ -338,12 +338,29 @@ def _polar_ring(lon: np.ndarray, lat: np.ndarray, pole: np.ndarray,
     return ring
 
 
+def _densify(poly: np.ndarray, step: float = np.radians(2.0)) -> np.ndarray:
+    """``poly`` ``(m, 2)`` in (lon, lat) with points added along every edge longer than
+    ``step``, so that its projected chords follow the curved map (and its outline)."""
+    ahead = np.roll(poly, -1, 0)
+    pieces = np.ceil(np.abs(ahead - poly).max(1) / step).astype(int)
+    if (pieces <= 1).all():
+        return poly
+    return np.concatenate([a + np.arange(k)[:, None] / k * (b - a)
+                           for a, b, k in zip(poly, ahead, np.maximum(pieces, 1))])
+
+
 def _polygons(ax, mesh: Mesh, values, cmap, kw: dict):
     from matplotlib.collections import PolyCollection
 
+    transform = None
     if mesh.is_sphere:
         polys, vals = _sphere_polygons(mesh, values)
-        if ax.name != "mollweide":                   # plain axes: lon/lat in degrees
+        if ax.name == "mollweide":    # project all corners at once (edges: short chords)
+            polys = [_densify(p) for p in polys]
+            sizes = np.cumsum([len(p) for p in polys])[:-1]
+            polys = np.split(ax.transProjection.transform(np.concatenate(polys)), sizes)
+            transform = ax.transAffine + ax.transAxes
+        else:                                        # plain axes: lon/lat in degrees
             polys = [np.degrees(p) for p in polys]
     else:
         from .io import _unwrapped_polygons
@@ -371,6 +388,8 @@ def _polygons(ax, mesh: Mesh, values, cmap, kw: dict):
         ax.set_xlim(lo[0], hi[0])  # add_collection(autolim=False) below
         ax.set_ylim(lo[1], hi[1])
         ax.set_aspect("equal")
+    if transform is not None:
+        kw.setdefault("transform", transform)
     if values is None:
         return ax.add_collection(PolyCollection(
             polys, facecolors="none", edgecolors=kw.pop("edgecolor", "k"),
@@ -378,7 +397,7 @@ def _polygons(ax, mesh: Mesh, values, cmap, kw: dict):
     kw.setdefault("antialiased", False)  # antialiased polygons leave light seams
     coll = PolyCollection(polys, array=np.ma.masked_invalid(vals), cmap=cmap,
                           edgecolors="face", linewidths=kw.pop("linewidth", 0.0), **kw)
-    return ax.add_collection(coll, autolim=False)  # autolim would project every path
+    return ax.add_collection(coll, autolim=False)  # limits are fixed by the axes
 
 
 def _healpix_image(ax, mesh: Mesh, values, cmap, kw: dict):

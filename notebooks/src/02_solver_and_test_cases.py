@@ -228,11 +228,11 @@ for level in (2, 3, 4):
 # %%
 from meshclosure.mesh import healpix  # noqa: E402
 
+hp_meshes = [healpix(nside) for nside in (16, 32, 64)]   # built once, used three times
 for scheme, shape in (("linear", "cosine_bell"), ("linear", "gaussian"),
                       ("quadratic", "cosine_bell")):
     errors = []
-    for nside in (16, 32, 64):
-        m = healpix(nside)
+    for m in hp_meshes:
         errors.append((m.n_cells, williamson_test1(m, 0.0, scheme, shape=shape)["l2"]))
     (n0, e0), (n1, e1) = errors[-2:]
     print(f"{scheme:9s} {shape:11s} l2 = " + " / ".join(f"{e:.4f}" for _, e in errors)
