@@ -24,6 +24,27 @@ the boundary faces, as :func:`meshclosure.io.to_ugrid_dataset` numbers them).
 ``run_dt``, ``run_every``      (run,)                  fine step and fine steps between samples
 =============================  ======================  ==========================================
 
+Trajectory datasets (``generate(..., trajectory=True)``, attribute
+``trajectory = 1``) hold a sample at EVERY coarse step (``coarse_every``
+fine steps apart; attributes ``coarse_every``, ``coarse_dt``, ``stepper``,
+``stage_times``), and what the coarse model needs from each state to the next
+(:mod:`meshclosure.data.trajectory`):
+
+=============================  ========================  ========================================
+``sgs_flux_mean_<var>``        (run, time, n_edge)       step mean ``Φ̄^sgs`` over the coarse step
+                                                         starting at the sample (then ``B̄^sgs``)
+``forcing_mean_<var>``         (run, time, n_face)       step mean of the restricted random
+                                                         forcing (scenarios that have one)
+``transport_stages``           (run, time, stage,        coarse transport at the stage times
+                               n_edge)                   ``t + stage_time · coarse_dt``
+                                                         (prescribed flow: ``kinematic``)
+=============================  ========================  ========================================
+
+The attribute ``feature_pipeline`` (JSON) is the
+:class:`~meshclosure.closures.FeaturePipeline` config that computes the
+``state_*`` and ``input_*`` variables from a coarse state
+(``FeaturePipeline.from_config``).
+
 * ``run`` 0 is the main run (split by time into train / val / test blocks,
   optionally with ``gap`` samples set aside between them, code 4), run 1 the
   out-of-distribution run (all code 3). Runs never share a time axis.
@@ -245,12 +266,12 @@ def _mesh_variables(mesh: Mesh) -> dict:
 
 
 def _is_sample_variable(ds, name: str) -> bool:
-    """A per-sample data variable: dims ``(run, time, X)``."""
-    return ds[name].dims[:2] == ("run", "time") and ds[name].ndim == 3
+    """A per-sample data variable: dims ``(run, time, X)`` (or ``(run, time, stage, X)``)."""
+    return ds[name].dims[:2] == ("run", "time") and ds[name].ndim >= 3
 
 
 def sample_variables(ds) -> list:
-    """Names of the per-sample variables ``(run, time, X)``, sorted (the checksum order)."""
+    """Names of the per-sample variables ``(run, time, ...)``, sorted (the checksum order)."""
     return sorted(n for n in ds.data_vars if _is_sample_variable(ds, n))
 
 
@@ -439,6 +460,8 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
     for name in inputs:
         ds[f"input_{name}"] = (cell, _pad(runs, lambda s: s.inputs[name], n_time),
                                {**unit, "long_name": f"resolved input {name} (coarse cells)"})
+    if samples[0].step_flux:
+        _trajectory_variables(ds, runs, coarse, variables, n_time)
     present = split >= 0
     for name in sample_variables(ds):
         if not np.isfinite(ds[name].values[present]).all():
@@ -473,6 +496,8 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
         **exact_attrs,            # mesh_radius, mesh_period, mesh_boundary_tag_names, mesh_info
         "mesh_signature": json.dumps(coarse.signature(), sort_keys=True),
     })
+    ds.attrs["feature_pipeline"] = json.dumps(_pipeline_config(variables, inputs, config),
+                                              sort_keys=True)
     for k, v in (attrs or {}).items():
         ds.attrs[k] = v if isinstance(v, (str, int, float)) else json.dumps(v)
     ds.attrs["normalization"] = json.dumps(NormalizationStats.from_dataset(ds).to_dict())
@@ -485,6 +510,50 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
                      "variables (sorted names, dtype, shape, little-endian bytes)"})
     ds.attrs["static_sha256"] = static_hash(ds)
     return ds
+
+
+def _pipeline_config(variables, inputs, config) -> dict:
+    """The :class:`~meshclosure.closures.FeaturePipeline` config whose ``names`` are the
+    dataset's ``state_*`` and ``input_*`` variables, in order."""
+    grads = [f"grad_{v}_{k}" for v in variables for k in (1, 2)]
+    gradients = all(g in inputs for g in grads)
+    extra = [n for n in inputs if not (gradients and n in grads)]
+    return {"variables": list(variables), "gradients": gradients, "extra": extra,
+            "scenario_config": dict(config) if extra else None}
+
+
+def _trajectory_variables(ds, runs, coarse: Mesh, variables, n_time: int) -> None:
+    """``sgs_flux_mean_<v>``, ``forcing_mean_<v>`` and ``transport_stages`` (module docstring)."""
+    first = runs[0][0]
+    keys = (tuple(first.step_flux), tuple(first.step_forcing), first.transport_stages is None)
+    for r, run in enumerate(runs):
+        for k, s in enumerate(run):
+            if (tuple(s.step_flux), tuple(s.step_forcing), s.transport_stages is None) != keys:
+                raise DatasetError(f"all trajectory samples must hold the same step means; run {r}"
+                                   f" sample {k} differs from the first. Generate the runs with "
+                                   "the same scenario.")
+    unit = {"units": _NONDIM}
+    edge, cell = ("run", "time", "n_edge"), ("run", "time", "n_face")
+    for var in variables:
+        ds[f"sgs_flux_mean_{var}"] = (
+            edge, _pad(runs, lambda s: _edge(coarse, s.step_flux[var],
+                                             s.step_boundary_flux.get(var)), n_time),
+            {**unit, "long_name": f"step-mean subgrid flux of {var} over the coarse step that "
+             "starts at the sample (stepper-weighted mean over every fine stage): interior edges "
+             "owner -> neighbour, then boundary edges outward"})
+    for var in first.step_forcing:
+        ds[f"forcing_mean_{var}"] = (
+            cell, _pad(runs, lambda s: s.step_forcing[var], n_time),
+            {**unit, "long_name": f"step mean of the restricted random forcing of {var} over the "
+             "coarse step that starts at the sample"})
+    if first.transport_stages is not None:
+        ds["transport_stages"] = (
+            ("run", "time", "stage", "n_edge"),
+            _pad(runs, lambda s: torch.stack([_edge(coarse, u, None)
+                                              for u in s.transport_stages]), n_time),
+            {**unit, "long_name": "coarse transport U_c at the stage times t + stage_time * "
+             "coarse_dt of the coarse step that starts at the sample (interior edges owner -> "
+             "neighbour, then 0 on boundary edges)"})
 
 
 def _fill_cf_attributes(ds) -> None:

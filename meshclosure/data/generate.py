@@ -6,6 +6,13 @@ and subgrid targets (:func:`~meshclosure.data.targets.subgrid_targets`), and
 writes one netCDF file or zarr store (:mod:`meshclosure.data.dataset`). Every
 argument is checked first (:func:`check_generate_arguments`), before any sample.
 
+With ``trajectory=True`` the samples are consecutive coarse states, one at
+every coarse step (``scenario.coarse_every`` fine steps apart, the first at
+the end of the spin-up), each with its instantaneous targets and the step
+means that lead to the next (:func:`~meshclosure.data.trajectory.trajectory_samples`;
+layout in :mod:`meshclosure.data.dataset`), so one file serves calibration,
+offline training, online (unrolled) training and validation.
+
 Safety of the output
 --------------------
 * The output path is checked before any computation: its folder must exist
@@ -45,9 +52,11 @@ import torch
 
 from .._files import atomic_path, check_folder, refuse_existing
 from ..errors import ArgumentError, MeshclosureError
+from ..solver import STAGES
 from .dataset import _versions, build_dataset, check_split_arguments, max_gap
 from .store import _is_zarr_store, dataset_format, write_dataset
 from .targets import SubgridSample, subgrid_targets
+from .trajectory import STEPPER, trajectory_samples
 
 __all__ = ["generate", "check_generate_arguments", "check_output_path", "partial_dir",
            "SpinUpError", "ResumeError"]
@@ -133,7 +142,7 @@ def check_generate_arguments(scenario: Any = None, *, n_samples: Any = 24, every
                              fractions: Any = (0.7, 0.15, 0.15), gap: Any = None,
                              format: Optional[str] = None,
                              out: Optional[str | os.PathLike] = None, overwrite: bool = False,
-                             resume: Any = True) -> Dict[str, Any]:
+                             resume: Any = True, trajectory: Any = False) -> Dict[str, Any]:
     """Check every argument of :func:`generate` before any work; return the resolved ones.
 
     Called by :func:`generate` itself and by ``meshclosure generate`` before
@@ -148,13 +157,15 @@ def check_generate_arguments(scenario: Any = None, *, n_samples: Any = 24, every
     scenario : Scenario, optional
         Gives the default ``every`` (``config["sample_every"]``); None: ``every``
         is only checked when given.
-    n_samples, every, ood_samples, fractions, gap, format, out, overwrite, resume
-        As in :func:`generate`; ``out`` None skips the output checks.
+    n_samples, every, ood_samples, fractions, gap, format, out, overwrite, resume, trajectory
+        As in :func:`generate`; ``out`` None skips the output checks. With
+        ``trajectory`` ``every`` is the scenario's ``coarse_every`` (another
+        value is refused).
 
     Returns
     -------
     dict
-        ``n_samples``, ``every`` (None only without scenario and every),
+        ``n_samples``, ``every`` (None only without scenario and every), ``trajectory``,
         ``ood_samples``, ``fractions``, ``gap`` (None resolved: 1 when the val
         and test blocks keep 2 samples each with it, else 0), ``format``
         and ``out`` (a Path or None).
@@ -168,6 +179,17 @@ def check_generate_arguments(scenario: Any = None, *, n_samples: Any = 24, every
     """
     _integer("n_samples", n_samples, 3, "ask for at least 3 samples (train, val, test blocks), "
              "e.g. {n_samples}=24")
+    if not isinstance(trajectory, bool):
+        raise ArgumentError("trajectory", trajectory, "must be True or False",
+                            "pass {trajectory}=True for a sample at every coarse step")
+    if trajectory and scenario is not None:
+        m = int(scenario.coarse_every)
+        if every is not None and every != m:
+            raise ArgumentError("every", every, f"must be left out with trajectory=True: a "
+                                f"trajectory has a sample at every coarse step, coarse_every = {m} "
+                                f"fine steps of the {scenario.name!r} scenario",
+                                "leave {every} out (or pass the scenario's coarse_every)")
+        every = m
     if every is None and scenario is not None:
         every = int(scenario.config.get("sample_every") or 10)
     if every is not None:
@@ -186,7 +208,7 @@ def check_generate_arguments(scenario: Any = None, *, n_samples: Any = 24, every
     path = check_output_path(out, overwrite, format) if out is not None else None
     return {"n_samples": int(n_samples), "every": every, "ood_samples": int(ood_samples),
             "fractions": tuple(float(f) for f in fractions), "gap": int(gap), "format": fmt,
-            "out": path}
+            "out": path, "trajectory": trajectory}
 
 
 def _save(obj: Any, path: Path) -> None:
@@ -207,8 +229,12 @@ def _load(path: Path) -> Any:
 
 
 def _sample_dict(s: SubgridSample) -> dict:
-    return {"t": s.t, "state": s.state, "transport": s.transport, "flux": s.flux,
-            "tendency": s.tendency, "boundary_flux": s.boundary_flux, "inputs": s.inputs}
+    out = {"t": s.t, "state": s.state, "transport": s.transport, "flux": s.flux,
+           "tendency": s.tendency, "boundary_flux": s.boundary_flux, "inputs": s.inputs}
+    if s.step_flux:
+        out.update(step_flux=s.step_flux, step_boundary_flux=s.step_boundary_flux,
+                   step_forcing=s.step_forcing, transport_stages=s.transport_stages)
+    return out
 
 
 _RESUME_FIX = ("Pass resume=False (--no-resume) to discard {folder}/ and start afresh, or remove "
@@ -280,8 +306,13 @@ def _open_partial(folder: Path, meta: dict, resume: bool) -> None:
 
 
 def _run(scenario, folder: Path, prefix: str, n: int, every: int, progress: bool, bar,
-         callback, timing: dict, allow_unconverged: bool = False) -> list:
+         callback, timing: dict, allow_unconverged: bool = False,
+         trajectory: bool = False) -> list:
     """Spin up (or resume) and take ``n`` samples, checkpointing each; return the samples.
+
+    With ``trajectory`` a sample is taken at every coarse step (``every`` is
+    then ``scenario.coarse_every``), the first at the spun-up state, each
+    holding the step means up to the next (:func:`trajectory_samples`).
 
     Raises :class:`SpinUpError` after the spin-up (checkpointed first) when the
     scenario reports ``converged=False`` and ``allow_unconverged`` is False."""
@@ -308,10 +339,14 @@ def _run(scenario, folder: Path, prefix: str, n: int, every: int, progress: bool
     coarsening = scenario.coarsening
     for i in range(done, n):
         t0 = time.perf_counter()
-        t, state = scenario.advance(t, state, every, progress=False)
-        t1 = time.perf_counter()
-        U = scenario.transport(t, state)
-        sample = subgrid_targets(scenario, coarsening, t, state, U)
+        if trajectory:
+            ((t, state, sample),) = list(trajectory_samples(scenario, t, state, 1))
+            t1 = time.perf_counter()
+        else:
+            t, state = scenario.advance(t, state, every, progress=False)
+            t1 = time.perf_counter()
+            U = scenario.transport(t, state)
+            sample = subgrid_targets(scenario, coarsening, t, state, U)
         timing["steps"] += every
         timing["advance_s"] += t1 - t0
         timing["sample_s"] += time.perf_counter() - t0
@@ -332,7 +367,7 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
              callback: Optional[Callable[[str, int, int], None]] = None,
              echo: Optional[Callable[[str], None]] = None,
              allow_unconverged: bool = False, gap: Optional[int] = None,
-             format: Optional[str] = None) -> Path:
+             format: Optional[str] = None, trajectory: bool = False) -> Path:
     """Run ``scenario`` and write its subgrid dataset to ``out`` (netCDF or zarr, atomically).
 
     Parameters
@@ -380,6 +415,14 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
         least 2 samples. Default: 1 when that leaves 2 in each, else 0.
     format : {"netcdf", "zarr"}, optional
         Default from the suffix of ``out`` (``.zarr``: zarr).
+    trajectory : bool
+        Write a trajectory dataset: a sample at every coarse step
+        (``scenario.coarse_every`` fine steps apart; ``every`` must be left
+        out), each with the step-mean subgrid flux, the step-mean forcing
+        (scenarios with a random forcing) and, for a prescribed flow, the
+        coarse transport at every stage time of the step. Unroll windows:
+        :func:`~meshclosure.data.trajectory.trajectory_windows`,
+        :class:`~meshclosure.data.torch_dataset.TrajectoryDataset`.
 
     Returns
     -------
@@ -404,17 +447,24 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
     """
     args = check_generate_arguments(scenario, n_samples=n_samples, every=every,
                                     ood_samples=ood_samples, fractions=fractions, gap=gap,
-                                    format=format, out=out, overwrite=overwrite, resume=resume)
+                                    format=format, out=out, overwrite=overwrite, resume=resume,
+                                    trajectory=trajectory)
     out, every, gap, fmt = args["out"], args["every"], args["gap"], args["format"]
     folder = partial_dir(out)
     seed = int(scenario.config.get("seed", getattr(scenario, "seed", 0)))
     ood = scenario.ood() if ood_samples else None
-    ood_every = (max(1, int(round(every * float(scenario.dt) / float(ood.dt))))
-                 if ood is not None else None)
+    if ood is None:
+        ood_every = None
+    elif trajectory:
+        ood_every = int(ood.coarse_every)
+    else:
+        ood_every = max(1, int(round(every * float(scenario.dt) / float(ood.dt))))
     meta = {"format": _PARTIAL_FORMAT, "config": scenario.config, "every": every,
             "n_samples": n_samples, "ood_samples": ood_samples, "ood_every": ood_every,
             "ood_config": ood.config if ood is not None else None,
             "versions": _versions()}      # an upgrade between interruption and resume: refused
+    if trajectory:
+        meta["trajectory"] = True
     meta = json.loads(json.dumps(meta, sort_keys=True, default=str))
     _open_partial(folder, meta, resume)
 
@@ -429,9 +479,9 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
     start = time.perf_counter()
     try:
         samples = _run(scenario, folder, "main", n_samples, every, progress, bar, callback,
-                       timing, allow_unconverged)
+                       timing, allow_unconverged, trajectory)
         ood_list = (_run(ood, folder, "ood", ood_samples, ood_every, progress, bar, callback,
-                         timing, allow_unconverged) if ood is not None else [])
+                         timing, allow_unconverged, trajectory) if ood is not None else [])
     finally:
         if bar is not None:
             bar.close()
@@ -439,6 +489,13 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
     rate = {"fine_steps_per_s": timing["steps"] / max(timing["advance_s"], 1e-12),
             "samples_per_min": 60 * timing["samples"] / max(timing["sample_s"], 1e-12)}
     runs_dt = [float(scenario.dt)] + ([float(ood.dt)] if ood is not None else [])
+    extra_attrs: Dict[str, Any] = {}
+    if trajectory:
+        extra_attrs = {"trajectory": 1, "coarse_every": int(scenario.coarse_every),
+                       "coarse_dt": float(scenario.coarse_dt), "stepper": STEPPER,
+                       "stage_times": [float(c) for c in STAGES[STEPPER].c],
+                       "stage_weights": [float(b) for b in STAGES[STEPPER].b],
+                       "ood_coarse_every": ood_every if ood is not None else -1}
     ds = build_dataset(samples, scenario.coarse, config=scenario.config, seed=seed,
                        ood_samples=ood_list, ood_config=ood.config if ood is not None else None,
                        fractions=args["fractions"], gap=gap, run_dt=runs_dt,
@@ -447,11 +504,13 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
                               "fine_mesh_signature": scenario.fine.signature(),
                               "spinup_info": timing.pop("main_spinup_info", {}),
                               "ood_spinup_info": timing.pop("ood_spinup_info", {}),
-                              "generation": {**timing, **rate, "wall_s": elapsed}})
+                              "generation": {**timing, **rate, "wall_s": elapsed},
+                              **extra_attrs})
     write_dataset(ds, out, overwrite=overwrite, format=fmt)
     shutil.rmtree(folder, ignore_errors=True)
     if timing["samples"]:
-        line = (f"wrote {out}: {n_samples} samples (+{ood_samples} ood) on "
+        line = (f"wrote {out}: {n_samples} {'coarse steps' if trajectory else 'samples'} "
+                f"(+{ood_samples} ood) on "
                 f"{scenario.coarse.n_cells} coarse cells from {scenario.fine.n_cells} fine cells; "
                 f"{rate['fine_steps_per_s']:.1f} fine steps/s, "
                 f"{rate['samples_per_min']:.1f} samples/min, spin-up {timing['spin_up_s']:.1f} s, "

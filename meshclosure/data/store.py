@@ -65,7 +65,7 @@ def default_chunk_time(ds, target_bytes: int = 4 * 2**20) -> int:
     """Samples per chunk along ``time``: one sample per chunk, or a few small ones up to
     about ``target_bytes`` per chunk of the largest variable (at most 16)."""
     names = sample_variables(ds)
-    per = max((ds[n].dtype.itemsize * ds[n].shape[2] for n in names), default=1)
+    per = max((ds[n].dtype.itemsize * int(np.prod(ds[n].shape[2:])) for n in names), default=1)
     return int(max(1, min(16, target_bytes // max(per, 1), ds.sizes["time"])))
 
 
@@ -88,7 +88,7 @@ def _encoding(ds, format: str, chunk_time: int) -> dict:
             enc[str(name)] = {"_FillValue": -1}     # UGRID: -1 pads short faces
             continue
         if name in ds.data_vars and _is_sample_variable(ds, name):
-            e = {"_FillValue": np.nan, key: (1, chunk_time, v.shape[2])}
+            e = {"_FillValue": np.nan, key: (1, chunk_time) + tuple(v.shape[2:])}
             if format == "netcdf":
                 e["zlib"] = False
         elif v.dtype.kind == "f" and name != "model_time":

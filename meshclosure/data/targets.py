@@ -101,6 +101,15 @@ class SubgridSample:
         Subgrid outward boundary flux ``B^sgs`` (zeros without boundary fluxes).
     inputs : dict of str -> Tensor, shape (n_cells,)
         Resolved inputs a closure may use (see :func:`coarse_inputs`).
+    step_flux : dict of str -> Tensor, shape (n_faces,)
+        Trajectory samples only (:func:`~meshclosure.data.trajectory.trajectory_samples`):
+        the step-mean subgrid flux ``Φ̄^sgs`` over the coarse step that starts here.
+    step_boundary_flux : dict of str -> Tensor, shape (n_boundary_faces,)
+        Its boundary part (step mean of ``B^sgs``).
+    step_forcing : dict of str -> Tensor, shape (n_cells,)
+        Step mean of the restricted random forcing (scenarios that have one).
+    transport_stages : Tensor, shape (n_stages, n_faces), optional
+        Prescribed-flow scenarios: the coarse transport at every stage time of the step.
     """
 
     t: float
@@ -110,6 +119,10 @@ class SubgridSample:
     tendency: Dict[str, Tensor]
     boundary_flux: Dict[str, Tensor]
     inputs: Dict[str, Tensor] = field(default_factory=dict)
+    step_flux: Dict[str, Tensor] = field(default_factory=dict)
+    step_boundary_flux: Dict[str, Tensor] = field(default_factory=dict)
+    step_forcing: Dict[str, Tensor] = field(default_factory=dict)
+    transport_stages: Optional[Tensor] = None
 
     @property
     def variables(self) -> tuple:

@@ -19,18 +19,43 @@ With ``m = 1`` and ``keep_stages=True`` each stage's ``Φ^sgs`` is kept too,
 and a coarse step that replays them stage by stage reproduces
 ``restrict(q^{n+1})`` to rounding: the check that the subgrid targets are
 defined with exactly the operator the coarse model computes online.
+
+Trajectory datasets (``generate(..., trajectory=True)``) store, at every
+coarse step, the coarse state with its instantaneous targets and these step
+means (:func:`trajectory_samples`); :func:`trajectory_windows` lists the
+unroll windows that stay inside one split and never touch a gap or padding.
+
+Examples
+--------
+>>> import numpy as np, xarray as xr
+>>> ds = xr.Dataset({"split": (("run", "time"), np.array([[0, 0, 0, 4, 1, 1, -1]]))})
+>>> trajectory_windows(ds, "train", 2), trajectory_windows(ds, "val", 1)
+([(0, 0)], [(0, 4)])
+>>> trajectory_windows(ds, "train", 0)
+Traceback (most recent call last):
+...
+meshclosure.errors.ArgumentError: length=0: must be an integer >= 1 (coarse steps per window); ...
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
+import torch
 from torch import Tensor
 
+from ..errors import ArgumentError
 from ..solver.steppers import STAGES, ssprk3_step
-from .targets import subgrid_targets
+from .targets import SubgridSample, subgrid_targets
 
-__all__ = ["CoarseStep", "coarse_steps", "replay"]
+__all__ = ["CoarseStep", "coarse_steps", "replay", "trajectory_samples",
+           "prescribed_coarse_transport", "trajectory_windows", "STEPPER", "PRESCRIBED_FLOW"]
+
+STEPPER = "ssprk3"
+"""The stepper of the fine run and of the coarse model (its stages: ``STAGES[STEPPER]``)."""
+PRESCRIBED_FLOW = ("kinematic",)
+"""Scenarios whose coarse transport is prescribed (a function of time only)."""
 
 State = Dict[str, Tensor]
 
@@ -51,6 +76,8 @@ class CoarseStep:
         Step-mean subgrid flux ``Φ̄^sgs`` per conserved variable.
     forcing : dict of str -> Tensor, shape (n_coarse_cells,)
         Step mean of ``restrict`` of the scenario's random forcing (empty if none).
+    boundary_flux : dict of str -> Tensor, shape (n_coarse_boundary_faces,)
+        Step mean of the subgrid boundary flux ``B^sgs`` (zeros at walls).
     flux_start : dict of str -> Tensor, shape (n_coarse_faces,)
         The instantaneous ``Φ^sgs`` at ``t`` (what a dataset of instantaneous samples
         holds; replaying it over the step is the comparison that shows why the step
@@ -65,6 +92,7 @@ class CoarseStep:
     flux: State
     forcing: State
     flux_start: State = field(default_factory=dict)
+    boundary_flux: State = field(default_factory=dict)
     stage_flux: Optional[List[State]] = None
     stage_forcing: Optional[List[State]] = None
     extra: dict = field(default_factory=dict)
@@ -105,6 +133,7 @@ def coarse_steps(scenario, t: float, state: Mapping[str, Tensor], n_steps: int,
     for _ in range(n_steps):
         start, t0 = {k: c.restrict(v) for k, v in state.items()}, float(t)
         flux = {v: None for v in variables}
+        bflux = {v: None for v in variables}
         forcing: Dict[str, Tensor] = {}
         stage_flux: List[State] = []
         stage_forcing: List[State] = []
@@ -126,6 +155,8 @@ def coarse_steps(scenario, t: float, state: Mapping[str, Tensor], n_steps: int,
                 for v in variables:
                     w = b / m * sample.flux[v]
                     flux[v] = w if flux[v] is None else flux[v] + w
+                    w = b / m * sample.boundary_flux[v]
+                    bflux[v] = w if bflux[v] is None else bflux[v] + w
                 for v, value in f.items():
                     forcing[v] = b / m * value + (forcing[v] if v in forcing else 0.0)
                 if keep_stages:
@@ -134,7 +165,7 @@ def coarse_steps(scenario, t: float, state: Mapping[str, Tensor], n_steps: int,
             state = new
         t = t0 + m * dt
         yield t, state, CoarseStep(t=t0, dt=m * dt, state=start, flux=flux, forcing=forcing,
-                                   flux_start=flux_start,
+                                   boundary_flux=bflux, flux_start=flux_start,
                                    stage_flux=stage_flux if keep_stages else None,
                                    stage_forcing=stage_forcing if keep_stages else None)
 
@@ -199,4 +230,86 @@ def replay(scenario, steps: Sequence[CoarseStep], closure: bool = True,
         rep.set(step)
         state = ssprk3_step(model.rhs, step.t, state, step.dt)
         out.append(state)
+    return out
+
+
+# ------------------------------------------------------------------ trajectories
+def prescribed_coarse_transport(scenario) -> Optional[Callable[[float], Tensor]]:
+    """``t -> U_c(t) (n_coarse_faces,)``, the transport the coarse model is given, for a
+    scenario with a prescribed flow (:data:`PRESCRIBED_FLOW`); None for a prognostic flow."""
+    if scenario.name not in PRESCRIBED_FLOW:
+        return None
+    return scenario.coarse_model().base.face_transport
+
+
+def trajectory_samples(scenario, t: float, state: Mapping[str, Tensor], n_steps: int
+                       ) -> Iterator[Tuple[float, State, SubgridSample]]:
+    """Coarse step by coarse step: the sample at each step's start and what leads to the next.
+
+    Each yielded :class:`~meshclosure.data.targets.SubgridSample` holds the
+    coarse state at ``t`` with its instantaneous targets and inputs (as an
+    ordinary dataset sample), plus the step means of the coarse step
+    ``[t, t + coarse_dt]`` from :func:`coarse_steps` (``step_flux``,
+    ``step_boundary_flux``, ``step_forcing``) and, for a prescribed flow, the
+    coarse transport at the stepper's stage times ``t + c_s coarse_dt``
+    (``transport_stages``, shape ``(n_stages, n_coarse_faces)``).
+
+    Yields
+    ------
+    (t, state, sample)
+        The fine time and state at the END of the step, and the sample at its start.
+    """
+    c = scenario.coarsening
+    transport = prescribed_coarse_transport(scenario)
+    for _ in range(int(n_steps)):
+        sample = subgrid_targets(scenario, c, t, state, scenario.transport(t, state))
+        ((t_next, state_next, step),) = list(coarse_steps(scenario, t, state, 1))
+        sample.step_flux = step.flux
+        sample.step_boundary_flux = step.boundary_flux
+        sample.step_forcing = step.forcing
+        if transport is not None:
+            sample.transport_stages = torch.stack(
+                [transport(step.t + ci * step.dt).to(torch.float64) for ci in STAGES[STEPPER].c])
+        yield t_next, state_next, sample
+        t, state = t_next, state_next
+
+
+def trajectory_windows(ds, split: str, length: int) -> List[Tuple[int, int]]:
+    """Unroll windows of a trajectory dataset: ``(run, start)`` whose ``length + 1``
+    consecutive states all belong to ``split``.
+
+    A window never crosses a split boundary, a gap (code 4) or padding (code
+    -1), because every one of its states carries the split's own code; the
+    step means of its first ``length`` states lead from each state to the next.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A dataset with a ``split (run, time)`` variable.
+    split : {"train", "val", "test", "ood"}
+    length : int
+        Coarse steps per window (>= 1).
+
+    Returns
+    -------
+    list of (int, int)
+        In file order.
+    """
+    from .dataset import SPLIT_CODES, SPLITS
+
+    if split not in SPLITS:
+        raise ArgumentError("split", split, f"must be one of {SPLITS}",
+                            "pass {split}='train' (or 'val', 'test', 'ood')")
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
+        raise ArgumentError("length", length, "must be an integer >= 1 (coarse steps per window)",
+                            "pass e.g. {length}=10")
+    inside = np.asarray(ds["split"].values) == SPLIT_CODES[split]       # (run, time)
+    out = []
+    n = int(length) + 1
+    for r in range(inside.shape[0]):
+        run = inside[r].astype(np.int64)
+        if run.size < n:
+            continue
+        full = np.convolve(run, np.ones(n, np.int64), mode="valid") == n   # all n inside
+        out += [(r, int(k)) for k in np.nonzero(full)[0]]
     return out
