@@ -55,7 +55,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from .mesh._mesh import Mesh
+from .mesh import Mesh
 
 __all__ = ["assert_antisymmetric", "assert_conservative", "assert_equivariant", "assert_commutes",
            "mesh_symmetry", "axis_rotation", "flip_faces", "permute_faces", "rotate_mesh",

@@ -42,7 +42,7 @@ from torch import Tensor
 from ..errors import ArgumentError
 from ..fv.gradients import gradient
 from ..graph import local_frame
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 
 __all__ = ["FeaturePipeline"]
 

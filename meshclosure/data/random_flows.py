@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 
 __all__ = ["OrnsteinUhlenbeck", "fourier_basis", "spherical_harmonic_basis", "mode_basis",
            "band_variances"]

@@ -58,13 +58,12 @@ from __future__ import annotations
 
 import math
 
-import weakref
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 from .gradients import LeastSquaresGradient, _cached, _expand, displacement, gradient
 from .operators import _check_float, _check_rows, _csr, _sparse_cached, _sparse_ok, _spmm
 
@@ -89,18 +88,12 @@ def face_displacement(mesh: Mesh) -> tuple[Tensor, Tensor]:
     -------
     r_owner, r_neighbour : Tensor, shape (n_faces, d)
     """
-    r = _DISPLACEMENT_CACHE.get(mesh)
-    if r is None:
+    def build() -> tuple[Tensor, Tensor]:
         a, b = mesh.face_cells[0], mesh.face_cells[1]
         xf = mesh.face_center
-        r = (displacement(mesh, mesh.cell_center[a], xf),
-             displacement(mesh, mesh.cell_center[b], xf))
-        _DISPLACEMENT_CACHE[mesh] = r
-    return r
-
-
-_DISPLACEMENT_CACHE: "weakref.WeakKeyDictionary[Mesh, tuple[Tensor, Tensor]]" = \
-    weakref.WeakKeyDictionary()
+        return (displacement(mesh, mesh.cell_center[a], xf),
+                displacement(mesh, mesh.cell_center[b], xf))
+    return _cached(mesh, "face_displacement", build)
 
 
 # ---------------------------------------------------------------------------- limiters

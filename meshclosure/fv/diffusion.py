@@ -49,7 +49,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 from .gradients import _cached, _expand, displacement
 from ..errors import ArgumentError
 from .operators import (ArgumentTypeError, _check_float, _check_rows, _csr, _sparse_cached,

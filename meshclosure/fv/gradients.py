@@ -34,29 +34,25 @@ removes the curvature term ``∮ n ds ≠ 0`` of a spherical polygon.
 """
 from __future__ import annotations
 
-import weakref
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from ..mesh._mesh import Mesh
-from .operators import _check_rows
+from .._cache import per_mesh
+from .._checks import check_float, check_rows
+from ..mesh import Mesh
+
+_check_rows = check_rows
 
 __all__ = [
     "gradient", "LeastSquaresGradient", "face_interpolate", "face_gradient_normal",
     "cell_to_vertex", "displacement",
 ]
 
-_CACHE: "weakref.WeakKeyDictionary[Mesh, dict]" = weakref.WeakKeyDictionary()
-
-
 def _cached(mesh: Mesh, key: str, build: Callable[[], Any]) -> Any:
     """Per-mesh cache of precomputed operators (dropped with the mesh)."""
-    store = _CACHE.setdefault(mesh, {})
-    if key not in store:
-        store[key] = build()
-    return store[key]
+    return per_mesh(mesh, ("fv", key), build)
 
 
 def _expand(x: Tensor, like: Tensor, lead: int = 1) -> Tensor:

@@ -10,101 +10,28 @@ equals the net boundary flux exactly, for any interior ``Φ``.
 """
 from __future__ import annotations
 
-import warnings
-import weakref
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError
-from ..mesh._mesh import Mesh
+from .._cache import per_mesh
+from .._checks import check_float, check_rows, describe
+from .._sparse import csr, sparse_ok, spmm
+from ..errors import ArgumentTypeError
+from ..mesh import Mesh
 
 __all__ = ["divergence", "transport_from_streamfunction", "ArgumentTypeError", "describe"]
 
 
-class ArgumentTypeError(ArgumentError, TypeError):
-    """An argument of the wrong kind (dtype, type, device): names the argument, what was
-    received, the rule and the fix; caught by ``except TypeError`` and ``except ValueError``."""
-
-
-class _Shown:
-    """A value shown in an error message by a short description instead of its ``repr``."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def describe(x: Any) -> Any:
-    """A short stand-in for ``x`` in error messages: a tensor as its shape, dtype and device.
-
-    Examples
-    --------
-    >>> describe(torch.zeros(3, dtype=torch.int64))
-    Tensor(shape=(3,), dtype=int64)
-    >>> describe(2.5)
-    2.5
-    """
-    if isinstance(x, Tensor):
-        dev = "" if x.device.type == "cpu" else f", device={x.device}"
-        return _Shown(f"Tensor(shape={tuple(x.shape)}, dtype={str(x.dtype).replace('torch.', '')}"
-                      f"{dev})")
-    return x
-
-_SPARSE_CACHE: "weakref.WeakKeyDictionary[Mesh, dict]" = weakref.WeakKeyDictionary()
-
-
-def _sparse_ok(x: Tensor) -> bool:
-    """Whether ``x`` can be multiplied by a CSR matrix (float32/float64 on CPU or CUDA)."""
-    return x.device.type in ("cpu", "cuda") and x.dtype in (torch.float32, torch.float64)
+# The shared helpers live in root internal modules; these names stay for fv's own modules.
+_sparse_ok, _csr, _spmm = sparse_ok, csr, spmm
+_check_rows, _check_float = check_rows, check_float
 
 
 def _sparse_cached(mesh: Mesh, key: Any, build: Callable[[], Any]) -> Any:
     """Per-mesh cache of sparse operators (dropped with the mesh)."""
-    store = _SPARSE_CACHE.setdefault(mesh, {})
-    if key not in store:
-        store[key] = build()
-    return store[key]
-
-
-def _csr(rows: Tensor, cols: Tensor, vals: Tensor, shape: tuple[int, int]) -> Tensor:
-    """CSR matrix from COO triplets (duplicates summed, exact zeros dropped).
-
-    Indices are int32 where they fit: the MKL/cuSPARSE kernels then move a
-    third fewer bytes per non-zero than with int64.
-    """
-    keep = vals != 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # "sparse CSR support is in beta"
-        coo = torch.sparse_coo_tensor(torch.stack([rows[keep], cols[keep]]), vals[keep],
-                                      shape).coalesce()
-        csr = coo.to_sparse_csr()
-        if csr.values().numel() < 2**31 - 1 and max(shape) < 2**31 - 1:
-            csr = torch.sparse_csr_tensor(csr.crow_indices().to(torch.int32),
-                                          csr.col_indices().to(torch.int32), csr.values(),
-                                          shape)
-    return csr
-
-
-def _spmm(mat: Tensor, x: Tensor) -> Tensor:
-    """``mat @ x`` for a CSR ``mat`` (m, n) and dense ``x`` (n, ...) -> (m, ...), differentiable in ``x``.
-
-    Trailing dimensions (up to 64 columns) go through the matrix-vector kernel
-    one column at a time: it is several times faster than the matrix-matrix
-    kernel for few columns, and a column of a batched result is then bitwise
-    equal to the product with that column alone.
-    """
-    if x.dim() == 1:
-        return mat @ x
-    cols = x.reshape(x.shape[0], -1)
-    if cols.shape[1] > 64 or cols.shape[1] == 0:
-        out = torch.sparse.mm(mat, cols)
-    else:
-        out = torch.stack([mat @ c for c in cols.t().contiguous()], 1)
-    return out.reshape((mat.shape[0],) + tuple(x.shape[1:]))
+    return per_mesh(mesh, ("fv.sparse", key), build)
 
 
 def _divergence_matrix(mesh: Mesh, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -119,29 +46,6 @@ def _divergence_matrix(mesh: Mesh, dtype: torch.dtype, device: torch.device) -> 
         base = _sparse_cached(mesh, ("div", torch.float64, mesh.face_cells.device), build64)
         return base.to(device=device, dtype=dtype)
     return _sparse_cached(mesh, ("div", dtype, device), build)
-
-
-def _check_rows(name: str, x: Tensor, n: int, what: str) -> None:
-    """Raise a clear error unless ``x`` is a tensor with ``n`` rows along dim 0."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}. "
-                        "Wrap it with torch.as_tensor(...).")
-    if x.dim() == 0 or x.shape[0] != n:
-        raise ValueError(f"{name} must have {what} = {n} rows (dim 0); got shape "
-                         f"{tuple(x.shape)}. Put the {what.split('_')[1]} dimension first.")
-
-
-def _check_float(name: str, x: Tensor, fix: str = "", complex_ok: bool = False) -> None:
-    """Raise :class:`ArgumentTypeError` unless ``x`` has a floating-point dtype.
-
-    Integer or bool values would be silently truncated (or give inf/NaN after a
-    division by the cell volumes), so they are refused, never cast.
-    """
-    if x.is_floating_point() or (complex_ok and x.is_complex()):
-        return
-    kind = "a floating-point (or complex)" if complex_ok else "a real floating-point"
-    raise ArgumentTypeError(name, describe(x), f"must be {kind} tensor",
-                            fix or f"convert it with {name}.double() (or .float())")
 
 
 def divergence(mesh: Mesh, face_flux: Tensor, boundary_flux: Tensor | None = None) -> Tensor:
@@ -175,7 +79,7 @@ def divergence(mesh: Mesh, face_flux: Tensor, boundary_flux: Tensor | None = Non
     >>> divergence(mesh, torch.ones(mesh.n_faces, dtype=torch.int64))
     Traceback (most recent call last):
     ...
-    meshclosure.fv.operators.ArgumentTypeError: face_flux=Tensor(shape=(32,), dtype=int64): must be a floating-point (or complex) tensor; convert it with face_flux.double() (or .float()).
+    meshclosure.errors.ArgumentTypeError: face_flux=Tensor(shape=(32,), dtype=int64): must be a floating-point (or complex) tensor; convert it with face_flux.double() (or .float()).
     """
     _check_rows("face_flux", face_flux, mesh.n_faces, "n_faces")
     _check_float("face_flux", face_flux, complex_ok=True)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 from .gradients import cell_to_vertex
 from .diffusion import _geometry
 from .operators import _check_rows

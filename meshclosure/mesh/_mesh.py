@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import MeshclosureError
+from .graph import to_graph
 
 __all__ = ["Mesh", "MeshError"]
 
@@ -282,8 +283,6 @@ class Mesh:
 
         See :func:`meshclosure.graph.to_graph`.
         """
-        from ..graph import to_graph
-
         return to_graph(self, fields)
 
     def __repr__(self) -> str:

@@ -43,7 +43,7 @@ import weakref
 import torch
 from torch import Tensor, nn
 
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 from .heads import (FaceGeometry, FluxModel, MeshOrGraph, PairwiseHead, PotentialHead,
                     _inputs, face_geometry)
 from .registry import UnsupportedMeshError, register

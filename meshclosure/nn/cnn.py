@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 from .heads import FluxModel, MeshOrGraph, _inputs
 from .registry import UnsupportedMeshError, register
 

@@ -61,7 +61,7 @@ from e3nn.math import soft_one_hot_linspace
 from e3nn.nn import FullyConnectedNet, Gate
 from torch import Tensor, nn
 
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 from .heads import (FaceGeometry, FluxModel, FluxPrediction, MeshOrGraph, PairwiseHead,
                     VectorHead, _expand, _inputs, batch_shape, face_geometry)
 from .registry import UnsupportedMeshError, register

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 from .cnn import _check_periodic_cartesian, _unbatch, face_map, grid_inputs, staggered_to_faces
 from .heads import FluxModel, MeshOrGraph
 from .registry import register

@@ -43,7 +43,8 @@ import torch
 from torch import Tensor, nn
 
 from ..graph import EDGE_FEATURES, to_graph
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
+from .layers import mlp
 
 if TYPE_CHECKING:
     import torch_geometric
@@ -177,13 +178,6 @@ def face_geometry(mesh_or_graph: MeshOrGraph) -> FaceGeometry:
                         g.pos is not None and g.pos.shape[1] == 3)
 
 
-def _mlp(*args, **kwargs) -> nn.Sequential:
-    """:func:`meshclosure.nn.mlp.mlp` (imported late: that module builds on this one)."""
-    from .mlp import mlp as build
-
-    return build(*args, **kwargs)
-
-
 def _reverse(t: Tensor, n_faces: int) -> Tensor:
     """Row ``e`` of the result is row ``rev(e)`` of ``t`` (the other sense of the same face);
     rows are dim −2, so ``(2 n_faces, F)`` and ``(B, 2 n_faces, F)`` both work."""
@@ -246,8 +240,8 @@ class PairwiseHead(_Head):
                  hidden: int = 64, n_layers: int = 2, heteroscedastic: bool = False) -> None:
         super().__init__()
         self.in_features, self.n_vars, self.heteroscedastic = in_features, n_vars, heteroscedastic
-        self.g = _mlp(2 * in_features + edge_features, hidden, n_vars, n_layers)
-        self.s = (_mlp(2 * in_features + edge_features, hidden, n_vars, n_layers)
+        self.g = mlp(2 * in_features + edge_features, hidden, n_vars, n_layers)
+        self.s = (mlp(2 * in_features + edge_features, hidden, n_vars, n_layers)
                   if heteroscedastic else None)
 
     def directed(self, z: Tensor, mesh_or_graph: MeshOrGraph,
@@ -284,8 +278,8 @@ class PotentialHead(_Head):
                  heteroscedastic: bool = False) -> None:
         super().__init__()
         self.in_features, self.n_vars, self.heteroscedastic = in_features, n_vars, heteroscedastic
-        self.h = _mlp(in_features, hidden, n_vars, n_layers)
-        self.s = _mlp(in_features, hidden, n_vars, n_layers) if heteroscedastic else None
+        self.h = mlp(in_features, hidden, n_vars, n_layers)
+        self.s = mlp(in_features, hidden, n_vars, n_layers) if heteroscedastic else None
 
     def directed(self, z: Tensor, mesh_or_graph: MeshOrGraph) -> HeadOutput:
         """Fluxes on both senses of every face, ``(2 n_faces, n_vars)``; exactly antisymmetric."""

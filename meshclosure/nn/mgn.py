@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 from .heads import (FaceGeometry, FluxModel, MeshOrGraph, PairwiseHead, PotentialHead, _expand,
                     _inputs, batch_shape, face_geometry)
 from .mlp import mlp

@@ -10,36 +10,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 from .heads import (FluxModel, MeshOrGraph, PairwiseHead, _expand, _inputs, batch_shape,
                     face_geometry)
+from .layers import mlp
 from .registry import ALL_FAMILIES, register
 
 __all__ = ["mlp", "GlobalMLP"]
-
-
-def mlp(in_features: int, hidden: int, out_features: int, n_layers: int = 2,
-        layer_norm: bool = False, activation: type[nn.Module] = nn.SiLU) -> nn.Sequential:
-    """``n_layers`` hidden layers of width ``hidden`` then a linear output layer.
-
-    ``n_layers=0`` gives a single linear map. ``layer_norm`` appends a
-    ``LayerNorm`` to the output (MeshGraphNet's encoders and processor MLPs).
-
-    Examples
-    --------
-    >>> net = mlp(3, 16, 2, n_layers=1)
-    >>> [type(m).__name__ for m in net]
-    ['Linear', 'SiLU', 'Linear']
-    """
-    layers: list[nn.Module] = []
-    width = in_features
-    for _ in range(n_layers):
-        layers += [nn.Linear(width, hidden), activation()]
-        width = hidden
-    layers.append(nn.Linear(width, out_features))
-    if layer_norm:
-        layers.append(nn.LayerNorm(out_features))
-    return nn.Sequential(*layers)
 
 
 @register("mlp_global", families=ALL_FAMILIES, instead="mgn")

@@ -57,7 +57,7 @@ from typing import Callable, Dict, Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 from ..solver.steppers import STAGES as _STEPPER_STAGES
 from .heads import FluxModel, FluxPrediction, MeshOrGraph, _faces, _inputs, face_geometry
 from .mgn import EncodeProcess, ProcessorBlock, apply_head, flux_head

@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 from torch import nn
 
 from ..errors import MeshclosureError
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 
 __all__ = ["register", "build_model", "list_models", "model_families", "check_family",
            "UnsupportedMeshError", "UnknownModelError", "ALL_FAMILIES"]

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 from .chebyshev import invariant_directed, invariant_head
 from .heads import FluxModel, MeshOrGraph, _inputs, face_geometry
 from .registry import UnsupportedMeshError, register

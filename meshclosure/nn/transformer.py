@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import MeshclosureError
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 from .heads import FluxModel, MeshOrGraph, _expand, _inputs, batch_shape, face_geometry
 from .mgn import EncodeProcess, ProcessorBlock, apply_head, flux_head
 from .mlp import mlp

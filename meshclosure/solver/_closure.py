@@ -37,8 +37,8 @@ from torch import Tensor
 
 from ..errors import ArgumentError
 from ..fv.diffusion import check_coefficient
-from ..fv.operators import describe
-from ..mesh._mesh import Mesh
+from .._checks import describe
+from ..mesh import Mesh
 from .steppers import current_stage
 
 __all__ = ["Closure", "ClosureError", "ClosureCalls", "closure_fluxes", "add_flux_noise",

@@ -35,12 +35,13 @@ from typing import Callable, Dict, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
+from .._checks import check_float as _check_float
 from ..fv.advection import cfl_dt, linear_flux, quadratic_flux, upwind_flux
 from ..fv.gradients import gradient
 from ..fv.diffusion import check_coefficient, diffusive_flux
-from ..fv.operators import _check_float, divergence, transport_from_streamfunction
+from ..fv.operators import divergence, transport_from_streamfunction
 from ..fv.poisson import PoissonSolver, vertex_streamfunction
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 from ._closure import (Closure, ClosureCalls, NonFinitePart, add_flux_noise, check_flux_noise,
                        closure_fluxes, first_nonfinite, recorded_or_fresh)
 

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..fv.operators import transport_from_streamfunction
-from ..mesh._mesh import Mesh
+from ..mesh import Mesh
 
 __all__ = [
     "DAY", "lonlat", "solid_body_streamfunction", "solid_body_transport",

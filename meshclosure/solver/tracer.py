@@ -28,11 +28,13 @@ from typing import Callable, Dict, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from .._checks import check_float as _check_float
+from .._sparse import sparse_ok as _sparse_ok, spmm as _spmm
 from ..fv.advection import (advection_matrix, cfl_dt, linear_flux, max_faces_per_cell,
                              quadratic_flux, upwind_flux)
 from ..fv.diffusion import check_coefficient
-from ..fv.operators import _check_float, _sparse_ok, _spmm, divergence
-from ..mesh._mesh import Mesh
+from ..fv.operators import divergence
+from ..mesh import Mesh
 from ._closure import (Closure, ClosureCalls, NonFinitePart, add_flux_noise, check_flux_noise,
                        closure_fluxes, first_nonfinite, recorded_or_fresh)
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...mesh._mesh import Mesh
+from ...mesh import Mesh
 from ...solver import BarotropicModel
 from ..random_flows import OrnsteinUhlenbeck, mode_basis
 from .base import (Scenario, State, _Augmented, _coarse_every, _dx,

@@ -17,7 +17,7 @@ from ...fv.diffusion import diffusive_flux
 from ...fv.operators import divergence
 from ...mesh import Coarsening
 from ...errors import ArgumentError
-from ...mesh._mesh import Mesh
+from ...mesh import Mesh
 from ...solver import integrate
 
 __all__ = ["Scenario", "ood_seed", "State"]

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ...mesh import Coarsening
-from ...mesh._mesh import Mesh
+from ...mesh import Mesh
 from ...mesh.coarsening import column_parent
 from ...solver import BoussinesqModel, TracerModel
 from .base import Scenario, State, _Augmented, _coarse_every, _dx
