@@ -6,7 +6,10 @@
   dimension, CF attributes, coarse mesh included) and :func:`build_dataset`;
   :mod:`~meshclosure.data.store`: netCDF or zarr, written atomically, read
   lazily with integrity checks; :mod:`~meshclosure.data.torch_dataset`:
-  :class:`SubgridDataset` of PyG graphs read on demand.
+  :class:`SubgridDataset` of PyG graphs read on demand, :class:`TrajectoryDataset`
+  of unroll windows, batches on one shared graph (:class:`GraphBatch`).
+* :mod:`~meshclosure.data.trajectory`: coarse steps of a truth run with their
+  step means (what the coarse model replays), :func:`trajectory_windows`.
 * :mod:`~meshclosure.data.generate`: :func:`generate` and
   :func:`check_generate_arguments`, behind ``meshclosure generate``.
 * :mod:`~meshclosure.data.scenarios`: the truth runs (``kinematic``,
@@ -20,6 +23,8 @@ from .dataset import (FORMAT_VERSION, SPLIT_CODES, SPLITS, DatasetError, Normali
 from .generate import ResumeError, check_generate_arguments, check_output_path, generate
 from .scenarios import SCENARIOS, Scenario, get_scenario
 from .targets import SubgridSample, check_identity, coarse_inputs, subgrid_targets
+from .torch_dataset import GraphBatch, TrajectoryDataset
+from .trajectory import coarse_steps, replay, trajectory_samples, trajectory_windows
 
 __all__ = [
     "subgrid_targets", "SubgridSample", "check_identity", "coarse_inputs",
@@ -27,5 +32,7 @@ __all__ = [
     "split_boundaries", "SPLITS", "SPLIT_CODES", "FORMAT_VERSION", "DatasetError",
     "NormalizationStats", "SubgridDataset", "generate", "check_generate_arguments",
     "check_output_path", "ResumeError", "get_scenario", "SCENARIOS", "Scenario",
+    "TrajectoryDataset", "GraphBatch", "trajectory_windows", "trajectory_samples",
+    "coarse_steps", "replay",
 ]
 

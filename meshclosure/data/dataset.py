@@ -43,7 +43,9 @@ fine steps apart; attributes ``coarse_every``, ``coarse_dt``, ``stepper``,
 The attribute ``feature_pipeline`` (JSON) is the
 :class:`~meshclosure.closures.FeaturePipeline` config that computes the
 ``state_*`` and ``input_*`` variables from a coarse state
-(``FeaturePipeline.from_config``).
+(``FeaturePipeline.from_config``); ``ood_feature_pipeline`` that of the
+out-of-distribution run (its scenario inputs, e.g. ``N``, follow the OOD
+configuration).
 
 * ``run`` 0 is the main run (split by time into train / val / test blocks,
   optionally with ``gap`` samples set aside between them, code 4), run 1 the
@@ -498,6 +500,9 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
     })
     ds.attrs["feature_pipeline"] = json.dumps(_pipeline_config(variables, inputs, config),
                                               sort_keys=True)
+    if ood_config:
+        ds.attrs["ood_feature_pipeline"] = json.dumps(
+            _pipeline_config(variables, inputs, ood_config), sort_keys=True)
     for k, v in (attrs or {}).items():
         ds.attrs[k] = v if isinstance(v, (str, int, float)) else json.dumps(v)
     ds.attrs["normalization"] = json.dumps(NormalizationStats.from_dataset(ds).to_dict())

@@ -1,25 +1,43 @@
-"""Training-split normalisation and the torch dataset of PyG graphs, read sample by sample.
+"""Training-split normalisation and the torch datasets, read sample by sample.
 
 :class:`NormalizationStats` is computed in one streaming pass over the
 training samples (never val, test or OOD); :class:`SubgridDataset` holds the
 coarse mesh and the small per-sample tables and reads each item from the file
-when asked, so a dataset larger than memory trains.
+when asked, so a dataset larger than memory trains. :class:`TrajectoryDataset`
+gives unroll windows of a trajectory dataset (``generate(..., trajectory=True)``):
+a start state, the next ``length`` states and the step means that lead from
+each to the next.
+
+Batches share ONE graph: every item's graph structure is the dataset's own
+(no per-sample copy), and ``collate_fn=dataset.collate`` stacks items into
+``x (B, n_cells, F)``, ``y (B, n_faces, n_vars)``, ... next to that single
+graph (:class:`GraphBatch`), the batched form the registered models take.
+
+Examples
+--------
+>>> GraphBatch.stack([])
+Traceback (most recent call last):
+...
+meshclosure.errors.ArgumentError: items=[]: must hold at least one sample; ...
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError
 from .dataset import _REGENERATE, SPLIT_CODES, SPLITS, DatasetError, _digest, sample_variables
 from .store import _chunk_time, mesh_from_dataset, read_dataset
+from .trajectory import trajectory_windows
 
-__all__ = ["NormalizationStats", "SubgridDataset"]
+__all__ = ["NormalizationStats", "SubgridDataset", "TrajectoryDataset", "GraphBatch"]
 
 
 # ------------------------------------------------------------- normalization
@@ -235,7 +253,13 @@ class SubgridDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {i} out of range for the {self.split!r} split of "
                              f"{len(self)} samples.")
         r, k = (int(v) for v in self.indices[i])
-        a = self.read(r, k)
+        return self.item(r, k)
+
+    def item(self, run: int, time_index: int, arrays: Optional[Mapping[str, np.ndarray]] = None):
+        """The item of the stored sample ``(run, time_index)`` (``arrays``: its raw arrays,
+        already read with :meth:`read`)."""
+        r, k = int(run), int(time_index)
+        a = self.read(r, k) if arrays is None else arrays
         st = self.stats
         t = lambda v: torch.as_tensor(np.ascontiguousarray(v), dtype=torch.float64)  # noqa: E731
         x = t(np.stack([a[n] for n in st.input_names], -1))
@@ -249,7 +273,7 @@ class SubgridDataset(torch.utils.data.Dataset):
             fs = torch.as_tensor(st.flux_scale, dtype=y.dtype)
             y, s, b = y / fs, s / fs, b / fs
             u = u / st.transport_scale
-        g = self._graph.clone()
+        g = copy.copy(self._graph)          # shares the graph's tensors: no per-sample copy
         g.x, g.y = x.to(self.dtype), y.to(self.dtype)
         g.y_tendency, g.y_boundary = s.to(self.dtype), b.to(self.dtype)
         g.face_transport = u.to(self.dtype)
@@ -257,6 +281,16 @@ class SubgridDataset(torch.utils.data.Dataset):
         g.run, g.time_index = r, k
         g.feature_names = self.input_names
         return g
+
+    @property
+    def graph(self):
+        """The one graph of the coarse mesh that every item and batch shares."""
+        return self._graph
+
+    def collate(self, items: Sequence[Any]) -> "GraphBatch":
+        """``collate_fn`` for :class:`torch.utils.data.DataLoader`: stack items on the
+        dataset's one graph (:meth:`GraphBatch.stack`)."""
+        return GraphBatch.stack(items, self._graph)
 
     def denormalize_flux(self, y: Tensor) -> Tensor:
         """Undo the target scaling: ``(n_faces, n_vars)`` normalised -> physical units."""
@@ -268,3 +302,191 @@ class SubgridDataset(torch.utils.data.Dataset):
         return (f"SubgridDataset({self.config.get('scenario', '?')}, split={self.split!r}, "
                 f"n={len(self)}, variables={self.variables}, n_inputs={len(self.input_names)}, "
                 f"mesh={self.mesh!r})")
+
+
+# ------------------------------------------------------------------- batches
+_PER_SAMPLE = ("x", "y", "y_tendency", "y_boundary", "face_transport")
+
+
+@dataclass
+class GraphBatch:
+    """Samples stacked on one shared graph of the coarse mesh.
+
+    Attributes
+    ----------
+    graph : torch_geometric.data.Data
+        The dataset's graph (``edge_index``, geometry): one object, never copied.
+    x : Tensor, shape (B, n_cells, n_inputs)
+    y : Tensor, shape (B, n_faces, n_vars)
+    y_tendency : Tensor, shape (B, n_cells, n_vars)
+    y_boundary : Tensor, shape (B, n_boundary_faces, n_vars)
+    face_transport : Tensor, shape (B, n_faces)
+    t : Tensor, shape (B,)
+        Model times (float64).
+    run, time_index : LongTensor, shape (B,)
+        Where each sample lives in the file.
+    feature_names : tuple of str
+    """
+
+    graph: Any
+    x: Tensor
+    y: Tensor
+    y_tendency: Tensor
+    y_boundary: Tensor
+    face_transport: Tensor
+    t: Tensor
+    run: Tensor
+    time_index: Tensor
+    feature_names: tuple = ()
+
+    @staticmethod
+    def stack(items: Sequence[Any], graph: Any = None) -> "GraphBatch":
+        """Stack :class:`SubgridDataset` items (graphs sharing one structure) along a new
+        first dim; ``graph`` default: the first item's graph without its per-sample data
+        (its tensors are the dataset's, shared)."""
+        if not len(items):
+            raise ArgumentError("items", list(items), "must hold at least one sample",
+                                "pass a non-empty list of SubgridDataset items")
+        if graph is None:
+            graph = copy.copy(items[0])
+            for k in _PER_SAMPLE + ("t", "run", "time_index", "feature_names"):
+                if k in graph:
+                    del graph[k]
+        cat = {k: torch.stack([it[k] for it in items]) for k in _PER_SAMPLE}
+        return GraphBatch(graph=graph, **cat,
+                          t=torch.tensor([float(it.t) for it in items], dtype=torch.float64),
+                          run=torch.tensor([int(it.run) for it in items]),
+                          time_index=torch.tensor([int(it.time_index) for it in items]),
+                          feature_names=tuple(items[0].feature_names))
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def to(self, *args, **kwargs) -> "GraphBatch":
+        """The batch (and its graph) on another device / dtype (``Tensor.to`` arguments;
+        a dtype applies to the floating tensors only)."""
+        def move(v):
+            if not isinstance(v, Tensor):
+                return v
+            if v.is_floating_point() or not any(isinstance(a, torch.dtype) for a in args):
+                return v.to(*args, **kwargs)
+            return v.to(device=kwargs.get("device"))
+        out = {k: move(getattr(self, k)) for k in self.__dataclass_fields__ if k != "graph"}
+        g = self.graph.to(*[a for a in args if not isinstance(a, torch.dtype)],
+                          **{k: v for k, v in kwargs.items() if k == "device"}) \
+            if args or "device" in kwargs else self.graph
+        return GraphBatch(graph=g, **out)
+
+
+# ---------------------------------------------------------------- trajectories
+class TrajectoryDataset(torch.utils.data.Dataset):
+    """Unroll windows of a trajectory dataset: a start state, the next ``length`` states,
+    and the step means that lead from each state to the next.
+
+    Parameters
+    ----------
+    source : path or xarray.Dataset
+        A trajectory dataset (``generate(..., trajectory=True)``).
+    split : {"train", "val", "test", "ood"}
+    length : int
+        Coarse steps per window; the windows are
+        :func:`~meshclosure.data.trajectory.trajectory_windows` ``(ds, split, length)``:
+        never across a split boundary, a gap or padding.
+    normalize : bool
+        Scale ``x`` and ``y`` with the training-split statistics (the states and step
+        means, which the coarse model consumes, stay in physical units).
+    dtype : torch.dtype
+        Floating dtype (default float64: the coarse model's).
+    verify : bool
+        Check each stored sample against its checksum when read.
+
+    Each item is a dict (``collate_fn=dataset.collate`` stacks them on the one graph):
+
+    * ``state``: ``{var: (n_cells,)}``, the coarse state at the window's start;
+    * ``states``: ``{var: (length, n_cells)}``, the following states;
+    * ``flux_mean``: ``{var: (length, n_faces)}``, ``Φ̄^sgs`` of each step;
+    * ``boundary_flux_mean``: ``{var: (length, n_boundary_faces)}``;
+    * ``forcing_mean``: ``{var: (length, n_cells)}``, only variables with a forcing;
+    * ``transport_stages``: ``(length, n_stages, n_faces)`` (prescribed flow only);
+    * ``x``: ``(length + 1, n_cells, n_inputs)`` and ``y``: ``(length + 1, n_faces,
+      n_vars)``, the offline inputs and instantaneous targets of every state;
+    * ``t``: ``(length + 1,)`` model times; ``run``, ``start``: where it lives in the file.
+
+    :attr:`coarse_dt` and :attr:`stage_times` come from the file's attributes;
+    :attr:`scenario_config` rebuilds the scenario (and so ``scenario.coarse_model``).
+    """
+
+    def __init__(self, source: Any, split: str = "train", length: int = 1,
+                 normalize: bool = True, stats: Optional[NormalizationStats] = None,
+                 dtype: torch.dtype = torch.float64, verify: bool = True) -> None:
+        super().__init__()
+        self._reader = SubgridDataset(source, "all", normalize, stats, dtype, verify)
+        ds = self.ds = self._reader.ds
+        if int(ds.attrs.get("trajectory", 0)) != 1:
+            where = ds.attrs.get("source_path", "the dataset")
+            raise DatasetError(f"{where!r} is not a trajectory dataset (no step means between "
+                               "its samples); generate one with `meshclosure generate ... "
+                               "--trajectory` (generate(..., trajectory=True)).")
+        self.windows = trajectory_windows(ds, split, length)
+        self.split, self.length = split, int(length)
+        self.mesh, self.variables = self._reader.mesh, self._reader.variables
+        self.stats, self.dtype = self._reader.stats, dtype
+        self.scenario_config = json.loads(ds.attrs["scenario_config"])
+        self.coarse_dt = float(ds.attrs["coarse_dt"])
+        self.stage_times = tuple(json.loads(ds.attrs["stage_times"]))
+        self.forced = tuple(n[len("forcing_mean_"):] for n in ds.data_vars
+                            if n.startswith("forcing_mean_"))
+        self.has_transport_stages = "transport_stages" in ds.data_vars
+
+    @property
+    def graph(self):
+        """The one graph of the coarse mesh that every batch shares."""
+        return self._reader.graph
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for the {len(self)} windows of length "
+                             f"{self.length} in the {self.split!r} split.")
+        r, k = self.windows[i]
+        raw = [self._reader.read(r, k + j) for j in range(self.length + 1)]
+        graphs = [self._reader.item(r, k + j, a) for j, a in enumerate(raw)]
+        n_int = self.mesh.n_faces
+        t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=self.dtype)  # noqa: E731
+        steps = raw[:-1]
+        item: Dict[str, Any] = {
+            "state": {v: t(raw[0][f"state_{v}"]) for v in self.variables},
+            "states": {v: t(np.stack([a[f"state_{v}"] for a in raw[1:]]))
+                       for v in self.variables},
+            "flux_mean": {v: t(np.stack([a[f"sgs_flux_mean_{v}"][:n_int] for a in steps]))
+                          for v in self.variables},
+            "boundary_flux_mean": {v: t(np.stack([a[f"sgs_flux_mean_{v}"][n_int:]
+                                                  for a in steps])) for v in self.variables},
+            "forcing_mean": {v: t(np.stack([a[f"forcing_mean_{v}"] for a in steps]))
+                             for v in self.forced},
+            "x": torch.stack([g.x for g in graphs]), "y": torch.stack([g.y for g in graphs]),
+            "t": torch.tensor([float(g.t) for g in graphs], dtype=torch.float64),
+            "run": r, "start": k,
+        }
+        if self.has_transport_stages:
+            item["transport_stages"] = t(np.stack([a["transport_stages"][:, :n_int]
+                                                   for a in steps]))
+        return item
+
+    def collate(self, items: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+        """``collate_fn`` for :class:`torch.utils.data.DataLoader`: every tensor stacked on a
+        new first dim (``x (B, length + 1, n_cells, F)``, ...), plus ``graph`` and ``mesh``,
+        the dataset's own objects (shared, not copied)."""
+        if not len(items):
+            raise ArgumentError("items", list(items), "must hold at least one window",
+                                "pass a non-empty list of TrajectoryDataset items")
+        out = torch.utils.data.default_collate(list(items))
+        out["graph"], out["mesh"] = self.graph, self.mesh
+        return out
+
+    def __repr__(self) -> str:
+        return (f"TrajectoryDataset({self.scenario_config.get('scenario', '?')}, "
+                f"split={self.split!r}, length={self.length}, n={len(self)}, "
+                f"coarse_dt={self.coarse_dt:.4g}, mesh={self.mesh!r})")

@@ -49,7 +49,7 @@ from ..errors import ArgumentError
 from ..solver.steppers import STAGES, ssprk3_step
 from .targets import SubgridSample, subgrid_targets
 
-__all__ = ["CoarseStep", "coarse_steps", "replay", "trajectory_samples",
+__all__ = ["CoarseStep", "coarse_steps", "replay", "replay_window", "trajectory_samples",
            "prescribed_coarse_transport", "trajectory_windows", "STEPPER", "PRESCRIBED_FLOW"]
 
 STEPPER = "ssprk3"
@@ -313,3 +313,24 @@ def trajectory_windows(ds, split: str, length: int) -> List[Tuple[int, int]]:
         full = np.convolve(run, np.ones(n, np.int64), mode="valid") == n   # all n inside
         out += [(r, int(k)) for k in np.nonzero(full)[0]]
     return out
+
+
+def replay_window(scenario, window: Mapping, closure: bool = True,
+                  forcing: str = "replay") -> List[State]:
+    """:func:`replay` of one unbatched :class:`~meshclosure.data.TrajectoryDataset` item.
+
+    The coarse model (``scenario.coarse_model``, e.g. from
+    ``Scenario.from_config(dataset.scenario_config)``) runs from the window's
+    start state over its ``length`` coarse steps, given each step's stored
+    ``Φ̄^sgs`` (``closure``) and step-mean forcing, constant over the step's
+    stages. Returns the state after each step (compare with ``window["states"]``).
+    """
+    t = [float(v) for v in window["t"]]
+    n = len(t) - 1
+    variables = tuple(scenario.variables)
+    steps = [CoarseStep(t=t[j], dt=float(scenario.coarse_dt),
+                        state={v: window["state"][v] for v in variables} if j == 0 else {},
+                        flux={v: window["flux_mean"][v][j] for v in variables},
+                        forcing={v: f[j] for v, f in window["forcing_mean"].items()})
+             for j in range(n)]
+    return replay(scenario, steps, closure=closure, forcing=forcing)
