@@ -62,6 +62,11 @@ def _context(args: Tuple[Any, ...], kwargs: Mapping[str, Any]):
                     f"{len(args)} positional arguments.")
 
 
+def _stage(args: Tuple[Any, ...]) -> Optional[int]:
+    """The stepper stage of a context call (``None`` for ``(t, state, mesh)`` calls)."""
+    return getattr(args[0], "stage", None) if len(args) == 1 else None
+
+
 class Closure:
     """Base of the composable closures: ``a + b``, ``c * a``, ``a * c``.
 
@@ -162,6 +167,15 @@ class ModelClosure(torch.nn.Module, Closure):
 
     The parameters of ``model`` are this module's parameters, so a loss on a
     solver run that uses the closure trains the network (online training).
+
+    A recurrent model (one with ``step(mesh, x, h) -> (flux, h_new)``, the ``gru``)
+    keeps its memory here, updated once per solver step: at stage 0 of a step
+    (from the solver's :class:`~meshclosure.solver.ClosureContext`; every call made
+    without a context counts as a new step) the memory advances, ``h ← h_new``,
+    and every stage of the step uses the memory the step started with. This is
+    the rule of :class:`~meshclosure.nn.RecurrentHook`, which is the same closure
+    with the model's own input function; :meth:`reset` forgets the memory
+    before a new run, :meth:`detach_state` truncates backpropagation through it.
     """
 
     def __init__(self, model: torch.nn.Module, features: torch.nn.Module,
@@ -176,19 +190,40 @@ class ModelClosure(torch.nn.Module, Closure):
             variables = getattr(normalizer, "variables", None) or features.variables
         self.model, self.features, self.normalizer = model, features, normalizer
         self.variables, self.mode, self.generator = tuple(variables), mode, generator
+        self.recurrent = callable(getattr(model, "step", None)) and hasattr(model, "init_state")
+        self.reset()
         if normalizer is not None and tuple(normalizer.input_names) != tuple(features.names):
             raise ArgumentError("normalizer", tuple(normalizer.input_names),
                                 f"must list the pipeline's features {tuple(features.names)} in "
                                 "the same order", "build both from the same dataset")
 
+    def reset(self) -> None:
+        """Forget a recurrent model's memory (before a new run)."""
+        self.h: Optional[Tensor] = None
+        self._h_step: Optional[Tensor] = None
+
+    def detach_state(self) -> None:
+        """Cut the autograd history of the memory (truncated backpropagation through time)."""
+        self.h = None if self.h is None else self.h.detach()
+        self._h_step = None if self._h_step is None else self._h_step.detach()
+
     def predict(self, t: float, state: Mapping[str, Tensor], mesh: Any,
-                transport: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+                transport: Optional[Tensor] = None,
+                stage: Optional[int] = None) -> Tuple[Tensor, Optional[Tensor]]:
         """Physical ``(mean, log_var)`` face fluxes ``(n_faces, n_vars)`` (``log_var`` None
-        for deterministic models)."""
+        for deterministic models); ``stage`` drives a recurrent model's memory."""
         x = self.features(mesh, state, t, transport)
         if self.normalizer is not None:
             x = self.normalizer.normalize_inputs(x)
-        out = self.model(mesh, x)
+        if self.recurrent:
+            first = stage is None or stage == 0
+            if first:
+                self._h_step = self.h
+            out, h_new = self.model.step(mesh, x, self._h_step)
+            if first:
+                self.h = h_new
+        else:
+            out = self.model(mesh, x)
         mean, log_var = (out[0], out[1]) if isinstance(out, tuple) else (out, None)
         if mean.shape[-1] != len(self.variables):
             raise ArgumentError("variables", self.variables, f"must name each of the model's "
@@ -199,8 +234,8 @@ class ModelClosure(torch.nn.Module, Closure):
                 log_var = self.normalizer.denormalize_log_var(log_var)
         return mean, log_var
 
-    def fluxes(self, t, state, mesh, transport=None) -> Fluxes:
-        mean, log_var = self.predict(t, state, mesh, transport)
+    def fluxes(self, t, state, mesh, transport=None, stage=None) -> Fluxes:
+        mean, log_var = self.predict(t, state, mesh, transport, stage)
         if self.mode == "sample":
             if log_var is None:
                 raise ArgumentError("mode", "sample", "needs a heteroscedastic model (one "
@@ -215,6 +250,6 @@ class ModelClosure(torch.nn.Module, Closure):
         return {v: mean[..., i] for i, v in enumerate(self.variables)}
 
     def forward(self, *args, **kwargs) -> Fluxes:
-        return self.fluxes(*_context(args, kwargs))
+        return self.fluxes(*_context(args, kwargs), stage=_stage(args))
 
     __call__ = torch.nn.Module.__call__

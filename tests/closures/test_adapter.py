@@ -146,3 +146,22 @@ def test_budget_closes_with_a_learned_closure_barotropic():
         res, s = _stage_budget(model, s0, 0.01, 100, lambda s: (V * s["zeta"]).sum(),
                                lambda t, s: (V * (F - 0.3 * s["zeta"])).sum(), lambda t: 0.0)
     assert abs(res) / float((V * s["zeta"].abs()).sum()) <= 1e-12
+
+
+def test_gru_memory_in_model_closure_is_the_hook_rule():
+    """A recurrent network through ModelClosure advances its memory once per solver step,
+    exactly as the GRU hook does (same fluxes, same memory)."""
+    from meshclosure.solver import integrate
+    mesh = cartesian(5, 5)
+    torch.manual_seed(0)
+    gru = build_model("gru", mesh, in_features=1, hidden=8, n_blocks=1).double()
+    U = 0.3 * mesh.face_normal[:, 0].double() * mesh.face_area.double()
+    q0 = {"q": torch.sin(4.0 * mesh.cell_center[:, 1].double())}
+    with torch.no_grad():
+        hook = gru.as_closure(0.01, var="q", stages="ssprk3")
+        a = integrate(TracerModel(mesh, U, closure=hook), q0, 0.01, 5, progress=False)
+        closure = ModelClosure(gru, FeaturePipeline(["q"], gradients=False))
+        b = integrate(TracerModel(mesh, U, closure=closure), q0, 0.01, 5, progress=False)
+    assert torch.equal(a.state["q"], b.state["q"]) and torch.equal(hook.h, closure.h)
+    closure.reset()
+    assert closure.h is None
