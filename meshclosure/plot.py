@@ -363,7 +363,7 @@ def _polygons(ax, mesh: Mesh, values, cmap, kw: dict):
         else:                                        # plain axes: lon/lat in degrees
             polys = [np.degrees(p) for p in polys]
     else:
-        from .io import _unwrapped_polygons
+        from ._polygons import unwrapped_polygons as _unwrapped_polygons
 
         points, cells = _unwrapped_polygons(mesh)
         polys = [points[row[row >= 0], :2] for row in cells]

@@ -8,6 +8,10 @@ sphere) as quadrature weight, optionally refined by Jacobi iterations
 (Górski et al. 2005, doi:10.1086/427976, §6; Reinecke & Seljebotn 2013,
 doi:10.1051/0004-6361/201321494 for the ring algorithm).
 
+It lives below the networks (``meshclosure.sht``, re-exported as
+``meshclosure.nn.HealpixSHT``) so that validation can compute angular power
+spectra without importing :mod:`meshclosure.nn`.
+
 Real harmonics and coefficient layout
 -------------------------------------
 With the orthonormal associated Legendre functions ``λ_lm(cos θ)``
@@ -79,6 +83,8 @@ import numpy as np
 from scipy.special import xlogy
 import torch
 from torch import Tensor
+
+from .mesh.healpix import check_nside
 
 __all__ = ["HealpixSHT", "legendre_table", "get_sht", "n_rings"]
 
@@ -203,8 +209,6 @@ class HealpixSHT:
 
     def __init__(self, nside: int, lmax: int | None = None, mmax: int | None = None,
                  nest: bool = True) -> None:
-        from ..mesh.healpix import check_nside
-
         self.nside = check_nside(nside)
         self.lmax = 2 * self.nside if lmax is None else int(lmax)
         self.mmax = self.lmax if mmax is None else int(mmax)

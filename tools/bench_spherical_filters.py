@@ -10,7 +10,7 @@ forward+backward (gradients for the input and the weights):
   filter support ``K − 1`` faces;
 - ``sht lmax``: :class:`meshclosure.nn.spectral.SphericalHarmonicFilter`
   (free isotropic response ``h_l``): analysis, per-degree channel mixing,
-  synthesis with :class:`meshclosure.nn.sht.HealpixSHT` at ``lmax``
+  synthesis with :class:`meshclosure.sht.HealpixSHT` at ``lmax``
   (``lmax + 1`` independent degrees, i.e. what a Chebyshev filter needs
   ``K ≈ lmax`` terms to resolve).
 
@@ -64,7 +64,7 @@ def bench(nside: int, channels: int, ks: list[int], lmaxes: list[int], repeats: 
           dtype: torch.dtype) -> list[tuple]:
     from meshclosure.mesh import healpix
     from meshclosure.nn.chebyshev import ChebConv, chebyshev_laplacian
-    from meshclosure.nn.sht import HealpixSHT
+    from meshclosure.sht import HealpixSHT
     from meshclosure.nn.spectral import SphericalHarmonicFilter
 
     t0 = time.perf_counter()

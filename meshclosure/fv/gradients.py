@@ -339,11 +339,17 @@ def gradient(mesh: Mesh, q: Tensor, method: str = "least_squares",
     Traceback (most recent call last):
     ...
     ValueError: method must be 'least_squares' or 'green_gauss'; got 'upwind'. ...
+    >>> gradient(mesh, torch.arange(mesh.n_cells))
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentTypeError: q=Tensor(shape=(1024,), dtype=int64): must be a floating-point (or complex) tensor; convert it with q.double() (or .float()).
     """
+    if method in ("least_squares", "green_gauss"):
+        _check_rows("q", q, mesh.n_cells, "n_cells")
+        check_float("q", q, complex_ok=True)    # integers would be truncated, bools meaningless
     if method == "least_squares":
         return _cached(mesh, "lsq", lambda: LeastSquaresGradient(mesh))(q, boundary_value)
     if method == "green_gauss":
-        _check_rows("q", q, mesh.n_cells, "n_cells")
         return _green_gauss(mesh, q, boundary_value)
     raise ValueError(f"method must be 'least_squares' or 'green_gauss'; got {method!r}. "
                      "Use 'least_squares' (exact for linear fields on any mesh).")

@@ -1,5 +1,5 @@
 """Meshes as finite-volume geometry: the `Mesh`, its adapters, and coarsening."""
-from ._build import from_polygons
+from ._build import PolygonGeometry, from_polygons
 from ._mesh import Mesh, MeshError
 from .cartesian import cartesian, cells_to_grid, grid_to_cells
 from .coarsening import Coarsening, agglomerate, column_parent, native_parent
@@ -11,5 +11,5 @@ from .spec import parse_mesh_spec
 __all__ = [
     "Mesh", "MeshError", "from_polygons", "cartesian", "healpix", "icosahedral", "from_meshio",
     "Coarsening", "native_parent", "agglomerate", "column_parent", "grid_to_cells",
-    "cells_to_grid", "parse_mesh_spec",
+    "cells_to_grid", "parse_mesh_spec", "PolygonGeometry",
 ]

@@ -19,7 +19,7 @@ from scipy.spatial import cKDTree
 
 from ._mesh import Mesh, MeshError
 
-__all__ = ["from_polygons"]
+__all__ = ["from_polygons", "PolygonGeometry"]
 
 TagFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple]
 
@@ -65,8 +65,27 @@ def _next_index(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return nxt, mask
 
 
-class _Geometry:
-    """Displacements, lengths and polygon integrals for plane or sphere."""
+class PolygonGeometry:
+    """Displacements, lengths and polygon integrals for plane or sphere (NumPy).
+
+    Parameters
+    ----------
+    radius : float or None
+        Sphere radius; None for the plane.
+    period : tuple of float or None
+        Periodic lengths per axis on the plane (0 for a non-periodic axis).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> geo = PolygonGeometry(None, None)
+    >>> area, centroid = geo.polygon_area_centroid(
+    ...     np.array([[0., 0.], [2., 0.], [2., 1.], [0., 1.]]), np.array([[0, 1, 2, 3]]))
+    >>> float(area[0]), centroid[0].tolist()
+    (2.0, [1.0, 0.5])
+    >>> PolygonGeometry(None, (1.0,)).wrap(np.array([[0.75, 0.0]])).tolist()
+    [[-0.25, 0.0]]
+    """
 
     def __init__(self, radius: float | None, period) -> None:
         self.radius = radius
@@ -293,7 +312,7 @@ def from_polygons(vertices, cells, *, radius: float | None = None, period=None,
     info = dict(info or {})
     v = _check_vertices(v, radius)
     padded = _pad_cells(cells, len(v))
-    geo = _Geometry(radius, period)
+    geo = PolygonGeometry(radius, period)
 
     area, centroid = geo.polygon_area_centroid(v, padded)
     scale = np.abs(area).mean()

@@ -20,7 +20,7 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from ._build import _Geometry
+from ._build import PolygonGeometry
 from ._mesh import Mesh, MeshError
 
 __all__ = ["Coarsening", "native_parent", "agglomerate", "column_parent"]
@@ -122,7 +122,7 @@ class Coarsening:
 
     # -------------------------------------------------------------- geometry
     def _build(self, fine: Mesh, p: np.ndarray, n_coarse: int, info) -> None:
-        geo = _Geometry(fine.radius, fine.period)
+        geo = PolygonGeometry(fine.radius, fine.period)
         nv = fine.n_vertices
         fc = fine.face_cells.numpy()
         fvert = fine.face_vertices.numpy()
@@ -195,7 +195,7 @@ class Coarsening:
         self.boundary_face_map = torch.as_tensor(blabel, device=dev)
 
     @staticmethod
-    def _mean(geo: _Geometry, x: np.ndarray, w: np.ndarray, label: np.ndarray, n: int):
+    def _mean(geo: PolygonGeometry, x: np.ndarray, w: np.ndarray, label: np.ndarray, n: int):
         """Weighted mean position per group (minimum image; projected on the sphere)."""
         if n == 0:
             return np.zeros((0, x.shape[1]))

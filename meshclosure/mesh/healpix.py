@@ -106,11 +106,11 @@ def pixel_centroids(nside: int, chunk: int = 1 << 15) -> np.ndarray:
     and ``s = 4``: within 3e-4 of a pixel size of the ``s = 64`` value, where
     healpy's pixel centres are up to 9% of a pixel away.
     """
-    from ._build import _Geometry
+    from ._build import PolygonGeometry
 
     nside = check_nside(nside)
     npix = 12 * nside**2
-    geo = _Geometry(1.0, None)
+    geo = PolygonGeometry(1.0, None)
     out = np.empty((npix, 3))
 
     def centroid(pix, step):

@@ -18,7 +18,7 @@ from .mgn import MeshGraphNet  # registers "mgn"
 from .cnn import CartesianCNN  # registers "cnn"
 from .fno import FNO  # registers "fno"
 from .chebyshev import ChebConv, ChebNetClosure  # registers "chebnet"
-from .sht import HealpixSHT
+from ..sht import HealpixSHT  # re-exported: the transform lives in meshclosure.sht
 from .spectral import (SFNOClosure, SpectralClosure, SphericalHarmonicFilter,  # "spectral",
                        healpix_pixels)                                           # "sfno"
 from .equivariant import EquivariantConv, EquivariantGNN, input_irreps  # registers "e3nn"

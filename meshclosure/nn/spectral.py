@@ -1,7 +1,7 @@
 """Spectral filters on HEALPix through the spherical-harmonic transform, and two closures.
 
 Layers act on real spherical-harmonic coefficients ``x_lm[c]`` of
-:class:`~meshclosure.nn.sht.HealpixSHT` (analysis ``Sᵀ W``, synthesis ``S``):
+:class:`~meshclosure.sht.HealpixSHT` (analysis ``Sᵀ W``, synthesis ``S``):
 
 - :class:`SphericalHarmonicFilter`, ``mode_mixing="l"`` (default): the
   isotropic filter ``y_lm[c] = Σ_c' h_l[c, c'] x_lm[c']``. By the Funk–Hecke
@@ -36,7 +36,7 @@ distance ``d_f``) in the pairwise head, so they commute with the exact
 symmetries of HEALPix (rotations by 90° about the pole, by 180° about an
 equatorial axis through a pixel centre), and, with ``mode_mixing="l"``, would
 commute with any rotation up to the sampling error of the transform. The
-transform samples the pixel centres (see :mod:`meshclosure.nn.sht`); cells are
+transform samples the pixel centres (see :mod:`meshclosure.sht`); cells are
 matched to pixels through their centres, so renumbered cells
 (``Mesh.permute_cells``) work; a rotated HEALPix mesh is refused. Cost per
 filter ``O(C · lmax² · nside)`` against ``O(C · K · nside²)`` for a Chebyshev
@@ -55,7 +55,7 @@ from ..mesh import Mesh
 from .chebyshev import invariant_directed, invariant_head
 from .heads import FluxModel, MeshOrGraph, _inputs, face_geometry
 from .registry import UnsupportedMeshError, register
-from .sht import HealpixSHT, get_sht
+from ..sht import HealpixSHT, get_sht
 
 __all__ = ["SphericalHarmonicFilter", "SpectralClosure", "SFNOClosure", "healpix_pixels",
            "MODE_MIXING"]
@@ -139,7 +139,7 @@ class SphericalHarmonicFilter(nn.Module):
     ----------
     in_channels, out_channels : int
     lmax : int
-        Band limit; the :class:`~meshclosure.nn.sht.HealpixSHT` passed to
+        Band limit; the :class:`~meshclosure.sht.HealpixSHT` passed to
         ``forward`` must have this ``lmax``. Degrees above it are removed.
     n_basis : int, optional
         Smooth response ``h_l = Σ_{k<K} T_k(2l/lmax − 1) θ_k`` with ``K = n_basis``
@@ -156,7 +156,7 @@ class SphericalHarmonicFilter(nn.Module):
 
     Examples
     --------
-    >>> from meshclosure.nn.sht import HealpixSHT
+    >>> from meshclosure.sht import HealpixSHT
     >>> sht = HealpixSHT(2, lmax=4)
     >>> f = SphericalHarmonicFilter(1, 1, lmax=4, n_basis=1, bias=False).double()
     >>> with torch.no_grad():

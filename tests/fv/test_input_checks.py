@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from meshclosure.errors import ArgumentError, MeshclosureError
-from meshclosure.fv import divergence
+from meshclosure.fv import divergence, gradient
 from meshclosure.fv.advection import linear_flux, quadratic_flux, upwind_flux
 from meshclosure.fv.diffusion import (boundary_diffusive_flux, check_coefficient, diffusive_flux,
                                       face_normal_derivative, laplacian)
@@ -44,7 +44,8 @@ def test_divergence_of_float_and_complex_fluxes_still_works():
 
 
 @pytest.mark.parametrize("op", ["diffusive_flux", "face_normal_derivative", "laplacian",
-                                "upwind", "linear", "quadratic"])
+                                "upwind", "linear", "quadratic", "gradient",
+                                "gradient_green_gauss", "gradient_bool"])
 def test_operators_refuse_integer_fields(op):
     mesh = cartesian(4, 4)
     q = torch.arange(mesh.n_cells)                      # int64: would be truncated
@@ -54,11 +55,20 @@ def test_operators_refuse_integer_fields(op):
             "laplacian": lambda: laplacian(mesh, q),
             "upwind": lambda: upwind_flux(mesh, q, U),
             "linear": lambda: linear_flux(mesh, q, U),
-            "quadratic": lambda: quadratic_flux(mesh, q, U)}[op]
+            "quadratic": lambda: quadratic_flux(mesh, q, U),
+            "gradient": lambda: gradient(mesh, q),
+            "gradient_green_gauss": lambda: gradient(mesh, q, method="green_gauss"),
+            "gradient_bool": lambda: gradient(mesh, q > 3)}[op]
     with pytest.raises(TypeError) as info:
         call()
     msg = str(info.value)
-    assert msg.startswith("q=Tensor(shape=(16,), dtype=int64)") and "q.double()" in msg
+    dtype = "bool" if op.endswith("bool") else "int64"
+    assert msg.startswith(f"q=Tensor(shape=(16,), dtype={dtype})") and "q.double()" in msg
+    # the same values as floats go through: a constant field has zero gradient
+    if op.startswith("gradient"):
+        method = "green_gauss" if op.endswith("green_gauss") else "least_squares"
+        g = gradient(mesh, torch.full((mesh.n_cells,), 3.0, dtype=torch.float64), method=method)
+        assert float(g.abs().max()) < 1e-12
     with pytest.raises(TypeError, match=r"^U=Tensor\(shape=\(32,\), dtype=int64\)"):
         upwind_flux(mesh, q.double(), torch.ones(mesh.n_faces, dtype=torch.int64))
 

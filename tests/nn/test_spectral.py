@@ -21,7 +21,7 @@ from scipy.special import eval_legendre
 from meshclosure.graph import to_graph
 from meshclosure.mesh import healpix, icosahedral
 from meshclosure.nn import UnsupportedMeshError, build_model, list_models
-from meshclosure.nn.sht import HealpixSHT, _Analysis, _Synthesis, legendre_table
+from meshclosure.sht import HealpixSHT, _Analysis, _Synthesis, legendre_table
 from meshclosure.nn.spectral import (SFNOClosure, SpectralClosure, SphericalHarmonicFilter,
                                      healpix_pixels)
 from meshclosure.testing import (assert_antisymmetric, assert_commutes, assert_conservative,
