@@ -186,6 +186,10 @@ class SubgridDataset(torch.utils.data.Dataset):
     * ``face_transport (n_faces,)``: ``U_c``;
     * ``t`` (model time), ``run`` and ``time_index`` (indices in the file).
 
+    Every item shares the tensors of the dataset's one graph (:attr:`graph`; no
+    per-sample copy), so never modify them in place. ``DataLoader(dataset,
+    batch_size=B, collate_fn=dataset.collate)`` gives :class:`GraphBatch` es.
+
     :attr:`indices` is ``(n_items, 2)``: the ``(run, time index)`` of each item.
 
     Examples
@@ -362,20 +366,13 @@ class GraphBatch:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def to(self, *args, **kwargs) -> "GraphBatch":
-        """The batch (and its graph) on another device / dtype (``Tensor.to`` arguments;
-        a dtype applies to the floating tensors only)."""
-        def move(v):
-            if not isinstance(v, Tensor):
-                return v
-            if v.is_floating_point() or not any(isinstance(a, torch.dtype) for a in args):
-                return v.to(*args, **kwargs)
-            return v.to(device=kwargs.get("device"))
-        out = {k: move(getattr(self, k)) for k in self.__dataclass_fields__ if k != "graph"}
-        g = self.graph.to(*[a for a in args if not isinstance(a, torch.dtype)],
-                          **{k: v for k, v in kwargs.items() if k == "device"}) \
-            if args or "device" in kwargs else self.graph
-        return GraphBatch(graph=g, **out)
+    def to(self, device: Any) -> "GraphBatch":
+        """The batch on ``device``; its graph is a shallow copy moved there (on the same
+        device the very same tensors, still shared)."""
+        moved = {k: (v.to(device) if isinstance(v, Tensor) else v)
+                 for k, v in ((k, getattr(self, k)) for k in self.__dataclass_fields__)
+                 if k != "graph"}
+        return GraphBatch(graph=copy.copy(self.graph).to(device), **moved)
 
 
 # ---------------------------------------------------------------- trajectories

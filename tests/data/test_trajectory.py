@@ -191,6 +191,9 @@ def test_subgrid_batches_equal_items_on_one_graph(traj):
     free = GraphBatch.stack([first, second])
     assert free.graph.edge_index.data_ptr() == data.graph.edge_index.data_ptr()
     assert "x" not in free.graph and "x" in first
+    moved = b0.to("cpu")
+    assert moved.graph.edge_index.data_ptr() == data.graph.edge_index.data_ptr()
+    assert torch.equal(moved.y, b0.y)
     with pytest.raises(ArgumentError, match="items"):
         data.collate([])
 
