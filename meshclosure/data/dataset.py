@@ -464,6 +464,7 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
                                {**unit, "long_name": f"resolved input {name} (coarse cells)"})
     if samples[0].step_flux:
         _trajectory_variables(ds, runs, coarse, variables, n_time)
+        ds.attrs["trajectory"] = 1
     present = split >= 0
     for name in sample_variables(ds):
         if not np.isfinite(ds[name].values[present]).all():
