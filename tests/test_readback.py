@@ -76,6 +76,23 @@ def test_zarr_reads_back(tmp_path, name):
     assert io.read_mesh(tmp_path / "u.zarr").validate(raise_on_error=False) == []
 
 
+@pytest.mark.parametrize("consolidated", [True, False])
+def test_zarr_read_without_warnings(tmp_path, consolidated):
+    """A store with or without consolidated metadata opens the right way first: no
+    "Failed to open Zarr store with consolidated metadata" warning."""
+    import warnings
+
+    mesh = healpix(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # zarr 3 warns that consolidation is not in its spec
+        io.exact_mesh_variables(mesh).to_zarr(tmp_path / "m.zarr", consolidated=consolidated)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        back = io.read_mesh(tmp_path / "m.zarr")
+    assert [str(w.message) for w in caught] == []
+    assert_same_mesh(back, mesh)
+
+
 def test_foreign_vtu_and_bad_files(tmp_path):
     import meshio
     import xarray as xr

@@ -342,9 +342,15 @@ def native_parent(mesh: Mesh, factor: int, return_info: bool = False):
         periodic = [bool(mesh.period and mesh.period[k]) for k in range(2)]
         for name, n, per in (("nx", nx, periodic[0]), ("ny", ny, periodic[1])):
             if per and n // factor < 3:
-                raise ValueError(f"factor={factor} leaves {n // factor} cells on the periodic axis "
-                                 f"{name}={n}; a periodic axis needs at least 3 cells. Use "
-                                 f"factor <= {n // 3}.")
+                left = n // factor
+                valid = [f for f in range(2, min(nx, ny) + 1) if nx % f == 0 and ny % f == 0
+                         and (not periodic[0] or nx // f >= 3)
+                         and (not periodic[1] or ny // f >= 3)]
+                raise ValueError(f"factor={factor} leaves {left} cell{'' if left == 1 else 's'} "
+                                 f"on the periodic axis {name}={n}; a periodic axis needs at "
+                                 f"least 3 cells. Use a factor that divides nx={nx} and "
+                                 f"ny={ny} and leaves at least 3 cells on each periodic axis: "
+                                 f"{', '.join(map(str, valid)) or 'none above 1'}.")
         j, i = idx // nx, idx % nx
         parent = (j // factor) * (nx // factor) + i // factor
         info.update(nx=nx // factor, ny=ny // factor)

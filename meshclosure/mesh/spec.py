@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .cartesian import cartesian
-from .healpix import healpix
+from .healpix import check_nside, healpix
 from .icosahedral import icosahedral
 
 __all__ = ["parse_mesh_spec"]
@@ -22,6 +22,10 @@ def parse_mesh_spec(spec: str):
 
     >>> parse_mesh_spec("healpix:4").n_cells
     192
+    >>> parse_mesh_spec("healpix:6")
+    Traceback (most recent call last):
+    ...
+    ValueError: mesh spec 'healpix:6': nside must be a power of 2 (1, 2, 4, 8, ...) for NESTED HEALPix; got 6. Use e.g. healpix:16 (3072 cells); ...
     >>> parse_mesh_spec("hexagonal:3")
     Traceback (most recent call last):
     ...
@@ -33,7 +37,14 @@ def parse_mesh_spec(spec: str):
             nx, _, ny = arg.partition("x")
             return cartesian(int(nx), int(ny or nx), 1.0)
         if family == "healpix" and arg:
-            return healpix(int(arg))
+            nside = int(arg)
+            try:
+                check_nside(nside)
+            except ValueError as err:   # the fix is spelled as a spec, as it was given
+                raise ValueError(f"mesh spec {spec!r}: nside must be a power of 2 (1, 2, 4, 8, "
+                                 f"...) for NESTED HEALPix; got {nside}. Use e.g. healpix:16 "
+                                 "(3072 cells); the cell count is 12 * nside**2.") from err
+            return healpix(nside)
         if family in ("icosahedral", "icosahedral-dual") and arg:
             return icosahedral(int(arg), dual=family.endswith("dual"))
     except ValueError as err:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from meshclosure.mesh import (MeshError, cartesian, from_meshio, from_polygons, healpix,
-                              icosahedral)
+                              icosahedral, native_parent, parse_mesh_spec)
 from meshclosure.mesh._icogen import icosahedral_triangles
 
 
@@ -263,3 +263,24 @@ def test_no_surface_cells():
     m = meshio.Mesh(np.zeros((2, 3)) + [[0, 0, 0], [1, 0, 0]], [("line", np.array([[0, 1]]))])
     with pytest.raises(MeshError, match=r"no surface cells \(cell types found: \['line'\]\)"):
         from_meshio(m)
+
+
+def test_periodic_coarsening_lists_the_factors_that_work():
+    with pytest.raises(ValueError) as err:
+        native_parent(cartesian(16, 16, 1.0), 16)
+    msg = str(err.value)
+    assert "leaves 1 cell on the periodic axis nx=16" in msg and "1 cells" not in msg
+    assert msg.endswith("each periodic axis: 2, 4.")     # 8 leaves 2 cells; 5 does not divide
+    for factor in (2, 4):                               # every factor offered works
+        assert native_parent(cartesian(16, 16, 1.0), factor).max() + 1 == (16 // factor) ** 2
+    with pytest.raises(ValueError, match=r"leaves 2 cells .* axis: 2, 4\.$"):
+        native_parent(cartesian(16, 48, 1.0), 8)
+
+
+def test_healpix_spec_error_spells_the_fix_as_a_spec():
+    with pytest.raises(ValueError) as err:
+        parse_mesh_spec("healpix:6")
+    msg = str(err.value)
+    assert msg.startswith("mesh spec 'healpix:6': nside must be a power of 2")
+    assert "Use e.g. healpix:16" in msg and "nside=16" not in msg
+    assert parse_mesh_spec("healpix:16").n_cells == 3072

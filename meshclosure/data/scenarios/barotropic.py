@@ -277,7 +277,9 @@ class BarotropicScenario(Scenario):
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=p["spinup_max_time"], desc=f"spin-up {self.name}", unit="time")
+            # disable=None: no bar when stderr is not a terminal (logs, CI, pipes)
+            bar = tqdm(total=p["spinup_max_time"], desc=f"spin-up {self.name}", unit="time",
+                       disable=None)
         k = 0
         try:
             while t < p["spinup_max_time"] - 1e-12:

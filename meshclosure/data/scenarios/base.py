@@ -12,13 +12,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ...errors import ArgumentError
 from ...fv.advection import linear_flux, quadratic_flux, upwind_flux
 from ...fv.diffusion import diffusive_flux
 from ...fv.operators import divergence
-from ...mesh import Coarsening
-from ...errors import ArgumentError
-from ...mesh import Mesh
-from ...solver import integrate
+from ...mesh import Coarsening, Mesh
+from ...solver import NonFinitePart, first_nonfinite, integrate
 
 __all__ = ["Scenario", "ood_seed", "State"]
 
@@ -86,10 +85,10 @@ class Scenario:
     def __init__(self, mesh: Optional[str] = None, factor: int = 4, seed: int = 0,
                  **config: Any) -> None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0; got {seed!r}. Pass e.g. seed=0.")
+            raise ArgumentError("seed", seed, "must be an integer >= 0", "pass e.g. {seed}=0")
         if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
-            raise ValueError(f"factor must be an integer >= 1 (coarsening factor in linear "
-                             f"resolution); got {factor!r}. Pass e.g. factor=4.")
+            raise ArgumentError("factor", factor, "must be an integer >= 1 (the coarsening "
+                                "factor in linear resolution)", "pass e.g. {factor}=4")
         unknown = sorted(set(config) - set(self.parameters))
         if unknown:
             raise ValueError(f"unknown {self.name!r} scenario parameter(s) {unknown}; the "
@@ -444,6 +443,22 @@ class _Augmented:
             for k, s in self.extra(t, state).items():
                 out[k] = out[k] + s
         return out
+
+    def diagnose(self, t: float, state: Mapping[str, Tensor]) -> Optional[NonFinitePart]:
+        """The first non-finite part of :meth:`rhs` at ``(t, state)``, or ``None``.
+
+        First the base model's own parts (transport, closure, boundary flux,
+        source, relaxation: its ``diagnose``), then the extra sources of this
+        scenario, per variable (``NonFinitePart("source", var, "cells",
+        first_bad_cells)``). :func:`~meshclosure.solver.integrate` calls it
+        when a step turns the state non-finite, so a scenario blow-up names
+        its cause.
+        """
+        base = getattr(self.base, "diagnose", None)
+        found = base(t, state) if base is not None else None
+        if found is not None or self.extra is None:
+            return found
+        return first_nonfinite([("source", None, "cells", lambda: self.extra(t, state))])
 
 
 # ------------------------------------------------------------------------------ kinematic
