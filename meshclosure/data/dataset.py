@@ -70,8 +70,8 @@ dimensions, ``n_face``, ``n_interior_edge``, ``n_boundary_edge``,
 :func:`meshclosure.io.exact_mesh_variables`, so :func:`mesh_from_dataset`
 rebuilds it bit for bit) and as UGRID-1.0 variables
 (:func:`meshclosure.io.to_ugrid_dataset`: the coarse cells' own corners as
-nodes), so the file opens in uxarray. Attributes: ``scenario_config`` (JSON), ``seed``, ``versions``,
-``created`` (UTC), ``split_boundaries``, ``normalization`` (training split
+nodes), so the file opens in uxarray. Attributes: ``scenario_config`` (JSON),
+``seed``, ``versions``, ``created`` (UTC), ``split_boundaries``, ``normalization`` (training split
 only), ``static_sha256`` (every variable that is not per sample, including
 ``sample_checksum``) and the per-sample ``sample_checksum``: together an
 integrity check that :func:`read_dataset` verifies in one streaming pass and

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from meshclosure.closures import FeaturePipeline
-from meshclosure.data import (DatasetError, GraphBatch, ResumeError, SubgridDataset, TrajectoryDataset, build_dataset,
-                              generate, mesh_from_dataset, read_dataset, write_dataset)
+from meshclosure.data import (DatasetError, GraphBatch, ResumeError, SubgridDataset,
+                              TrajectoryDataset, build_dataset, generate, mesh_from_dataset,
+                              read_dataset, write_dataset)
 from meshclosure.data.dataset import SPLIT_CODES, SPLITS
 from meshclosure.data.scenarios import Scenario, get_scenario
 from meshclosure.data.trajectory import (coarse_steps, replay_window, trajectory_samples,
