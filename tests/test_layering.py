@@ -161,3 +161,20 @@ def test_mesh_validates_and_builds_graphs_without_the_operators():
                            "icosahedral(1).validate()")
     assert not {m for m in loaded if m.split(".")[1:2] in (["fv"], ["nn"], ["solver"],
                                                            ["data"], ["cli"])}, loaded
+
+
+def test_every_error_class_derives_from_the_root():
+    import importlib
+    import inspect
+
+    from meshclosure.errors import MeshclosureError
+
+    errors = []
+    for module, _, _ in _modules():
+        if module.endswith("__main__"):
+            continue
+        mod = importlib.import_module(module)
+        errors += [obj for _, obj in inspect.getmembers(mod, inspect.isclass)
+                   if issubclass(obj, BaseException) and obj.__module__ == module]
+    assert len(errors) >= 10
+    assert [e.__qualname__ for e in errors if not issubclass(e, MeshclosureError)] == []

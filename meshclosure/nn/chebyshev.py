@@ -38,11 +38,11 @@ from __future__ import annotations
 
 import math
 import warnings
-import weakref
 
 import torch
 from torch import Tensor, nn
 
+from .._cache import per_mesh
 from ..mesh import Mesh
 from .heads import (FaceGeometry, FluxModel, MeshOrGraph, PairwiseHead, PotentialHead,
                     _inputs, face_geometry)
@@ -54,7 +54,6 @@ __all__ = ["chebyshev_laplacian", "ChebConv", "ChebNetClosure", "LAPLACIAN_WEIGH
 #: Edge-weight choices of :func:`chebyshev_laplacian`.
 LAPLACIAN_WEIGHTS = ("gaussian", "fv")
 _SPHERE_FAMILIES = ("healpix", "icosahedral", "meshio", "coarsened")
-_LAPLACIAN_CACHE: "weakref.WeakKeyDictionary[Mesh, dict]" = weakref.WeakKeyDictionary()
 
 
 def _edge_weights(geo: FaceGeometry, weights: str, length_scale: float) -> Tensor:
@@ -103,7 +102,7 @@ def chebyshev_laplacian(mesh_or_graph: MeshOrGraph, weights: str = "gaussian",
     geo = face_geometry(mesh_or_graph)
     dtype = dtype or geo.face_area.dtype
     key = (weights, length_scale, float(lambda_max), dtype, str(geo.face_area.device))
-    cache = _LAPLACIAN_CACHE.setdefault(mesh_or_graph, {}) \
+    cache = per_mesh(mesh_or_graph, "nn.chebyshev.laplacian", dict) \
         if isinstance(mesh_or_graph, Mesh) else {}
     if key in cache:
         return cache[key]

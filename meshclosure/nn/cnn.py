@@ -23,12 +23,12 @@ the model is not mirror-symmetric unless trained to be.)
 """
 from __future__ import annotations
 
-import weakref
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from .._cache import per_mesh
 from ..mesh import Mesh
 from .heads import FluxModel, MeshOrGraph, _inputs
 from .registry import UnsupportedMeshError, register
@@ -36,7 +36,6 @@ from .registry import UnsupportedMeshError, register
 __all__ = ["StaggeredFaceMap", "face_map", "staggered_to_faces", "faces_to_staggered",
            "grid_inputs", "CartesianCNN"]
 
-_MAP_CACHE: "weakref.WeakKeyDictionary[Mesh, StaggeredFaceMap]" = weakref.WeakKeyDictionary()
 
 
 class StaggeredFaceMap(NamedTuple):
@@ -98,9 +97,10 @@ def face_map(mesh: Mesh) -> StaggeredFaceMap:
     ...
     meshclosure.nn.registry.UnsupportedMeshError: face_map needs a doubly periodic ...
     """
-    fm = _MAP_CACHE.get(mesh)
-    if fm is not None:
-        return fm
+    return per_mesh(mesh, "nn.cnn.face_map", lambda: _face_map(mesh))
+
+
+def _face_map(mesh: Mesh) -> StaggeredFaceMap:
     _check_periodic_cartesian(mesh, "face_map")
     nx, ny = int(mesh.info["nx"]), int(mesh.info["ny"])
     a, b = mesh.face_cells
@@ -119,9 +119,7 @@ def face_map(mesh: Mesh) -> StaggeredFaceMap:
             f"{ny}x{nx} periodic cartesian mesh (were its cells renumbered?). Use the mesh "
             f"straight from cartesian(nx, ny).")
     sign = torch.where(positive, 1.0, -1.0).to(mesh.face_area.dtype)
-    fm = StaggeredFaceMap(index, sign, mesh.face_area, ny, nx)
-    _MAP_CACHE[mesh] = fm
-    return fm
+    return StaggeredFaceMap(index, sign, mesh.face_area, ny, nx)
 
 
 def staggered_to_faces(fm: StaggeredFaceMap, field: Tensor) -> Tensor:

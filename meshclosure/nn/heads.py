@@ -36,12 +36,12 @@ Geometry comes from a :class:`~meshclosure.mesh.Mesh` or from the
 """
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, NamedTuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from .._cache import per_mesh
 from ..graph import EDGE_FEATURES, to_graph
 from ..mesh import Mesh
 from .layers import mlp
@@ -112,7 +112,6 @@ def _expand(t: Tensor, batch: tuple[int, ...]) -> Tensor:
 _AREA = EDGE_FEATURES.index("face_area")
 _DIST = EDGE_FEATURES.index("cell_distance")
 _NORMAL = slice(EDGE_FEATURES.index("normal_1"), EDGE_FEATURES.index("normal_2") + 1)
-_GEOMETRY_CACHE: "weakref.WeakKeyDictionary[Mesh, FaceGeometry]" = weakref.WeakKeyDictionary()
 
 
 class FaceGeometry(NamedTuple):
@@ -158,14 +157,13 @@ def face_geometry(mesh_or_graph: MeshOrGraph) -> FaceGeometry:
         return mesh_or_graph
     if isinstance(mesh_or_graph, Mesh):
         mesh = mesh_or_graph
-        geo = _GEOMETRY_CACHE.get(mesh)
-        if geo is None:
+
+        def build() -> FaceGeometry:
             g = to_graph(mesh)
-            geo = FaceGeometry(g.edge_index, g.edge_attr, mesh.face_area, mesh.cell_distance,
-                               mesh.n_faces, mesh.cell_center, mesh.face_normal,
-                               mesh.is_sphere)
-            _GEOMETRY_CACHE[mesh] = geo
-        return geo
+            return FaceGeometry(g.edge_index, g.edge_attr, mesh.face_area, mesh.cell_distance,
+                                mesh.n_faces, mesh.cell_center, mesh.face_normal,
+                                mesh.is_sphere)
+        return per_mesh(mesh, "nn.face_geometry", build)
     g = mesh_or_graph
     for name in ("edge_index", "edge_attr", "n_faces"):
         if getattr(g, name, None) is None:

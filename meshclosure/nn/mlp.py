@@ -8,7 +8,7 @@ shows :func:`meshclosure.testing.assert_equivariant` can fail.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..mesh import Mesh
 from .heads import (FluxModel, MeshOrGraph, PairwiseHead, _expand, _inputs, batch_shape,

@@ -45,12 +45,12 @@ filter (``tools/bench_spherical_filters.py``).
 from __future__ import annotations
 
 import math
-import weakref
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._cache import per_mesh
 from ..mesh import Mesh
 from .chebyshev import invariant_directed, invariant_head
 from .heads import FluxModel, MeshOrGraph, _inputs, face_geometry
@@ -63,7 +63,6 @@ __all__ = ["SphericalHarmonicFilter", "SpectralClosure", "SFNOClosure", "healpix
 #: ``mode_mixing`` choices of :class:`SphericalHarmonicFilter`.
 MODE_MIXING = ("l", "lm")
 _FAMILIES = ("healpix",)
-_PIXEL_CACHE: "weakref.WeakKeyDictionary[Mesh, tuple[int, Tensor]]" = weakref.WeakKeyDictionary()
 
 
 def _healpix_family(mesh: Mesh) -> bool:
@@ -95,8 +94,9 @@ def healpix_pixels(mesh_or_graph: MeshOrGraph, model: str = "model") -> tuple[in
     """
     if isinstance(mesh_or_graph, Mesh):
         mesh = mesh_or_graph
-        if mesh in _PIXEL_CACHE:
-            return _PIXEL_CACHE[mesh]
+        cached = per_mesh(mesh, "nn.healpix_pixels", dict)
+        if "pixels" in cached:
+            return cached["pixels"]
         if not _healpix_family(mesh):
             raise _unsupported(model, mesh)
     pos = face_geometry(mesh_or_graph).pos
@@ -118,7 +118,7 @@ def healpix_pixels(mesh_or_graph: MeshOrGraph, model: str = "model") -> tuple[in
                          f"own frame (rotated?). Spectral models need healpix(nside) unrotated.")
     out = (nside, torch.as_tensor(ring, device=pos.device))
     if isinstance(mesh_or_graph, Mesh):
-        _PIXEL_CACHE[mesh_or_graph] = out
+        per_mesh(mesh_or_graph, "nn.healpix_pixels", dict)["pixels"] = out
     return out
 
 

@@ -42,13 +42,13 @@ raise ``max_cells`` knowingly (on a GPU), or use ``"mgn"``, ``"fno"`` or
 """
 from __future__ import annotations
 
-import weakref
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._cache import per_mesh
 from ..errors import MeshclosureError
 from ..mesh import Mesh
 from .heads import FluxModel, MeshOrGraph, _expand, _inputs, batch_shape, face_geometry
@@ -58,7 +58,6 @@ from .registry import ALL_FAMILIES, register
 
 __all__ = ["GraphTransformer", "GPSLayer", "MeshTooLargeError", "random_walk_encoding"]
 
-_RWSE_CACHE: "weakref.WeakKeyDictionary[Mesh, dict]" = weakref.WeakKeyDictionary()
 
 
 class MeshTooLargeError(MeshclosureError, ValueError):
@@ -90,7 +89,7 @@ def random_walk_encoding(mesh_or_graph: MeshOrGraph, k: int) -> Tensor:
     import scipy.sparse as sp
 
     if isinstance(mesh_or_graph, Mesh):
-        cache = _RWSE_CACHE.setdefault(mesh_or_graph, {})
+        cache = per_mesh(mesh_or_graph, "nn.transformer.rwse", dict)
         if k in cache:
             return cache[k]
     geo = face_geometry(mesh_or_graph)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..._cache import per_mesh
 from ...errors import ArgumentError
 from ...fv.advection import linear_flux, quadratic_flux, upwind_flux
 from ...fv.diffusion import diffusive_flux
@@ -383,9 +384,6 @@ def _valid_factors(mesh: Mesh, limit: int = 1024) -> list:
     return out
 
 
-_DIFFUSION: "weakref.WeakKeyDictionary[Mesh, dict]" = weakref.WeakKeyDictionary()
-
-
 def _dx(mesh: Mesh) -> float:
     return float(mesh.cell_distance.min())
 
@@ -410,7 +408,7 @@ def _coarse_every(coarse: Mesh, dt: float, velocity: float, courant: float = 0.5
 
 def _tracer_target(mesh: Mesh) -> Tensor:
     """Large-scale relaxation pattern ``q*`` at the cells of ``mesh`` (order 1; cached)."""
-    store = _DIFFUSION.setdefault(mesh, {})
+    store = per_mesh(mesh, "scenarios.diffusion", dict)
     if "q*" not in store:
         x = mesh.cell_center.double()
         if mesh.is_sphere:
