@@ -41,8 +41,6 @@ ValueError: values must have n_cells=12 rows (one per cell); got shape (13,) and
 
 from __future__ import annotations
 
-from .._polygons import corner_polygons as _corner_polygons  # noqa: F401  (tests)
-from .._polygons import unwrapped_polygons as _unwrapped_polygons  # noqa: F401
 from .exact import (EXACT_MESH_DIMS, EXACT_MESH_FORMAT, exact_mesh_variables,
                     mesh_from_exact_variables)
 from .healpix_maps import from_healpix_map, read_healpix_map, to_healpix_map, write_healpix_map

@@ -311,7 +311,7 @@ def test_coarse_faces_run_between_consecutive_polygon_corners(steps):
     polygons (keeping the ends of faces) leaves each coarse face as one polygon edge, from
     face_vertices[0] to [1] counter-clockwise around the owner, and reversed around the
     neighbour; cells have as many corners as faces (no collapsed or repeated edges)."""
-    from meshclosure.io import _corner_polygons
+    from meshclosure._polygons import corner_polygons as _corner_polygons
 
     coarse = steps[-1].coarse
     if coarse.dim == 1 or bool((coarse.face_vertices[0] == coarse.face_vertices[1]).any()):
