@@ -185,10 +185,10 @@ def check_generate_arguments(scenario: Any = None, *, n_samples: Any = 24, every
     if trajectory and scenario is not None:
         m = int(scenario.coarse_every)
         if every is not None and every != m:
-            raise ArgumentError("every", every, f"must be left out with trajectory=True: a "
-                                f"trajectory has a sample at every coarse step, coarse_every = {m} "
+            raise ArgumentError("every", every, f"must be left out for a trajectory dataset: "
+                                f"it has a sample at every coarse step, coarse_every = {m} "
                                 f"fine steps of the {scenario.name!r} scenario",
-                                "leave {every} out (or pass the scenario's coarse_every)")
+                                f"leave {{every}} out with {{trajectory}} (or pass {{every}}={m})")
         every = m
     if every is None and scenario is not None:
         every = int(scenario.config.get("sample_every") or 10)
