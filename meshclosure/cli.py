@@ -55,7 +55,7 @@ GENERATE_FLAGS = {
     "seed": "--seed", "n_samples": "--samples", "every": "--every", "ood_samples": "--ood",
     "gap": "--gap", "format": "--format", "out": "--out", "overwrite": "--overwrite",
     "resume": "--no-resume", "progress": "--no-progress",
-    "allow_unconverged": "--allow-unconverged",
+    "allow_unconverged": "--allow-unconverged", "trajectory": "--trajectory",
 }
 
 #: Parameters of ``generate`` that no flag sets (an error about one says so).
@@ -258,12 +258,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     # every check before the first sample (and before the fine mesh is built)
     checked = gen.check_generate_arguments(
         n_samples=args.samples, every=args.every, ood_samples=args.ood, gap=args.gap,
-        format=args.format, out=out, overwrite=args.overwrite, resume=not args.no_resume)
+        format=args.format, out=out, overwrite=args.overwrite, resume=not args.no_resume,
+        trajectory=args.trajectory)
     scenario = get_scenario(args.scenario, mesh=args.mesh, factor=args.factor, seed=args.seed)
     kwargs = dict(n_samples=args.samples, every=args.every, overwrite=args.overwrite,
                   progress=not (args.no_progress or args.quiet), resume=not args.no_resume,
                   ood_samples=args.ood, allow_unconverged=args.allow_unconverged,
-                  gap=args.gap, format=checked["format"])
+                  gap=args.gap, format=checked["format"], trajectory=args.trajectory)
     try:
         gen.generate(scenario, out, **kwargs)
     except KeyboardInterrupt:
@@ -378,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--allow-unconverged", action="store_true",
                      help="keep samples even if a spin-up that checks for statistical "
                      "equilibrium (barotropic) did not reach it (default: stop with an error)")
+    gen.add_argument("--trajectory", action="store_true",
+                     help="write a trajectory dataset: a sample at EVERY coarse step (the "
+                     "scenario's coarse_every fine steps apart; leave --every out), each with "
+                     "its subgrid targets and what the coarse model replays to the next sample "
+                     "(step-mean subgrid flux, step-mean forcing, and for kinematic the coarse "
+                     "transport at every stage time), so one file serves calibrate, train and "
+                     "validate, and unrolled training (TrajectoryDataset)")
     gen.set_defaults(func=_cmd_generate, flags=GENERATE_FLAGS)
     return parser
 

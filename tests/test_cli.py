@@ -372,3 +372,28 @@ def test_error_spelling_table() -> None:
     # plain words are left alone unless written as name=value
     assert cli.cli_spelling("every sample, seed and gap; timeout=3") == \
         "every sample, seed and gap; timeout=3"
+
+
+def test_generate_trajectory_writes_every_coarse_step(tmp_path, capsys) -> None:
+    """A real (tiny) trajectory run: samples one coarse step apart, with the step means."""
+    import json
+
+    import xarray as xr
+
+    out = tmp_path / "traj.nc"
+    rc = main(["-q", "generate", "--scenario", "kinematic", "--mesh", "cartesian:16",
+               "--factor", "2", "--samples", "4", "--ood", "0", "--trajectory",
+               "--out", str(out)])
+    assert rc == 0 and out.is_file()
+    with xr.open_dataset(out) as ds:
+        assert int(ds.attrs["coarse_every"]) == json.loads(ds.attrs["scenario_config"])[
+            "coarse_every"]
+        dt = np.diff(ds["model_time"].values[0, :4])
+        assert np.allclose(dt, float(ds.attrs["coarse_dt"]), rtol=1e-12)
+        assert "sgs_flux_mean_q" in ds and "transport_stages" in ds
+    # --every contradicts a trajectory: refused before any run, naming the flag
+    rc = main(["generate", "--scenario", "kinematic", "--mesh", "cartesian:16", "--factor",
+               "2", "--samples", "4", "--every", "3", "--trajectory", "--out",
+               str(tmp_path / "t2.nc")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--every" in err and not (tmp_path / "t2.nc").exists()

@@ -251,7 +251,7 @@ def test_bad_input_is_a_clear_error():
         get_scenario("kinematic", "healpix:x")
     with pytest.raises(ValueError, match="factor=3: does not coarsen"):
         get_scenario("kinematic", "healpix:4", factor=3)
-    with pytest.raises(ValueError, match="factor must be an integer >= 1"):
+    with pytest.raises(ValueError, match="factor=0: must be an integer >= 1"):
         get_scenario("kinematic", "cartesian:16", factor=0)
     with pytest.raises(ValueError, match="unknown 'barotropic' scenario parameter"):
         get_scenario("barotropic", "cartesian:16", forcing=2.0)
@@ -259,7 +259,7 @@ def test_bad_input_is_a_clear_error():
         get_scenario("convection", "healpix:4")
     with pytest.raises(ValueError, match="factor=3 must divide"):
         get_scenario("convection", "cartesian:16x8", factor=3)
-    with pytest.raises(ValueError, match="seed must be"):
+    with pytest.raises(ValueError, match="seed=-1: must be"):
         get_scenario("kinematic", "cartesian:16", seed=-1)
     assert sorted(SCENARIOS) == ["barotropic", "convection", "kinematic"]
 
