@@ -36,10 +36,11 @@ from typing import Callable, Dict, Iterator, Mapping, NamedTuple, Optional, Tupl
 import torch
 from torch import Tensor
 
+from ..typing import State
+
 __all__ = ["State", "RHS", "Stepper", "euler_step", "ssprk3_step", "rk4_step", "STEPPERS",
            "get_stepper", "Stages", "STAGES", "StagePosition", "current_stage", "at_step"]
 
-State = Dict[str, Tensor]
 RHS = Callable[[float, State], Mapping[str, Tensor]]
 Stepper = Callable[[RHS, float, State, float], State]
 

@@ -19,10 +19,10 @@ from ...fv.diffusion import diffusive_flux
 from ...fv.operators import divergence
 from ...mesh import Coarsening, Mesh
 from ...solver import NonFinitePart, first_nonfinite, integrate
+from ...typing import State
 
 __all__ = ["Scenario", "ood_seed", "State"]
 
-State = Dict[str, Tensor]
 
 def ood_seed(seed: int) -> int:
     """Seed of the out-of-distribution run of a run seeded ``seed`` (:meth:`Scenario.ood`).
