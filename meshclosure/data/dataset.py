@@ -572,7 +572,6 @@ def _fill_cf_attributes(ds) -> None:
 
 
 # the file I/O and the torch dataset live in their own modules; their names stay importable here
-from .store import (_chunk_time, _is_zarr_store, check_compatible, dataset_format,  # noqa: E402
-                    default_chunk_time, mesh_from_dataset, read_dataset, verify_dataset,
-                    write_dataset)
+from .store import (check_compatible, dataset_format, mesh_from_dataset,  # noqa: E402
+                    read_dataset, write_dataset)
 from .torch_dataset import NormalizationStats, SubgridDataset  # noqa: E402

@@ -68,7 +68,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
-import torch
 from torch import Tensor
 
 from ..closures.features import FeaturePipeline

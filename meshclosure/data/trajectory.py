@@ -47,6 +47,7 @@ from torch import Tensor
 
 from ..errors import ArgumentError
 from ..solver.steppers import STAGES, ssprk3_step
+from ..typing import State
 from .targets import SubgridSample, subgrid_targets
 
 __all__ = ["CoarseStep", "coarse_steps", "replay", "replay_window", "trajectory_samples",
@@ -57,7 +58,6 @@ STEPPER = "ssprk3"
 PRESCRIBED_FLOW = ("kinematic",)
 """Scenarios whose coarse transport is prescribed (a function of time only)."""
 
-State = Dict[str, Tensor]
 
 
 @dataclass

@@ -227,7 +227,7 @@ def _check_output(out, state: Mapping[str, Tensor], mesh: Mesh,
         phi, q = out[name], state[name]
         shown = _shown(f"<returned {{{name!r}: {describe(phi)!r}}}>")
         if not isinstance(phi, Tensor):
-            raise ClosureError("closure", shown, f"must return torch tensors as face fluxes",
+            raise ClosureError("closure", shown, "must return torch tensors as face fluxes",
                                f"return torch.as_tensor(flux) as the value of {name!r}")
         if not phi.is_floating_point():
             raise ClosureError("closure", shown, f"the flux for {name!r} must be a real "

@@ -10,7 +10,7 @@ import torch
 from meshclosure.data.random_flows import OrnsteinUhlenbeck, mode_basis
 from meshclosure.data.scenarios import (SCENARIOS, KinematicScenario, Scenario, get_scenario,
                                         ood_seed)
-from meshclosure.fv import diffusive_flux, divergence
+from meshclosure.fv import divergence
 from meshclosure.testing import small_meshes
 
 TINY = {
