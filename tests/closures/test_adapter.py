@@ -9,7 +9,7 @@ from meshclosure.data.scenarios import get_scenario
 from meshclosure.errors import ArgumentError
 from meshclosure.nn import build_model
 from meshclosure.solver import BarotropicModel, TracerModel
-from meshclosure.solver.steppers import ssprk3_step
+from meshclosure.testing import budget_residual
 from meshclosure.mesh import cartesian, healpix
 
 
@@ -81,24 +81,6 @@ def test_closures_compose():
         ModelClosure(torch.nn.Identity(), FeaturePipeline(["q"]), mode="median")
 
 
-def _stage_budget(model, state, dt, n_steps, total, sources, outflow):
-    """Σ over steps of |T^{n+1} − T^n − dt Σ_s b_s (∫S^(s) − outflow^(s))|, and Σ V|q|."""
-    b = (1 / 6, 1 / 6, 2 / 3)
-    residual, t = 0.0, 0.0
-    for n in range(n_steps):
-        stages = []
-
-        def rhs(ts, s):
-            stages.append((ts, s))
-            return model.rhs(ts, s)
-
-        new = ssprk3_step(rhs, t, state, dt)
-        expected = sum(w * (sources(ts, s) - outflow(ts)) for w, (ts, s) in zip(b, stages))
-        residual += float(total(new) - total(state) - dt * expected)
-        state, t = new, t + dt
-    return residual, state
-
-
 def test_budget_closes_with_a_learned_closure_tracer():
     """Sources, relaxation and boundary fluxes on; a network's fluxes change nothing in the
     budget: the accumulated residual is rounding (DESIGN.md §10). A few hundred steps here;
@@ -115,7 +97,7 @@ def test_budget_closes_with_a_learned_closure_tracer():
     V = mesh.cell_volume.double()
     with torch.no_grad():
         q0 = {"q": torch.randn(mesh.n_cells, dtype=torch.float64, generator=gen)}
-        res, q = _stage_budget(
+        res, q = budget_residual(
             model, q0, 0.01, 200, lambda s: (V * s["q"]).sum(),
             lambda t, s: (V * (S - 0.5 * (s["q"] - target))).sum(), lambda t: bflux.sum())
     scale = float((V * q["q"].abs()).sum())
@@ -127,7 +109,7 @@ def test_budget_closes_with_a_learned_closure_tracer():
     model = TracerModel(mesh, U, kappa=0.01, relaxation=(0.5, target), boundary_flux=bflux,
                         source=lambda t, s: S + 0.05 * node(mesh, pipe(mesh, s))[:, 0])
     with torch.no_grad():
-        res_node, q = _stage_budget(
+        res_node, q = budget_residual(
             model, q0, 0.01, 200, lambda s: (V * s["q"]).sum(),
             lambda t, s: (V * (S - 0.5 * (s["q"] - target))).sum(), lambda t: bflux.sum())
     assert abs(res_node) / float((V * q["q"].abs()).sum()) > 1e-6
@@ -144,7 +126,7 @@ def test_budget_closes_with_a_learned_closure_barotropic():
     with torch.no_grad():
         s0 = {"zeta": 0.1 * torch.randn(mesh.n_cells, dtype=torch.float64, generator=gen),
               "q": torch.randn(mesh.n_cells, dtype=torch.float64, generator=gen)}
-        res, s = _stage_budget(model, s0, 0.01, 100, lambda s: (V * s["zeta"]).sum(),
+        res, s = budget_residual(model, s0, 0.01, 100, lambda s: (V * s["zeta"]).sum(),
                                lambda t, s: (V * (F - 0.3 * s["zeta"])).sum(), lambda t: 0.0)
     assert abs(res) / float((V * s["zeta"].abs()).sum()) <= 1e-12
 
