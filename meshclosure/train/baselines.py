@@ -50,7 +50,7 @@ from ..errors import ArgumentError
 from ..mesh import Mesh
 
 __all__ = ["face_gradient", "face_mean", "ConstantFit", "PowerLawFit", "fit_constant",
-           "fit_power_law", "DiffusivityClosure"]
+           "fit_power_law", "binned_diffusivity", "DiffusivityClosure"]
 
 
 def face_gradient(mesh: Mesh, Q: Tensor) -> Tensor:
@@ -175,6 +175,52 @@ def fit_power_law(N, G, flux, x0: Sequence[float] = (0.0, 1.0)) -> PowerLawFit:
                        (float(np.exp(la - 1.96 * se[0])), float(np.exp(la + 1.96 * se[0]))),
                        (beta - 1.96 * float(se[1]), beta + 1.96 * float(se[1])), len(g),
                        (float(n.min()), float(n.max())), rmse, cov.tolist())
+
+
+def binned_diffusivity(flux, G, N, nodes) -> np.ndarray:
+    """The effective diffusivity ``K_eff(N_j) = Σ w_j Φ G / Σ w_j G²`` at each node ``N_j``.
+
+    A weighted least-squares fit of ``Φ ≈ K G`` around each node, with hat
+    weights ``w_j(N_f) = max(0, 1 − |N_f − N_j| / h)`` (``h`` the node spacing):
+    soft bins, so the zero-mean stochastic part of a subgrid flux (for a
+    non-divergent transport its projection on the gradient telescopes) leaks in
+    only where the weights change, about tenfold less than with sharp bins. The
+    same regression measures the truth's, a fitted law's or a learned closure's
+    ``K_eff(N)``.
+
+    Parameters
+    ----------
+    flux, G, N : array or Tensor, one value per face (any shape, flattened alike)
+        Face fluxes ``Φ``, :func:`face_gradient` and the measure at the faces.
+    nodes : sequence of float
+        Equally spaced node values ``N_j`` (at least 2).
+
+    Returns
+    -------
+    ndarray, shape (n_nodes,)
+        ``nan`` at a node no face is near.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> N = np.linspace(0.0, 2.0, 201); G = (-1.0) ** np.arange(201)
+    >>> binned_diffusivity(0.5 * (1 + N) * G, G, N, [0.5, 1.0, 1.5]).round(3).tolist()
+    [0.75, 1.0, 1.25]
+    """
+    g = _flat("G", G)
+    f = _flat("flux", flux, g)
+    n = _flat("N", N, g)
+    nodes = np.asarray(nodes, dtype=np.float64)
+    if nodes.ndim != 1 or len(nodes) < 2 or not np.all(np.diff(nodes) > 0):
+        raise ArgumentError("nodes", nodes.tolist(), "must be at least 2 increasing values",
+                            "pass e.g. np.linspace(N_min, N_max, 5)")
+    h = float(nodes[1] - nodes[0])
+    out = []
+    for c in nodes:
+        w = np.clip(1.0 - np.abs(n - c) / h, 0.0, None)
+        den = float((w * g * g).sum())
+        out.append(float((w * f * g).sum()) / den if den > 0 else float("nan"))
+    return np.array(out)
 
 
 class DiffusivityClosure(Closure):

@@ -28,36 +28,13 @@ import torch
 from meshclosure.data import get_scenario
 from meshclosure.data.targets import check_identity, subgrid_targets
 from meshclosure.fv import divergence, transport_from_streamfunction
+from meshclosure.train import binned_diffusivity as fit_eddy_diffusivity
 
 SMALL = dict(mesh="cartesian:32", factor=4, seed=0)        # coarse 8 x 8, eddies |k| 4–8
 # the defaults before the retuning (eddies at and above the coarse grid scale, Ku ≈ 1–2)
 FORMER = dict(u_small=0.5, u_large=0.5, tau_small=0.1, small_band=[3, 5],
               kappa=0.05 * 0.5 / 32)
 NODES = 4
-
-
-def fit_eddy_diffusivity(flux: np.ndarray, grad: np.ndarray, N: np.ndarray,
-                         nodes: np.ndarray) -> np.ndarray:
-    """Weighted least-squares ``K_j = Σ w_j Φ G / Σ w_j G²`` per node ``N_j``.
-
-    Parameters
-    ----------
-    flux, grad, N : ndarray, shape (n_samples * n_faces,)
-        Subgrid flux ``Φ``, down-gradient flux per unit ``K``,
-        ``G = −(Q_b − Q_a) A / d``, and ``N`` at the face centres.
-    nodes : ndarray, shape (n_nodes,)
-        Equally spaced bin centres; ``w_j`` the hat function of node ``j``.
-
-    Returns
-    -------
-    ndarray, shape (n_nodes,)
-    """
-    h = nodes[1] - nodes[0]
-    out = []
-    for c in nodes:
-        w = np.clip(1.0 - np.abs(N - c) / h, 0.0, None)
-        out.append(float((w * flux * grad).sum() / (w * grad * grad).sum()))
-    return np.array(out)
 
 
 def positive_and_increasing(K: np.ndarray, margin: float = 1.1) -> bool:
