@@ -325,7 +325,10 @@ class Scenario:
 
         Parameters
         ----------
-        closure : callable ``(t, state, mesh) -> {var: (n_coarse_faces,)}``, optional
+        closure : closure, optional
+            ``(t, state, mesh) -> {var: (n_coarse_faces,)}``, or a
+            :class:`~meshclosure.closures.Closure` (e.g. ``ModelClosure``), which
+            gets the solver's :class:`~meshclosure.solver.ClosureContext`.
         forcing : callable ``t -> {var: (n_coarse_cells,)}``, optional
             The random forcing; default ``restrict(random_forcing(t))`` (the same
             realisation as the truth run).
