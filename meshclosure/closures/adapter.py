@@ -215,6 +215,9 @@ class ModelClosure(torch.nn.Module, Closure):
         x = self.features(mesh, state, t, transport)
         if self.normalizer is not None:
             x = self.normalizer.normalize_inputs(x)
+        dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), None)
+        if dtype is not None and x.dtype != dtype:      # e.g. a float32 model, float64 state
+            x = x.to(dtype)
         if self.recurrent:
             first = stage is None or stage == 0
             if first:
