@@ -16,8 +16,14 @@ It is antisymmetric by construction, so it conserves ``Σ V Q`` exactly, and
   at the faces (:func:`face_mean` of a cell field), by
   ``scipy.optimize.least_squares`` in ``(log α, β)`` (so ``α > 0`` always),
   with 95 % confidence intervals from the Jacobian at the optimum.
-* :class:`DiffusivityClosure` runs either as a closure in any solver model
-  (and composes with other closures).
+* :func:`fit_convective` fits the convective limit ``K₀`` where ``N² ≤ 0`` and
+  ``α N^β`` (``N = √N²``) elsewhere, as in a convective boundary layer.
+* :class:`DiffusivityClosure` and :class:`ConvectiveClosure` run the fitted
+  laws as closures in any solver model (and compose with other closures).
+* :func:`describe_range` states the range of ``N`` a law was fitted on.
+
+Eddy viscosities for vorticity (Smagorinsky, Leith) are in
+:mod:`~meshclosure.train.eddy_viscosity`.
 
 Examples
 --------
@@ -49,8 +55,9 @@ from ..closures import Closure
 from ..errors import ArgumentError
 from ..mesh import Mesh
 
-__all__ = ["face_gradient", "face_mean", "ConstantFit", "PowerLawFit", "fit_constant",
-           "fit_power_law", "binned_diffusivity", "DiffusivityClosure"]
+__all__ = ["face_gradient", "face_mean", "ConstantFit", "PowerLawFit", "ConvectiveFit",
+           "fit_constant", "fit_power_law", "fit_convective", "describe_range",
+           "binned_diffusivity", "DiffusivityClosure", "ConvectiveClosure"]
 
 
 def face_gradient(mesh: Mesh, Q: Tensor) -> Tensor:
@@ -106,8 +113,12 @@ class PowerLawFit:
         return self.alpha * N ** self.beta
 
 
-def fit_constant(G, flux) -> ConstantFit:
-    """Least-squares ``K`` in ``flux ≈ K G`` (through the origin), with its interval."""
+def fit_constant(G, flux, nonnegative: bool = False) -> ConstantFit:
+    """Least-squares ``K`` in ``flux ≈ K G`` (through the origin), with its 95 % interval.
+
+    ``nonnegative``: enforce ``K ≥ 0``. The loss is a parabola in ``K``, so the
+    constrained optimum is ``max(K_ls, 0)`` exactly; the interval is clipped at 0.
+    """
     g = _flat("G", G)
     f = _flat("flux", flux, g)
     gg = float(g @ g)
@@ -115,11 +126,30 @@ def fit_constant(G, flux) -> ConstantFit:
         raise ArgumentError("G", "<all zero>", "must not vanish everywhere",
                             "fit on samples with a resolved gradient")
     K = float(g @ f) / gg
+    if nonnegative and K < 0:
+        K = 0.0
     r = f - K * g
     dof = max(len(g) - 1, 1)
     se = math.sqrt(float(r @ r) / dof / gg)
-    return ConstantFit(K, se, (K - 1.96 * se, K + 1.96 * se), len(g),
-                       math.sqrt(float(r @ r) / len(g)))
+    lo_hi = (K - 1.96 * se, K + 1.96 * se)
+    if nonnegative:
+        lo_hi = (max(lo_hi[0], 0.0), max(lo_hi[1], 0.0))
+    return ConstantFit(K, se, lo_hi, len(g), math.sqrt(float(r @ r) / len(g)))
+
+
+def describe_range(N) -> dict:
+    """The fitted range of a measure: ``min``, ``p5``, ``p50``, ``p95``, ``max`` and ``n``.
+
+    >>> describe_range([1.0, 2.0, 3.0])["p50"]
+    2.0
+    """
+    n = _flat("N", N)
+    if not n.size:
+        raise ArgumentError("N", "<empty>", "must hold at least one value",
+                            "fit on a split with samples")
+    q = np.percentile(n, [5, 50, 95])
+    return {"min": float(n.min()), "p5": float(q[0]), "p50": float(q[1]), "p95": float(q[2]),
+            "max": float(n.max()), "n": int(n.size)}
 
 
 def fit_power_law(N, G, flux, x0: Sequence[float] = (0.0, 1.0)) -> PowerLawFit:
@@ -175,6 +205,75 @@ def fit_power_law(N, G, flux, x0: Sequence[float] = (0.0, 1.0)) -> PowerLawFit:
                        (float(np.exp(la - 1.96 * se[0])), float(np.exp(la + 1.96 * se[0]))),
                        (beta - 1.96 * float(se[1]), beta + 1.96 * float(se[1])), len(g),
                        (float(n.min()), float(n.max())), rmse, cov.tolist())
+
+
+@dataclass
+class ConvectiveFit:
+    """``K = K₀`` where ``N² ≤ 0`` (convective), ``α N^β`` with ``N = √N²`` elsewhere.
+
+    ``K0`` with its standard error and 95 % interval (``K₀ ≥ 0``), the number of
+    convective faces, the stable part's :class:`PowerLawFit`, and the ranges
+    (:func:`describe_range`) of ``N²`` over all faces and of ``N`` where stable.
+    """
+
+    K0: float
+    K0_se: float
+    K0_interval: tuple
+    n_convective: int
+    power_law: PowerLawFit
+    N2_range: dict
+    N_range: dict
+
+    def K(self, N2):
+        """The fitted diffusivity at ``N²`` (array)."""
+        N2 = np.asarray(N2, dtype=np.float64)
+        stable = N2 > 0
+        return np.where(stable, self.power_law.alpha
+                        * np.sqrt(np.where(stable, N2, 1.0)) ** self.power_law.beta, self.K0)
+
+
+def fit_convective(N2, G, flux) -> ConvectiveFit:
+    """Fit ``flux ≈ K G`` with ``K = K₀`` where ``N² ≤ 0`` and ``α N^β`` elsewhere.
+
+    The two parts share no face, so the joint least-squares problem splits:
+    ``K₀ ≥ 0`` by :func:`fit_constant` on the convective faces, ``(α, β)`` by
+    :func:`fit_power_law` on the stable ones, ``N = √N²``.
+
+    Parameters
+    ----------
+    N2 : array or Tensor, shape (n_faces,) or (samples, n_faces)
+        The resolved squared buoyancy frequency ``∂b/∂z`` at the faces
+        (:func:`face_mean` of the cells'), [1/time²].
+    G, flux : same shape
+        :func:`face_gradient` of the buoyancy and the subgrid face flux.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> N2 = np.linspace(-1.0, 4.0, 501); G = np.cos(np.arange(501.0))
+    >>> fit = fit_convective(N2, G, np.where(N2 > 0, 0.1 * np.sqrt(np.abs(N2) + 1e-300) ** -0.5,
+    ...                                      2.0) * G)
+    >>> round(fit.K0, 9), round(fit.power_law.alpha, 9), round(fit.power_law.beta, 9)
+    (2.0, 0.1, -0.5)
+    >>> fit_convective(N2 + 2.0, G, G)
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: N2=1.0: must be <= 0 at some faces to fit the convective limit K0; ...
+    """
+    g = _flat("G", G)
+    f = _flat("flux", flux, g)
+    n2 = _flat("N2", N2, g)
+    conv = n2 <= 0
+    if not conv.any() or conv.all():
+        raise ArgumentError("N2", float(n2.min() if not conv.any() else n2.max()),
+                            "must be <= 0 at some faces to fit the convective limit K0"
+                            if not conv.any() else "must be > 0 at some faces to fit K(N)",
+                            "fit on samples that hold both convective and stable layers, "
+                            "or fit a constant or a power law instead")
+    k0 = fit_constant(g[conv], f[conv], nonnegative=True)
+    law = fit_power_law(np.sqrt(n2[~conv]), g[~conv], f[~conv])
+    return ConvectiveFit(k0.K, k0.se, k0.interval, int(conv.sum()), law, describe_range(n2),
+                         describe_range(np.sqrt(n2[~conv])))
 
 
 def binned_diffusivity(flux, G, N, nodes) -> np.ndarray:
@@ -264,3 +363,39 @@ class DiffusivityClosure(Closure):
             raise ArgumentError("measure", float(N.min()), "must be > 0 at every face for "
                                 "K = alpha N^beta", "clip N or use a constant K0 there")
         return {self.var: self.alpha * N ** self.beta * G}
+
+
+class ConvectiveClosure(Closure):
+    """``Φ_f = K_f G_f`` with ``K = K₀`` where ``N²_f ≤ 0``, ``α N_f^β`` elsewhere.
+
+    Parameters
+    ----------
+    var : str
+        The variable closed (the buoyancy).
+    K0 : float
+        The convective-limit diffusivity (>= 0).
+    alpha, beta : float
+        The stable part's power law (``alpha > 0``), ``N = √N²``.
+    measure : callable ``(t, state, mesh) -> (n_cells,)``
+        The resolved ``N²`` at the cells (averaged to the faces).
+    """
+
+    def __init__(self, var: str, K0: float, alpha: float, beta: float,
+                 measure: Callable[[float, Dict[str, Tensor], Mesh], Tensor]) -> None:
+        if not (math.isfinite(K0) and K0 >= 0):
+            raise ArgumentError("K0", K0, "must be a finite diffusivity >= 0",
+                                "use the K0 of fit_convective")
+        if not (math.isfinite(alpha) and alpha > 0 and math.isfinite(beta)) or measure is None:
+            raise ArgumentError("alpha", alpha, "must be > 0, with a finite beta and a measure",
+                                "use the power law of fit_convective and the scenario's N2")
+        self.var, self.K0, self.alpha, self.beta, self.measure = var, K0, alpha, beta, measure
+
+    def fluxes(self, t, state, mesh, transport=None) -> Dict[str, Tensor]:
+        import torch
+
+        Q = state[self.var]
+        N2 = face_mean(mesh, self.measure(t, state, mesh).to(Q))
+        stable = N2 > 0
+        N = torch.sqrt(torch.where(stable, N2, torch.ones_like(N2)))
+        K = torch.where(stable, self.alpha * N ** self.beta, torch.full_like(N2, self.K0))
+        return {self.var: K * face_gradient(mesh, Q)}
