@@ -78,7 +78,7 @@ def load_training_checkpoint(path: str | os.PathLike, mesh: Optional[Mesh] = Non
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Unsupported global" in str(err) or "weights_only" in str(err):
+        if "Unsupported global" in str(err):
             raise CheckpointError(
                 f"training checkpoint {where} holds Python objects that weights-only loading "
                 "refuses (loading them could run code); meshclosure checkpoints hold only "
