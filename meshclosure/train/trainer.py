@@ -70,6 +70,7 @@ from ..errors import ArgumentError, OutputExistsError
 from ..nn import build_model, save_model
 from .checkpoint import load_training_checkpoint, save_training_checkpoint
 from .config import TrainConfig
+from .distributed import Distributed
 from .losses import beta_nll, flux_mse, tendency_mse
 
 __all__ = ["train", "TrainResult", "Trainer", "METRIC_COLUMNS"]
@@ -110,30 +111,6 @@ class TrainResult:
     best_epoch: int
     out: Optional[Path] = None
     members: List["TrainResult"] = field(default_factory=list)
-
-
-# ------------------------------------------------------------------ distributed
-class _Dist:
-    """Rank and world size; initialises the process group under ``torchrun``."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.active = self.world > 1
-        if self.active and not torch.distributed.is_initialized():
-            backend = "nccl" if device.type == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend=backend)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def shard(self, idx: Sequence[int]) -> List[int]:
-        return list(idx)[self.rank::self.world] if self.active else list(idx)
-
-    def barrier(self) -> None:
-        if self.active:
-            torch.distributed.barrier()
 
 
 def _ema(decay: float):
@@ -206,7 +183,7 @@ class _Data:
         s = None
         if target == "step_mean":
             y = (_stack_vars(w["flux_mean"], self.variables)[:, 0]
-                 / self.flux_scale.to(w["x"].dtype)).to(w["x"].dtype)
+                 / self.data.flux_scale.to(w["x"].dtype)).to(w["x"].dtype)
         return {"x": w["x"][:, 0], "y": y, "s": s, "window": w}
 
 
@@ -222,7 +199,7 @@ class Trainer:
         self.dtype = getattr(torch, cfg.dtype)
         self.device = torch.device(cfg.device)
         self.data = shared if shared is not None else _Data(data, cfg, self.dtype)
-        self.dist = _Dist(self.device)
+        self.dist = Distributed(self.device)
         self.subset = None if subset is None else np.asarray(subset, np.int64)
         d = self.data
         torch.manual_seed(self.seed)
@@ -233,10 +210,7 @@ class Trainer:
         self.heteroscedastic = bool(cfg.model_config.get("heteroscedastic", False))
         self.features = FeaturePipeline.from_config(self._features_config())
         self.normalizer = Normalizer.from_stats(d.stats).to(device=self.device)
-        self.net = self.model
-        if self.dist.active:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.net = self.dist.wrap(self.model)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
                                     weight_decay=cfg.weight_decay)
         self.sched = self._scheduler()
@@ -330,7 +304,7 @@ class Trainer:
         if cfg.weak_form_weight > 0:
             from .constraints import weak_form_loss
 
-            phys = (mean * self.flux_scale.to(mean)).to(torch.float64)
+            phys = (mean * self.data.flux_scale.to(mean)).to(torch.float64)
             terms["weak_form"] = cfg.weak_form_weight * weak_form_loss(
                 self.data.scenario, batch["window"], phys, **self._weak_kwargs())
         return terms
@@ -406,7 +380,7 @@ class Trainer:
         y = w["y"][:, 0]
         if self.cfg.target == "step_mean":
             y = _stack_vars(w["flux_mean"], self.data.variables)[:, 0] / \
-                self.flux_scale.to(w["x"].dtype)
+                self.data.flux_scale.to(w["x"].dtype)
         return {"x": w["x"][:, 0], "y": y, "s": None, "window": w}
 
     def _snapshot(self) -> Dict[str, Any]:
