@@ -56,6 +56,16 @@ class Distributed:
         """This rank's slice of a global batch (every ``world``-th sample from ``rank``)."""
         return list(idx)[self.rank::self.world] if self.active else list(idx)
 
+    def all_true(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on every rank (one all-reduce; so that every rank skips the
+        same non-finite updates and none waits for the others in a collective)."""
+        if not self.active:
+            return bool(flag)
+        t = torch.tensor([0.0 if flag else 1.0],
+                         device=self.device if self.device.type == "cuda" else "cpu")
+        torch.distributed.all_reduce(t)
+        return float(t) == 0.0
+
     def barrier(self) -> None:
         if self.active:
             torch.distributed.barrier()

@@ -349,7 +349,7 @@ class Trainer:
             terms.update(self._offline_terms(self.net, d.batch(d.train, local, cfg.target)))
         finite = terms.pop("_finite", True)
         loss = sum(terms.values())
-        if not finite or not torch.isfinite(loss):
+        if not self.dist.all_true(finite and bool(torch.isfinite(loss))):
             self._skip(loss)
             return None
         good = self._snapshot() if steps else None
@@ -357,7 +357,7 @@ class Trainer:
         (loss * share).backward()
         if cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            if not torch.isfinite(norm):
+            if not torch.isfinite(norm):        # DDP averaged the gradients: same on every rank
                 self.opt.zero_grad(set_to_none=True)
                 if good is not None:
                     self._restore(good)
