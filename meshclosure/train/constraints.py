@@ -66,6 +66,7 @@ from torch import Tensor
 from .._cache import per_mesh
 from ..errors import ArgumentError
 from ..mesh import Mesh
+from ..data.trajectory import PRESCRIBED_FLOW
 from ..solver.steppers import STAGES, ssprk3_step
 
 __all__ = ["test_functions", "project", "weak_form_projections", "weak_form_residual",
@@ -390,7 +391,8 @@ def weak_form_projections(scenario, state: Mapping[str, Tensor], next_state: Map
             return {v: f[current[0]].to(**work) for v, f in forced.items()}
     model = scenario.coarse_model(closure=closure, forcing=forcing_fn)
     base = getattr(model, "base", model)
-    if transport_stages is not None and not hasattr(base, "transport"):
+    if transport_stages is not None and (scenario.name not in PRESCRIBED_FLOW
+                                         or not hasattr(base, "transport")):
         raise ArgumentError("transport_stages", tuple(transport_stages.shape),
                             f"applies only to a prescribed flow; the {scenario.name!r} coarse "
                             "model computes its transport from the state", "leave it None")
