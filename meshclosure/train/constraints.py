@@ -53,7 +53,7 @@ True
 >>> test_functions(mesh, n=4)
 Traceback (most recent call last):
 ...
-meshclosure.errors.ArgumentError: n=4: must be a number in (0, 2] on this cartesian mesh (test functions resolved by >= 4 cells per wavelength: n <= k_c/2, k_c = 4 the grid's Nyquist wavenumber in units of 2π/L, L = 1); pass e.g. n=1 (the large-scale band k_c/4), or a finer mesh.
+meshclosure.errors.ArgumentError: n=4: must be a number in (0, 2] on this cartesian mesh (test ...; pass e.g. n=1 (the large-scale band k_c/4), or a finer mesh.
 """
 from __future__ import annotations
 
@@ -64,9 +64,9 @@ import torch
 from torch import Tensor
 
 from .._cache import per_mesh
+from ..data.trajectory import PRESCRIBED_FLOW
 from ..errors import ArgumentError
 from ..mesh import Mesh
-from ..data.trajectory import PRESCRIBED_FLOW
 from ..solver.steppers import STAGES, ssprk3_step
 
 __all__ = ["test_functions", "project", "weak_form_projections", "weak_form_residual",
@@ -151,7 +151,7 @@ def _plane_functions(mesh: Mesh, n: Optional[float]) -> Tensor:
     for a, (kind, length, origin) in enumerate(axes):
         jmax = int(math.floor(n * (2 if kind == "bounded" else 1) * length / L + 1e-9))
         per_axis.append(_axis_functions(kind, length, origin, c[:, a], jmax, L))
-    funcs = [(0.0, torch.ones(mesh.n_cells, dtype=torch.float64))]
+    funcs = [(0.0, torch.ones_like(c[:, 0]))]
     for parts in per_axis:
         funcs = [(math.hypot(k1, k2), f1 * f2) for k1, f1 in funcs for k2, f2 in parts
                  if math.hypot(k1, k2) <= n + 1e-9]
@@ -191,8 +191,8 @@ def test_functions(mesh: Mesh, n: Optional[float] = None, degree: Optional[int] 
       axis along which every cell centre is the same (a column stored as a
       2-D mesh) only the constant; all products whose wavenumber vector has
       length ``≤ n``. On a doubly periodic square with ``n = 1`` that is
-      ``1, (cos, sin)(2πx), (cos, sin)(2πy)`` (``M = 5``); with ``n = 2``, ``M = 25``
-      (the products span the same space as ``cos/sin 2π(k_x x + k_y y)``); on a
+      ``1, (cos, sin)(2πx), (cos, sin)(2πy)`` (``M = 5``); with ``n = 2``, ``M = 13``
+      (the products span the same space as ``cos/sin 2π(k_x x + k_y y)``, ``|k| ≤ n``); on a
       column of height ``H``, ``cos(πj z/H)`` for ``j ≤ 2n`` (``M = 2n + 1``).
       On a uniform grid the functions are exactly orthonormal in the
       volume-weighted sum (discrete Fourier / DCT-II orthogonality).
@@ -269,7 +269,8 @@ def _batched(name: str, values: Mapping[str, Tensor], variables: Sequence[str], 
     out, had = {}, None
     for v in variables:
         if v not in values:
-            raise ArgumentError(name, sorted(values), f"must hold every variable {list(variables)}",
+            raise ArgumentError(name, sorted(values),
+                                f"must hold every variable {list(variables)}",
                                 f"pass {{{name}}}={{var: tensor}} for each of them")
         x = values[v]
         if not isinstance(x, Tensor) or x.dim() not in (1, 2) or x.shape[-1] != size:
@@ -307,7 +308,8 @@ def _stage_transport(transport_stages: Tensor, t0: float, dt: float):
         s = min(range(len(c)), key=lambda k: abs(t - t0 - c[k] * dt))
         if abs(t - t0 - c[s] * dt) > 1e-9 * max(1.0, abs(t0) + abs(dt)):
             raise ArgumentError("transport_stages", f"t={t}", f"has values only at the stage "
-                                f"times t0 + c dt, c in {c}", "pass the step's own stage transports")
+                                f"times t0 + c dt, c in {c}",
+                                "pass the step's own stage transports")
         return transport_stages[s]
 
     return transport
@@ -380,16 +382,16 @@ def weak_form_projections(scenario, state: Mapping[str, Tensor], next_state: Map
                                 "pass the trajectory's transport_stages of this step")
     phi = test_functions(mesh) if phi is None else phi
 
-    current = [0]
-    closure = None
-    if fluxes is not None:
-        def closure(t_, s, m):
-            return {v: fluxes[v][current[0]].to(**work) for v in variables}
-    forcing_fn = None
-    if forced is not None:
-        def forcing_fn(t_):
-            return {v: f[current[0]].to(**work) for v, f in forced.items()}
-    model = scenario.coarse_model(closure=closure, forcing=forcing_fn)
+    current = [0]                                            # the sample being stepped
+
+    def closure(t_, s, m):                                   # Φ̂ constant over the stages
+        return {v: fluxes[v][current[0]].to(**work) for v in variables}
+
+    def forcing_fn(t_):                                      # the stored step mean
+        return {v: f[current[0]].to(**work) for v, f in forced.items()}
+
+    model = scenario.coarse_model(closure=None if fluxes is None else closure,
+                                  forcing=None if forced is None else forcing_fn)
     base = getattr(model, "base", model)
     if transport_stages is not None and (scenario.name not in PRESCRIBED_FLOW
                                          or not hasattr(base, "transport")):
@@ -522,7 +524,7 @@ def variance_production(mesh: Mesh, flux: Tensor, Q: Tensor) -> Tensor:
 
 def dissipation_penalty(mesh: Mesh, flux: Tensor, Q: Tensor, scale: Optional[Any] = None,
                         reduction: str = "mean") -> Tensor:
-    """``mean(([P]_+ / scale)²)`` over samples (and variables), ``P`` = :func:`variance_production`.
+    """``mean(([P]_+ / scale)²)`` over samples (and variables), ``P`` the variance production.
 
     Zero for any flux that does not produce variance (down-gradient, ``K ≥ 0``);
     positive as soon as a sample's closure produces variance.

@@ -10,6 +10,7 @@ orthonormal where the discrete Fourier/cosine/harmonic theory says so.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -58,8 +59,8 @@ def test_true_step_mean_flux_nearly_closes_the_step_and_noise_grows_the_residual
     _, sc, batch = _load(traj[name])
     flux = _true_flux(sc, batch)
     stages = batch["transport_stages"][:, 0] if "transport_stages" in batch else None
-    per = C.weak_form_residual(sc, batch["state"], {v: x[:, 0] for v, x in batch["states"].items()},
-                               flux, sc.coarse_dt, batch["t"][:, 0],
+    nxt = {v: x[:, 0] for v, x in batch["states"].items()}
+    per = C.weak_form_residual(sc, batch["state"], nxt, flux, sc.coarse_dt, batch["t"][:, 0],
                                forcing={v: f[:, 0] for v, f in batch["forcing_mean"].items()}
                                or None, transport_stages=stages)
     assert per.shape == (len(batch["t"]),)
@@ -227,6 +228,9 @@ def test_test_functions_refuse_bad_input():
         C.test_functions(healpix(4), degree=7)
     with pytest.raises(ArgumentError, match="mesh='Tensor'"):
         C.test_functions(torch.zeros(3))
+    curved = dataclasses.replace(healpix(1), radius=None)          # a 3-D surface, not a sphere
+    with pytest.raises(ArgumentError, match="must be a sphere, a plane or a column"):
+        C.test_functions(curved)
     m = cartesian(8, 8)
     with pytest.raises(ArgumentError, match="phi=\\(5, 63\\)"):
         C.project(m, torch.zeros(64), torch.zeros(5, 63))
