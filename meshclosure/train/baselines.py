@@ -202,7 +202,8 @@ def fit_power_law(N, G, flux, x0: Sequence[float] = (0.0, 1.0)) -> PowerLawFit:
     se = np.sqrt(np.clip(np.diag(cov), 0, None))
     rmse = float(np.sqrt(np.mean(sol.fun ** 2))) * scale
     return PowerLawFit(float(np.exp(la)), beta,
-                       (float(np.exp(la - 1.96 * se[0])), float(np.exp(la + 1.96 * se[0]))),
+                       (float(np.exp(min(la - 1.96 * se[0], 700.0))),
+                        float(np.exp(min(la + 1.96 * se[0], 700.0)))),
                        (beta - 1.96 * float(se[1]), beta + 1.96 * float(se[1])), len(g),
                        (float(n.min()), float(n.max())), rmse, cov.tolist())
 
