@@ -133,15 +133,11 @@ class _StepForcing:
         return {v: f[self.j] for v, f in self.forcing_mean.items()}
 
 
-def _check_transport(scenario, window: Mapping[str, Any], dt: float) -> None:
+def _check_transport(scenario, model, window: Mapping[str, Any], dt: float) -> None:
     """For a prescribed flow: the coarse model's ``U_c(t)`` at the first step's stage times
     must be the window's stored ``transport_stages`` (else the scenario is not the file's)."""
-    if "transport_stages" not in window:
-        return
-    from ..data.trajectory import prescribed_coarse_transport
-
-    transport = prescribed_coarse_transport(scenario)
-    if transport is None:
+    transport = getattr(getattr(model, "base", None), "face_transport", None)
+    if "transport_stages" not in window or not callable(transport):
         return
     t0 = float(window["t"][0])
     for s, c in enumerate(STAGES["ssprk3"].c):
@@ -149,7 +145,7 @@ def _check_transport(scenario, window: Mapping[str, Any], dt: float) -> None:
         mine = transport(t0 + c * dt).to(stored)
         scale = float(stored.abs().max()) or 1.0
         if float((mine - stored).abs().max()) > 1e-9 * scale:
-            raise ArgumentError("scenario", getattr(scenario, "name", scenario),
+            raise ArgumentError("scenario", scenario,
                                 "must be the scenario the window was generated with (its "
                                 f"coarse transport at t={t0 + c * dt:.6g} differs from the "
                                 "stored transport_stages)", "pass Scenario.from_config("
@@ -162,14 +158,19 @@ def _unroll_window(scenario, closure, window: Mapping[str, Any], steps: int, tru
     variables = tuple(scenario.variables)
     dt = float(scenario.coarse_dt)
     t = [float(v) for v in window["t"]]
+    missing = [v for v in variables if v not in window["state"]]
+    if missing:
+        raise ArgumentError("scenario", scenario, f"must have the window's variables (the window "
+                            f"has {sorted(window['state'])}, not {missing})",
+                            "pass Scenario.from_config(dataset.scenario_config)")
     if abs((t[1] - t[0]) - dt) > 1e-9 * dt:
-        raise ArgumentError("scenario", getattr(scenario, "name", scenario),
+        raise ArgumentError("scenario", scenario,
                             f"must have the window's coarse step (coarse_dt={dt:.6g}, the window "
                             f"steps by {t[1] - t[0]:.6g})", "pass Scenario.from_config("
                             "dataset.scenario_config)")
-    _check_transport(scenario, window, dt)
     replayed = _StepForcing(window.get("forcing_mean", {})) if forcing == "replay" else None
     model = scenario.coarse_model(closure=closure, forcing=replayed)
+    _check_transport(scenario, model, window, dt)
     recurrent = bool(getattr(closure, "recurrent", False)) and hasattr(closure, "h")
     if callable(getattr(closure, "reset", None)):
         closure.reset()

@@ -199,6 +199,27 @@ def test_recurrent_closure_checkpointed_gradient_and_reset(kinematic):
     assert torch.equal(both[-1]["q"][1], alone[-1]["q"])
 
 
+def test_loss_is_the_weighted_mean_of_the_step_errors(barotropic):
+    """e_j by hand (volume-weighted, per-variable scaled); weights pick steps; statistics
+    give the same scales as state_scales."""
+    sc, closure = _setup(barotropic)
+    w = barotropic[0]
+    scale = state_scales(barotropic.stats)
+    assert set(scale) == {"zeta", "q"} and scale["zeta"] != scale["q"]
+    with torch.no_grad():
+        loss, info = online_loss(sc, closure, w, K, state_scale=scale)
+        again, _ = online_loss(sc, closure, w, K, state_scale=barotropic.stats)
+        first, _ = online_loss(sc, closure, w, K, state_scale=scale, weights=[1.0, 0.0, 0.0])
+    V = sc.coarse.cell_volume
+    for j in range(K):
+        e = sum(float((V * (info["states"][j][v] - w["states"][v][j]) ** 2).sum() / V.sum())
+                / scale[v] ** 2 for v in sc.variables) / 2
+        assert abs(float(info["step_error"][j]) - e) <= 1e-12 * e
+    assert float(loss) == pytest.approx(float(info["step_error"].mean()), rel=1e-14)
+    assert float(again) == float(loss) and float(first) == float(info["step_error"][0])
+    assert info["steps"] == K and info["finite"]
+
+
 def test_online_loss_decreases_with_adam(kinematic):
     sc, closure = _setup(kinematic, seed=3, hidden=8)
     batch = _batch(kinematic)
