@@ -44,7 +44,7 @@ from .errors import ArgumentError, MeshclosureError
 from .mesh.spec import parse_mesh_spec
 
 __all__ = ["main", "build_parser", "parse_mesh_spec", "cli_spelling", "GENERATE_FLAGS",
-           "MESH_FLAGS"]
+           "MESH_FLAGS", "CALIBRATE_FLAGS"]
 
 log = logging.getLogger("meshclosure.cli")
 
@@ -275,6 +275,41 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------- calibrate
+#: Python parameters of :func:`~meshclosure.train.calibrate` and the ``calibrate`` flags.
+CALIBRATE_FLAGS = {"data": "--data", "source": "--data", "out": "--out", "path": "--out",
+                   "overwrite": "--overwrite", "split": "--split", "n_nodes": "--nodes",
+                   "max_samples": "--max-samples"}
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit every baseline on the dataset's training split; write ``OUT/calibration.json``."""
+    from ._files import refuse_existing
+    from .train.calibrate import calibrate, save_calibration, summary
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ArgumentError("out", str(out), "must be a folder (calibration.json is written "
+                            "into it)", "choose a folder path")
+    target = out / "calibration.json"
+    if out.is_dir():                       # refuse before reading any data
+        refuse_existing(target, args.overwrite, name="out", flag="--overwrite")
+    data = Path(args.data)
+    if not data.exists():
+        raise ArgumentError("data", str(data), "must be an existing dataset (.nc file or .zarr "
+                            "folder)", "write one with `meshclosure generate --out FILE` first")
+    result = calibrate(str(data), split=args.split, n_nodes=args.nodes,
+                       max_samples=args.max_samples)
+    result["dataset"] = str(data)
+    out.mkdir(parents=True, exist_ok=True)
+    save_calibration(result, target, overwrite=args.overwrite)
+    split = "val" if "val" in result["n_samples"] else args.split
+    log.info("calibrated %s on %s (%d samples):\n%s", result["scenario"], args.split,
+             result["n_samples"][args.split], summary(result, split))
+    log.info("wrote %s", target)
+    return 0
+
+
 # ----------------------------------------------------------------------- parser
 def _integer(flag: str) -> Callable[[str], int]:
     """An argparse ``type`` that reads a whole number and names ``flag`` when it is not one."""
@@ -387,6 +422,26 @@ def build_parser() -> argparse.ArgumentParser:
                      "transport at every stage time), so one file serves calibrate, train and "
                      "validate, and unrolled training (TrajectoryDataset)")
     gen.set_defaults(func=_cmd_generate, flags=GENERATE_FLAGS)
+    cal = sub.add_parser("calibrate", parents=[common],
+                         help="fit the physics baselines (constant, power law, Smagorinsky, "
+                         "Leith, convective) to a dataset",
+                         description="Fit every baseline closure that applies to the dataset's "
+                         "scenario on its training split (least squares, 95 %% intervals, the "
+                         "fitted range of N), evaluate MSE, R2 and the K_eff(N) error on every "
+                         "split, and write OUT/calibration.json (atomically).")
+    cal.add_argument("--data", required=True, metavar="FILE",
+                     help="a dataset from `meshclosure generate` (.nc or .zarr)")
+    cal.add_argument("--out", required=True, metavar="DIR",
+                     help="output folder (created if missing); gets calibration.json")
+    cal.add_argument("--split", default="train", choices=("train", "val", "test"),
+                     help="the split fitted on (default: %(default)s)")
+    cal.add_argument("--nodes", type=_integer("--nodes"), default=8,
+                     help="nodes of the K_eff(N) curves (default: %(default)s)")
+    cal.add_argument("--max-samples", type=_integer("--max-samples"), default=None,
+                     help="use at most this many samples per split (default: all)")
+    cal.add_argument("--overwrite", action="store_true",
+                     help="replace an existing calibration.json (default: refuse)")
+    cal.set_defaults(func=_cmd_calibrate, flags=CALIBRATE_FLAGS)
     return parser
 
 

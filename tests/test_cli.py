@@ -397,3 +397,55 @@ def test_generate_trajectory_writes_every_coarse_step(tmp_path, capsys) -> None:
                str(tmp_path / "t2.nc")])
     err = capsys.readouterr().err
     assert rc == 2 and "--every" in err and not (tmp_path / "t2.nc").exists()
+
+
+# -------------------------------------------------------------------- calibrate
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    from meshclosure.data import generate, get_scenario
+
+    out = tmp_path_factory.mktemp("calibrate") / "kin.nc"
+    generate(get_scenario("kinematic", mesh="cartesian:16", factor=2, spinup_time=0.5), out,
+             n_samples=6, ood_samples=2, progress=False)
+    return out
+
+
+def test_calibrate_writes_calibration_json(small_dataset, tmp_path, capsys) -> None:
+    import json
+
+    from meshclosure.train.calibrate import baseline_closures, load_calibration
+
+    out = tmp_path / "cal"
+    assert main(["calibrate", "--data", str(small_dataset), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "power_law" in err and "calibration.json" in err         # the summary table
+    cal = load_calibration(out / "calibration.json")
+    law = cal["baselines"]["power_law"]["closes"]["q"]
+    assert law["alpha"] > 0 and law["N_range"]["min"] <= law["N_range"]["max"]
+    assert set(cal["baselines"]["power_law"]["errors"]) == {"train", "val", "test", "ood"}
+    assert cal["dataset"] == str(small_dataset)
+    assert set(baseline_closures(cal)) == {"none", "constant", "power_law"}
+    # an existing output is refused and left untouched; --overwrite replaces it
+    (out / "calibration.json").write_text(json.dumps({"keep": 1}))
+    assert main(["calibrate", "--data", str(small_dataset), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "overwrite=True" not in err
+    assert json.loads((out / "calibration.json").read_text()) == {"keep": 1}
+    assert main(["-q", "calibrate", "--data", str(small_dataset), "--out", str(out),
+                 "--overwrite"]) == 0
+    assert load_calibration(out / "calibration.json")["scenario"] == "kinematic"
+
+
+def test_calibrate_bad_data_names_the_flag(tmp_path, capsys) -> None:
+    rc = main(["calibrate", "--data", str(tmp_path / "missing.nc"), "--out",
+               str(tmp_path / "cal")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("meshclosure calibrate: error: --data ")
+    assert "must be an existing dataset" in err and "meshclosure generate" in err
+    bad = tmp_path / "bad.nc"
+    bad.write_text("not a dataset")
+    assert main(["calibrate", "--data", str(bad), "--out", str(tmp_path / "cal")]) == 2
+    assert "corrupt" in capsys.readouterr().err and not (tmp_path / "cal").exists()
+    with pytest.raises(SystemExit) as usage:
+        main(["calibrate", "--data", str(bad), "--out", str(tmp_path), "--nodes", "x"])
+    assert usage.value.code == 2 and "--nodes 4" in capsys.readouterr().err
