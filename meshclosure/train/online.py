@@ -18,7 +18,7 @@ the window's stored ``transport_stages``), and the loss compares every step
 with the coarse-grained truth ``Q̄ʲ`` of the window::
 
     L(θ) = Σ_j w_j e_j / Σ_j w_j,
-    e_j  = (1/n_vars) Σ_v mean_windows[Σ_i V_i (Q̂ʲ_{v,i} − Q̄ʲ_{v,i})² / Σ_i V_i] / σ_v²
+    e_j = (1/n_vars) Σ_v mean_windows[Σ_i V_i (Q̂ʲ_{v,i} − Q̄ʲ_{v,i})² / Σ_i V_i] / σ_v²
 
 with ``σ_v`` a per-variable scale (the training-split standard deviation of
 ``state_<v>``, :func:`state_scales`), so variables in different units weigh

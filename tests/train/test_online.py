@@ -316,5 +316,8 @@ def test_arguments_are_checked(kinematic, barotropic):
     with pytest.raises(ArgumentError, match="scenario=.*the scenario the window was generated"):
         unroll(other, None, w, 1)
     b = Scenario.from_config(barotropic.scenario_config)
-    with pytest.raises(ArgumentError, match="coarse step"):
+    with pytest.raises(ArgumentError, match="must have the window's variables"):
         unroll(b, None, w, 1)
+    wrong_dt = dict(w, t=w["t"] * 2)
+    with pytest.raises(ArgumentError, match="must have the window's coarse step"):
+        unroll(sc, None, wrong_dt, 1)
