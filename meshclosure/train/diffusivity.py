@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -265,13 +266,18 @@ def plot_effective_diffusivity(curves: Mapping[str, Tuple[Sequence[float], Seque
     ...
     meshclosure.errors.ArgumentError: curves={}: must hold at least one (nodes, K) curve; ...
     """
-    from ..plot import _check_path, new_figure, save_figure
+    from .._files import check_folder, refuse_existing
+    from ..plot import FORMATS, new_figure, save_figure
 
     if not curves:
         raise ArgumentError("curves", {}, "must hold at least one (nodes, K) curve",
                             "pass e.g. {'truth': effective_diffusivity(None, data)}")
-    if path is not None:
-        _check_path(path, overwrite)            # before drawing
+    if path is not None:                        # checked before drawing
+        if Path(path).suffix.lower() not in FORMATS:
+            raise ArgumentError("path", str(path), f"must end in {', '.join(FORMATS)} (the "
+                                "suffix picks the file format)", "rename it, e.g. keff.png")
+        check_folder(path, name="path")
+        refuse_existing(path, overwrite, name="path")
     if ax is None:
         fig = new_figure((6.0, 4.0))
         ax = fig.add_subplot(1, 1, 1)

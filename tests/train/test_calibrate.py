@@ -191,7 +191,7 @@ def test_keff_error_and_the_figure(kin, kin_cal, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(fig.axes[0].lines) == 4
     with pytest.raises(OutputExistsError):
         plot_effective_diffusivity(curves, path=path)
-    with pytest.raises(ArgumentError, match="must end in .png"):
+    with pytest.raises(ArgumentError, match="must end in .png, .pdf, .svg"):
         plot_effective_diffusivity(curves, path=tmp_path / "keff.jpg")
     with pytest.raises(ArgumentError, match="K=\\(2,\\)"):
         keff_error([1.0, 2.0], [1.0, 2.0, 3.0])
