@@ -19,6 +19,11 @@ search: the candidates are the ``σ_e`` quantiles at ``quantiles`` (default
 anything seen in validation), and the pair that minimises the validation
 MSE of the blended flux, ``mean(((1 − w) e_learned + w e_baseline)²)`` with
 ``e = Φ̂ − Φ^sgs``, wins (ties: the larger ``t₁``, i.e. the least fallback).
+Where the two closures' errors are strongly correlated (both miss the same
+unpredictable part of the flux) the best blend is close to a switch at the
+``σ_e`` where the learned error overtakes the baseline's; where they are
+independent it is a wide ramp, since a blend then also averages the two
+errors. Either way the chosen pair is the best of the grid on validation.
 
 Examples
 --------
@@ -44,9 +49,8 @@ import torch
 from torch import Tensor
 
 from ..closures import Closure, as_closure
-from ..closures.adapter import _context, _stage
 from ..errors import ArgumentError, MeshclosureError
-from .uncertainty import EnsembleClosure
+from .uncertainty import EnsembleClosure, _call_args
 
 __all__ = ["fallback_weight", "blend_fluxes", "FallbackClosure", "ThresholdChoice",
            "choose_thresholds", "NonFiniteSpreadError"]
@@ -186,7 +190,7 @@ class FallbackClosure(torch.nn.Module, Closure):
         return out
 
     def forward(self, *args, **kwargs) -> Dict[str, Tensor]:
-        return self.fluxes(*_context(args, kwargs), stage=_stage(args))
+        return self.fluxes(*_call_args(args, kwargs))
 
     __call__ = torch.nn.Module.__call__
 

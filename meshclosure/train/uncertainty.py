@@ -70,14 +70,13 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..closures import Closure
-from ..closures.adapter import _context, _stage
 from ..errors import ArgumentError
 
 __all__ = ["VarianceSplit", "variance_split", "EnsembleClosure", "ensemble_predict",
@@ -129,6 +128,19 @@ def variance_split(means: Tensor, variances: Optional[Tensor] = None) -> Varianc
                                 f"shape {tuple(means.shape)}", "pass one variance per mean")
         aleatoric = variances.mean(0)
     return VarianceSplit(mean, aleatoric, epistemic, aleatoric + epistemic)
+
+
+def _call_args(args: Tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tuple[Any, ...]:
+    """``(t, state, mesh, transport, stage)`` of a closure call ``(t, state, mesh)`` or
+    ``(context)`` (the solver's :class:`~meshclosure.solver.ClosureContext`)."""
+    if len(args) == 1 and not kwargs and hasattr(args[0], "state"):
+        ctx = args[0]
+        return (ctx.t, ctx.state, ctx.mesh, getattr(ctx, "transport", None),
+                getattr(ctx, "stage", None))
+    if len(args) == 3:
+        return args[0], args[1], args[2], kwargs.get("transport"), kwargs.get("stage")
+    raise TypeError("a closure is called as closure(t, state, mesh) or closure(context); got "
+                    f"{len(args)} positional arguments.")
 
 
 def _member_output(out: Any) -> Tuple[Tensor, Optional[Tensor]]:
@@ -253,7 +265,7 @@ class EnsembleClosure(torch.nn.Module, Closure):
         return {v: flux[..., i] for i, v in enumerate(self.variables)}
 
     def forward(self, *args, **kwargs):
-        return self.fluxes(*_context(args, kwargs), stage=_stage(args))
+        return self.fluxes(*_call_args(args, kwargs))
 
     __call__ = torch.nn.Module.__call__
 
@@ -402,7 +414,7 @@ def spread_skill_ratio(prediction: Union[Tensor, Tuple[ArrayLike, ArrayLike]],
 
 
 def fit_variance_scale(mean: ArrayLike, var: ArrayLike, target: ArrayLike) -> float:
-    """The one factor ``s = mean((y − μ)² / var)`` that calibrates ``s·var`` (validation split).
+    """The factor ``s = mean((y − μ)² / var)`` that calibrates ``s·var`` (validation split).
 
     It maximises the Gaussian likelihood ``Π N(y; μ, s·var)`` over ``s``. Fit
     it on the validation split, apply it to the test split.

@@ -19,7 +19,7 @@ from meshclosure.train.uncertainty import (EnsembleClosure, bootstrap_indices, c
                                            interval_coverage, spread_skill_ratio,
                                            variance_split)
 
-F64 = torch.float64
+F64, F32 = torch.float64, torch.float32
 
 
 def _gen(seed):
@@ -41,7 +41,7 @@ def test_variance_split_is_the_law_of_total_variance_exactly():
     assert torch.allclose(split.total, pooled.var(0, unbiased=False), rtol=1e-12, atol=0)
     assert torch.equal(split.total, split.aleatoric + split.epistemic)
     # epistemic: the variance of the member means with divisor M; deterministic members
-    assert torch.allclose(split.epistemic, means.var(0, unbiased=False) , rtol=1e-13)
+    assert torch.allclose(split.epistemic, means.var(0, unbiased=False), rtol=1e-13)
     det = variance_split(means)
     assert torch.equal(det.aleatoric, torch.zeros_like(det.mean))
     assert torch.equal(det.total, split.epistemic)
@@ -54,7 +54,7 @@ def test_beta_nll_recovers_a_known_input_dependent_noise_and_calibrates():
     """y = sin(3x) + σ(x) ε with σ from 0.05 to 0.3: a small MLP with a (mean, log_var)
     output trained with β-NLL (β = 0.5) predicts σ within 10 % on fresh x, and its
     50 % / 90 % intervals cover 40-60 % / 85-95 % after one variance scale fitted on a
-    validation set."""
+    validation set (float32: twice as fast as float64 here, the same accuracy)."""
     torch.manual_seed(0)
     g = _gen(0)
 
@@ -62,12 +62,12 @@ def test_beta_nll_recovers_a_known_input_dependent_noise_and_calibrates():
         return 0.05 + 0.125 * (x + 1.0)
 
     def data(n):
-        x = torch.rand(n, 1, generator=g, dtype=F64) * 2.0 - 1.0
-        return x, torch.sin(3.0 * x) + sigma(x) * torch.randn(n, 1, generator=g, dtype=F64)
+        x = torch.rand(n, 1, generator=g, dtype=F32) * 2.0 - 1.0
+        return x, torch.sin(3.0 * x) + sigma(x) * torch.randn(n, 1, generator=g, dtype=F32)
 
     (xt, yt), (xv, yv), (xs, ys) = data(4000), data(4000), data(20000)
     net = torch.nn.Sequential(torch.nn.Linear(1, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32),
-                              torch.nn.Tanh(), torch.nn.Linear(32, 2)).double()
+                              torch.nn.Tanh(), torch.nn.Linear(32, 2))
     steps = 600
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -119,8 +119,8 @@ def test_crps_gaussian_closed_form_against_integration_and_a_large_fair_ensemble
 
 
 def test_fair_crps_is_unbiased_whatever_the_ensemble_size():
-    """Members and truth from N(0, 1): E[CRPS] = E|X − Y| − ½ E|X − X'| = 1/√π for the fair
-    estimator at every M; the plain estimator is biased by a factor 1 + 1/M."""
+    """Members and truth from N(0, 1): E[CRPS] = E|X − Y| − ½ E|X − X'| = 1/√π for the
+    fair estimator at every M; the plain estimator is biased by a factor 1 + 1/M."""
     g, trials, exact = _gen(2), 200_000, 1.0 / math.sqrt(math.pi)
     for M in (2, 4, 16):
         members = torch.randn(M, trials, generator=g, dtype=F64)
