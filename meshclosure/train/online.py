@@ -257,6 +257,12 @@ def unroll(scenario: Any, closure: Any, window: Mapping[str, Any], steps: int,
                             "pass {forcing}='replay' (the stored step-mean forcing)")
     scenario = _as_scenario(scenario)
     steps, truncation = _check_steps(steps, truncation, _window_length(window))
+    if checkpoint and getattr(closure, "mode", None) == "sample" \
+            and getattr(closure, "generator", None) is not None:
+        raise ArgumentError("checkpoint", checkpoint, "cannot be used with a closure that samples "
+                            "from its own torch.Generator (the recomputed steps would draw other "
+                            "numbers and the gradient would be wrong)", "pass {checkpoint}=False, "
+                            "or build the ModelClosure without a generator (global RNG)")
     windows = _split_batch(window)
     runs = [_unroll_window(scenario, closure, w, steps, truncation, bool(checkpoint), forcing)
             for w in windows]

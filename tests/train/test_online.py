@@ -199,6 +199,26 @@ def test_recurrent_closure_checkpointed_gradient_and_reset(kinematic):
     assert torch.equal(both[-1]["q"][1], alone[-1]["q"])
 
 
+def test_sampled_closure_on_the_global_rng_checkpoints_exactly(kinematic):
+    """A stochastic closure drawing from the global RNG: checkpointing restores the RNG for
+    the recomputed steps, so the same seed gives the plain gradient."""
+    sc = Scenario.from_config(kinematic.scenario_config)
+    torch.manual_seed(0)
+    pipe = FeaturePipeline.from_scenario(sc)
+    model = build_model("mgn", sc.coarse, in_features=pipe.n_features, n_vars=1, hidden=4,
+                        n_blocks=1, heteroscedastic=True).double()
+    closure = ModelClosure(model, pipe, Normalizer.from_stats(kinematic.stats), mode="sample")
+    batch = _batch(kinematic, 1)
+    torch.manual_seed(5)
+    l0, g0 = _grad(sc, closure, batch)
+    torch.manual_seed(5)
+    l1, g1 = _grad(sc, closure, batch, checkpoint=True)
+    torch.manual_seed(6)
+    l2, _ = _grad(sc, closure, batch)
+    assert float(l1) == float(l0) != float(l2)
+    assert float((g1 - g0).abs().max()) <= 1e-12
+
+
 def test_loss_is_the_weighted_mean_of_the_step_errors(barotropic):
     """e_j by hand (volume-weighted, per-variable scaled); weights pick steps; statistics
     give the same scales as state_scales."""
@@ -222,7 +242,7 @@ def test_loss_is_the_weighted_mean_of_the_step_errors(barotropic):
 
 def test_online_loss_decreases_with_adam(kinematic):
     sc, closure = _setup(kinematic, seed=3, hidden=8)
-    batch = _batch(kinematic)
+    batch = _batch(kinematic, 2)
     scale = state_scales(kinematic.stats)
     opt = torch.optim.Adam(closure.parameters(), lr=1e-2)
     losses = []
@@ -233,9 +253,10 @@ def test_online_loss_decreases_with_adam(kinematic):
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    # no closure: 0.130; the stored step-mean flux: 0.0005 (the subgrid flux dominates here)
+    # 0.129 -> 0.081 (no closure: 0.130; the stored step-mean flux: 0.0005, the subgrid
+    # flux dominates here)
     assert losses[-1] < 0.8 * losses[0], losses
-    assert sum(b < a for a, b in zip(losses, losses[1:])) >= 14, losses
+    assert sum(b < a for a, b in zip(losses, losses[1:])) >= 12, losses
 
 
 class _BlowUp(Closure):
@@ -318,6 +339,11 @@ def test_arguments_are_checked(kinematic, barotropic):
     b = Scenario.from_config(barotropic.scenario_config)
     with pytest.raises(ArgumentError, match="must have the window's variables"):
         unroll(b, None, w, 1)
+    sampled = ModelClosure(closure.model, closure.features, closure.normalizer, mode="sample",
+                           generator=torch.Generator())
+    with pytest.raises(ArgumentError, match="checkpoint=True: cannot be used with a closure that "
+                                            "samples"):
+        unroll(sc, sampled, w, 1, checkpoint=True)
     wrong_dt = dict(w, t=w["t"] * 2)
     with pytest.raises(ArgumentError, match="must have the window's coarse step"):
         unroll(sc, None, wrong_dt, 1)
