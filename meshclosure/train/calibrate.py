@@ -166,8 +166,9 @@ def calibrate(data: Any, split: str = "train", n_nodes: int = 8,
         ``format``, ``scenario``, ``scenario_config``, ``variables``, ``split``,
         ``n_samples`` per split, ``baselines``: ``{name: {"closes": {var: spec},
         "errors": {split: {var: {mse, r2, n}}}}}`` (``none`` included), and
-        ``keff``: ``{var: {"measure", "nodes", "train_range", split: {"truth": K,
-        name: K, "error": {name: mean relative error}}}}``.
+        ``keff``: ``{var: {"measure", "nodes", "train_range", split: {"nodes", "truth": K,
+        name: K, "error": {name: mean relative error}}}}`` (nodes spanning the
+        training range; for ``ood``, spanning the OOD run's range).
     """
     if not (isinstance(n_nodes, int) and n_nodes >= 2):
         raise ArgumentError("n_nodes", n_nodes, "must be a whole number >= 2",
@@ -205,11 +206,13 @@ def calibrate(data: Any, split: str = "train", n_nodes: int = 8,
         for var, k in keff.items():
             G = _grad(table.mesh, table.state[var])
             N = _faces(table.mesh, table.measure(k["measure"]))
-            truth = binned_diffusivity(table.flux[var], G, N, k["nodes"])
-            out = {"truth": truth.tolist(), "error": {}}
+            nodes = (np.linspace(float(N.min()), float(N.max()), n_nodes) if sp == "ood"
+                     else np.asarray(k["nodes"]))
+            truth = binned_diffusivity(table.flux[var], G, N, nodes)
+            out = {"nodes": nodes.tolist(), "truth": truth.tolist(), "error": {}}
             for name in baselines:
                 if var in preds[name]:
-                    K = binned_diffusivity(preds[name][var], G, N, k["nodes"])
+                    K = binned_diffusivity(preds[name][var], G, N, nodes)
                     out[name] = K.tolist()
                     out["error"][name] = keff_error(K, truth)
             k[sp] = out

@@ -78,6 +78,10 @@ def test_kinematic_calibration_power_law_keff_and_json_round_trip(kin, kin_cal, 
         f = load_table(kin, split).flux["q"]
         assert errs["mse"] == pytest.approx(float((f ** 2).mean()), rel=1e-12)
         assert errs["r2"] <= 0
+    # OOD curves span the OOD run's N (N_mean doubled), the others the training range
+    k = cal["keff"]["q"]
+    assert k["val"]["nodes"] == k["nodes"] and k["nodes"][-1] == k["train_range"][1]
+    assert k["ood"]["nodes"][-1] > 1.5 * k["train_range"][1]
     # least squares on the training faces cannot do worse than K = 0 there
     assert cal["baselines"]["constant"]["errors"]["train"]["q"]["r2"] >= -1e-12
     path = save_calibration(cal, tmp_path / "calibration.json")
