@@ -85,7 +85,8 @@ def measure_function(name: str, scenario: Any = None) -> Callable[[float, Mappin
 class SampleTable:
     """The physical samples of one split, stacked: ``state {var: (S, n_cells)}``, ``inputs
     {name: (S, n_cells)}``, ``flux {var: (S, n_faces)}`` (``Φ^sgs``), ``t (S,)``,
-    ``transport (S, n_faces)``, float64; ``source`` reopens other splits."""
+    ``transport (S, n_faces)``, the stored model inputs ``x (S, n_cells, F)`` named
+    ``input_names`` (physical units), float64; ``source`` reopens other splits."""
 
     mesh: Mesh
     variables: tuple
@@ -97,6 +98,8 @@ class SampleTable:
     flux: Dict[str, Tensor]
     t: Tensor
     transport: Tensor
+    x: Optional[Tensor] = None
+    input_names: tuple = ()
     _measures: Dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -161,11 +164,47 @@ def load_table(data: Any, split: str = "train", max_samples: Optional[int] = Non
                 and not n.startswith("input_grad_")},
         flux=flux, t=torch.tensor([float(it.t) for it in items], dtype=torch.float64),
         transport=(torch.stack([it.face_transport for it in items]) if items
-                   else torch.zeros(0, nf, dtype=torch.float64)))
+                   else torch.zeros(0, nf, dtype=torch.float64)),
+        x=(torch.stack([it.x for it in items]) if items
+           else torch.zeros(0, ds.mesh.n_cells, len(names), dtype=torch.float64)),
+        input_names=tuple(names))
 
 
-def _closure_fluxes(closure: Any, table: SampleTable, var: str) -> Tensor:
+def _batched_model_fluxes(closure: Any, table: SampleTable, var: str,
+                          batch_size: int) -> Optional[Tensor]:
+    """``(S, n_faces)`` from a feed-forward :class:`~meshclosure.closures.ModelClosure` in
+    batches of the stored inputs (the same features the pipeline computes, and for the
+    OOD run the OOD scenario's inputs); ``None`` when that does not apply."""
+    from ..closures import ModelClosure
+
+    if not (isinstance(closure, ModelClosure) and not closure.recurrent
+            and closure.mode == "mean" and table.x is not None
+            and tuple(closure.features.names) == tuple(table.input_names)
+            and var in closure.variables):
+        return None
+    dtype = next((p.dtype for p in closure.model.parameters() if p.is_floating_point()),
+                 torch.float64)
+    col = closure.variables.index(var)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(table), batch_size):
+            x = table.x[i:i + batch_size]
+            if closure.normalizer is not None:
+                x = closure.normalizer.normalize_inputs(x)
+            y = closure.model(table.mesh, x.to(dtype))
+            mean = y[0] if isinstance(y, tuple) else y
+            if closure.normalizer is not None:
+                mean = closure.normalizer.denormalize_flux(mean)
+            out.append(mean[..., col].double())
+    return torch.cat(out)
+
+
+def _closure_fluxes(closure: Any, table: SampleTable, var: str, batch_size: int = 16
+                    ) -> Tensor:
     """``(S, n_faces)``: the closure's flux of ``var`` at every sample (no gradients)."""
+    batched = _batched_model_fluxes(closure, table, var, batch_size)
+    if batched is not None:
+        return batched
     c = as_closure(closure)
     out = []
     with torch.no_grad():
@@ -186,17 +225,21 @@ def _closure_fluxes(closure: Any, table: SampleTable, var: str) -> Tensor:
 def effective_diffusivity(closure: Any, data: Any, split: str = "train",
                           nodes: Optional[Sequence[float]] = None, var: Optional[str] = None,
                           measure: Optional[str] = None, n_nodes: int = 8,
-                          max_samples: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+                          max_samples: Optional[int] = None, batch_size: int = 16
+                          ) -> Tuple[np.ndarray, np.ndarray]:
     """``K_eff(N)`` of a closure (or of the truth) on one split of a dataset.
 
     Parameters
     ----------
     closure : Closure, callable or None
-        ``None``: the truth's ``Φ^sgs``. Otherwise called per sample as
+        ``None``: the truth's ``Φ^sgs``. A feed-forward
+        :class:`~meshclosure.closures.ModelClosure` whose features are the
+        dataset's inputs runs in batches of ``batch_size`` on the stored inputs
+        (normalised by its own normalizer). Any other closure (a fitted
+        baseline, a recurrent model, a function) is called per sample as
         ``closure(t, state, mesh, transport=U)`` at the sample's coarse state,
-        time and transport (a :class:`~meshclosure.closures.ModelClosure`, a
-        fitted baseline, any closure). For the OOD split, a closure that computes
-        scenario inputs must be built for ``scenario.ood()``.
+        time and transport; for the OOD split, one that computes scenario inputs
+        must then be built for ``scenario.ood()``.
     data : path, xarray.Dataset, SubgridDataset or SampleTable
     split : str
     nodes : sequence of float, optional
@@ -227,7 +270,8 @@ def effective_diffusivity(closure: Any, data: Any, split: str = "train",
     N = face_mean(mesh, table.measure(measure).T).T
     if nodes is None:
         nodes = np.linspace(float(N.min()), float(N.max()), n_nodes)
-    flux = table.flux[var] if closure is None else _closure_fluxes(closure, table, var)
+    flux = table.flux[var] if closure is None else _closure_fluxes(closure, table, var,
+                                                                   batch_size)
     nodes = np.asarray(nodes, dtype=np.float64)
     return nodes, binned_diffusivity(flux, G, N, nodes)
 
