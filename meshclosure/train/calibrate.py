@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ from .diffusivity import SampleTable, keff_error, load_table, measure_function, 
 from .eddy_viscosity import EddyViscosityClosure, fit_eddy_viscosity, viscosity_shape
 
 __all__ = ["BASELINES", "calibrate", "save_calibration", "load_calibration",
-           "baseline_closures"]
+           "baseline_closures", "summary"]
 
 FORMAT = "meshclosure-calibration-1"
 
@@ -303,6 +303,11 @@ def baseline_closures(calibration: Mapping[str, Any], scenario_or_mesh: Any = No
 
     A baseline that closes several variables is the sum of one closure per
     variable; each runs in ``scenario.coarse_model(closure=...)``.
+
+    >>> baseline_closures({"baselines": {}})
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: calibration='dict': must be a calibrate() result (format 'meshclosure-calibration-1'); ...
     """
     if not isinstance(calibration, Mapping) or calibration.get("format") != FORMAT:
         raise ArgumentError("calibration", type(calibration).__name__, "must be a calibrate() "

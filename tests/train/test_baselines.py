@@ -114,7 +114,8 @@ def test_convective_fit_recovers_K0_alpha_beta_and_intervals_shrink():
     for n in (500, 50000):
         fit = fit_convective(*_convective(rng, n))
         assert fit.K0_interval[0] <= 0.05 <= fit.K0_interval[1]
-        assert fit.power_law.beta_interval[0] - 0.01 <= -0.7 <= fit.power_law.beta_interval[1] + 0.01
+        lo, hi = fit.power_law.beta_interval
+        assert lo - 0.01 <= -0.7 <= hi + 0.01
         widths.append((fit.K0_interval[1] - fit.K0_interval[0],
                        fit.power_law.beta_interval[1] - fit.power_law.beta_interval[0]))
         assert 0.1 * n < fit.n_convective < 0.3 * n                  # N2 <= 0 on 1/5
@@ -150,7 +151,7 @@ def _flow(n=32):
     mesh = cartesian(n, n, 1.0, 1.0)
     x = mesh.cell_center.double()
     k = 2 * np.pi
-    psi = torch.sin(k * x[:, 0]) * torch.sin(k * x[:, 1]) + 0.3 * torch.cos(2 * k * x[:, 0])
+    # psi = sin(kx) sin(ky) + 0.3 cos(2kx), zeta = lap(psi)
     zeta = -2 * k * k * torch.sin(k * x[:, 0]) * torch.sin(k * x[:, 1]) \
         - 0.3 * 4 * k * k * torch.cos(2 * k * x[:, 0])
     return mesh, x, zeta
