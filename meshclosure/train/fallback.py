@@ -40,6 +40,7 @@ meshclosure.errors.ArgumentError: t2=1.0: must be finite and > t1 = 2.0 (w rises
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -138,6 +139,9 @@ class FallbackClosure(torch.nn.Module, Closure):
                                 "pass {ensemble}=EnsembleClosure(members) or an ensemble as "
                                 "learned")
         self.learned, self.baseline = as_closure(learned), as_closure(baseline)
+        # a closure whose fluxes() takes the stepper stage (ModelClosure: a recurrent
+        # model's memory advances at stage 0) is told it
+        self._learned_stage = "stage" in inspect.signature(self.learned.fluxes).parameters
         self.ensemble = ensemble
         source = ensemble if ensemble is not None else learned
         self.variables = tuple(source.variables)
@@ -154,7 +158,8 @@ class FallbackClosure(torch.nn.Module, Closure):
             flux, split = self.learned.flux_and_split(t, state, mesh, transport, stage)
             learned = {v: flux[..., i] for i, v in enumerate(self.variables)}
         else:
-            learned = self.learned.fluxes(t, state, mesh, transport)
+            extra = {"stage": stage} if self._learned_stage else {}
+            learned = self.learned.fluxes(t, state, mesh, transport, **extra)
             split = self.ensemble.split(t, state, mesh, transport, stage)
         sigma = torch.sqrt(split.epistemic)
         if not torch.isfinite(sigma).all():

@@ -51,6 +51,8 @@ Calibration metrics
 * :func:`fit_variance_scale` — one factor ``s`` for which ``s·var`` is the
   maximum-likelihood Gaussian variance on a validation split:
   ``s = mean((y − μ)² / var)``.
+* :func:`calibration_summary` — all of these for an ensemble's Gaussian
+  predictive distribution ``N(μ̄, s·(aleatoric + epistemic))`` on one split.
 
 Examples
 --------
@@ -81,7 +83,7 @@ from ..errors import ArgumentError
 
 __all__ = ["VarianceSplit", "variance_split", "EnsembleClosure", "ensemble_predict",
            "interval_coverage", "crps_gaussian", "crps_ensemble", "spread_skill_ratio",
-           "fit_variance_scale", "bootstrap_indices"]
+           "fit_variance_scale", "calibration_summary", "bootstrap_indices"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence[float], float]
 
@@ -426,6 +428,56 @@ def fit_variance_scale(mean: ArrayLike, var: ArrayLike, target: ArrayLike) -> fl
     mu = _tensor("mean", mean, y)
     v = _variance("var", var, y)
     return float(((y - mu) ** 2 / v).mean())
+
+
+def calibration_summary(means: Tensor, variances: Optional[Tensor], target: ArrayLike,
+                        variance_scale: float = 1.0) -> dict:
+    """Calibration of an ensemble's Gaussian predictive distribution on one split.
+
+    The prediction is ``N(μ̄, s·total)`` (:func:`variance_split`; ``s`` =
+    ``variance_scale``, fitted on the validation split with
+    :func:`fit_variance_scale` of ``(μ̄, total)``), pooled over every element.
+
+    Parameters
+    ----------
+    means : Tensor, shape (M, ...)
+        Member means (e.g. :func:`ensemble_predict`'s ``(M, B, n_faces, n_vars)``).
+    variances : Tensor, shape (M, ...), or None
+    target : shape (...)
+        The true face fluxes, in the same units.
+    variance_scale : float
+
+    Returns
+    -------
+    dict of float
+        ``coverage_50``, ``coverage_90``, ``crps`` (closed-form Gaussian, mean),
+        ``crps_members`` (fair CRPS of the member means alone; ``nan`` for
+        ``M = 1``), ``spread_skill`` (of the Gaussian), ``spread_skill_members``
+        (of the member means, corrected; ``nan`` for ``M = 1``), ``rmse`` (of
+        ``μ̄``), ``sigma_aleatoric`` / ``sigma_epistemic`` (√ of the mean
+        variances, unscaled), ``variance_scale``.
+    """
+    if not (isinstance(variance_scale, (int, float)) and math.isfinite(variance_scale)
+            and variance_scale > 0):
+        raise ArgumentError("variance_scale", variance_scale, "must be a finite number > 0",
+                            "fit it with fit_variance_scale on the validation split")
+    split = variance_split(means.detach(), None if variances is None else variances.detach())
+    y = _tensor("target", target, split.mean)
+    var = variance_scale * split.total
+    M = means.shape[0]
+    nan = float("nan")
+    return {
+        "coverage_50": interval_coverage(split.mean, var, y, 0.5),
+        "coverage_90": interval_coverage(split.mean, var, y, 0.9),
+        "crps": float(crps_gaussian(split.mean, var.sqrt(), y).mean()),
+        "crps_members": float(crps_ensemble(means.detach(), y).mean()) if M > 1 else nan,
+        "spread_skill": spread_skill_ratio((split.mean, var), y),
+        "spread_skill_members": spread_skill_ratio(means.detach(), y) if M > 1 else nan,
+        "rmse": float(((split.mean - y) ** 2).mean().sqrt()),
+        "sigma_aleatoric": float(split.aleatoric.mean().sqrt()),
+        "sigma_epistemic": float(split.epistemic.mean().sqrt()),
+        "variance_scale": float(variance_scale),
+    }
 
 
 def bootstrap_indices(n: int, M: int, seed: int = 0) -> List[np.ndarray]:

@@ -14,8 +14,9 @@ from meshclosure.mesh import healpix
 from meshclosure.nn import build_model
 from meshclosure.testing import assert_conservative
 from meshclosure.train.losses import beta_nll
-from meshclosure.train.uncertainty import (EnsembleClosure, bootstrap_indices, crps_ensemble,
-                                           crps_gaussian, ensemble_predict, fit_variance_scale,
+from meshclosure.train.uncertainty import (EnsembleClosure, bootstrap_indices,
+                                           calibration_summary, crps_ensemble, crps_gaussian,
+                                           ensemble_predict, fit_variance_scale,
                                            interval_coverage, spread_skill_ratio,
                                            variance_split)
 
@@ -175,6 +176,39 @@ def test_coverage_and_the_fitted_variance_scale_on_known_gaussians():
         interval_coverage(mu, var, torch.full_like(y, float("nan")))
     with pytest.raises(ArgumentError, match="broadcast"):
         crps_gaussian(mu[:3], var[:3], y)
+
+
+def test_calibration_summary_after_a_validation_scale():
+    """Members that scatter like the truth (σ_e) and predict an aleatoric variance 3x too
+    small (σ_a²/3): over-confident; one scale fitted on a validation split makes the test
+    split's 50/90 % intervals and spread-skill calibrated. (With few members the sample
+    epistemic variance is itself noisy and no single scale calibrates both levels; M = 32
+    here.)"""
+    g, M = _gen(6), 32
+
+    def split_data(n):
+        c = torch.randn(n, 3, generator=g, dtype=F64)
+        s_e = 0.5 + torch.rand(n, 3, generator=g, dtype=F64)
+        s_a = 0.2 + 0.5 * torch.rand(n, 3, generator=g, dtype=F64)
+        means = c + s_e * torch.randn(M, n, 3, generator=g, dtype=F64)
+        y = c + s_e * torch.randn(n, 3, generator=g, dtype=F64) + s_a * torch.randn(
+            n, 3, generator=g, dtype=F64)
+        return means, (s_a ** 2 / 3).expand(M, n, 3), y
+
+    val, test = split_data(20_000), split_data(20_000)
+    raw = calibration_summary(*test)
+    assert raw["coverage_90"] < 0.87 and raw["spread_skill"] < 0.93
+    split = variance_split(val[0], val[1])
+    scale = fit_variance_scale(split.mean, split.total, val[2])
+    summary = calibration_summary(*test, variance_scale=scale)
+    assert abs(summary["coverage_90"] - 0.9) < 0.01 and abs(summary["coverage_50"] - 0.5) < 0.015
+    # the scale calibrates mean((y − μ)²/var); the pooled ratio √(Σ var / Σ (y − μ)²)
+    # weighs the wide elements more, so it lands near but not at 1 (1.04 here)
+    assert abs(summary["spread_skill"] - 1) < 0.06
+    assert summary["crps"] < raw["crps"]
+    assert abs(summary["sigma_aleatoric"] ** 2 - float(test[1][0].mean())) < 1e-12
+    with pytest.raises(ArgumentError, match="variance_scale"):
+        calibration_summary(*test, variance_scale=-1.0)
 
 
 # ---------------------------------------------------------------- ensembles as closures
