@@ -187,3 +187,13 @@ def test_uneven_last_batch_equals_one_process(two, one):
     r0, ref = torch.load(two / f"run{i}_rank0.pt"), torch.load(one / f"run{i}_rank0.pt")
     assert r0["updates"] == ref["updates"]
     assert _max_diff(r0["model"], ref["model"]) < TOL
+
+
+@pytest.mark.xfail(reason="each rank logs the loss of its own slice; Distributed.average gives "
+                          "the whole batch's — patch proposed to the lead", strict=False)
+def test_logged_losses_are_the_whole_batch(two, one):
+    for i in range(len(CONFIGS)):
+        r0, r1 = (torch.load(two / f"run{i}_rank{r}.pt") for r in (0, 1))
+        ref = torch.load(one / f"run{i}_rank0.pt")
+        assert r0["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-10, abs=0)
+        assert r0["train_loss"] == r1["train_loss"]
