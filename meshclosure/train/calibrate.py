@@ -37,6 +37,7 @@ meshclosure.data.dataset.DatasetError: dataset 'missing.nc' does not exist or is
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any, Dict, Mapping, Optional
 
@@ -58,6 +59,8 @@ __all__ = ["BASELINES", "calibrate", "save_calibration", "load_calibration",
            "baseline_closures", "summary"]
 
 FORMAT = "meshclosure-calibration-1"
+
+log = logging.getLogger("meshclosure.train.calibrate")
 
 #: ``{scenario: {variable: {baseline: (kind, measure)}}}``; other scenarios: a constant K.
 BASELINES = {
@@ -86,11 +89,18 @@ def _grad(mesh: Mesh, Q: Tensor) -> Tensor:
     return face_gradient(mesh, Q.T).T
 
 
+_UP = ("the flux of {var} is not down-gradient on average (unconstrained least squares "
+       "gives K = {K:.3g} < 0): {what}")
+
+
 def _fit(kind: str, var: str, measure: Optional[str], table: SampleTable) -> dict:
-    """One law fitted to the table's faces: a JSON-ready spec."""
+    """One law fitted to the table's faces: a JSON-ready spec (``warning``: why a fit
+    says little, when it does)."""
     mesh = table.mesh
     G, flux = _grad(mesh, table.state[var]), table.flux[var]
     spec: Dict[str, Any] = {"kind": kind, "measure": measure}
+    free = fit_constant(G, flux).K
+    up = _UP.format(var=var, K=free, what="{what}")
     if kind == "constant":
         f = fit_constant(G, flux, nonnegative=True)
         spec.update(K=f.K, K_se=f.se, K_interval=list(f.interval), n=f.n, rmse=f.rmse)
@@ -114,6 +124,17 @@ def _fit(kind: str, var: str, measure: Optional[str], table: SampleTable) -> dic
         f = fit_eddy_viscosity(kind, shape, G, flux, measure=M)
         spec.update(c=f.c, c_interval=list(f.c_interval), theta=f.theta, theta_se=f.theta_se,
                     n=f.n, rmse=f.rmse, N_range=f.measure_range)
+    clipped = {"constant": free <= 0, "power_law": free <= 0,
+               "convective": spec.get("K0") == 0.0}.get(kind, spec.get("c") == 0.0)
+    if clipped:
+        spec["warning"] = up.format(what={
+            "power_law": "alpha -> 0 and beta is not identified; never extrapolate it",
+            "convective": "K0 clipped to 0"}.get(kind, "clipped to 0 (no closure)"))
+    elif kind in ("power_law", "convective") and (
+            spec["beta_interval"][1] - spec["beta_interval"][0] > 10):
+        spec["warning"] = (f"beta of {var} is poorly determined (95 % interval "
+                           f"[{spec['beta_interval'][0]:.3g}, {spec['beta_interval'][1]:.3g}]):"
+                           " the fitted range of N is too narrow; do not extrapolate")
     return spec
 
 
@@ -164,7 +185,9 @@ def calibrate(data: Any, split: str = "train", n_nodes: int = 8,
     -------
     dict
         ``format``, ``scenario``, ``scenario_config``, ``variables``, ``split``,
-        ``n_samples`` per split, ``baselines``: ``{name: {"closes": {var: spec},
+        ``n_samples`` per split, ``warnings`` (fits that say little: a flux
+        that is not down-gradient on average, an exponent the data cannot
+        determine; also logged), ``baselines``: ``{name: {"closes": {var: spec},
         "errors": {split: {var: {mse, r2, n}}}}}`` (``none`` included), and
         ``keff``: ``{var: {"measure", "nodes", "train_range", split: {"nodes", "truth": K,
         name: K, "error": {name: mean relative error}}}}`` (nodes spanning the
@@ -216,8 +239,12 @@ def calibrate(data: Any, split: str = "train", n_nodes: int = 8,
                     out[name] = K.tolist()
                     out["error"][name] = keff_error(K, truth)
             k[sp] = out
+    warnings = [f"{name}: {spec['warning']}" for name, b in baselines.items()
+                for spec in b["closes"].values() if "warning" in spec]
+    for w in warnings:
+        log.warning(w)
     return _json_ready({
-        "format": FORMAT, "scenario": scenario, "scenario_config": base.config,
+        "format": FORMAT, "warnings": warnings, "scenario": scenario, "scenario_config": base.config,
         "variables": list(base.variables), "split": split,
         "n_samples": {sp: len(t) for sp, t in tables.items()},
         "baselines": baselines, "keff": keff,

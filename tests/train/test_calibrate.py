@@ -99,6 +99,11 @@ def test_closures_from_json_reproduce_the_fits_conserve_and_run(name, datasets, 
                 "barotropic": {"none", "constant", "power_law", "smagorinsky", "leith"},
                 "convection": {"none", "constant", "convective"}}[name]
     assert set(cal["baselines"]) == expected
+    for bname, entry in cal["baselines"].items():   # a coefficient clipped to 0 says why
+        for spec in entry["closes"].values():
+            if spec.get("K") == 0.0 or spec.get("c") == 0.0:
+                assert "not down-gradient on average" in spec["warning"]
+                assert any(w.startswith(bname + ": ") for w in cal["warnings"])
     back = load_calibration(save_calibration(cal, tmp_path / "c.json"))
     for entry in back["baselines"].values():         # tiny runs may fit c = 0: test c > 0
         for spec in entry["closes"].values():
