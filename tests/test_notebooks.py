@@ -22,6 +22,7 @@ FIGURES = {
     "02_solver_and_test_cases.ipynb": 3,          # limiter; test 1 final/exact/error; RH wave
     "03_truth_data_and_subgrid_fluxes.ipynb": 4,  # subgrid panels x 3 families; convection
     "04_conservative_closures.ipynb": 1,          # conservation drift
+    "05_training_and_uncertainty.ipynb": 5,       # K_eff; constraints; online; split; fallback
 }
 
 
