@@ -90,13 +90,17 @@ def _record_updates(trainer, monkeypatch):
     return log
 
 
-@pytest.mark.parametrize("failure", ["inf_flux", "nan_gradient"])
-def test_non_finite_update_is_skipped_and_weights_kept(kinematic_traj, monkeypatch, failure):
+@pytest.mark.parametrize("failure,grad_clip", [("inf_flux", 1.0), ("nan_gradient", 1.0),
+                                               ("nan_gradient", 0.0)])
+def test_non_finite_update_is_skipped_and_weights_kept(kinematic_traj, monkeypatch, failure,
+                                                       grad_clip):
     """After ``good`` forward calls the model turns bad: either its flux becomes infinite (the
-    rollout goes non-finite: the loss is not finite) or its flux stays finite but its
-    gradient is NaN (caught after backward: the weights and Adam's state are restored).
-    Every bad update leaves the weights and the optimiser exactly as they were."""
-    cfg = TrainConfig(**TINY, epochs=1, updates_per_epoch=4, online_steps=2, ema_decay=0.0)
+    rollout goes non-finite: the loss is not finite, nothing is stepped) or its flux stays
+    finite but its gradient is NaN (caught by the clipping norm; without clipping Adam steps
+    to NaN weights and the snapshot is restored). Every bad update leaves the weights and
+    the optimiser exactly as they were."""
+    cfg = TrainConfig(**TINY, epochs=1, updates_per_epoch=4, online_steps=2, ema_decay=0.0,
+                      grad_clip=grad_clip)
     tr = Trainer(kinematic_traj, cfg, None, progress=False)
     log = _record_updates(tr, monkeypatch)
     model, real_forward = tr.model, tr.model.forward
