@@ -37,6 +37,7 @@ import csv
 import io
 import json
 import math
+import shlex
 import os
 import sys
 import time
@@ -73,8 +74,9 @@ TRAIN = dict(model="mgn", model_config={"hidden": 32, "n_blocks": 2}, epochs=60,
              flux_weight=1.0, tendency_weight=0.0)
 QUICK_TRAIN = dict(TRAIN, epochs=3)
 
-METRICS = ("pooled_r2", "band_r2", "keff_error")
-BETTER = {"pooled_r2": 1, "band_r2": 1, "keff_error": -1}      # +1: higher is better
+METRICS = ("pooled_r2", "band_r2", "keff_error", "keff_l1_train", "keff_l1_beyond")
+BETTER = {"pooled_r2": 1, "band_r2": 1, "keff_error": -1, "keff_l1_train": -1,
+          "keff_l1_beyond": -1}                                  # +1: higher is better
 SPLITS = ("test", "ood")
 N_NODES = 8
 
@@ -209,8 +211,35 @@ def _num(v):
         else float("nan")
 
 
+def _curve_errors(r):
+    """Add the curve metrics to ``r["scores"]``, from the K_eff curves on the 14 wide nodes
+    (spanning the training and OOD ranges): ``keff_l1_train`` = Σ|K − K_truth| / Σ|K_truth|
+    over the nodes inside the training range of N, ``keff_l1_beyond`` the same over the
+    nodes beyond it (OOD run only). Unlike ``keff_error`` (the mean of per-bin relative
+    errors) these are not dominated by a bin where the truth's K_eff is near zero."""
+    for var, c in r["curves"].items():
+        nodes = np.asarray(c["nodes"])
+        lo, hi = c["train_range"]
+        inside = (nodes >= lo - 1e-12) & (nodes <= hi + 1e-12)
+        for name, by_split in r["scores"][var].items():
+            for sp in SPLITS:
+                for metric, sel in (("keff_l1_train", inside), ("keff_l1_beyond", ~inside)):
+                    key = f"{sp}:{name}"
+                    val = "undefined: no K_eff curve kept for this closure"
+                    if key in c:
+                        T = np.array(c[f"{sp}:truth"], dtype=float)
+                        K = np.array(c[key], dtype=float)
+                        ok = sel & np.isfinite(T) & np.isfinite(K)
+                        val = (float(np.abs(K[ok] - T[ok]).sum() / np.abs(T[ok]).sum())
+                               if ok.any() and np.abs(T[ok]).sum() > 0 else
+                               "undefined: no face of this split in these bins")
+                    by_split[sp][metric] = val
+    return r
+
+
 def collect(results):
     """Rows: one per (case, var, closure, split, metric)."""
+    results = [_curve_errors(r) for r in results]
     rows = []
     by_case = {}
     for r in results:
@@ -280,9 +309,10 @@ def _cell(rows, case, var, name, sp, metric):
     return ""
 
 
-def write_markdown(rows, results, path, command, wall, settings):
+def write_markdown(rows, results, path, commands, wall, settings):
     lines = ["# Issue 11 offline study: learned vs calibrated closures", "",
-             f"Command: `{command}`  ", f"Wall time: {wall / 60:.1f} min "
+             "Commands (in order):  ", *[f"`{c}`  " for c in commands],
+             f"Wall time: {wall / 60:.1f} min "
              f"(per step and case below); {os.cpu_count()} CPU cores shared, "
              "OMP_NUM_THREADS=1.", "",
              "Learned closure: `" + json.dumps(settings) + "` — trained on the "
@@ -291,7 +321,13 @@ def write_markdown(rows, results, path, command, wall, settings):
              "seeds): `pooled_r2` of the face flux, `band_r2` the R² of the subgrid tendency "
              "projected on the large-scale band (|k| ≤ k_c/4, l ≤ l_c/4), `keff_error` the "
              "mean relative error of K_eff(N) against the truth's over the 8 bins of the "
-             "training range of N. Marks compare the learned closure with that column's "
+             "training range of N (the issue's measure); `keff_l1_train` and "
+             "`keff_l1_beyond` the normalised L1 distance Σ|K − K_truth| / Σ|K_truth| of "
+             "the K_eff curves on 14 nodes spanning the training and OOD ranges, over the "
+             "nodes inside the training range and beyond it (added because a bin where "
+             "the truth's K_eff is near zero dominates the mean of per-bin relative "
+             "errors; the truth's curve comes from the few samples of each split). "
+             "Marks compare the learned closure with that column's "
              "closure, paired over seeds: (L+) learned better by more than 2 SE, (L−) "
              "learned worse by more than 2 SE, (=) |difference| ≤ 2 SE. n/a: undefined "
              "(e.g. no OOD face in the training range's bins).", ""]
@@ -380,6 +416,8 @@ def main(argv=None):
     p.add_argument("--out", default="tools/results")
     p.add_argument("--collect-only", action="store_true",
                    help="only assemble the tables and figures from finished work files")
+    p.add_argument("--ran", action="append", default=[],
+                   help="with --collect-only: a command that produced the work files (repeat)")
     p.add_argument("--wall", type=float, default=None,
                    help="total wall time (s) to report (default: this process's)")
     a = p.parse_args(argv)
@@ -407,16 +445,19 @@ def main(argv=None):
                     results.append(json.loads(f.read_text()))
                 continue
             log(f"start {case} seed {seed}")
-            results.append(run_one(case, seed, table[case], work, settings, log))
+            try:
+                results.append(run_one(case, seed, table[case], work, settings, log))
+            except Exception as err:        # report it and go on with the other cases
+                log(f"FAILED {case} seed {seed}: {type(err).__name__}: {err}")
     if not results:
         p.error("no finished (case, seed) results in --work")
     rows = collect(results)
     stem = "train_study_offline" + ("_quick" if a.quick else "")
     wall = a.wall if a.wall is not None else time.time() - t_start
-    command = "OMP_NUM_THREADS=1 python tools/train_study.py " + " ".join(
+    command = "OMP_NUM_THREADS=1 python tools/train_study.py " + shlex.join(
         argv if argv is not None else sys.argv[1:])
     write_csv(rows, out_dir / f"{stem}.csv")
-    write_markdown(rows, results, out_dir / f"{stem}.md", command, wall, settings)
+    write_markdown(rows, results, out_dir / f"{stem}.md", a.ran + [command], wall, settings)
     figs = draw(results, out_dir) if not a.quick else []
     log(f"wrote {out_dir / stem}.csv/.md and {len(figs)} figures in {wall:.0f} s")
 
