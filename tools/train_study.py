@@ -398,7 +398,9 @@ def draw(results, out_dir):
             line.set_color(colours[who])
             line.set_linestyle("-" if split.startswith("test") else "--")
             line.set_linewidth(2.0 if who == "truth" else 1.4)
-        ax.legend(frameon=False, fontsize="small")
+        ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.set_size_inches(8.5, 4.0)
+        fig.subplots_adjust(right=0.7)
         ax.set_title(f"{rs[0]['mesh']} (kinematic): K_eff(N), mean of {len(rs)} seeds; "
                      "solid test split, dashed OOD run", fontsize="small")
         from meshclosure.plot import save_figure
