@@ -1,9 +1,10 @@
 """The ``meshclosure`` command.
 
 Subcommands: ``demo`` (the end-to-end job on a small default), ``mesh``
-(build or read a mesh, validate it, export it) and ``generate`` (a subgrid
-dataset from a truth scenario). ``train``, ``calibrate``, ``validate`` and
-``compare`` join as their parts land.
+(build or read a mesh, validate it, export it), ``generate`` (a subgrid
+dataset from a truth scenario), ``calibrate`` (fit the physics baselines to
+a dataset) and ``train`` (train a closure; :mod:`meshclosure._cli_train`).
+``validate`` and ``compare`` join as their parts land.
 
 Conventions every subcommand follows
 ------------------------------------
@@ -40,11 +41,12 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 from . import __version__
+from ._cli_train import TRAIN_FLAGS, add_train_parser
 from .errors import ArgumentError, MeshclosureError
 from .mesh.spec import parse_mesh_spec
 
 __all__ = ["main", "build_parser", "parse_mesh_spec", "cli_spelling", "GENERATE_FLAGS",
-           "MESH_FLAGS", "CALIBRATE_FLAGS"]
+           "MESH_FLAGS", "CALIBRATE_FLAGS", "TRAIN_FLAGS"]
 
 log = logging.getLogger("meshclosure.cli")
 
@@ -442,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--overwrite", action="store_true",
                      help="replace an existing calibration.json (default: refuse)")
     cal.set_defaults(func=_cmd_calibrate, flags=CALIBRATE_FLAGS)
+    add_train_parser(sub, common, _integer)
     return parser
 
 

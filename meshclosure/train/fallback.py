@@ -177,6 +177,10 @@ class FallbackClosure(torch.nn.Module, Closure):
         for v in self.variables:
             if v not in baseline:
                 baseline[v] = torch.zeros_like(learned[v])
+        ref = state.get(self.variables[0]) if hasattr(state, "get") else None
+        if isinstance(ref, Tensor):          # the state's dtype, as every closure returns
+            learned = {v: f.to(ref.dtype) for v, f in learned.items()}
+            sigma_e = {v: f.to(ref.dtype) for v, f in sigma_e.items()}
         return learned, baseline, sigma_e
 
     def weights(self, t: float, state: Any, mesh: Any, transport: Optional[Tensor] = None,

@@ -73,7 +73,7 @@ from .config import TrainConfig
 from .distributed import Distributed
 from .losses import beta_nll, flux_mse, tendency_mse
 
-__all__ = ["train", "TrainResult", "Trainer", "METRIC_COLUMNS"]
+__all__ = ["train", "TrainResult", "Trainer", "METRIC_COLUMNS", "load_ensemble"]
 
 _log = logging.getLogger("meshclosure.train")
 
@@ -137,8 +137,10 @@ class _Data:
 
     def __init__(self, data: Any, cfg: TrainConfig, dtype: torch.dtype) -> None:
         self.traj = cfg.needs_trajectories
-        make = (lambda split, n: TrajectoryDataset(data, split, n, dtype=dtype)) if self.traj \
-            else None
+        # trajectory windows in float64: the coarse model integrates their states in the
+        # mesh's dtype; the network's inputs are cast to its own dtype when it is called
+        make = (lambda split, n: TrajectoryDataset(data, split, n, dtype=torch.float64)) \
+            if self.traj else None
         if self.traj:
             self.train, self.val = make("train", 1), make("val", 1)
             k = cfg.max_steps
@@ -158,12 +160,34 @@ class _Data:
         ref = self.train
         self.mesh, self.variables, self.stats = ref.mesh, tuple(ref.variables), ref.stats
         self.config = ref.scenario_config if self.traj else ref.config
-        self.flux_scale = torch.as_tensor(self.stats.flux_scale, dtype=dtype)
+        self.flux_scale = torch.as_tensor(self.stats.flux_scale, dtype=torch.float64)
         names = list(self.stats.input_names)
         self.state_cols = [names.index(f"state_{v}") for v in self.variables]
         self.state_scale = {v: float(self.stats.input_scale[i])
                             for v, i in zip(self.variables, self.state_cols)}
         self._scenario: Optional[Scenario] = None
+        self.tendency_scale, self.production_scale = self._loss_scales()
+
+    def _loss_scales(self, n: int = 32) -> tuple:
+        """Per-variable RMS of the (normalised) subgrid tendency and of the truth's
+        variance production ``P = Σ_f Φ_f (Q_b − Q_a)`` over up to ``n`` training samples:
+        the tendency loss and the dissipation penalty are measured in these units, so
+        their weights are comparable with the flux loss's (all O(1))."""
+        from .constraints import variance_production
+        from .losses import tendency
+
+        ds = self.train
+        idx = np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(int)
+        b = self.batch(ds, np.unique(idx), "instantaneous")
+        y = b["y"].to(torch.float64)
+        s = b["s"].to(torch.float64) if b["s"] is not None else tendency(self.mesh, y)
+        t_scale = s.pow(2).mean(dim=(0, 1)).sqrt()
+        x = b["x"].to(torch.float64)
+        p = torch.stack([variance_production(self.mesh, y[..., i], x[..., c])
+                         for i, c in enumerate(self.state_cols)], -1)
+        p_scale = p.pow(2).mean(dim=0).sqrt()
+        one = torch.ones_like(t_scale)
+        return (torch.where(t_scale > 0, t_scale, one), torch.where(p_scale > 0, p_scale, one))
 
     @property
     def scenario(self) -> Scenario:
@@ -183,7 +207,7 @@ class _Data:
         s = None
         if target == "step_mean":
             y = (_stack_vars(w["flux_mean"], self.variables)[:, 0]
-                 / self.data.flux_scale.to(w["x"].dtype)).to(w["x"].dtype)
+                 / self.flux_scale.to(w["x"].dtype)).to(w["x"].dtype)
         return {"x": w["x"][:, 0], "y": y, "s": s, "window": w}
 
 
@@ -293,12 +317,15 @@ class Trainer:
             if s is None:
                 from .losses import tendency
                 s = tendency(self.mesh, y)
-            terms["tendency"] = cfg.tendency_weight * tendency_mse(self.mesh, mean, s.to(mean))
+            ts = self.data.tendency_scale.to(mean)
+            terms["tendency"] = cfg.tendency_weight * tendency_mse(self.mesh, mean / ts,
+                                                                   s.to(mean) / ts)
         if cfg.dissipation_weight > 0:
             from .constraints import dissipation_penalty
 
             x = batch["x"].to(mean)
-            pen = sum(dissipation_penalty(self.mesh, mean[..., i], x[..., c])
+            ps = self.data.production_scale
+            pen = sum(dissipation_penalty(self.mesh, mean[..., i], x[..., c], scale=float(ps[i]))
                       for i, c in enumerate(self.data.state_cols))
             terms["dissipation"] = cfg.dissipation_weight * pen
         if cfg.weak_form_weight > 0:
@@ -635,12 +662,13 @@ def train(data: Any, out: Optional[Union[str, os.PathLike]] = None,
         return Trainer(data, cfg, out_path, progress=progress, shared=shared).fit(resume)
     seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.ensemble)
     members = []
-    n = len(shared.train)
+    if cfg.bootstrap:
+        from .uncertainty import bootstrap_indices
+
+        resamples = bootstrap_indices(len(shared.train), cfg.ensemble, cfg.seed)
     for k, ss in enumerate(seeds):
         seed = int(ss.generate_state(1)[0] % (2**31 - 1))
-        subset = None
-        if cfg.bootstrap:
-            subset = np.sort(np.random.default_rng(ss).integers(0, n, n))
+        subset = np.sort(resamples[k]) if cfg.bootstrap else None
         sub = out_path / f"member_{k:02d}" if out_path is not None else None
         if sub is not None:
             sub.mkdir(parents=True, exist_ok=True)
@@ -659,6 +687,30 @@ def train(data: Any, out: Optional[Union[str, os.PathLike]] = None,
     first = members[0]
     return TrainResult(first.model, first.closure, first.features, first.normalizer,
                        first.metrics, first.best_epoch, out_path, members)
+
+
+def load_ensemble(out: Union[str, os.PathLike], mesh: Any, mode: str = "mean",
+                  generator: Optional[torch.Generator] = None):
+    """The ensemble :func:`train` wrote to ``out`` (``ensemble.json`` and one ``model.pt``
+    per member) as an :class:`~meshclosure.train.uncertainty.EnsembleClosure` on ``mesh``
+    (each member checked against it, weights only).
+
+    Raises
+    ------
+    ArgumentError
+        ``out`` holds no ``ensemble.json`` (not an ensemble run, or not finished).
+    """
+    from ..nn import load_model
+    from .uncertainty import EnsembleClosure
+
+    listing = Path(out) / "ensemble.json"
+    if not listing.is_file():
+        raise ArgumentError("out", str(out), "holds no ensemble.json (written when an ensemble "
+                            "run finishes)", "train with ensemble=M > 1 (--ensemble M) into "
+                            "this folder, or load a single model with meshclosure.nn.load_model")
+    members = [load_model(Path(out) / m, mesh).closure()
+               for m in json.loads(listing.read_text())["members"]]
+    return EnsembleClosure(members, mode=mode, generator=generator)
 
 
 def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:

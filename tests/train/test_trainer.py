@@ -178,3 +178,46 @@ def test_config_errors_name_the_setting():
         TrainConfig(curriculum=[[0, 0]])
     cfg = TrainConfig(online_steps=2, online_start=3, curriculum=[[5, 4], [8, 6]])
     assert [cfg.steps_at(e) for e in (0, 3, 5, 9)] == [0, 2, 4, 6] and cfg.max_steps == 6
+
+
+def test_step_mean_target_and_float32_online(kinematic_traj):
+    """The step-mean target reads Φ̄ from the windows; a float32 network trains online
+    through the float64 coarse model."""
+    res = train(kinematic_traj, None, SMALL | {"epochs": 2, "target": "step_mean",
+                                                "online_steps": 2, "online_start": 1,
+                                                "offline_weight": 0.5}, progress=False)
+    assert [r["rollout_steps"] for r in res.metrics] == [0, 2]
+    assert np.isfinite(res.metrics[-1]["train_online"])
+    assert next(res.model.parameters()).dtype == torch.float32
+    # offline on the step mean: the validation targets are Φ̄ / flux_scale
+    d = _Data(kinematic_traj, TrainConfig(target="step_mean"), torch.float32)
+    b = d.batch(d.val, [0], "step_mean")
+    w = d.val[0]
+    want = w["flux_mean"]["q"][0] / d.stats.flux_scale[0]
+    assert torch.allclose(b["y"][0, :, 0].double(), want, rtol=1e-12, atol=0)
+
+
+def test_tendency_and_dissipation_terms_are_order_one(kinematic_traj):
+    """Tendency and dissipation terms are measured in the training data's own units, so a
+    weight of 1 is comparable with the flux loss (an untrained model gives O(1) values)."""
+    res = train(kinematic_traj, None, SMALL | {"epochs": 1, "tendency_weight": 1.0,
+                                                "dissipation_weight": 1.0}, progress=False)
+    row = res.metrics[0]
+    assert 0.1 < row["train_tendency"] < 10
+    assert 0 <= row["train_dissipation"] < 10
+
+
+def test_load_ensemble(kinematic_traj, tmp_path):
+    from meshclosure.train import EnsembleClosure, load_ensemble
+
+    train(kinematic_traj, tmp_path / "ens", SMALL | {"epochs": 1, "ensemble": 2,
+                                                     "dtype": "float64"}, progress=False)
+    mesh = mesh_from_dataset(read_dataset(kinematic_traj))
+    ens = load_ensemble(tmp_path / "ens", mesh)
+    assert isinstance(ens, EnsembleClosure)
+    state = {"q": torch.linspace(0, 1, mesh.n_cells, dtype=torch.float64)}
+    means, _ = ens.predict(0.0, state, mesh)
+    flux = ens(0.0, state, mesh)["q"]
+    assert torch.allclose(flux, means.mean(0)[..., 0], rtol=1e-12, atol=1e-15)
+    with pytest.raises(ArgumentError, match="ensemble.json"):
+        load_ensemble(tmp_path, mesh)
