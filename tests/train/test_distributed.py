@@ -197,3 +197,37 @@ def test_logged_losses_are_the_whole_batch(two, one):
         ref = torch.load(one / f"run{i}_rank0.pt")
         assert r0["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-10, abs=0)
         assert r0["train_loss"] == r1["train_loss"]
+
+
+def _cli_has_train() -> bool:
+    import meshclosure.cli
+
+    return "add_train_parser" in Path(meshclosure.cli.__file__).read_text()
+
+
+@pytest.mark.skipif(not _cli_has_train(), reason="`meshclosure train` is not on the CLI yet")
+def test_torchrun_meshclosure_train_equals_one_process(kinematic_traj, tmp_path):
+    """``torchrun --nproc_per_node=2 -m meshclosure train ...`` (exactly the documented
+    command line) writes one model.pt, equal to one process's ``train`` with that batch."""
+    from meshclosure.data.store import mesh_from_dataset
+    from meshclosure.data import read_dataset
+    from meshclosure.nn import load_model
+    from meshclosure.train import train
+
+    settings = {"model_config": {"hidden": 16, "n_blocks": 1}, "dtype": "float64"}
+    out = tmp_path / "two"
+    _torchrun("-m", "meshclosure", "train", "--data", kinematic_traj, "--model", "mgn",
+              "--out", out, "--epochs", "2", "--batch-size", "4", "--seed", "3",
+              "--config", json.dumps(settings), cwd=tmp_path)
+    assert sorted(p.name for p in out.iterdir() if p.suffix in (".pt", ".csv", ".json")) == \
+        ["checkpoint.pt", "config.json", "metrics.csv", "model.pt"]
+    ref = train(kinematic_traj, tmp_path / "one", settings | {"model": "mgn", "epochs": 2,
+                                                              "batch_size": 4, "seed": 3},
+                progress=False)
+    mesh = mesh_from_dataset(read_dataset(kinematic_traj))
+    got = load_model(out / "model.pt", mesh).model
+    want = load_model(tmp_path / "one" / "model.pt", mesh).model
+    assert _max_diff(got.state_dict(), want.state_dict()) < TOL
+    assert _max_diff(got.state_dict(), ref.model.state_dict()) < TOL
+    with open(out / "metrics.csv") as f:
+        assert len(f.read().strip().splitlines()) == 3           # header + 2 epochs
