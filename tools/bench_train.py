@@ -237,10 +237,7 @@ def _epoch_time(out: Path) -> float:
 def bench_ddp(data: Path, folder: Path, epochs: int, batch: int) -> list:
     base = {"model": "mgn", "epochs": epochs, "batch_size": batch, "updates_per_epoch": 6,
             "schedule": "constant", "ema_decay": 0.0}
-    # online in float64: the trainer's float32 online training fails (float32 states, float64
-    # coarse model), reported to the lead
-    cases = {"offline": base, "online K=2": base | {"online_steps": 2, "updates_per_epoch": 3,
-                                                    "dtype": "float64"}}
+    cases = {"offline": base, "online K=2": base | {"online_steps": 2, "updates_per_epoch": 3}}
     rows = []
     for label, cfg in cases.items():
         times = {}
