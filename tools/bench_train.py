@@ -18,15 +18,15 @@ Three parts (``--parts models,online,ddp``), each printed as a table:
   allocation and free of torch's CPU allocator, from the profiler).
 * **ddp** — wall time per epoch (median over the epochs after the first) of
   :func:`meshclosure.train.train` with the same global batch in one process
-  (1 and 2 threads) and in two processes under
-  ``torchrun --standalone --nproc_per_node=2`` (1 thread each), offline and
-  online (K = 2); speed-up = one process's time / two processes' time.
+  (1 thread; also 2 threads with ``--compare-threads``) and in two processes
+  under ``torchrun --standalone --nproc_per_node=2`` (1 thread each), offline
+  and online (K = 2); speed-up = one process's time / two processes' time.
 
 Times are medians of ``--repeats`` after a warm-up; nothing here asserts a time.
 ``--quick`` uses a smaller dataset (Cartesian 16² → 8²), fewer repeats and epochs.
 
     python tools/bench_train.py [--quick] [--parts models,online,ddp] [--threads 1]
-        [--repeats 5] [--batch 8] [--models mgn,gru] [--device cpu]
+        [--repeats 5] [--batch 8] [--models mgn,gru] [--device cpu] [--compare-threads]
 """
 from __future__ import annotations
 
@@ -234,16 +234,18 @@ def _epoch_time(out: Path) -> float:
     return statistics.median(walls[1:] if len(walls) > 1 else walls)
 
 
-def bench_ddp(data: Path, folder: Path, epochs: int, batch: int) -> list:
+def bench_ddp(data: Path, folder: Path, epochs: int, batch: int,
+              compare_threads: bool = False) -> list:
     base = {"model": "mgn", "epochs": epochs, "batch_size": batch, "updates_per_epoch": 6,
             "schedule": "constant", "ema_decay": 0.0}
     cases = {"offline": base, "online K=2": base | {"online_steps": 2, "updates_per_epoch": 3}}
     rows = []
     for label, cfg in cases.items():
         times = {}
-        for how, procs, threads in (("1 process, 1 thread", 1, 1),
-                                    ("1 process, 2 threads", 1, 2),
-                                    ("2 processes, 1 thread each", 2, 1)):
+        ways = [("1 process, 1 thread", 1, 1), ("2 processes, 1 thread each", 2, 1)]
+        if compare_threads:
+            ways.insert(1, ("1 process, 2 threads", 1, 2))
+        for how, procs, threads in ways:
             out = folder / f"ddp_{label.replace(' ', '_').replace('=', '')}_{procs}_{threads}"
             run = [__file__, "--_ddp", str(data), json.dumps(cfg), str(out)]
             cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -259,13 +261,14 @@ def bench_ddp(data: Path, folder: Path, epochs: int, batch: int) -> list:
         rows.append(dict(case=label, **times))
     print(f"\n**Two processes under torchrun** (mgn, global batch {batch}, gloo, CPU; "
           "median wall time per epoch after the first)\n")
-    print("| case | 1 process, 1 thread (s) | 1 process, 2 threads (s) | "
-          "2 processes (s) | speed-up vs 1 thread | speed-up vs 2 threads |")
-    print("|---|---:|---:|---:|---:|---:|")
+    cols = [c for c in ("1 process, 1 thread", "1 process, 2 threads") if c in rows[0]]
+    print("| case | " + " | ".join(f"{c} (s)" for c in cols) + " | 2 processes (s) | "
+          + " | ".join(f"speed-up vs {c}" for c in cols) + " |")
+    print("|---|" + "---:|" * (2 * len(cols) + 1))
     for r in rows:
-        a, b, c = (r["1 process, 1 thread"], r["1 process, 2 threads"],
-                   r["2 processes, 1 thread each"])
-        print(f"| {r['case']} | {a:.3f} | {b:.3f} | {c:.3f} | {a / c:.2f} | {b / c:.2f} |")
+        two = r["2 processes, 1 thread each"]
+        print(f"| {r['case']} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + f" | {two:.3f} | "
+              + " | ".join(f"{r[c] / two:.2f}" for c in cols) + " |")
     return rows
 
 
@@ -303,6 +306,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--models", default=None, help="comma-separated subset of list_models()")
     parser.add_argument("--device", default="cpu", help="device of the models part")
+    parser.add_argument("--compare-threads", action="store_true",
+                        help="ddp part: also one process with 2 threads")
     parser.add_argument("--data-dir", default=None,
                         help="folder for the generated dataset (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -326,7 +331,7 @@ def main(argv=None) -> None:
             if "online" in parts:
                 bench_online(data, 2 if args.quick else 4, repeats, args.threads)
             if "ddp" in parts:
-                bench_ddp(data, folder, 3 if args.quick else 5, args.batch)
+                bench_ddp(data, folder, 3 if args.quick else 5, args.batch, args.compare_threads)
 
 
 if __name__ == "__main__":
