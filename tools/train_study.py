@@ -301,7 +301,7 @@ def _cell(rows, case, var, name, sp, metric):
                 (case, var, name, sp, metric):
             if not math.isfinite(r["mean"]):
                 return "n/a"
-            s = f"{r['mean']:.3g}"
+            s = f"{r['mean']:.3g}" if abs(r["mean"]) > 1e-12 else "0"
             if r["verdict"]:
                 s += {"no difference": " (=)", "learned better": " (L+)"}.get(r["verdict"],
                                                                                 " (L−)")
