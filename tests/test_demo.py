@@ -17,7 +17,7 @@ def small_demo(monkeypatch):
     truth = demo.run_truth_data
     monkeypatch.setattr(demo, "_cases", lambda: cases)
     monkeypatch.setattr(demo, "run_truth_data", lambda out, plots, echo: truth(
-        out, plots=plots, echo=echo, mesh="cartesian:16", n_samples=3))
+        out, plots=plots, echo=echo, mesh="cartesian:16", n_samples=12))
     return lambda out: demo.run_demo(out, plots=True, echo=lambda line: None, test1_level=2)
 
 
@@ -32,10 +32,15 @@ def test_demo_reruns_into_its_own_folder(tmp_path, small_demo):
     assert (out / "notes.txt").read_text() == "mine"
     assert [r["name"] for r in first] == [r["name"] for r in second]
     pngs = [r["png"] for r in second if r.get("png")]
-    assert len(pngs) == 2 + 8 + 1                               # meshes, test 1, truth
+    assert len(pngs) == 2 + 8 + 1 + 1                           # meshes, test 1, truth, K_eff
     for png in pngs:
         assert png.read_bytes()[:8] == PNG
     for r in second:
         if r["name"].startswith("test1"):                       # final | exact | error
             height, width = matplotlib.image.imread(r["png"]).shape[:2]
             assert width > 2.5 * height, r["png"]
+    trained = [r for r in second if r["name"].startswith("calibrate and train")]
+    assert len(trained) == 1                                    # the learned closure ran:
+    assert trained[0]["closure_change"] > 1e-6                  # it moved Q between cells
+    assert trained[0]["total_drift"] < 1e-12                    # and added none
+    assert (out / "calibration.json").is_file() and trained[0]["model"].is_file()
