@@ -73,8 +73,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.bootstrap:
         settings["bootstrap"] = True
     cfg = TrainConfig.from_dict(settings)
-    res = train(str(data), args.out, cfg, resume=not args.no_resume, overwrite=args.overwrite,
-                progress=not args.quiet)
+    from .train.distributed import shutdown
+
+    try:
+        res = train(str(data), args.out, cfg, resume=not args.no_resume,
+                    overwrite=args.overwrite, progress=not args.quiet)
+    finally:
+        shutdown()                           # leave the process group (under torchrun)
     if int(os.environ.get("RANK", "0")) == 0:
         last = res.metrics[-1] if res.metrics else {}
         log.info("trained %s on %s: %d epochs, best epoch %d, val loss %s, val flux R2 %s; "

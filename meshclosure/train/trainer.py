@@ -293,10 +293,9 @@ class Trainer:
             perm = torch.randperm(len(idx), generator=self.shuffle).numpy()
             order += [int(idx[i]) for i in perm]
         order = order[:need]
-        batches = [order[i:i + b] for i in range(0, len(order), b)]
-        if self.dist.active:                      # every rank needs at least one sample
-            batches = [x for x in batches if len(x) >= self.dist.world]
-        return batches
+        # a batch smaller than the world gives the ranks beyond it a zero-weight sample
+        # (Distributed.split): every process trains on the batches of one process
+        return [order[i:i + b] for i in range(0, len(order), b)]
 
     # -------------------------------------------------------------- losses
     def _predict(self, net, x: Tensor):
@@ -361,8 +360,7 @@ class Trainer:
     # --------------------------------------------------------------- epoch
     def _update(self, idx: List[int], steps: int) -> Optional[Dict[str, float]]:
         cfg, d = self.cfg, self.data
-        local = self.dist.shard(idx)
-        share = len(local) * self.dist.world / len(idx)
+        local, share = self.dist.split(idx)
         self.net.train()
         terms: Dict[str, Any] = {}
         if steps:
@@ -400,7 +398,8 @@ class Trainer:
         if isinstance(self.sched, torch.optim.lr_scheduler.CosineAnnealingLR):
             self.sched.step()
         self.updates += 1
-        return {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())}
+        logged = {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())}
+        return self.dist.average(logged, share)      # the whole batch's, as one process logs
 
     def _offline_from_window(self, w: Mapping[str, Any]) -> Dict[str, Any]:
         """The offline batch of a window's first state (for the mixed online loss)."""

@@ -179,9 +179,6 @@ def test_only_rank_0_writes(two):
                     if p.name in ("model.pt", "metrics.csv", "config.json", "checkpoint.pt")]
 
 
-@pytest.mark.xfail(reason="the trainer drops a last batch smaller than the world under DDP "
-                          "(trainer._epoch_batches); Distributed.split gives such ranks a "
-                          "zero-weight sample instead — patch proposed to the lead", strict=False)
 def test_uneven_last_batch_equals_one_process(two, one):
     i = len(CONFIGS)
     r0, ref = torch.load(two / f"run{i}_rank0.pt"), torch.load(one / f"run{i}_rank0.pt")
@@ -189,8 +186,6 @@ def test_uneven_last_batch_equals_one_process(two, one):
     assert _max_diff(r0["model"], ref["model"]) < TOL
 
 
-@pytest.mark.xfail(reason="each rank logs the loss of its own slice; Distributed.average gives "
-                          "the whole batch's — patch proposed to the lead", strict=False)
 def test_logged_losses_are_the_whole_batch(two, one):
     for i in range(len(CONFIGS)):
         r0, r1 = (torch.load(two / f"run{i}_rank{r}.pt") for r in (0, 1))
