@@ -194,6 +194,95 @@ def run_one(case, seed, spec, work, train_settings, log):
     return out
 
 
+def run_step_mean(case, seed, spec, work, log):
+    """Kinematic addendum: the study's closures of (case, seed) scored against the
+    instantaneous AND the step-mean subgrid flux of a trajectory dataset (same scenario
+    and seed, a sample at every coarse step). The learned model and the calibration are
+    the main study's (trained and fitted on the instantaneous flux of the main dataset);
+    the network's inputs are normalised with the main dataset's training statistics."""
+    from meshclosure.data import TrajectoryDataset
+    from meshclosure.nn import load_model
+
+    res_path = work / f"{case}_s{seed}_stepmean.json"
+    if res_path.exists():
+        return json.loads(res_path.read_text())
+    scen_name, mesh, n_main, n_ood = spec
+    main = work / f"{case}_s{seed}.nc"
+    data = work / f"{case}_s{seed}_traj.nc"
+    t0 = time.time()
+    if not data.exists():
+        generate(get_scenario(scen_name, mesh=mesh, seed=seed), data,
+                 n_samples=2 * n_main, ood_samples=2 * n_ood, trajectory=True, progress=False)
+    t_gen = time.time() - t0
+    stats = SubgridDataset(main, "train").stats
+    cal = calibrate(main, n_nodes=N_NODES)
+    scen = Scenario.from_config(cal["scenario_config"])
+    out = {"case": case, "seed": seed, "scores": {}, "n_samples": {}, "wall_s": {}}
+    for sp in SPLITS:
+        traj = TrajectoryDataset(data, sp, length=1, stats=stats)
+        b = traj.collate([traj[i] for i in range(len(traj))])
+        cmesh = traj.mesh
+        model = load_model(work / f"{case}_s{seed}_model" / "model.pt", cmesh).model.eval()
+        scale = torch.as_tensor(stats.flux_scale, dtype=torch.float64)
+        with torch.no_grad():
+            pred = model(cmesh, b["x"][:, 0].to(next(model.parameters()).dtype))
+        pred = (pred if isinstance(pred, torch.Tensor) else pred.mean).double() * scale
+        truth = {"instantaneous": b["y"][:, 0, :, 0].double() * scale[0],
+                 "step_mean": b["flux_mean"]["q"][:, 0].double()}
+        Q = b["state"]["q"]
+        fluxes = {"learned": pred[..., 0], "none": torch.zeros_like(truth["step_mean"])}
+        closures = baseline_closures(cal, scen if sp != "ood" else scen.ood())
+        for name in ("constant", "power_law"):
+            with torch.no_grad():
+                fluxes[name] = torch.stack([
+                    as_closure(closures[name])(float(b["t"][i, 0]), {"q": Q[i]}, cmesh,
+                                               transport=b["transport_stages"][i, 0, 0])["q"]
+                    for i in range(len(Q))]).double()
+        out["n_samples"][sp] = len(Q)
+        for name, f in fluxes.items():
+            s_pred = tendency(cmesh, f.unsqueeze(-1))[..., 0]
+            for target, y in truth.items():
+                s_true = tendency(cmesh, y.unsqueeze(-1))[..., 0]
+                out["scores"].setdefault(name, {}).setdefault(sp, {})[target] = {
+                    "pooled_r2": _safe(pooled_r2, f, y),
+                    "band_r2": _safe(large_band_r2, cmesh, s_pred, s_true)}
+    out["wall_s"] = {"generate": t_gen, "total": time.time() - t0}
+    with atomic_path(res_path, ".json") as tmp:
+        Path(tmp).write_text(json.dumps(_jsonable(out), indent=1))
+    log(f"{case} seed {seed} step-mean addendum: {out['wall_s']['total']:.0f} s")
+    return out
+
+
+def step_mean_markdown(extra):
+    """The addendum's table: mean over seeds (per-seed values in brackets)."""
+    if not extra:
+        return []
+    lines = ["## Kinematic addendum: R² against the instantaneous and the step-mean flux", "",
+             "The same learned model and calibration (fitted on the instantaneous flux of "
+             "the main dataset), scored on a trajectory dataset of the same scenario and seed "
+             "(a sample at every coarse step; its test split and OOD run), against the "
+             "instantaneous flux Φ and the step-mean flux Φ̄ of the coarse step that starts "
+             "at each sample.", ""]
+    for case in sorted({e["case"] for e in extra}):
+        es = sorted([e for e in extra if e["case"] == case], key=lambda e: e["seed"])
+        names = list(es[0]["scores"])
+        lines += [f"### {case} (seeds {[e['seed'] for e in es]}; samples per seed "
+                  + ", ".join(f"{k} {v}" for k, v in es[0]["n_samples"].items()) + ")", "",
+                  "| split | target | metric | " + " | ".join(names) + " |",
+                  "|---|---|---|" + "---|" * len(names)]
+        for sp in SPLITS:
+            for target in ("instantaneous", "step_mean"):
+                for metric in ("pooled_r2", "band_r2"):
+                    cells = []
+                    for n in names:
+                        v = [_num(e["scores"][n][sp][target][metric]) for e in es]
+                        cells.append(f"{np.nanmean(v):.3g} [" + " ".join(f"{x:.3g}" for x in v)
+                                     + "]" if any(math.isfinite(x) for x in v) else "n/a")
+                    lines.append(f"| {sp} | {target} | {metric} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def _jsonable(x):
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}
@@ -309,7 +398,7 @@ def _cell(rows, case, var, name, sp, metric):
     return ""
 
 
-def write_markdown(rows, results, path, commands, wall, settings):
+def write_markdown(rows, results, path, commands, wall, settings, extra=()):
     lines = ["# Issue 11 offline study: learned vs calibrated closures", "",
              "Commands (in order):  ", *[f"`{c}`  " for c in commands],
              f"Wall time: {wall / 60:.1f} min "
@@ -362,6 +451,7 @@ def write_markdown(rows, results, path, commands, wall, settings):
         lines += ["", "Fitted (mean over seeds): " + "; ".join(fits) + ".  ",
                   "Wall per seed (s): " + ", ".join(f"{k} {v:.0f}" for k, v in walls.items())
                   + "; best epoch " + ", ".join(str(r["best_epoch"]) for r in rs) + ".", ""]
+    lines += step_mean_markdown(list(extra))
     with atomic_path(path, ".md") as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
 
@@ -418,6 +508,9 @@ def main(argv=None):
     p.add_argument("--out", default="tools/results")
     p.add_argument("--collect-only", action="store_true",
                    help="only assemble the tables and figures from finished work files")
+    p.add_argument("--step-mean", action="store_true",
+                   help="kinematic cases: also score against the step-mean flux of a "
+                        "trajectory dataset (after the main study of that case and seed)")
     p.add_argument("--ran", action="append", default=[],
                    help="with --collect-only: a command that produced the work files (repeat)")
     p.add_argument("--wall", type=float, default=None,
@@ -451,6 +544,20 @@ def main(argv=None):
                 results.append(run_one(case, seed, table[case], work, settings, log))
             except Exception as err:        # report it and go on with the other cases
                 log(f"FAILED {case} seed {seed}: {type(err).__name__}: {err}")
+    extra = []
+    for case in names:
+        if table[case][0] != "kinematic":
+            continue
+        for seed in a.seeds:
+            f = work / f"{case}_s{seed}_stepmean.json"
+            if a.step_mean and not a.collect_only and not f.exists() and \
+                    (work / f"{case}_s{seed}.json").exists():
+                try:
+                    run_step_mean(case, seed, table[case], work, log)
+                except Exception as err:
+                    log(f"FAILED step-mean {case} seed {seed}: {type(err).__name__}: {err}")
+            if f.exists():
+                extra.append(json.loads(f.read_text()))
     if not results:
         p.error("no finished (case, seed) results in --work")
     rows = collect(results)
@@ -459,7 +566,8 @@ def main(argv=None):
     command = "OMP_NUM_THREADS=1 python tools/train_study.py " + shlex.join(
         argv if argv is not None else sys.argv[1:])
     write_csv(rows, out_dir / f"{stem}.csv")
-    write_markdown(rows, results, out_dir / f"{stem}.md", a.ran + [command], wall, settings)
+    write_markdown(rows, results, out_dir / f"{stem}.md", a.ran + [command], wall, settings,
+                   extra)
     figs = draw(results, out_dir) if not a.quick else []
     log(f"wrote {out_dir / stem}.csv/.md and {len(figs)} figures in {wall:.0f} s")
 
