@@ -34,7 +34,8 @@ from .fallback import (FallbackClosure, NonFiniteSpreadError, ThresholdChoice, b
 from .losses import beta_nll, flux_mse, tendency, tendency_mse
 from .online import (Curriculum, LastGoodWeights, online_loss, rollout_finite, state_scales,
                      unroll)
-from .trainer import METRIC_COLUMNS, TrainResult, Trainer, load_ensemble, train
+from .outputs import METRIC_COLUMNS, load_ensemble
+from .trainer import TrainResult, Trainer, train
 from .uncertainty import (EnsembleClosure, VarianceSplit, bootstrap_indices,
                           calibration_summary, crps_ensemble, crps_gaussian, ensemble_predict,
                           fit_variance_scale, interval_coverage, spread_skill_ratio,

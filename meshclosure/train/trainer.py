@@ -47,8 +47,6 @@ meshclosure.data.dataset.DatasetError: dataset 'missing.nc' does not exist or is
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -56,7 +54,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -64,23 +62,18 @@ from torch import Tensor
 
 from .._files import atomic_path
 from ..closures import FeaturePipeline, ModelClosure, Normalizer
-from ..data import SubgridDataset, TrajectoryDataset
-from ..data.scenarios import Scenario
-from ..errors import ArgumentError, OutputExistsError
+from ..errors import ArgumentError
 from ..nn import build_model, save_model
 from .checkpoint import load_training_checkpoint, save_training_checkpoint
 from .config import TrainConfig
+from .data import TrainingData, stack_vars
 from .distributed import Distributed
 from .losses import beta_nll, flux_mse, tendency_mse
+from .outputs import METRIC_COLUMNS, prepare_out, write_metrics
 
-__all__ = ["train", "TrainResult", "Trainer", "METRIC_COLUMNS", "load_ensemble"]
+__all__ = ["train", "TrainResult", "Trainer"]
 
 _log = logging.getLogger("meshclosure.train")
-
-METRIC_COLUMNS = ("epoch", "updates", "lr", "rollout_steps", "train_loss", "train_flux",
-                  "train_tendency", "train_weak_form", "train_dissipation", "train_online",
-                  "val_loss", "val_flux_mse", "val_flux_r2", "val_online", "skipped_updates",
-                  "wall_s")
 
 
 @dataclass
@@ -127,102 +120,18 @@ def _ema(decay: float):
     return update
 
 
-# ------------------------------------------------------------------------ data
-def _stack_vars(d: Mapping[str, Tensor], variables: Sequence[str]) -> Tensor:
-    return torch.stack([d[v] for v in variables], -1)
-
-
-class _Data:
-    """The datasets of one run: offline samples and (if needed) trajectory windows."""
-
-    def __init__(self, data: Any, cfg: TrainConfig, dtype: torch.dtype) -> None:
-        self.traj = cfg.needs_trajectories
-        # trajectory windows in float64: the coarse model integrates their states in the
-        # mesh's dtype; the network's inputs are cast to its own dtype when it is called
-        make = (lambda split, n: TrajectoryDataset(data, split, n, dtype=torch.float64)) \
-            if self.traj else None
-        if self.traj:
-            self.train, self.val = make("train", 1), make("val", 1)
-            k = cfg.max_steps
-            self.online_train = make("train", k) if k else None
-            self.online_val = make("val", k) if k else None
-            if k and not len(self.online_train):
-                raise ArgumentError("online_steps", k, "needs training windows of that many "
-                                    "coarse steps inside the training split",
-                                    "pass a smaller {online_steps} or generate more samples")
-        else:
-            self.train = SubgridDataset(data, "train", dtype=dtype)
-            self.val = SubgridDataset(data, "val", dtype=dtype)
-            self.online_train = self.online_val = None
-        if not len(self.train):
-            raise ArgumentError("data", str(data), "has no training samples",
-                                "generate a dataset with more samples (--samples)")
-        ref = self.train
-        self.mesh, self.variables, self.stats = ref.mesh, tuple(ref.variables), ref.stats
-        self.config = ref.scenario_config if self.traj else ref.config
-        self.flux_scale = torch.as_tensor(self.stats.flux_scale, dtype=torch.float64)
-        names = list(self.stats.input_names)
-        self.state_cols = [names.index(f"state_{v}") for v in self.variables]
-        self.state_scale = {v: float(self.stats.input_scale[i])
-                            for v, i in zip(self.variables, self.state_cols)}
-        self._scenario: Optional[Scenario] = None
-        self.tendency_scale, self.production_scale = self._loss_scales()
-
-    def _loss_scales(self, n: int = 32) -> tuple:
-        """Per-variable RMS of the (normalised) subgrid tendency and of the truth's
-        variance production ``P = Σ_f Φ_f (Q_b − Q_a)`` over up to ``n`` training samples:
-        the tendency loss and the dissipation penalty are measured in these units, so
-        their weights are comparable with the flux loss's (all O(1))."""
-        from .constraints import variance_production
-        from .losses import tendency
-
-        ds = self.train
-        idx = np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(int)
-        b = self.batch(ds, np.unique(idx), "instantaneous")
-        y = b["y"].to(torch.float64)
-        s = b["s"].to(torch.float64) if b["s"] is not None else tendency(self.mesh, y)
-        t_scale = s.pow(2).mean(dim=(0, 1)).sqrt()
-        x = b["x"].to(torch.float64)
-        p = torch.stack([variance_production(self.mesh, y[..., i], x[..., c])
-                         for i, c in enumerate(self.state_cols)], -1)
-        p_scale = p.pow(2).mean(dim=0).sqrt()
-        one = torch.ones_like(t_scale)
-        return (torch.where(t_scale > 0, t_scale, one), torch.where(p_scale > 0, p_scale, one))
-
-    @property
-    def scenario(self) -> Scenario:
-        if self._scenario is None:
-            self._scenario = Scenario.from_config(self.config)
-        return self._scenario
-
-    def batch(self, ds, idx: Sequence[int], target: str) -> Dict[str, Any]:
-        """Offline batch: ``x (B, n_cells, F)``, ``y (B, n_faces, V)`` and ``s (B, n_cells, V)``
-        (normalised), plus the collated trajectory batch (``window``) if any."""
-        items = [ds[int(i)] for i in idx]
-        if not self.traj:
-            b = ds.collate(items)
-            return {"x": b.x, "y": b.y, "s": b.y_tendency, "window": None}
-        w = ds.collate(items)
-        y = w["y"][:, 0]
-        s = None
-        if target == "step_mean":
-            y = (_stack_vars(w["flux_mean"], self.variables)[:, 0]
-                 / self.flux_scale.to(w["x"].dtype)).to(w["x"].dtype)
-        return {"x": w["x"][:, 0], "y": y, "s": s, "window": w}
-
-
 # --------------------------------------------------------------------- trainer
 class Trainer:
     """One model's training run (see the module docstring); :func:`train` drives it."""
 
     def __init__(self, data: Any, cfg: TrainConfig, out: Optional[Path], *,
                  seed: Optional[int] = None, subset: Optional[np.ndarray] = None,
-                 progress: bool = True, shared: Optional[_Data] = None) -> None:
+                 progress: bool = True, shared: Optional[TrainingData] = None) -> None:
         self.cfg, self.out, self.progress = cfg, out, progress
         self.seed = cfg.seed if seed is None else int(seed)
         self.dtype = getattr(torch, cfg.dtype)
         self.device = torch.device(cfg.device)
-        self.data = shared if shared is not None else _Data(data, cfg, self.dtype)
+        self.data = shared if shared is not None else TrainingData(data, cfg, self.dtype)
         self.dist = Distributed(self.device)
         self.subset = None if subset is None else np.asarray(subset, np.int64)
         d = self.data
@@ -405,7 +314,7 @@ class Trainer:
         """The offline batch of a window's first state (for the mixed online loss)."""
         y = w["y"][:, 0]
         if self.cfg.target == "step_mean":
-            y = _stack_vars(w["flux_mean"], self.data.variables)[:, 0] / \
+            y = stack_vars(w["flux_mean"], self.data.variables)[:, 0] / \
                 self.data.flux_scale.to(w["x"].dtype)
         return {"x": w["x"][:, 0], "y": y, "s": None, "window": w}
 
@@ -606,18 +515,6 @@ class Trainer:
                            self.best_epoch, out)
 
 
-def write_metrics(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """The per-epoch metrics as CSV, written atomically."""
-    cols = list(METRIC_COLUMNS) + sorted({k for r in rows for k in r} - set(METRIC_COLUMNS))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, restval="")
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    with atomic_path(path, ".csv") as tmp:
-        Path(tmp).write_text(buf.getvalue())
-
-
 # ------------------------------------------------------------------- train()
 def train(data: Any, out: Optional[Union[str, os.PathLike]] = None,
           config: Optional[Union[TrainConfig, Mapping[str, Any]]] = None, *,
@@ -654,9 +551,9 @@ def train(data: Any, out: Optional[Union[str, os.PathLike]] = None,
         cfg = cfg.replace(**settings)
     out_path = Path(out) if out is not None else None
     if out_path is not None:
-        _prepare_out(out_path, resume, overwrite)
+        prepare_out(out_path, resume, overwrite)
     dtype = getattr(torch, cfg.dtype)
-    shared = _Data(data, cfg, dtype)
+    shared = TrainingData(data, cfg, dtype)
     if cfg.ensemble == 1:
         return Trainer(data, cfg, out_path, progress=progress, shared=shared).fit(resume)
     seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.ensemble)
@@ -688,52 +585,3 @@ def train(data: Any, out: Optional[Union[str, os.PathLike]] = None,
                        first.metrics, first.best_epoch, out_path, members)
 
 
-def load_ensemble(out: Union[str, os.PathLike], mesh: Any, mode: str = "mean",
-                  generator: Optional[torch.Generator] = None):
-    """The ensemble :func:`train` wrote to ``out`` (``ensemble.json`` and one ``model.pt``
-    per member) as an :class:`~meshclosure.train.uncertainty.EnsembleClosure` on ``mesh``
-    (each member checked against it, weights only).
-
-    Raises
-    ------
-    ArgumentError
-        ``out`` holds no ``ensemble.json`` (not an ensemble run, or not finished).
-    """
-    from ..nn import load_model
-    from .uncertainty import EnsembleClosure
-
-    listing = Path(out) / "ensemble.json"
-    if not listing.is_file():
-        raise ArgumentError("out", str(out), "holds no ensemble.json (written when an ensemble "
-                            "run finishes)", "train with ensemble=M > 1 (--ensemble M) into "
-                            "this folder, or load a single model with meshclosure.nn.load_model")
-    members = [load_model(Path(out) / m, mesh).closure()
-               for m in json.loads(listing.read_text())["members"]]
-    return EnsembleClosure(members, mode=mode, generator=generator)
-
-
-def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
-    """Create ``out``; refuse to mix with an earlier run's results unless resuming it
-    or ``overwrite``."""
-    if out.exists() and not out.is_dir():
-        raise ArgumentError("out", str(out), "must be a folder", "pass a folder path")
-    ours = ["model.pt", "checkpoint.pt", "metrics.csv", "config.json", "ensemble.json"]
-    found = [n for n in ours if (out / n).exists()] + sorted(
-        p.name for p in out.glob("member_*")) if out.is_dir() else []
-    if found and not overwrite:
-        if resume and ((out / "checkpoint.pt").is_file() or any(
-                (p / "checkpoint.pt").is_file() for p in out.glob("member_*"))):
-            return
-        raise OutputExistsError(f"output folder {str(out)!r} already holds a training run "
-                                f"({', '.join(found)}); pass overwrite=True (--overwrite) to "
-                                "replace it, or choose another folder.")
-    if found and overwrite:
-        import shutil
-
-        for n in found:
-            p = out / n
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-        tb = out / "tensorboard"
-        if tb.is_dir():
-            shutil.rmtree(tb)
-    out.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,8 @@ def primitives(results: Path) -> None:
 def run(data: Any, results: Path, configs: List[Dict[str, Any]], write: bool = False) -> None:
     """Train each config and save this rank's results (module docstring)."""
     from meshclosure.train.config import TrainConfig
-    from meshclosure.train.trainer import Trainer, _prepare_out
+    from meshclosure.train.outputs import prepare_out
+    from meshclosure.train.trainer import Trainer
 
     rank = int(os.environ.get("RANK", "0"))
     results = Path(results)
@@ -69,7 +70,7 @@ def run(data: Any, results: Path, configs: List[Dict[str, Any]], write: bool = F
         out = None
         if write:
             out = results / f"out{i}_rank{rank}"
-            _prepare_out(out, resume=False, overwrite=False)
+            prepare_out(out, resume=False, overwrite=False)
         trainer = Trainer(data, cfg, out, progress=False)
         initial = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
         res = trainer.fit(resume=False)

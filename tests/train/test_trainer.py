@@ -17,7 +17,7 @@ from meshclosure.nn import load_model
 from meshclosure.nn.checkpoint import CheckpointError
 from meshclosure.train import TrainConfig, Trainer, face_gradient, train
 from meshclosure.train.checkpoint import load_training_checkpoint, save_training_checkpoint
-from meshclosure.train.trainer import _Data
+from meshclosure.train.data import TrainingData as _Data
 
 K_TRUE = 0.02
 SMALL = {"model": "mgn", "model_config": {"hidden": 16, "n_blocks": 1}, "batch_size": 4}
