@@ -282,22 +282,33 @@ def part_online(work: Path, case: str, S: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def part_dissipation(work: Path, case: str, S: Mapping[str, Any]) -> Dict[str, Any]:
+    """Per seed, the offline training without and with the dissipation penalty: the positive
+    production fractions, the validation flux skill and the held-out rollout errors (what
+    the penalty costs or buys)."""
     spec = S["cases"][case]
     data, held = dataset(work, case, spec, "train"), dataset(work, case, spec, "heldout")
+    H = S["horizons"]
+    ds = _windows(held, max(H), S["stride"], S["max_windows"])
+    sc_h = Scenario.from_config(ds.scenario_config)
     res: Dict[str, Any] = {"case": case, "weight": S["dissipation_weight"], "runs": []}
     for seed in S["seeds"]:
-        cfg = TrainConfig(**S["train"], seed=seed, dissipation_weight=S["dissipation_weight"])
-        r = fit(data, cfg)
-        stats = r["trainer"].data.stats
-        last = r["metrics"][-1]
-        res["runs"].append({
-            "seed": seed, "weight": S["dissipation_weight"], "wall_s": r["wall_s"],
-            "val_flux_mse": last["val_flux_mse"], "train_dissipation": last["train_dissipation"],
-            "test": production_fraction(r["model"], r["trainer"].normalizer, data, "test", stats),
-            "heldout": production_fraction(r["model"], r["trainer"].normalizer, held, "all",
-                                           stats)})
-        _log.info("%s seed %d dissipation: %s", case, seed, res["runs"][-1]["test"])
-        _save_json(work / f"part_dissipation_{case}.json", res)
+        for weight in (0.0, S["dissipation_weight"]):
+            cfg = TrainConfig(**S["train"], seed=seed, dissipation_weight=weight)
+            r = fit(data, cfg)
+            stats, last = r["trainer"].data.stats, r["metrics"][-1]
+            errs = rollout_errors(sc_h, r["closure"], ds, H, r["trainer"].data.state_scale)
+            res["runs"].append({
+                "seed": seed, "weight": weight, "wall_s": r["wall_s"],
+                "val_flux_mse": last["val_flux_mse"], "val_flux_r2": last["val_flux_r2"],
+                "train_dissipation": last["train_dissipation"],
+                "errors": _mean_errors(errs, H),
+                "test": production_fraction(r["model"], r["trainer"].normalizer, data, "test",
+                                            stats),
+                "heldout": production_fraction(r["model"], r["trainer"].normalizer, held, "all",
+                                               stats)})
+            _log.info("%s seed %d dissipation %g: %s", case, seed, weight,
+                      res["runs"][-1]["test"])
+            _save_json(work / f"part_dissipation_{case}.json", res)
     return res
 
 
@@ -445,7 +456,7 @@ def report_online(work: Path, S: Mapping[str, Any], command: str) -> None:
           "apart (overlapping windows are correlated); relative RMSE = volume-weighted RMSE of "
           "the variable / the training split's standard deviation of it. Bounds: `none` (no "
           "closure) and `replay` (the true step-mean flux, the best a closure can do). "
-          "Float64 training (float32 online training hits a trainer bug, see the report).", ""]
+          "Float64 networks (the coarse model steps float64 states).", ""]
     for case in S["cases"]:
         p = work / f"part_online_{case}.json"
         if not p.is_file():
@@ -512,49 +523,64 @@ def report_online(work: Path, S: Mapping[str, Any], command: str) -> None:
                    f"{np.mean(walls['offline']):.1f}, online {np.mean(walls['online']):.1f}.", ""]
     # dissipation
     md += ["## Dissipation penalty: fraction of samples with positive variance production", "",
-           f"Same offline training, `dissipation_weight` 0 vs {S['dissipation_weight']} "
-           "(penalty `([P]_+)²` in normalised units). `test`: the training file's test split; "
-           "`held-out`: every sample of the held-out run. `truth`: the true Φ^sgs.", "",
-           "| case | variable | seed | weight | test P>0 | held-out P>0 | truth test | "
-           "truth held-out | train wall s |", "|---|---|---|---|---|---|---|---|---|"]
+           f"Same offline training (settings above), `dissipation_weight` 0 vs "
+           f"{S['dissipation_weight']} (the trainer's penalty `([P / P_rms]_+)²` per sample and "
+           "variable, mean over the batch, `P_rms` the RMS of the truth's P over up to 32 "
+           "training samples), final EMA weights. P = Σ_f Φ̂_f (Q_b − Q_a), "
+           "the closure's contribution to d/dt ½ Σ V Q². `test`: the training file's test "
+           "split; `held-out`: every sample of the held-out run; `truth`: the true Φ^sgs. "
+           "Also the cost: validation flux R² (normalised, pooled over faces, samples and "
+           "variables) and the held-out rollout errors as above.", ""]
     for case in S["cases"]:
-        p0, p1 = work / f"part_online_{case}.json", work / f"part_dissipation_{case}.json"
-        if not (p0.is_file() and p1.is_file()):
-            md.append(f"| {case} | (not run) | | | | | | | |")
+        p1 = work / f"part_dissipation_{case}.json"
+        if not p1.is_file():
+            md += [f"{case}: not run", ""]
             continue
-        before = json.loads(p0.read_text()).get("production", [])
-        after = json.loads(p1.read_text())["runs"]
-        for r in before + after:
-            for key in r["test"]:
-                if not key.startswith("learned_"):
-                    continue
-                v = key[len("learned_"):]
-                md.append(f"| {case} | {v} | {r['seed']} | {r['weight']} | "
-                          f"{_f(r['test'][key])} | {_f(r['heldout'].get(key))} | "
+        runs = json.loads(p1.read_text())["runs"]
+        variables = sorted(k[len("learned_"):] for k in runs[0]["test"]
+                           if k.startswith("learned_"))
+        head = ("| variable | seed | weight | test P>0 | held-out P>0 | truth test | truth "
+                "held-out | val flux R² | " + " | ".join(f"err @{h}" for h in H) +
+                " | train wall s |")
+        md += [f"### {case}", "", head, "|" + "---|" * (head.count("|") - 1)]
+        for r in runs:
+            for v in variables:
+                e = r["errors"][v]
+                md.append(f"| {v} | {r['seed']} | {r['weight']} | {_f(r['test']['learned_' + v])}"
+                          f" | {_f(r['heldout'].get('learned_' + v))} | "
                           f"{_f(r['test'].get('truth_' + v))} | "
-                          f"{_f(r['heldout'].get('truth_' + v))} | {r['wall_s']:.1f} |")
+                          f"{_f(r['heldout'].get('truth_' + v))} | {_f(r['val_flux_r2'])} | " +
+                          " | ".join(_f(e[f'err_{h}']) for h in H) + f" | {r['wall_s']:.1f} |")
                 rows.append({"part": "dissipation", "case": case, "variable": v,
                              "seed": r["seed"], "dissipation_weight": r["weight"],
-                             "positive_fraction_test": r["test"][key],
-                             "positive_fraction_heldout": r["heldout"].get(key),
+                             "positive_fraction_test": r["test"]["learned_" + v],
+                             "positive_fraction_heldout": r["heldout"].get("learned_" + v),
                              "truth_positive_fraction_test": r["test"].get("truth_" + v),
                              "truth_positive_fraction_heldout": r["heldout"].get("truth_" + v),
                              "n_test": r["test"].get("n_samples"),
                              "n_heldout": r["heldout"].get("n_samples"),
-                             "val_flux_mse": r.get("val_flux_mse", ""),
-                             "train_wall_s": r["wall_s"]})
-        for v in sorted({k[len("learned_"):] for r in after for k in r["test"]
-                         if k.startswith("learned_")}):
-            for where in ("test", "heldout"):
-                b = [next((x[where].get("learned_" + v) for x in before if x["seed"] == r["seed"]),
-                          math.nan) for r in after]
-                a = [r[where].get("learned_" + v) for r in after]
-                d = _paired(b, a)
-                md.append(f"| {case} | {v} | paired (with − without) | {where} | "
-                          f"{_f(d['mean'])} ± {_f(d['se'])} | n={d['n']} | | | |")
+                             "val_flux_r2": r["val_flux_r2"], "val_flux_mse": r["val_flux_mse"],
+                             **{f"rel_rmse_{h}": e[f"err_{h}"] for h in H},
+                             "blowups": e["blowups"], "train_wall_s": r["wall_s"]})
+        md += ["", "Paired differences (with − without penalty) over seeds, mean ± SE:", "",
+               "| variable | quantity | with − without | SE | |d| > 2 SE |", "|---|---|---|---|---|"]
+        seeds = sorted({r["seed"] for r in runs})
+        for v in variables:
+            quantities = [("test P>0", lambda r: r["test"]["learned_" + v]),
+                          ("held-out P>0", lambda r: r["heldout"].get("learned_" + v)),
+                          ("val flux R²", lambda r: r["val_flux_r2"])]
+            quantities += [(f"err @{h}", lambda r, h=h: r["errors"][v][f"err_{h}"]) for h in H]
+            for name, get in quantities:
+                pick = {w: [next((get(r) for r in runs if r["seed"] == s and
+                                  (r["weight"] > 0) == w), math.nan) for s in seeds]
+                        for w in (False, True)}
+                d = _paired(pick[False], pick[True])
+                sig = "yes" if d["n"] > 1 and abs(d["mean"]) > 2 * d["se"] else "no"
+                md.append(f"| {v} | {name} | {_f(d['mean'])} | {_f(d['se'])} | {sig} |")
                 rows.append({"part": "dissipation_paired", "case": case, "variable": v,
-                             "where": where, "diff_with_minus_without": d["mean"],
-                             "se": d["se"], "n_seeds": d["n"]})
+                             "quantity": name, "diff_with_minus_without": d["mean"],
+                             "se": d["se"], "n_seeds": d["n"], "beyond_2se": sig})
+        md.append("")
     RESULTS.mkdir(parents=True, exist_ok=True)
     _write(RESULTS / "train_study_online.csv", _csv(rows))
     _write(RESULTS / "train_study_online.md", "\n".join(md) + "\n")
