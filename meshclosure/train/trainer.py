@@ -332,7 +332,7 @@ class Trainer:
     def _skip(self, value: Tensor) -> None:
         self._skipped += 1
         _log.warning("epoch %d: skipped an update whose loss or gradient was not finite (%s); "
-                     "kept the last good weights", self.epoch, float(value))
+                     "kept the last good weights", self.epoch, float(value.detach()))
 
     @torch.no_grad()
     def evaluate(self, net=None, steps: int = 0) -> Dict[str, float]:
@@ -412,7 +412,9 @@ class Trainer:
             row["train_loss" if k == "loss" else f"train_{k}"] = v / max(n_ok, 1)
         row.update(val)
         self.metrics.append(row)
-        self._track(row.get(monitor, math.nan), monitor)
+        # the online loss grows with K by construction: each rollout length is its own phase
+        self._track(row.get(monitor, math.nan),
+                    f"val_online@K={steps}" if monitor == "val_online" else monitor)
         return row
 
     def _track(self, value: float, monitor: str) -> None:
