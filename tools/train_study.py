@@ -279,7 +279,8 @@ def step_mean_markdown(extra):
                         cells.append(f"{np.nanmean(v):.3g} [" + " ".join(f"{x:.3g}" for x in v)
                                      + "]" if any(math.isfinite(x) for x in v) else "n/a")
                     lines.append(f"| {sp} | {target} | {metric} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["", "Wall per seed (s, trajectory generation and scoring): " + ", ".join(
+            f"{e['wall_s']['total']:.0f}" for e in es) + ".", ""]
     return lines
 
 
@@ -401,7 +402,7 @@ def _cell(rows, case, var, name, sp, metric):
 def write_markdown(rows, results, path, commands, wall, settings, extra=()):
     lines = ["# Issue 11 offline study: learned vs calibrated closures", "",
              "Commands (in order):  ", *[f"`{c}`  " for c in commands],
-             f"Wall time: {wall / 60:.1f} min "
+             f"Wall time of the main study: {wall / 60:.1f} min "
              f"(per step and case below); {os.cpu_count()} CPU cores shared, "
              "OMP_NUM_THREADS=1.", "",
              "Learned closure: `" + json.dumps(settings) + "` — trained on the "
