@@ -35,6 +35,7 @@ from .losses import beta_nll, flux_mse, tendency, tendency_mse
 from .online import (Curriculum, LastGoodWeights, online_loss, rollout_finite, state_scales,
                      unroll)
 from .outputs import METRIC_COLUMNS, load_ensemble
+from .skill import PairedDifference, band_projection, large_band_r2, paired_difference, pooled_r2
 from .trainer import TrainResult, Trainer, train
 from .uncertainty import (EnsembleClosure, VarianceSplit, bootstrap_indices,
                           calibration_summary, crps_ensemble, crps_gaussian, ensemble_predict,
@@ -49,6 +50,8 @@ __all__ = [
     "flux_mse", "tendency", "tendency_mse", "beta_nll", "test_functions", "project",
     "weak_form_projections", "weak_form_residual", "weak_form_loss", "variance_production",
     "dissipation_penalty", "positive_production_fraction",
+    # skill
+    "pooled_r2", "band_projection", "large_band_r2", "paired_difference", "PairedDifference",
     # online
     "unroll", "online_loss", "state_scales", "rollout_finite", "Curriculum", "LastGoodWeights",
     # baselines

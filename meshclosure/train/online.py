@@ -152,6 +152,23 @@ def _check_transport(scenario, model, window: Mapping[str, Any], dt: float) -> N
                                 "dataset.scenario_config)")
 
 
+def _stored_transport(stages: Tensor, times: Sequence[float], dt: float, current: List[int]):
+    """``t -> U_c(t)`` from a window's ``transport_stages (length, n_stages, n_faces)`` for
+    the step ``current[0]`` (its stage times ``t_j + c_s dt``)."""
+    c = STAGES["ssprk3"].c
+
+    def transport(t: float) -> Tensor:
+        j = current[0]
+        s = min(range(len(c)), key=lambda k: abs(t - times[j] - c[k] * dt))
+        if abs(t - times[j] - c[s] * dt) > 1e-9 * max(1.0, abs(times[j]) + dt):
+            raise ArgumentError("t", t, f"must be a stage time of coarse step {j} "
+                                f"(t_j + c dt, c in {c})", "step the coarse model with ssprk3 "
+                                "and the dataset's coarse_dt")
+        return stages[j, s]
+
+    return transport
+
+
 # --------------------------------------------------------------------------- unroll
 def _unroll_window(scenario, closure, window: Mapping[str, Any], steps: int, truncation: int,
                    checkpoint: bool, forcing: str) -> List[State]:
@@ -171,11 +188,18 @@ def _unroll_window(scenario, closure, window: Mapping[str, Any], steps: int, tru
     replayed = _StepForcing(window.get("forcing_mean", {})) if forcing == "replay" else None
     model = scenario.coarse_model(closure=closure, forcing=replayed)
     _check_transport(scenario, model, window, dt)
+    current = [0]
+    base = getattr(model, "base", None)
+    if "transport_stages" in window and hasattr(base, "transport"):
+        # the stored stage transports (checked equal to the model's own above): no fresh
+        # synthesis of the prescribed flow at every stage of every step
+        base.transport = _stored_transport(window["transport_stages"], t, dt, current)
     recurrent = bool(getattr(closure, "recurrent", False)) and hasattr(closure, "h")
     if callable(getattr(closure, "reset", None)):
         closure.reset()
 
     def one_step(j: int, t_j: float, h: Optional[Tensor], *values: Tensor):
+        current[0] = j
         if replayed is not None:
             replayed.j = j
         if recurrent:                      # the memory the step starts with (also on recompute)
