@@ -23,9 +23,9 @@ from .baselines import (ConstantFit, ConvectiveClosure, ConvectiveFit, Diffusivi
 from .calibrate import (baseline_closures, calibrate, load_calibration, save_calibration)
 from .checkpoint import load_training_checkpoint, save_training_checkpoint
 from .config import TrainConfig
-from .constraints import (dissipation_penalty, positive_production_fraction, project,
-                          test_functions, variance_production, weak_form_loss,
-                          weak_form_projections, weak_form_residual)
+from .constraints import (project, test_functions, weak_form_loss, weak_form_projections,
+                          weak_form_residual)
+from .dissipation import dissipation_penalty, positive_production_fraction, variance_production
 from .diffusivity import effective_diffusivity, keff_error, plot_effective_diffusivity
 from .eddy_viscosity import (EddyViscosityClosure, EddyViscosityFit, fit_eddy_viscosity,
                              grid_scale, strain_rate, vorticity_gradient)

@@ -77,7 +77,7 @@ class TrainingData:
         variance production ``P = Σ_f Φ_f (Q_b − Q_a)`` over up to ``n`` training samples:
         the tendency loss and the dissipation penalty are measured in these units, so
         their weights are comparable with the flux loss's (all O(1))."""
-        from .constraints import variance_production
+        from .dissipation import variance_production
         from .losses import tendency
 
         ds = self.train

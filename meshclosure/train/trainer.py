@@ -229,7 +229,7 @@ class Trainer:
             terms["tendency"] = cfg.tendency_weight * tendency_mse(self.mesh, mean / ts,
                                                                    s.to(mean) / ts)
         if cfg.dissipation_weight > 0:
-            from .constraints import dissipation_penalty
+            from .dissipation import dissipation_penalty
 
             x = batch["x"].to(mean)
             ps = self.data.production_scale
