@@ -247,3 +247,22 @@ def real_harmonics(x: torch.Tensor, lmax: int = 4) -> tuple[torch.Tensor, list[i
                 degrees.append(ll)
         c, s = X * c - Y * s, X * s + Y * c
     return torch.stack(cols, 1), degrees
+
+
+# ------------------------------------------------------------ training data (tests/train)
+def small_kinematic():
+    """``kinematic`` on a 16² plane coarse-grained to 8²: seconds to generate."""
+    from meshclosure.data.scenarios import get_scenario
+
+    return get_scenario("kinematic", mesh="cartesian:16", factor=2, spinup_time=0.5)
+
+
+@pytest.fixture(scope="session")
+def kinematic_traj(tmp_path_factory):
+    """A trajectory dataset: 17 main samples (windows of up to 10 steps in train) + 3 OOD."""
+    from meshclosure.data import generate
+
+    out = tmp_path_factory.mktemp("train_data") / "kinematic_traj.nc"
+    generate(small_kinematic(), out, n_samples=17, ood_samples=3, trajectory=True,
+             progress=False)
+    return out
