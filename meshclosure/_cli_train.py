@@ -41,7 +41,14 @@ _SETTINGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_size", "
 def _read_config(text: str) -> Dict[str, Any]:
     """``--config``: a JSON file or JSON text -> dict."""
     path = Path(text)
-    raw = path.read_text() if path.suffix == ".json" or path.is_file() else text
+    if text.lstrip().startswith("{"):
+        raw = text
+    else:
+        try:
+            raw = path.read_text()
+        except OSError as err:
+            raise ArgumentError("config", text, f"is neither JSON text nor a readable file "
+                                f"({err.strerror})", "pass a .json file or JSON text") from None
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as err:

@@ -413,8 +413,13 @@ class Trainer:
         row.update(val)
         self.metrics.append(row)
         # the online loss grows with K by construction: each rollout length is its own phase
-        self._track(row.get(monitor, math.nan),
-                    f"val_online@K={steps}" if monitor == "val_online" else monitor)
+        if monitor in val:
+            self._track(val[monitor],
+                        f"val_online@K={steps}" if monitor == "val_online" else monitor)
+        else:                                      # no validation split: the latest weights
+            import copy
+            self.best_epoch, self.stale = self.epoch, 0
+            self.best_state = copy.deepcopy(self.eval_model.state_dict())
         return row
 
     def _track(self, value: float, monitor: str) -> None:
