@@ -20,19 +20,9 @@ evolution equation in the sense of weak-form system identification
 (Messenger & Bortz 2021, doi:10.1016/j.jcp.2021.110525), with the test
 functions in space and one coarse step in time.
 
-**Dissipation.** For any face flux ``Φ`` and cell field ``Q``::
-
-    Σ_i V_i Q_i (−div Φ)_i = −Σ_i Q_i (Σ_{f: a_f=i} Φ_f − Σ_{f: b_f=i} Φ_f)
-                          = −Σ_f Φ_f (Q_{a_f} − Q_{b_f}) = Σ_f Φ_f (Q_{b_f} − Q_{a_f}) =: P
-
-(each interior face appears once with its owner ``a`` and once with its
-neighbour ``b``; boundary faces carry no closure flux). So
-:func:`variance_production` ``P`` is exactly the closure's contribution to
-``d/dt ½ Σ_i V_i Q_i²``, and a down-gradient flux ``Φ_f = −K_f (Q_b − Q_a)``
-with ``K_f ≥ 0`` gives ``P = −Σ K_f (Q_b − Q_a)² ≤ 0``. A subgrid closure of a
-cascade to small scales should not produce resolved variance on average;
-:func:`dissipation_penalty` is ``mean([P]_+²)`` (units ``([Q]² · volume / time)²``
-unless the trainer passes a ``scale`` in the units of ``P``).
+**Dissipation.** The variance production ``P = Σ_f Φ_f (Q_b − Q_a)`` and the
+penalty ``mean([P]_+²)`` live in :mod:`meshclosure.train.dissipation` (derivation
+there); they are re-exported here.
 
 Examples
 --------
