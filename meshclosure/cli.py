@@ -3,8 +3,9 @@
 Subcommands: ``demo`` (the end-to-end job on a small default), ``mesh``
 (build or read a mesh, validate it, export it), ``generate`` (a subgrid
 dataset from a truth scenario), ``calibrate`` (fit the physics baselines to
-a dataset) and ``train`` (train a closure; :mod:`meshclosure._cli_train`).
-``validate`` and ``compare`` join as their parts land.
+a dataset), ``train`` (train a closure; :mod:`meshclosure._cli_train`) and
+``validate`` (the validation hierarchy and its report; :mod:`meshclosure._cli_validate`).
+``compare`` joins when it lands.
 
 Conventions every subcommand follows
 ------------------------------------
@@ -42,11 +43,13 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from . import __version__
 from ._cli_train import TRAIN_FLAGS, add_train_parser
+from ._cli_validate import VALIDATE_FLAGS, add_validate_parser
 from .errors import ArgumentError, MeshclosureError
 from .mesh.spec import parse_mesh_spec
 
 __all__ = ["main", "build_parser", "parse_mesh_spec", "cli_spelling", "GENERATE_FLAGS",
-           "MESH_FLAGS", "CALIBRATE_FLAGS", "TRAIN_FLAGS"]
+           "MESH_FLAGS", "CALIBRATE_FLAGS", "TRAIN_FLAGS",
+           "VALIDATE_FLAGS"]
 
 log = logging.getLogger("meshclosure.cli")
 
@@ -445,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace an existing calibration.json (default: refuse)")
     cal.set_defaults(func=_cmd_calibrate, flags=CALIBRATE_FLAGS)
     add_train_parser(sub, common, _integer)
+    add_validate_parser(sub, common, _integer)
     return parser
 
 
