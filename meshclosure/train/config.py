@@ -41,8 +41,12 @@ class TrainConfig:
         from the data); ``dtype``: ``"float32"`` or ``"float64"``; ``device``.
     Optimiser
         Adam (``lr``, ``weight_decay``); ``schedule``: ``"constant"``, ``"cosine"``
-        (annealed to ``lr · min_lr_factor`` over all updates) or ``"plateau"``
-        (halved when the validation loss stalls for ``plateau_patience`` epochs);
+        (annealed to ``lr · min_lr_factor`` over all planned updates — the sum over
+        epochs of each epoch's offline batches or online windows, or
+        ``updates_per_epoch``; skipped updates count — so the last update ends at
+        ``lr · min_lr_factor``) or ``"plateau"`` (halved when the validation loss
+        stalls for ``plateau_patience`` epochs; its count starts afresh at each
+        phase of the curriculum, keeping the learning rate reached);
         ``grad_clip``: the largest gradient norm (0: no clipping); ``ema_decay``:
         the exponential moving average of the weights used for evaluation and
         saved as the model (0: none); ``patience``: epochs without a better
@@ -159,6 +163,12 @@ class TrainConfig:
              "pass {target}='step_mean' to train on the step-mean flux of trajectory data")
         if self.weak_form_degree is not None:
             integer("weak_form_degree", 1)
+            need("weak_form_degree", self.weak_form_weight > 0, "has no effect unless "
+                 "weak_form_weight > 0 (the weak-form term is off)",
+                 "set {weak_form_weight} > 0 (e.g. 0.1), or leave {weak_form_degree} unset")
+        need("bootstrap", not self.bootstrap or self.ensemble > 1, "needs ensemble > 1 "
+             f"(ensemble={self.ensemble}: one model on one resample is no ensemble)",
+             "set {ensemble} >= 2 (--ensemble M), or leave {bootstrap} off")
         need("flux_weight", self.flux_weight + self.tendency_weight > 0 or self.online_steps > 0,
              "and tendency_weight cannot both be 0 for offline training (nothing to fit)",
              "set {flux_weight}=1 (or tendency_weight > 0)")

@@ -70,14 +70,26 @@ def load_ensemble(out: Union[str, os.PathLike], mesh: Any, mode: str = "mean",
 
 
 
+_RUN_FILES = ("checkpoint.pt", "model.pt", "metrics.csv", "config.json")
+
+
 def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     """Create ``out``; refuse to mix with an earlier run's results unless resuming it
-    or ``overwrite``."""
+    or ``overwrite``.
+
+    Called on rank 0 only (:func:`~meshclosure.train.train` waits for it at a barrier):
+    with ``overwrite`` it deletes the earlier run's files, which must happen once.
+    A ``member_*`` folder is an earlier run's only when it holds one of
+    ``checkpoint.pt``, ``model.pt``, ``metrics.csv`` or ``config.json``.
+    """
     if out.exists() and not out.is_dir():
         raise ArgumentError("out", str(out), "must be a folder", "pass a folder path")
     ours = ["model.pt", "checkpoint.pt", "metrics.csv", "config.json", "ensemble.json"]
+    # a member folder counts only when it holds run files: an ensemble interrupted before
+    # its first checkpoint leaves empty member_* folders, and a rerun must proceed
     found = [n for n in ours if (out / n).exists()] + sorted(
-        p.name for p in out.glob("member_*")) if out.is_dir() else []
+        p.name for p in out.glob("member_*") if p.is_dir() and any(
+            (p / n).exists() for n in _RUN_FILES)) if out.is_dir() else []
     if found and not overwrite:
         if resume and ((out / "checkpoint.pt").is_file() or any(
                 (p / "checkpoint.pt").is_file() for p in out.glob("member_*"))):

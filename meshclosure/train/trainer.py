@@ -52,6 +52,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
@@ -167,15 +168,21 @@ class Trainer:
             return json.loads(ds.attrs["feature_pipeline"])
         return FeaturePipeline.from_scenario(self.data.scenario).config()
 
-    def _n_updates(self) -> int:
-        n = len(self._train_indices())
-        per = self.cfg.updates_per_epoch or max(1, math.ceil(n / self.cfg.batch_size))
-        return per
+    def _n_updates(self, epoch: int) -> int:
+        """The optimiser updates planned for ``epoch``: ``updates_per_epoch``, else one pass
+        over that epoch's batches (offline samples, or trajectory windows when the
+        curriculum's rollout length ``K`` at that epoch is > 0)."""
+        if self.cfg.updates_per_epoch:
+            return int(self.cfg.updates_per_epoch)
+        n = len(self._train_indices(online=bool(self.cfg.steps_at(epoch))))
+        return max(1, math.ceil(n / self.cfg.batch_size))
 
     def _scheduler(self):
         cfg = self.cfg
         if cfg.schedule == "cosine":
-            total = max(1, cfg.epochs * self._n_updates())
+            # every planned update steps the schedule (a skipped one too), so the last
+            # update of the last epoch ends at lr · min_lr_factor
+            total = max(1, sum(self._n_updates(e) for e in range(cfg.epochs)))
             return torch.optim.lr_scheduler.CosineAnnealingLR(
                 self.opt, T_max=total, eta_min=cfg.lr * cfg.min_lr_factor)
         if cfg.schedule == "plateau":
@@ -304,8 +311,6 @@ class Trainer:
             return None
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        if isinstance(self.sched, torch.optim.lr_scheduler.CosineAnnealingLR):
-            self.sched.step()
         self.updates += 1
         logged = {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())}
         return self.dist.average(logged, share)      # the whole batch's, as one process logs
@@ -390,6 +395,10 @@ class Trainer:
                        unit="update", leave=False, disable=None)
         for idx in batches:
             res = self._update(idx, steps)
+            if isinstance(self.sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+                with warnings.catch_warnings():       # a skipped first update: no opt.step()
+                    warnings.simplefilter("ignore", UserWarning)
+                    self.sched.step()
             if res is not None:
                 n_ok += 1
                 for k, v in res.items():
@@ -402,7 +411,12 @@ class Trainer:
             bar.close()
         val = self.evaluate(steps=steps)
         monitor = "val_online" if steps and "val_online" in val else "val_loss"
+        phase = f"val_online@K={steps}" if monitor == "val_online" else monitor
         if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau) and monitor in val:
+            if self.monitor is not None and phase != self.monitor:
+                # a new curriculum phase: its loss is on another scale, so the plateau
+                # count and best value start afresh (the learning rate reached is kept)
+                self.sched._reset()
             self.sched.step(val[monitor])
         row: Dict[str, Any] = {c: "" for c in METRIC_COLUMNS}
         row.update(epoch=self.epoch, updates=self.updates, lr=self.opt.param_groups[0]["lr"],
@@ -414,8 +428,7 @@ class Trainer:
         self.metrics.append(row)
         # the online loss grows with K by construction: each rollout length is its own phase
         if monitor in val:
-            self._track(val[monitor],
-                        f"val_online@K={steps}" if monitor == "val_online" else monitor)
+            self._track(val[monitor], phase)
         else:                                      # no validation split: the latest weights
             import copy
             self.best_epoch, self.stale = self.epoch, 0
@@ -557,8 +570,11 @@ def train(data: Any, out: Optional[Union[str, os.PathLike]] = None,
     if settings:
         cfg = cfg.replace(**settings)
     out_path = Path(out) if out is not None else None
+    dist = Distributed(torch.device(cfg.device))
     if out_path is not None:
-        prepare_out(out_path, resume, overwrite)
+        if dist.main:               # with overwrite it deletes files: once, not on every rank
+            prepare_out(out_path, resume, overwrite)
+        dist.barrier()
     dtype = getattr(torch, cfg.dtype)
     shared = TrainingData(data, cfg, dtype)
     if cfg.ensemble == 1:
@@ -573,12 +589,12 @@ def train(data: Any, out: Optional[Union[str, os.PathLike]] = None,
         seed = int(ss.generate_state(1)[0] % (2**31 - 1))
         subset = np.sort(resamples[k]) if cfg.bootstrap else None
         sub = out_path / f"member_{k:02d}" if out_path is not None else None
-        if sub is not None:
+        if sub is not None and dist.main:
             sub.mkdir(parents=True, exist_ok=True)
         _log.info("ensemble member %d/%d (seed %d)", k + 1, cfg.ensemble, seed)
         members.append(Trainer(data, cfg, sub, seed=seed, subset=subset, progress=progress,
                                shared=shared).fit(resume))
-    if out_path is not None and int(os.environ.get("RANK", "0")) == 0:
+    if out_path is not None and dist.main:
         listing = {"members": [f"member_{k:02d}/model.pt" for k in range(cfg.ensemble)],
                    "config": cfg.to_dict()}
         with atomic_path(out_path / "ensemble.json", ".json") as tmp:

@@ -118,6 +118,45 @@ def test_files_written(kinematic_traj, tmp_path):
         train(kinematic_traj, out, SMALL | {"epochs": 2, "lr": 0.5}, progress=False)
 
 
+def test_empty_member_folder_does_not_block_a_rerun(kinematic_traj, tmp_path):
+    """An ensemble interrupted before its first checkpoint leaves empty member folders:
+    a rerun proceeds; a member folder with run files still counts as an earlier run."""
+    out = tmp_path / "ens"
+    (out / "member_00").mkdir(parents=True)
+    res = train(kinematic_traj, out, SMALL | {"epochs": 1, "ensemble": 2}, resume=True,
+                progress=False)
+    assert len(res.members) == 2 and (out / "member_00" / "model.pt").is_file()
+    other = tmp_path / "other"
+    (other / "member_00").mkdir(parents=True)
+    (other / "member_00" / "metrics.csv").write_text("epoch\n0\n")
+    with pytest.raises(OutputExistsError, match="member_00"):
+        train(kinematic_traj, other, SMALL | {"epochs": 1, "ensemble": 2}, progress=False)
+
+
+def test_only_rank_zero_prepares_the_output_folder(kinematic_traj, tmp_path, monkeypatch):
+    """Under torchrun a rank != 0 neither deletes an earlier run (overwrite) nor writes."""
+    import meshclosure.train.trainer as trainer_module
+
+    calls = []
+
+    class Rank1(trainer_module.Distributed):
+        def __init__(self, device):
+            super().__init__(device)
+            self.rank = 1
+
+        def barrier(self):
+            calls.append("barrier")
+
+    monkeypatch.setattr(trainer_module, "Distributed", Rank1)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.pt").write_text("the earlier run")
+    train(kinematic_traj, out, SMALL | {"epochs": 1}, overwrite=True, progress=False)
+    assert (out / "model.pt").read_text() == "the earlier run"
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt"]
+    assert calls and calls[0] == "barrier"            # waits for rank 0's preparation
+
+
 def test_ema_is_the_evaluated_model(kinematic_traj):
     ema = train(kinematic_traj, None, SMALL | {"epochs": 2, "ema_decay": 0.9}, progress=False)
     raw = train(kinematic_traj, None, SMALL | {"epochs": 2, "ema_decay": 0.0}, progress=False)
@@ -176,6 +215,11 @@ def test_config_errors_name_the_setting():
         TrainConfig(batch_size=0)
     with pytest.raises(ArgumentError, match="curriculum"):
         TrainConfig(curriculum=[[0, 0]])
+    with pytest.raises(ArgumentError, match="weak_form_degree=2.*weak_form_weight"):
+        TrainConfig(weak_form_degree=2)
+    with pytest.raises(ArgumentError, match="bootstrap=True.*ensemble"):
+        TrainConfig(bootstrap=True)
+    assert TrainConfig(weak_form_degree=2, weak_form_weight=0.1).weak_form_degree == 2
     cfg = TrainConfig(online_steps=2, online_start=3, curriculum=[[5, 4], [8, 6]])
     assert [cfg.steps_at(e) for e in (0, 3, 5, 9)] == [0, 2, 4, 6] and cfg.max_steps == 6
 

@@ -46,6 +46,29 @@ def test_online_switches_on_at_online_start(kinematic_traj, dtype):
     assert rows[1]["train_loss"] == pytest.approx(rows[1]["train_online"], rel=1e-12)
 
 
+def test_cosine_schedule_ends_at_the_minimum_in_an_online_run(kinematic_traj):
+    """T_max counts the updates actually planned (offline batches, then online windows):
+    the last update of the run ends at lr · min_lr_factor."""
+    cfg = TINY | {"epochs": 3, "online_steps": 2, "online_start": 1, "curriculum": [[2, 3]],
+                  "schedule": "cosine", "lr": 1e-3, "min_lr_factor": 0.1}
+    res = train(kinematic_traj, None, cfg, progress=False)
+    assert [r["rollout_steps"] for r in res.metrics] == [0, 2, 3]
+    assert res.metrics[-1]["lr"] == pytest.approx(1e-4, rel=0, abs=1e-12)
+    assert res.metrics[0]["lr"] > res.metrics[1]["lr"] > res.metrics[-1]["lr"]
+
+
+def test_plateau_count_restarts_at_each_curriculum_phase(kinematic_traj):
+    cfg = TINY | {"epochs": 2, "updates_per_epoch": 1, "online_steps": 1, "online_start": 1,
+                  "schedule": "plateau", "plateau_patience": 10, "lr": 1e-9}
+    t = Trainer(kinematic_traj, TrainConfig.from_dict(cfg), None, progress=False)
+    t.run_epoch()
+    t.epoch += 1
+    t.sched.best, t.sched.num_bad_epochs = -math.inf, 5   # the offline phase had stalled
+    row = t.run_epoch()
+    assert row["rollout_steps"] == 1 and row["val_online"] != ""
+    assert t.sched.num_bad_epochs == 0 and math.isfinite(t.sched.best)
+
+
 def test_curriculum_sets_the_rollout_length(kinematic_traj):
     cfg = TINY | {"epochs": 4, "updates_per_epoch": 1, "online_steps": 1, "online_start": 1,
                   "curriculum": [[2, 2], [3, 4]]}
