@@ -13,10 +13,13 @@ they can be compared across machines.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import median_time  # noqa: E402  (tools/_timing.py)
 
 from meshclosure.mesh import cartesian, healpix, icosahedral
 from meshclosure.nn import build_model, list_models, model_families
@@ -43,18 +46,6 @@ def _inputs(name: str, mesh, device, generator) -> torch.Tensor:
     return torch.randn(mesh.n_cells, n, generator=generator).to(device)
 
 
-def _time(fn, repeats: int, device) -> float:
-    fn()                                              # warm-up (caches, allocations)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def bench(models, repeats: int, device) -> list[dict]:
@@ -88,8 +79,8 @@ def bench(models, repeats: int, device) -> list[dict]:
                 out.square().mean().backward()
 
             row = dict(mesh=label, model=name, cells=mesh.n_cells, params=params,
-                       forward_ms=1e3 * _time(forward, repeats, device),
-                       fwd_bwd_ms=1e3 * _time(forward_backward, repeats, device))
+                       forward_ms=1e3 * median_time(forward, repeats, device),
+                       fwd_bwd_ms=1e3 * median_time(forward_backward, repeats, device))
             rows.append(row)
             print(f"{label:20s} {name:12s} params={params:8d} fwd={row['forward_ms']:9.2f} ms "
                   f"fwd+bwd={row['fwd_bwd_ms']:9.2f} ms", flush=True)

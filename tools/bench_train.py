@@ -43,24 +43,13 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import median_time  # noqa: E402  (tools/_timing.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY_MESH = {"cartesian": "cartesian:64x64", "healpix": "healpix:16",
                "icosahedral": "icosahedral:4"}
 KS = (1, 2, 4, 8)
-
-
-def _median_time(fn, repeats: int, device: torch.device) -> float:
-    fn()                                              # warm-up (caches, allocations)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 # ------------------------------------------------------------------ models
@@ -96,7 +85,7 @@ def bench_models(models, batch: int, repeats: int, device: torch.device) -> list
                 ((out - y) ** 2).mean().backward()
                 opt.step()
 
-            t = _median_time(update, repeats, device)
+            t = median_time(update, repeats, device)
             rows.append(dict(mesh=label, model=name, params=sum(p.numel() for p in
                                                                 model.parameters()),
                              ms=1e3 * t, samples_s=batch / t))
@@ -185,7 +174,7 @@ def online_case(data: str, k: int, checkpoint: bool, batch: int, repeats: int) -
     update()                                          # Adam's state, gradient buffers
     gc.collect()
     peak = peak_allocated(update)
-    t = _median_time(update, repeats, torch.device("cpu"))
+    t = median_time(update, repeats, torch.device("cpu"))
     return dict(k=k, checkpoint=checkpoint, ms=1e3 * t, peak_mb=peak / 2**20,
                 cells=ds.mesh.n_cells, batch=batch)
 

@@ -54,7 +54,8 @@ from meshclosure.data.scenarios import Scenario, get_scenario
 from meshclosure.train import train
 from meshclosure.train.baselines import binned_diffusivity, face_gradient, face_mean
 from meshclosure.train.calibrate import baseline_closures, calibrate
-from meshclosure.train.diffusivity import keff_error, load_table, plot_effective_diffusivity
+from meshclosure.train.diffusivity import (_closure_fluxes, keff_error, load_table,
+                                           plot_effective_diffusivity)
 from meshclosure.train.losses import tendency
 from meshclosure.train.skill import large_band_r2, paired_difference, pooled_r2
 
@@ -79,21 +80,6 @@ BETTER = {"pooled_r2": 1, "band_r2": 1, "keff_error": -1, "keff_l1_train": -1,
           "keff_l1_beyond": -1}                                  # +1: higher is better
 SPLITS = ("test", "ood")
 N_NODES = 8
-
-
-def _fluxes(closure, table, var):
-    """``(S, n_faces)`` physical flux of ``var`` from a closure at every sample's state."""
-    c = as_closure(closure)
-    out = []
-    with torch.no_grad():
-        for i in range(len(table)):
-            t, state, U = float(table.t[i]), table.sample(i), table.transport[i]
-            try:
-                phi = c(t, state, table.mesh, transport=U)
-            except TypeError:
-                phi = c(t, state, table.mesh)
-            out.append(phi[var].detach().double().reshape(-1))
-    return torch.stack(out)
 
 
 def _learned_fluxes(model, path, split):
@@ -169,7 +155,7 @@ def run_one(case, seed, spec, work, train_settings, log):
             preds = {"learned": learned[var], "none": torch.zeros_like(truth)}
             for name, c in closures.items():
                 if c is not None and var in cal["baselines"][name]["closes"]:
-                    preds[name] = _fluxes(c, table, var)
+                    preds[name] = _closure_fluxes(c, table, var)
             s_true = tendency(table.mesh, truth.unsqueeze(-1))[..., 0]
             K_true = binned_diffusivity(truth, G, N, nodes)
             out["curves"][var][f"{sp}:truth"] = binned_diffusivity(truth, G, N, wide).tolist()

@@ -56,6 +56,18 @@ def _finite(name: str, x: Tensor) -> None:
                             "drop or repair the samples holding NaN/Inf before scoring")
 
 
+def _paired(pred_name: str, pred: Tensor, target_name: str, target: Tensor) -> tuple:
+    """``pred`` and ``target`` as tensors, checked to have one shape and finite values."""
+    pred, target = torch.as_tensor(pred), torch.as_tensor(target)
+    if pred.shape != target.shape:
+        raise ArgumentError(pred_name, tuple(pred.shape), f"must have the shape of "
+                            f"{target_name} {tuple(target.shape)}",
+                            "score predictions of the same samples")
+    _finite(pred_name, pred.detach().double())
+    _finite(target_name, target.detach().double())
+    return pred, target
+
+
 def pooled_r2(pred: Tensor, target: Tensor) -> float:
     """Pooled coefficient of determination over every element.
 
@@ -84,13 +96,8 @@ def pooled_r2(pred: Tensor, target: Tensor) -> float:
     ...
     meshclosure.errors.ArgumentError: target='tensor of 4 equal values': must vary (R² divides by its variance); ...
     """
-    pred, target = torch.as_tensor(pred), torch.as_tensor(target)
-    if pred.shape != target.shape:
-        raise ArgumentError("pred", tuple(pred.shape), f"must have the shape of target "
-                            f"{tuple(target.shape)}", "score predictions of the same samples")
+    pred, target = _paired("pred", pred, "target", target)
     p, y = pred.detach().double().reshape(-1), target.detach().double().reshape(-1)
-    _finite("pred", p)
-    _finite("target", y)
     sst = float(((y - y.mean()) ** 2).sum())
     if not sst > 0:
         raise ArgumentError("target", f"tensor of {y.numel()} equal values",
@@ -184,13 +191,7 @@ def large_band_r2(mesh: Mesh, pred_tendency: Tensor, target_tendency: Tensor,
     ...
     meshclosure.errors.ArgumentError: target_tendency=...: must have variance inside the large-scale band; ...
     """
-    pred, target = torch.as_tensor(pred_tendency), torch.as_tensor(target_tendency)
-    if pred.shape != target.shape:
-        raise ArgumentError("pred_tendency", tuple(pred.shape), f"must have the shape of "
-                            f"target_tendency {tuple(target.shape)}",
-                            "score predictions of the same samples")
-    _finite("pred_tendency", pred.double())
-    _finite("target_tendency", target.double())
+    pred, target = _paired("pred_tendency", pred_tendency, "target_tendency", target_tendency)
     Pp = band_projection(mesh, pred, functions, n, degree).reshape(-1, mesh.n_cells)
     Pt = band_projection(mesh, target, functions, n, degree).reshape(-1, mesh.n_cells)
     V = mesh.cell_volume.double()
