@@ -122,9 +122,15 @@ def _as_flags(err: BaseException, flags: Mapping[str, str]) -> str:
 
 # ------------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import run_demo, run_tour
 
-    run_demo(args.out, plots=not args.no_plots, test1_level=args.test1_level)
+    if args.tour and args.quick:
+        raise ArgumentError("quick", "--quick with --tour", "applies to the end-to-end demo "
+                            "only", "pass one of --quick and --tour")
+    if args.tour:
+        run_tour(args.out, plots=not args.no_plots, test1_level=args.test1_level)
+    else:
+        run_demo(args.out, plots=not args.no_plots, quick=args.quick)
     return 0
 
 
@@ -351,15 +357,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", parents=[common], help="run the end-to-end demo on a small "
                           "default",
-                          description="Build every mesh family at a small size, validate and "
-                          "coarsen it, print one line per mesh, write a PNG and a .vtu per "
-                          "mesh into the output folder, then run Williamson test 1 and print "
-                          "its errors.")
+                          description="Generate a small kinematic truth dataset, calibrate the "
+                          "physics baselines, train a conservative closure, validate it "
+                          "offline, partially coupled and online (three truth initial states, "
+                          "a budget audit every step), write the report folder and print the "
+                          "summary table. --quick: the same at CI size (about a minute). "
+                          "--tour: the earlier tour of the parts (every mesh family, "
+                          "Williamson test 1, a truth dataset, a trained closure).")
     demo.add_argument("--out", default="meshclosure_output",
                       help="output folder (default: %(default)s)")
+    demo.add_argument("--quick", action="store_true",
+                      help="the end-to-end demo at CI size")
+    demo.add_argument("--tour", action="store_true",
+                      help="the tour of the parts instead of the end-to-end demo")
     demo.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     demo.add_argument("--test1-level", type=_integer("--test1-level"), default=4,
-                      help="icosahedral level of the Williamson test 1 runs (default: %(default)s)")
+                      help="with --tour: icosahedral level of the Williamson test 1 runs "
+                      "(default: %(default)s)")
     demo.set_defaults(func=_cmd_demo)
     mesh = sub.add_parser("mesh", parents=[common],
                           help="build or read a mesh, validate and export it",

@@ -1,20 +1,25 @@
 """``meshclosure demo``: the end-to-end job on a small embedded default.
 
-At this stage it builds every mesh family at a small size, validates it,
-coarsens it with the family's own nesting (or by agglomeration), prints one
-line per mesh and writes a PNG figure and a ``.vtu`` file per mesh; then it
-runs Williamson et al. (1992) test 1 (cosine bell, one revolution) on
-icosahedral triangles (level 4, 5,120 cells: l2 ≈ 0.25 tilted, as the reference
-prototype) with the limited and unlimited second-order and the upwind schemes,
-prints the normalized errors and draws final, exact and error side by side;
-then it generates a small truth dataset (the ``kinematic`` scenario,
-Cartesian 32² coarse-grained to 8²), checks the identity
-``s^sgs = −div_coarse(Φ^sgs)`` and draws a fine field, its coarse version, the
-subgrid flux and the subgrid tendency; finally it calibrates the physics
-baselines on that dataset (``calibration.json``), trains a small conservative
-closure (``closure/``), draws ``K_eff(N)`` of the truth, the power law and the
-learned closure, and runs the learned closure inside the coarse model,
-checking that it leaves the total ``Σ V Q`` exactly as the run without it.
+:func:`run_demo` runs the whole chain the toolkit exists for, on the
+``kinematic`` scenario (a tracer stirred by a prescribed flow whose small-scale
+eddy diffusivity follows ``K(N)``; Cartesian 32² coarse-grained to 8², the
+configuration in :data:`DEMO`): it generates a trajectory truth dataset
+(with an out-of-distribution run), calibrates the physics baselines, trains a
+small conservative closure (``mgn``), validates it offline, partially coupled
+(for ``kinematic`` the flow is prescribed, so that stage and the online run
+coincide) and online from three truth initial states with a budget audit
+every step, writes the report folder and prints the summary table and where the
+report is. ``quick=True`` (``meshclosure demo --quick``, what CI runs) is the same
+chain at a size that takes about a minute.
+
+:func:`run_tour` (``meshclosure demo --tour``) is the earlier tour of the parts:
+every mesh family at a small size, validated and coarsened (one line, a PNG
+and a ``.vtu`` per mesh); Williamson et al. (1992) test 1 on icosahedral
+triangles (level 4, 5,120 cells: l2 ≈ 0.25 tilted, as the reference prototype)
+with the limited and unlimited second-order and the upwind schemes; a small
+truth dataset with the identity ``s^sgs = −div_coarse(Φ^sgs)`` checked and
+drawn; the calibrated baselines, a small trained closure, ``K_eff(N)`` and the
+closure run inside the coarse model.
 
 The demo owns its output folder: every run replaces the files an earlier run
 wrote there (and nothing else).
@@ -31,8 +36,8 @@ import torch
 
 from .mesh import Coarsening, Mesh, agglomerate, cartesian, from_meshio, healpix, icosahedral
 
-__all__ = ["run_demo", "run_test1", "run_truth_data", "run_training", "annulus_meshio",
-           "demo_field"]
+__all__ = ["run_demo", "run_tour", "run_test1", "run_truth_data", "run_training",
+           "annulus_meshio", "demo_field", "DEMO", "QUICK"]
 
 
 def annulus_meshio(n_radial: int = 6, n_theta: int = 48, r_in: float = 0.4, r_out: float = 1.0):
@@ -94,15 +99,16 @@ def _line(name: str, mesh: Mesh, seconds: float) -> str:
             f"Euler {mesh.euler_characteristic():>2d}  ({seconds:.2f} s)")
 
 
-def run_demo(out: str | Path = "meshclosure_output", plots: bool = True,
+def run_tour(out: str | Path = "meshclosure_output", plots: bool = True,
              echo: Callable[[str], None] = print, test1_level: int = 4) -> list[dict]:
-    """Run the demo; returns one record per mesh (name, sizes, errors, files)."""
+    """The tour of the parts (``meshclosure demo --tour``); returns one record per
+    mesh, test-1 run, dataset and trained closure (name, sizes, errors, files)."""
     from .io import write_vtu
     from .plot import plot
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    echo(f"meshclosure demo: writing to {out.resolve()}")
+    echo(f"meshclosure demo --tour: writing to {out.resolve()}")
     records = []
     for name, build, coarsen in _cases():
         for label, make in ((name, build), (f"{name} (coarse)", None)):
@@ -295,3 +301,110 @@ def run_training(out: Path, data: Path, plots: bool = True,
              "keff_error_power_law": err_law, "total_drift": drift, "closure_change": change,
              "val_flux_r2": last["val_flux_r2"], "model": out / "closure" / "model.pt",
              "png": png}]
+
+
+# ------------------------------------------------------------------ the end-to-end demo
+#: The embedded default of :func:`run_demo`: ``kinematic`` on Cartesian 32² coarse-grained
+#: to 8² (relaxation time 1, coarse step ≈ 0.083); half the main run is the test split
+#: (the online runs' truth: 25 relaxation times), an out-of-distribution run (stronger
+#: stirring) follows; ``mgn`` trained offline; the online runs continue ``audit_steps``
+#: past the truth for the budget audit (DESIGN.md §10: 10⁴ float64 steps).
+DEMO = {"scenario": "kinematic", "mesh": "cartesian:32", "factor": 4, "seed": 0,
+        "n_samples": 600, "ood_samples": 60, "fractions": (0.4, 0.1, 0.5),
+        "train": {"model": "mgn", "epochs": 40, "batch_size": 8, "lr": 3e-3,
+                  "model_config": {"hidden": 32, "n_blocks": 3}},
+        "n_initial": 3, "audit_steps": 10_000}
+
+#: :data:`DEMO` at CI size (``meshclosure demo --quick``).
+QUICK = {**DEMO, "n_samples": 90, "ood_samples": 12,
+         "train": {**DEMO["train"], "epochs": 6, "model_config": {"hidden": 16, "n_blocks": 2}},
+         "audit_steps": 200}
+
+
+def run_demo(out: str | Path = "meshclosure_output", plots: bool = True,
+             echo: Callable[[str], None] = print, quick: bool = False,
+             config: dict | None = None) -> dict:
+    """Generate → calibrate → train → validate → report (see the module docstring).
+
+    Parameters
+    ----------
+    out : path
+        Output folder: ``truth.nc``, ``calibration.json``, ``closure/`` (the
+        trained model), ``report/`` (``index.html``, figures, metrics).
+    plots : bool
+        Draw the report's figures.
+    echo : callable
+        Receives the progress lines and the summary table.
+    quick : bool
+        The CI size (:data:`QUICK`) instead of :data:`DEMO`.
+    config : dict, optional
+        Overrides of :data:`DEMO` / :data:`QUICK` keys.
+
+    Returns
+    -------
+    dict
+        ``dataset``, ``calibration``, ``model``, ``report`` (paths), ``result``
+        (the :class:`~meshclosure.validate.ValidationResult`), ``seconds`` per
+        stage and in total.
+    """
+    import logging
+
+    from .data import generate, get_scenario
+    from .train import calibrate, save_calibration, train
+    from .validate import validate, write_report
+
+    cfg = {**(QUICK if quick else DEMO), **(config or {})}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict = {}
+    start = time.perf_counter()
+    echo(f"meshclosure demo{' --quick' if quick else ''}: writing to {out.resolve()}")
+
+    t0 = time.perf_counter()
+    scenario = get_scenario(cfg["scenario"], cfg["mesh"], factor=cfg["factor"],
+                            seed=cfg["seed"])
+    data = generate(scenario, out / "truth.nc", n_samples=cfg["n_samples"],
+                    ood_samples=cfg["ood_samples"], fractions=cfg["fractions"],
+                    trajectory=True, overwrite=True, resume=False, progress=False)
+    seconds["generate"] = time.perf_counter() - t0
+    echo(f"{'1 generate':<14s} {cfg['scenario']} {cfg['mesh']} -> {scenario.coarse.n_cells} "
+         f"coarse cells, {cfg['n_samples']} + {cfg['ood_samples']} (OOD) coarse steps of "
+         f"{scenario.coarse_dt:.3g} ({seconds['generate']:.1f} s)")
+
+    t0 = time.perf_counter()
+    cal = calibrate(data)
+    save_calibration(cal, out / "calibration.json", overwrite=True)
+    law = next(iter(cal["baselines"]["power_law"]["closes"].values()))
+    seconds["calibrate"] = time.perf_counter() - t0
+    echo(f"{'2 calibrate':<14s} power law K = {law['alpha']:.3g} N^{law['beta']:.2f} "
+         f"({seconds['calibrate']:.1f} s)")
+
+    t0 = time.perf_counter()
+    quiet = logging.getLogger("meshclosure.train")       # no per-epoch lines in the demo
+    level, quiet.level = quiet.level, max(quiet.getEffectiveLevel(), logging.WARNING)
+    try:
+        res = train(data, out / "closure", {**cfg["train"], "seed": cfg["seed"]},
+                    resume=False, overwrite=True, progress=False)
+    finally:
+        quiet.setLevel(level)
+    seconds["train"] = time.perf_counter() - t0
+    last = res.metrics[-1]
+    echo(f"{'3 train':<14s} {cfg['train']['model']}, {len(res.metrics)} epochs, best "
+         f"{res.best_epoch}, val flux R² {last['val_flux_r2']:.3f} ({seconds['train']:.1f} s)")
+
+    t0 = time.perf_counter()
+    result = validate(data, out / "closure" / "model.pt", baselines=cal,
+                      n_initial=cfg["n_initial"], audit_steps=cfg["audit_steps"],
+                      echo=lambda line: echo(f"{'4 validate':<14s} {line}"))
+    result.out = write_report(result, out / "report", overwrite=True, figures=plots)
+    seconds["validate"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - start
+    echo("")
+    echo(result.table())
+    echo("")
+    for note in result.notes:
+        echo(f"note: {note}")
+    echo(f"done in {seconds['total']:.0f} s; report: {(out / 'report' / 'index.html').resolve()}")
+    return {"dataset": Path(data), "calibration": out / "calibration.json",
+            "model": out / "closure" / "model.pt", "report": out / "report", "result": result,
+            "seconds": seconds}

@@ -32,10 +32,10 @@ def test_console_script_runs() -> None:
 
 
 def test_demo_writes_valid_outputs(tmp_path, capsys) -> None:
-    from meshclosure.demo import run_demo
+    from meshclosure.demo import run_tour
     from meshclosure.io import read_vtu
 
-    records = run_demo(tmp_path / "out", plots=True, echo=lambda s: None)
+    records = run_tour(tmp_path / "out", plots=True, echo=lambda s: None)
     meshes = [r for r in records if "area_error" in r]
     test1 = {r["name"]: r for r in records if r["name"].startswith("test1")}
     names = [r["name"] for r in meshes]
@@ -74,7 +74,7 @@ def test_demo_writes_valid_outputs(tmp_path, capsys) -> None:
 
 
 def test_demo_prints_one_line_per_mesh(tmp_path, capsys) -> None:
-    assert main(["demo", "--out", str(tmp_path), "--no-plots", "--test1-level", "2"]) == 0
+    assert main(["demo", "--tour", "--out", str(tmp_path), "--no-plots", "--test1-level", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     lines = [l for l in out if "cells" in l and "Euler" in l]
     assert len(lines) == 10

@@ -18,7 +18,7 @@ def small_demo(monkeypatch):
     monkeypatch.setattr(demo, "_cases", lambda: cases)
     monkeypatch.setattr(demo, "run_truth_data", lambda out, plots, echo: truth(
         out, plots=plots, echo=echo, mesh="cartesian:16", n_samples=12))
-    return lambda out: demo.run_demo(out, plots=True, echo=lambda line: None, test1_level=2)
+    return lambda out: demo.run_tour(out, plots=True, echo=lambda line: None, test1_level=2)
 
 
 def test_demo_reruns_into_its_own_folder(tmp_path, small_demo):

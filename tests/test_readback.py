@@ -115,10 +115,10 @@ def test_foreign_vtu_and_bad_files(tmp_path):
 # ------------------------------------------------------------- the demo's outputs
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory):
-    from meshclosure.demo import run_demo
+    from meshclosure.demo import run_tour
 
     out = tmp_path_factory.mktemp("demo")
-    records = run_demo(out, plots=False, echo=lambda line: None, test1_level=2)
+    records = run_tour(out, plots=False, echo=lambda line: None, test1_level=2)
     return out, records
 
 
