@@ -442,6 +442,18 @@ def _paired(a: Sequence[float], b: Sequence[float]) -> Dict[str, float]:
             if n > 1 else "n/a"}
 
 
+def _case_parts(work: Path, S: Mapping[str, Any], part: str, md: List[str], missing: str):
+    """``(case, results)`` for each case whose ``part_<part>_<case>.json`` exists in ``work``;
+    for a case without it, ``missing`` (formatted with ``case``) and a blank line go to
+    ``md`` in its place."""
+    for case in S["cases"]:
+        p = work / f"part_{part}_{case}.json"
+        if not p.is_file():
+            md += [missing.format(case=case), ""]
+            continue
+        yield case, json.loads(p.read_text())
+
+
 def report_online(work: Path, S: Mapping[str, Any], command: str) -> None:
     H = S["horizons"]
     rows: List[Dict[str, Any]] = []
@@ -457,12 +469,7 @@ def report_online(work: Path, S: Mapping[str, Any], command: str) -> None:
           "the variable / the training split's standard deviation of it. Bounds: `none` (no "
           "closure) and `replay` (the true step-mean flux, the best a closure can do). "
           "Float64 networks (the coarse model steps float64 states).", ""]
-    for case in S["cases"]:
-        p = work / f"part_online_{case}.json"
-        if not p.is_file():
-            md += [f"## {case}: online part not run", ""]
-            continue
-        res = json.loads(p.read_text())
+    for case, res in _case_parts(work, S, "online", md, "## {case}: online part not run"):
         gen = {role: _load(work / f"{case}_{role}.gen.json") for role in ("train", "heldout")}
         md += [f"## {case}", "",
                f"Data: {json.dumps(S['cases'][case])}; generation wall time "
@@ -531,12 +538,8 @@ def report_online(work: Path, S: Mapping[str, Any], command: str) -> None:
            "split; `held-out`: every sample of the held-out run; `truth`: the true Φ^sgs. "
            "Also the cost: validation flux R² (normalised, pooled over faces, samples and "
            "variables) and the held-out rollout errors as above.", ""]
-    for case in S["cases"]:
-        p1 = work / f"part_dissipation_{case}.json"
-        if not p1.is_file():
-            md += [f"{case}: not run", ""]
-            continue
-        runs = json.loads(p1.read_text())["runs"]
+    for case, res in _case_parts(work, S, "dissipation", md, "{case}: not run"):
+        runs = res["runs"]
         variables = sorted(k[len("learned_"):] for k in runs[0]["test"]
                            if k.startswith("learned_"))
         head = ("| variable | seed | weight | test P>0 | held-out P>0 | truth test | truth "

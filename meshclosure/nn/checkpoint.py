@@ -153,6 +153,30 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, features: Any = 
     return path
 
 
+def _load_weights_only(path: Path, what: str, kind: str, fix: str, fix_pickled: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, its failures as
+    :class:`CheckpointError` naming ``what`` (e.g. ``"model file"``) and the fix.
+
+    ``kind`` names the files that hold only tensors, numbers and text (e.g.
+    ``"meshclosure model files"``); ``fix`` ends the message for an unreadable
+    file, ``fix_pickled`` the one for a file holding pickled Python objects.
+    """
+    where = repr(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):       # not pickled objects: garbage
+            raise CheckpointError(f"{what} {where} cannot be read (not a torch file, or "
+                                  f"truncated); {fix}.") from None
+        raise CheckpointError(
+            f"{what} {where} holds Python objects that weights-only loading refuses (loading "
+            f"them could run code); {kind} hold only tensors, numbers and text. "
+            f"{fix_pickled}") from None
+    except Exception as err:  # truncated zip, not a torch file...
+        raise CheckpointError(f"{what} {where} cannot be read ({type(err).__name__}: {err}); "
+                              f"it is truncated or not a torch file: {fix}.") from None
+
+
 def load_model(path: str | os.PathLike, mesh: Mesh,
                device: Optional[torch.device | str] = None) -> LoadedModel:
     """Rebuild a model saved by :func:`save_model` on ``mesh`` (weights only; no code runs).
@@ -168,22 +192,10 @@ def load_model(path: str | os.PathLike, mesh: Mesh,
     if not path.is_file():
         raise CheckpointError(f"model file {str(path)!r} does not exist or is not a file; "
                               "check the path, or save one with meshclosure.nn.save_model.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" not in str(err):       # not pickled objects: garbage
-            raise CheckpointError(f"model file {str(path)!r} cannot be read (not a torch file, "
-                                  "or truncated); save it again with "
-                                  "meshclosure.nn.save_model.") from None
-        raise CheckpointError(
-            f"model file {str(path)!r} holds Python objects that weights-only loading refuses "
-            "(loading them could run code); meshclosure model files hold only tensors, "
-            "numbers and text. Re-save the model with meshclosure.nn.save_model, from a "
-            "source you trust.") from None
-    except Exception as err:  # truncated zip, not a torch file...
-        raise CheckpointError(f"model file {str(path)!r} cannot be read ({type(err).__name__}: "
-                              f"{err}); it is truncated or not a torch file. Save it again.") \
-            from None
+    payload = _load_weights_only(path, "model file", "meshclosure model files",
+                                 "save it again with meshclosure.nn.save_model",
+                                 "Re-save the model with meshclosure.nn.save_model, from a "
+                                 "source you trust.")
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is a torch file but not a meshclosure model file "
                               f"(format {payload.get('format') if isinstance(payload, Mapping) else None!r}); "

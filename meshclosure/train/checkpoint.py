@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
@@ -38,7 +37,7 @@ import torch
 
 from .._files import atomic_path
 from ..mesh import Mesh
-from ..nn.checkpoint import CheckpointError, mesh_mismatch
+from ..nn.checkpoint import CheckpointError, _load_weights_only, mesh_mismatch
 
 __all__ = ["save_training_checkpoint", "load_training_checkpoint", "TRAINING_FORMAT"]
 
@@ -75,20 +74,10 @@ def load_training_checkpoint(path: str | os.PathLike, mesh: Optional[Mesh] = Non
     if not path.is_file():
         raise CheckpointError(f"training checkpoint {where} does not exist or is not a file; "
                               "check the path (meshclosure train writes DIR/checkpoint.pt).")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" in str(err):
-            raise CheckpointError(
-                f"training checkpoint {where} holds Python objects that weights-only loading "
-                "refuses (loading them could run code); meshclosure checkpoints hold only "
-                "tensors, numbers and text. Start the training afresh (meshclosure train "
-                "--no-resume), or remove the file.") from None
-        raise CheckpointError(f"training checkpoint {where} cannot be read (not a torch file, "
-                              "or truncated); remove it or train with --no-resume.") from None
-    except Exception as err:  # truncated zip, not a torch file...
-        raise CheckpointError(f"training checkpoint {where} cannot be read ({type(err).__name__}:"
-                              f" {err}); remove it or train with --no-resume.") from None
+    data = _load_weights_only(path, "training checkpoint", "meshclosure checkpoints",
+                              "remove it or train with --no-resume",
+                              "Start the training afresh (meshclosure train --no-resume), or "
+                              "remove the file.")
     if not isinstance(data, Mapping) or data.get("format") != TRAINING_FORMAT:
         raise CheckpointError(f"{where} is a torch file but not a meshclosure training "
                               "checkpoint; point --out at the folder of a meshclosure train run.")
