@@ -1,0 +1,582 @@
+"""Online validation: long hybrid runs of the coarse model with a closure (DESIGN.md §9.3).
+
+:func:`online_validation` starts the coarse model
+(``scenario.coarse_model(closure=...)``, rebuilt from a trajectory dataset) from
+``n_initial`` coarse-grained truth states of one split (an ensemble), runs it
+with :func:`~meshclosure.solver.integrate.rollout` and judges it three ways:
+
+* **Stability.** A member stops at the first step whose state is not finite
+  (rollout's NaN guard) or exceeds the growth bound
+  ``max|q_v| > growth_bound · max|truth_v|`` (the truth's maximum over the
+  split); ``time_to_blowup`` is the model time from the member's start to that
+  step (``inf`` when none). A run that blows up is reported, never dropped.
+* **Conservation.** Every step the budget residual
+  ``T^{n+1} − T^n − Δt Σ_s b_s (∫S^(s) − outflow^(s))`` of each variable's total
+  ``T = Σ_i V_i q_i`` (stage weights ``b_s`` of ``STAGES["ssprk3"]``, sources and
+  outflow from :func:`budget_terms`) is accumulated and, at the end, divided
+  by ``Σ_i V_i |q_i|``. Any flux-form closure leaves rounding; a per-cell
+  tendency (:class:`TendencyClosure`, e.g. the ``nodewise`` references) does not.
+  The audit needs no truth, so it continues ``audit_steps`` past it.
+* **Emergent statistics** over the window the truth spans, members against the
+  truth at the same times (:mod:`~meshclosure.validate._online_stats`): time-mean
+  and variance maps, spectra, the Wasserstein distance of the marginal
+  distributions, the 99th and 99.9th percentiles; per metric the similarity
+  ``1 − d(model, truth) / d(none, truth)`` (Ross et al. 2023,
+  doi:10.1029/2022MS003258) and its mean; RMSE against lead time; for an
+  :class:`~meshclosure.train.uncertainty.EnsembleClosure`, each of its members
+  runs on its own and the ensemble's spread–skill ratio against lead time.
+
+Two rows are always there: ``"none"`` (no closure: similarity 0 by definition)
+and ``"replay"`` (the truth's stored step-mean subgrid flux and forcing
+replayed, :func:`~meshclosure.data.trajectory.replay`: the upper bound, over the
+truth's span only).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ArgumentError
+from . import _online_stats as stats
+from ._online_truth import Truth, load_truth, member_starts
+
+__all__ = ["online_validation", "OnlineResult", "budget_terms", "TendencyClosure",
+           "REFERENCE_ROWS"]
+
+REFERENCE_ROWS = ("none", "replay")
+"""The rows every online table carries: no closure (the zero) and the truth replay (the
+upper bound)."""
+
+
+# ------------------------------------------------------------------ budget terms
+def _unwrap(model: Any) -> Tuple[Any, Optional[Callable]]:
+    """``(base solver model, extra sources)`` of a scenario's coarse model (``_Augmented``:
+    a base model plus diffusion, which conserves, and cell-local extra sources)."""
+    if hasattr(model, "base") and hasattr(model, "diffusivity") and hasattr(model, "extra"):
+        return model.base, model.extra
+    return model, None
+
+
+def _total(x: Tensor, V: Tensor) -> float:
+    return float((V * x.double().reshape(V.shape[0], -1).sum(1)).sum())
+
+
+def budget_terms(model: Any, t: float, state: Mapping[str, Tensor]) -> Dict[str, float]:
+    """``∫S_v − boundary outflow_v`` of every prognostic variable at ``(t, state)``.
+
+    The volume integral ``Σ_i V_i S_{v,i}`` of the cell-local terms of ``model``'s
+    right-hand side (sources, relaxation, drag, forcing, a scenario's extra
+    sources; for :class:`~meshclosure.solver.BoussinesqModel` also the buoyancy
+    torque ``∂b/∂x`` of ζ) minus the net prescribed outward boundary flux. Face
+    fluxes (advection, diffusion, closures, flux noise) cancel in the sum and do
+    not appear: ``d/dt Σ V q_v`` equals this to rounding.
+
+    Parameters
+    ----------
+    model : TracerModel, BarotropicModel, BoussinesqModel, or a scenario's coarse model
+        (``scenario.coarse_model(...)``: one of those plus diffusion and sources).
+    t : float
+    state : dict of str -> Tensor, shape (n_cells,)
+
+    Returns
+    -------
+    dict of str -> float
+        One entry per variable of ``state`` the model advances.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from meshclosure.mesh import cartesian
+    >>> from meshclosure.solver import TracerModel
+    >>> mesh = cartesian(4, 4)
+    >>> m = TracerModel(mesh, torch.zeros(mesh.n_faces, dtype=torch.float64),
+    ...                 relaxation=(2.0, 1.0))
+    >>> budget_terms(m, 0.0, {"q": torch.zeros(16, dtype=torch.float64)})   # 2 · 1 · area 1
+    {'q': 2.0}
+    >>> budget_terms(object(), 0.0, {})
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: model='object': must be a TracerModel, BarotropicModel or BoussinesqModel, or a scenario's coarse model built on one; pass scenario.coarse_model(closure=...).
+    """
+    from ..fv.gradients import gradient
+    from ..solver import BarotropicModel, TracerModel
+    from ..solver.barotropic import BoussinesqModel
+
+    base, extra = _unwrap(model)
+    if not isinstance(base, (TracerModel, BarotropicModel)):
+        raise ArgumentError("model", type(model).__name__, "must be a TracerModel, "
+                            "BarotropicModel or BoussinesqModel, or a scenario's coarse model "
+                            "built on one", "pass scenario.coarse_model(closure=...)")
+    mesh = base.mesh
+    V = mesh.cell_volume.double()
+    out: Dict[str, float] = {}
+    if isinstance(base, TracerModel):
+        q = state[base.var]
+        s = 0.0
+        if base.source is not None:
+            src = base.source(t, state) if callable(base.source) else base.source
+            s += _total(src, V)
+        if base.relaxation is not None:
+            rate, target = base.relaxation
+            s -= rate * _total(q - target, V)
+        b = base.boundary_flux(t) if callable(base.boundary_flux) else base.boundary_flux
+        if b is not None:
+            s -= float(b.double().sum())
+        out[base.var] = s
+    else:
+        zeta = state["zeta"]
+        s = -float(base.drag) * _total(zeta, V)
+        if base.forcing is not None:
+            f = base.forcing(t, state) if callable(base.forcing) else base.forcing
+            s += _total(f, V)
+        out = {k: 0.0 for k in state}
+        if isinstance(base, BoussinesqModel):
+            s += _total(gradient(mesh, state["b"])[:, 0], V)
+            b = base.buoyancy_flux(t) if callable(base.buoyancy_flux) else base.buoyancy_flux
+            if b is not None:
+                out["b"] = -float(b.double().sum())
+        out["zeta"] = s
+    if extra is not None:
+        for k, src in extra(t, state).items():
+            out[k] = out.get(k, 0.0) + _total(src, V)
+    return out
+
+
+class TendencyClosure:
+    """A per-cell tendency added to the coarse model's right-hand side (not a flux).
+
+    For the non-conservative references (``nodewise``, ``nodewise_mean_free``):
+    ``fn(t, state, mesh) -> {var: (n_cells,)}`` in [var]/time. It is not one of the
+    model's physical sources, so whatever it does not conserve shows in the budget
+    residual of :func:`online_validation`.
+    """
+
+    def __init__(self, fn: Callable) -> None:
+        if not callable(fn):
+            raise ArgumentError("fn", type(fn).__name__, "must be a callable (t, state, mesh) "
+                                "-> {var: tendency (n_cells,)}", "wrap the model's call")
+        self.fn = fn
+
+    def __call__(self, t: float, state: Mapping[str, Tensor], mesh: Any) -> Dict[str, Tensor]:
+        return dict(self.fn(t, state, mesh))
+
+
+class _Audited:
+    """A coarse model (plus an optional :class:`TendencyClosure`) whose ``rhs`` records
+    each stage's ``(t, state)`` for the budget; ``diagnose`` is the model's."""
+
+    def __init__(self, model: Any, tendency: Optional[TendencyClosure], mesh: Any) -> None:
+        self.model, self.tendency, self.mesh = model, tendency, mesh
+        self.stages: List[Tuple[float, Dict[str, Tensor]]] = []
+
+    def rhs(self, t: float, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        self.stages.append((float(t), dict(state)))
+        out = dict(self.model.rhs(t, state))
+        if self.tendency is not None:
+            for k, s in self.tendency(t, state, self.mesh).items():
+                out[k] = out[k] + s
+        return out
+
+    def diagnose(self, t: float, state: Mapping[str, Tensor]):
+        diagnose = getattr(self.model, "diagnose", None)
+        return diagnose(t, state) if diagnose is not None else None
+
+
+class _Replay:
+    """Closure and forcing that return the truth's stored step means of step ``index``."""
+
+    def __init__(self, truth: Truth, start: int) -> None:
+        self.truth, self.start, self.index = truth, start, 0
+
+    def closure(self, t, state, mesh):
+        k = self.start + self.index
+        return {v: self.truth.flux_mean[v][k] for v in self.truth.variables}
+
+    def forcing(self, t):
+        k = self.start + self.index
+        return {v: f[k] for v, f in self.truth.forcing_mean.items()}
+
+
+# ------------------------------------------------------------------------ one run
+@dataclass
+class _Run:
+    """One member: states aligned with the truth, its budget and where it stopped."""
+
+    start: int
+    states: Dict[str, List[Tensor]]
+    residual: Dict[str, List[float]]
+    scale: Dict[str, float]
+    steps: int = 0
+    blowup_step: Optional[int] = None
+    blowup_reason: str = ""
+
+    def scaled(self) -> Dict[str, float]:
+        return {v: (r[-1] if r else 0.0) / self.scale[v] for v, r in self.residual.items()}
+
+
+def _run_member(truth: Truth, closure: Any, start: int, n_truth: int, n_total: int,
+                growth_bound: float, replay: bool = False) -> _Run:
+    """Run the coarse model from truth state ``start`` for ``n_total`` steps, the first
+    ``n_truth`` of which the truth covers (their states are kept)."""
+    from ..solver.integrate import NonFiniteStateError, rollout
+    from ..solver.steppers import STAGES
+    from ..data.trajectory import STEPPER
+
+    sc, variables = truth.scenario, truth.variables
+    rep = _Replay(truth, start) if replay else None
+    tendency = closure if isinstance(closure, TendencyClosure) else None
+    if rep is not None:
+        model = sc.coarse_model(closure=rep.closure,
+                                forcing=rep.forcing if truth.forcing_mean else None)
+    else:
+        model = sc.coarse_model(closure=None if tendency is not None else closure)
+    if callable(getattr(closure, "reset", None)):
+        closure.reset()
+    audited = _Audited(model, tendency, truth.mesh)
+    V = truth.mesh.cell_volume.double()
+    b = STAGES[STEPPER].b
+    dt = truth.coarse_dt
+    state = {v: truth.states[v][start].clone() for v in variables}
+    bound = {v: growth_bound * truth.bound[v] for v in variables}
+    run = _Run(start=start, states={v: [state[v]] for v in variables},
+               residual={v: [] for v in variables}, scale={})
+    acc = {v: 0.0 for v in variables}
+    prev = {v: _total(state[v], V) for v in variables}
+    last = state
+    with torch.no_grad():
+        try:
+            for n, t, new in rollout(audited, state, dt, n_total, t0=float(truth.t[start]),
+                                     stepper=STEPPER):
+                if n == 0:
+                    continue
+                terms = [budget_terms(model, ts, ys) for ts, ys in audited.stages]
+                audited.stages.clear()
+                for v in variables:
+                    expected = sum(w * tm[v] for w, tm in zip(b, terms))
+                    now = _total(new[v], V)
+                    acc[v] += now - prev[v] - dt * expected
+                    prev[v] = now
+                    run.residual[v].append(acc[v])
+                run.steps, last = n, new
+                if n <= n_truth:
+                    for v in variables:
+                        run.states[v].append(new[v])
+                grown = [v for v in variables if float(new[v].abs().max()) > bound[v]]
+                if grown:
+                    run.blowup_step = n
+                    run.blowup_reason = (f"max|{grown[0]}| = {float(new[grown[0]].abs().max()):.3g}"
+                                         f" > {growth_bound:g} × the truth's max "
+                                         f"{truth.bound[grown[0]]:.3g}")
+                    break
+                if rep is not None:
+                    rep.index = n
+        except NonFiniteStateError as err:
+            run.blowup_step = int(err.step)
+            run.blowup_reason = f"not finite ({err.cause}) in {err.variable!r}"
+            audited.stages.clear()
+    run.scale = {v: max(_total(last[v].abs(), V), np.finfo(float).tiny) for v in variables}
+    return run
+
+
+# ------------------------------------------------------------------------- result
+@dataclass
+class OnlineResult:
+    """What :func:`online_validation` measured (see its docstring for every field)."""
+
+    metrics: Dict[str, Dict[str, Any]]
+    error_growth: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]]
+    spectra: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]]
+    maps: Dict[str, Dict[str, Dict[str, np.ndarray]]]
+    values: Dict[str, Dict[str, np.ndarray]]
+    budget_series: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]]
+    spread_skill: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]]
+    window: Dict[str, Any]
+    notes: List[str] = field(default_factory=list)
+
+    def rows(self) -> List[Dict[str, Any]]:
+        """Every number as ``{closure, metric, variable, value}`` (for ``metrics.csv``):
+        the headline values (``variable`` empty), then per variable the budget residual,
+        each distance (``distance.<metric>``) and similarity (``similarity.<metric>``)."""
+        out: List[Dict[str, Any]] = []
+        for name, m in self.metrics.items():
+            for key in ("time_to_blowup", "blowup_step", "conservation_drift",
+                        "similarity_mean"):
+                value = m.get(key)
+                out.append({"closure": name, "metric": key, "variable": "",
+                            "value": float("nan") if value is None else float(value)})
+            for var, r in m.get("budget_residual", {}).items():
+                out.append({"closure": name, "metric": "budget_residual", "variable": var,
+                            "value": float(r)})
+            for kind in ("distances", "similarity"):
+                for var, row in m.get(kind, {}).items():
+                    for metric, value in row.items():
+                        out.append({"closure": name, "metric": f"{kind.rstrip('s')}.{metric}"
+                                    if kind == "distances" else f"similarity.{metric}",
+                                    "variable": var, "value": float(value)})
+        return out
+
+
+# --------------------------------------------------------------------- validation
+def _check_arguments(closures: Any, n_steps: Any, audit_steps: Any, growth_bound: Any,
+                     kmax: Any) -> Dict[str, Any]:
+    if not isinstance(closures, Mapping):
+        raise ArgumentError("closures", type(closures).__name__, "must be a dict {name: "
+                            "closure}", "pass e.g. {{'learned': closure}} (or {{}} for the "
+                            "reference rows only)")
+    rows: Dict[str, Any] = {}
+    for name, c in closures.items():
+        if not isinstance(name, str) or not name:
+            raise ArgumentError("closures", name, "must have non-empty string names",
+                                "name each closure")
+        if name == "replay" or (name == "none" and c is not None):
+            raise ArgumentError("closures", name, f"must not use the reserved names "
+                                f"{REFERENCE_ROWS} (added by online_validation)",
+                                "rename the closure")
+        if c is not None and not callable(c):
+            raise ArgumentError("closures", f"{name}={type(c).__name__}", "must map names to "
+                                "closures (callable (t, state, mesh) -> {var: face flux}) or "
+                                "TendencyClosure", "wrap a function with as_closure")
+        if name != "none":
+            rows[name] = c
+    for name, value, low in (("n_steps", n_steps, 1), ("audit_steps", audit_steps, 0)):
+        if value is None and name == "n_steps":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ArgumentError(name, value, f"must be a whole number >= {low}",
+                                f"pass e.g. {{{name}}}={max(low, 100)}")
+    if not (isinstance(growth_bound, (int, float)) and math.isfinite(growth_bound)
+            and growth_bound > 1):
+        raise ArgumentError("growth_bound", growth_bound, "must be a finite number > 1 (a "
+                            "multiple of the truth's largest |value|)",
+                            "pass e.g. {growth_bound}=10")
+    if kmax is not None and not (isinstance(kmax, (int, float)) and kmax > 0):
+        raise ArgumentError("kmax", kmax, "must be a positive wavenumber / degree or None",
+                            "pass e.g. {kmax}=8, or None for 2/3 of the largest")
+    return {"none": None, **rows, "replay": "replay"}
+
+
+def _summarise(truth: Truth, runs: List[List[_Run]], n_truth: Dict[int, int],
+               truth_stats: Dict[str, Dict[str, Any]], kmax: Optional[float]
+               ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Metrics and series of one closure from its runs (realizations × starts)."""
+    dt, V = truth.coarse_dt, truth.mesh.cell_volume.double()
+    flat = [r for real in runs for r in real]
+    blown = [r for r in flat if r.blowup_step is not None]
+    first = min(blown, key=lambda r: r.blowup_step) if blown else None
+    scaled = [r.scaled() for r in flat]
+    residual = {v: max((s[v] for s in scaled), key=abs) for v in truth.variables}
+    m: Dict[str, Any] = {
+        "time_to_blowup": first.blowup_step * dt if first else math.inf,
+        "blowup_step": first.blowup_step if first else None,
+        "blowup_reason": first.blowup_reason if first else "",
+        "conservation_drift": max(abs(x) for x in residual.values()),
+        "budget_residual": residual,
+        "members": [{"start": r.start, "t0": float(truth.t[r.start]), "steps": r.steps,
+                     "blowup_step": r.blowup_step,
+                     "time_to_blowup": r.blowup_step * dt if r.blowup_step else math.inf,
+                     "budget_residual": r.scaled()} for r in flat],
+    }
+    complete = all(len(r.states[truth.variables[0]]) == n_truth[r.start] + 1 for r in flat)
+    m["complete"] = complete
+    series: Dict[str, Any] = {"budget": {}, "growth": {}, "stats": {}, "spread": {}}
+    for v in truth.variables:
+        longest = max(len(r.residual[v]) for r in flat)
+        worst = np.zeros(longest)
+        for r, s in zip(flat, scaled):
+            x = np.abs(np.asarray(r.residual[v])) / r.scale[v]
+            worst[:len(x)] = np.maximum(worst[:len(x)], x)
+        series["budget"][v] = (np.arange(1, longest + 1, dtype=np.float64), worst)
+        xs = [torch.stack(r.states[v]) for r in flat]
+        ys = [truth.states[v][r.start:r.start + len(x)] for r, x in zip(flat, xs)]
+        series["growth"][v] = stats.error_growth(V, xs, ys, dt)
+        if len(runs) > 1:
+            ens, tru = [], []
+            for j, s in enumerate(sorted({r.start for r in flat})):
+                members = [x for r, x in zip(flat, xs) if r.start == s]
+                L = min(len(x) for x in members)
+                ens.append(torch.stack([x[:L] for x in members]))
+                tru.append(truth.states[v][s:s + L])
+            series["spread"][v] = stats.spread_skill(V, ens, tru, dt)
+        pairs = [x[1:] for x in xs if len(x) > 1]
+        if pairs:
+            series["stats"][v] = stats.field_statistics(truth.mesh, torch.cat(pairs), kmax)
+    m["distances"] = {}
+    for v in truth.variables:
+        if complete and v in series["stats"]:
+            m["distances"][v] = stats.distances(series["stats"][v], truth_stats[v], V, kmax)
+        else:
+            m["distances"][v] = {k: math.inf for k in
+                                 stats.distances(truth_stats[v], truth_stats[v], V, kmax)}
+    return m, series
+
+
+def online_validation(data: Any, closures: Mapping[str, Any], split: str = "test",
+                      n_initial: int = 3, n_steps: Optional[int] = None, audit_steps: int = 0,
+                      growth_bound: float = 10.0, kmax: Optional[float] = None,
+                      progress: bool = False) -> OnlineResult:
+    """Long hybrid runs of each closure from truth states: stability, budget, statistics.
+
+    Parameters
+    ----------
+    data : path or xarray.Dataset
+        A TRAJECTORY dataset (``generate(..., trajectory=True)``); the scenario and its
+        coarse model are rebuilt from its ``scenario_config`` (``ood_config`` for the
+        OOD split).
+    closures : {name: closure}
+        Closures for ``scenario.coarse_model(closure=...)``, a
+        :class:`TendencyClosure` (a per-cell tendency, e.g. ``nodewise``), or an
+        :class:`~meshclosure.train.uncertainty.EnsembleClosure` (each member runs on
+        its own: an ensemble of runs per initial state). ``"none"`` (no closure) and
+        ``"replay"`` (the truth's step-mean flux and forcing) are always added.
+    split : {"test", "train", "val", "ood"}
+        The truth the runs start from and are compared with (one contiguous block).
+    n_initial : int
+        Initial states, evenly spaced over the first half of the split
+        (:func:`~meshclosure.validate._online_truth.member_starts`).
+    n_steps : int, optional
+        Coarse steps per member (default: to the end of the split's truth); the
+        statistics use the steps the truth covers.
+    audit_steps : int
+        More steps after those, with no truth: stability and budget only (not for
+        ``"replay"``, which exists only over the truth).
+    growth_bound : float
+        A member has blown up when ``max|q_v| > growth_bound · max|truth_v|``.
+    kmax : float, optional
+        Highest wavenumber (units 2π/L) / degree of the spectrum distance; default
+        2/3 of the largest the spectrum has (as pyqg_parameterization_benchmarks).
+    progress : bool
+        A progress bar over the runs.
+
+    Returns
+    -------
+    OnlineResult
+        ``metrics[name]``: ``time_to_blowup`` (model time from the member's start to
+        its blow-up, the earliest member; ``inf`` if none), ``blowup_step`` (``None``
+        if none), ``blowup_reason``, ``conservation_drift`` (largest |budget
+        residual / Σ V|q|| over members and variables), ``budget_residual``
+        ``{var: r}``, ``distances`` and ``similarity`` ``{var: {metric: value}}``
+        (metrics :data:`~meshclosure.validate._online_stats.METRICS`; a closure
+        that blew up inside the window has ``inf`` distances and ``-inf``
+        similarity), ``similarity_mean``, ``complete``, ``members`` (per member:
+        start, t0, steps, blowup_step, time_to_blowup, budget_residual).
+        ``error_growth[name][var] = (lead_time (L+1,), rmse (L+1,))``;
+        ``spread_skill[name][var] = (lead_time (L,), ratio (L,))`` (ensembles only);
+        ``spectra[name][var] = (k, P)``, ``maps[name][var] = {"mean", "variance"}``
+        ``(n_cells,)`` and ``values[name][var]`` (≤ 20,000 area-weighted draws), each
+        with ``"truth"``; ``budget_series[name][var] = (step, |residual| / Σ V|q|)``
+        (worst member); ``window`` (``t0``, ``t1``, ``n_steps``, ``coarse_dt``,
+        ``relaxation_times`` when the scenario relaxes, ``split``, ``starts``,
+        ``kmax``); ``notes``.
+
+    Examples
+    --------
+    >>> online_validation("missing.nc", {}, n_initial=0)
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: n_initial=0: must be a whole number >= 1 (3 or more for an ensemble); pass e.g. n_initial=3.
+    """
+    from ..data.trajectory import PRESCRIBED_FLOW
+    from ..train.uncertainty import EnsembleClosure
+
+    if isinstance(n_initial, bool) or not isinstance(n_initial, int) or n_initial < 1:
+        member_starts(1, n_initial)                     # raises the ArgumentError
+    rows = _check_arguments(closures, n_steps, audit_steps, growth_bound, kmax)
+    truth = load_truth(data, split)
+    starts = member_starts(truth.n_steps, n_initial)
+    wanted = {s: (truth.n_steps - s if n_steps is None else int(n_steps)) for s in starts}
+    n_truth = {s: min(wanted[s], truth.n_steps - s) for s in starts}
+    notes = [truth.note] if truth.note else []
+    sc = truth.scenario
+    if sc.name in PRESCRIBED_FLOW:
+        notes.append(f"{sc.name}: the flow is prescribed, so the partially coupled stage and "
+                     "this online run coincide")
+    V = truth.mesh.cell_volume.double()
+    full = {v: torch.cat([truth.states[v][s + 1:s + 1 + n_truth[s]] for s in starts])
+            for v in truth.variables}
+    truth_stats = {v: stats.field_statistics(truth.mesh, full[v]) for v in truth.variables}
+    spectral = all(truth_stats[v]["spectrum"] is not None for v in truth.variables)
+    if not spectral:
+        notes.append(f"no spectra on this mesh ({truth.mesh.family}): the spectrum distance "
+                     "is left out")
+    elif kmax is None:
+        k = truth_stats[truth.variables[0]]["spectrum"][0]
+        kmax = float(2.0 / 3.0 * np.max(k))
+    plans = []
+    for name, c in rows.items():
+        parts = list(c.members) if isinstance(c, EnsembleClosure) else [c]
+        plans.append((name, c, parts))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(len(p) for _, _, p in plans) * len(starts), desc="online",
+                   unit="run", leave=False, disable=None)
+    metrics: Dict[str, Dict[str, Any]] = {}
+    series: Dict[str, Dict[str, Any]] = {}
+    try:
+        for name, c, parts in plans:
+            runs = []
+            for part in parts:
+                real = []
+                for s in starts:
+                    replay = name == "replay"
+                    total = n_truth[s] if replay else wanted[s] + int(audit_steps)
+                    real.append(_run_member(truth, None if replay else part, s, n_truth[s],
+                                            total, float(growth_bound), replay=replay))
+                    if bar is not None:
+                        bar.update(1)
+                runs.append(real)
+            metrics[name], series[name] = _summarise(truth, runs, n_truth, truth_stats, kmax)
+    finally:
+        if bar is not None:
+            bar.close()
+    d_none = metrics["none"]["distances"]
+    for name, m in metrics.items():
+        m["similarity"], m["similarity_mean"], skipped = stats.similarities(m["distances"],
+                                                                            d_none)
+        if skipped and name == "none":
+            notes.append(f"left out of the similarity scores (no closure is at distance 0 or "
+                         f"inf from the truth there, so they cannot rank closures): {skipped}")
+        if m["blowup_step"] is not None:
+            where = "inside" if not m["complete"] else "after"
+            notes.append(f"{name}: blew up at step {m['blowup_step']} (t = "
+                         f"{m['time_to_blowup']:.4g} after its start; {m['blowup_reason']}), "
+                         f"{where} the truth window" + ("; its statistics are inf (it did not "
+                                                        "produce them)" if where == "inside"
+                                                        else ""))
+    t0, t1 = float(truth.t[starts[0]]), float(max(truth.t[s + n_truth[s]] for s in starts))
+    window: Dict[str, Any] = {"t0": t0, "t1": t1, "n_steps": int(round((t1 - t0)
+                                                                       / truth.coarse_dt)),
+                              "coarse_dt": truth.coarse_dt, "split": split, "run": truth.run,
+                              "starts": [float(truth.t[s]) for s in starts],
+                              "member_steps": [n_truth[s] for s in starts],
+                              "audit_steps": int(audit_steps), "kmax": kmax,
+                              "growth_bound": float(growth_bound)}
+    rate = sc.params.get("relax_rate")
+    if rate:
+        window["relaxation_times"] = (t1 - t0) * float(rate)
+    notes.append(f"statistics over t = {t0:.4g} … {t1:.4g} ({window['n_steps']} coarse steps"
+                 + (f", {window['relaxation_times']:.3g} relaxation times" if rate else "")
+                 + f"), {len(starts)} members against the truth at the same times; "
+                 "'replay' covers the truth's span only")
+    out = OnlineResult(metrics=metrics, error_growth={}, spectra={}, maps={}, values={},
+                       budget_series={}, spread_skill={}, window=window, notes=notes)
+    for name, st in [("truth", {"stats": truth_stats})] + list(series.items()):
+        for v, s in st["stats"].items():
+            if s.get("spectrum") is not None:
+                out.spectra.setdefault(name, {})[v] = s["spectrum"]
+            out.maps.setdefault(name, {})[v] = {"mean": s["mean"], "variance": s["variance"]}
+            out.values.setdefault(name, {})[v] = stats.subsample(s["values"], s["weights"])
+    for name, st in series.items():
+        out.error_growth[name] = st["growth"]
+        out.budget_series[name] = st["budget"]
+        if st["spread"]:
+            out.spread_skill[name] = st["spread"]
+    return out
