@@ -74,13 +74,21 @@ class LoadedModel(NamedTuple):
     extra: dict            # the caller's metadata saved with the model
 
     def closure(self, mode: str = "mean", generator: Optional[torch.Generator] = None):
-        """The model as a :class:`~meshclosure.closures.ModelClosure` (needs its features)."""
+        """The model as a :class:`~meshclosure.closures.ModelClosure` (needs its features);
+        a cell-tendency model (``nodewise``) as a
+        :class:`~meshclosure.closures.tendency.TendencyClosure` (``mode="mean"`` only)."""
         from ..closures import ModelClosure
+        from ..closures.tendency import TendencyClosure, is_tendency_model
 
         if self.features is None:
             raise CheckpointError("this model was saved without its FeaturePipeline; save it "
                                   "with save_model(model, path, features=..., normalizer=...) "
                                   "to run it as a closure.")
+        if is_tendency_model(self.model):
+            if mode != "mean":
+                raise ArgumentError("mode", mode, "must be 'mean' for a cell-tendency model",
+                                    "call closure() without mode")
+            return TendencyClosure(self.model, self.features, self.normalizer)
         return ModelClosure(self.model, self.features, self.normalizer, mode=mode,
                             generator=generator)
 
@@ -153,13 +161,43 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, features: Any = 
     return path
 
 
-def _load_weights_only(path: Path, what: str, kind: str, fix: str, fix_pickled: str) -> Any:
+def load_weights_only(path: Path, what: str, kind: str, fix: str, fix_pickled: str) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, its failures as
-    :class:`CheckpointError` naming ``what`` (e.g. ``"model file"``) and the fix.
+    :class:`CheckpointError` naming the file and the fix (model files and training
+    checkpoints share this error handling).
 
-    ``kind`` names the files that hold only tensors, numbers and text (e.g.
-    ``"meshclosure model files"``); ``fix`` ends the message for an unreadable
-    file, ``fix_pickled`` the one for a file holding pickled Python objects.
+    Parameters
+    ----------
+    path : Path
+        An existing file.
+    what : str
+        The file's kind in messages, e.g. ``"model file"``.
+    kind : str
+        The files that hold only tensors, numbers and text, e.g.
+        ``"meshclosure model files"``.
+    fix, fix_pickled : str
+        The end of the message for an unreadable file, and for a file holding
+        pickled Python objects.
+
+    Returns
+    -------
+    object
+        What the file holds (tensors, numbers, text and containers of them).
+
+    Raises
+    ------
+    CheckpointError
+        Pickled objects (loading them could run code), or not a readable torch file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> bad = Path(tempfile.mkdtemp()) / "bad.pt"
+    >>> _ = bad.write_bytes(b"not a checkpoint")
+    >>> load_weights_only(bad, "model file", "model files", "save it again", "")
+    Traceback (most recent call last):
+    ...
+    meshclosure.nn.checkpoint.CheckpointError: model file '...bad.pt' cannot be read ...
     """
     where = repr(str(path))
     try:
@@ -192,7 +230,7 @@ def load_model(path: str | os.PathLike, mesh: Mesh,
     if not path.is_file():
         raise CheckpointError(f"model file {str(path)!r} does not exist or is not a file; "
                               "check the path, or save one with meshclosure.nn.save_model.")
-    payload = _load_weights_only(path, "model file", "meshclosure model files",
+    payload = load_weights_only(path, "model file", "meshclosure model files",
                                  "save it again with meshclosure.nn.save_model",
                                  "Re-save the model with meshclosure.nn.save_model, from a "
                                  "source you trust.")

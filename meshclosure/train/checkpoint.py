@@ -37,7 +37,7 @@ import torch
 
 from .._files import atomic_path
 from ..mesh import Mesh
-from ..nn.checkpoint import CheckpointError, _load_weights_only, mesh_mismatch
+from ..nn.checkpoint import CheckpointError, load_weights_only, mesh_mismatch
 
 __all__ = ["save_training_checkpoint", "load_training_checkpoint", "TRAINING_FORMAT"]
 
@@ -74,7 +74,7 @@ def load_training_checkpoint(path: str | os.PathLike, mesh: Optional[Mesh] = Non
     if not path.is_file():
         raise CheckpointError(f"training checkpoint {where} does not exist or is not a file; "
                               "check the path (meshclosure train writes DIR/checkpoint.pt).")
-    data = _load_weights_only(path, "training checkpoint", "meshclosure checkpoints",
+    data = load_weights_only(path, "training checkpoint", "meshclosure checkpoints",
                               "remove it or train with --no-resume",
                               "Start the training afresh (meshclosure train --no-resume), or "
                               "remove the file.")
