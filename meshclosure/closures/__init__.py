@@ -6,11 +6,15 @@
   with the model.
 * :class:`ModelClosure`: a network as a closure in physical units (mean or
   sampled), and :class:`Closure` with sums and multiples of closures.
+* :class:`TendencyClosure` and :func:`with_tendency`: a cell-tendency network
+  (``nodewise``, not conservative) added to a solver model's right-hand side.
 """
 from .adapter import (Closure, FunctionClosure, ModelClosure, ScaledClosure, SumClosure,
                       as_closure)
 from .features import FeaturePipeline
 from .normalize import Normalizer
+from .tendency import TendencyClosure, TendencyModel, with_tendency
 
 __all__ = ["FeaturePipeline", "Normalizer", "Closure", "FunctionClosure", "SumClosure",
-           "ScaledClosure", "ModelClosure", "as_closure"]
+           "ScaledClosure", "ModelClosure", "as_closure", "TendencyClosure", "TendencyModel",
+           "with_tendency"]

@@ -27,7 +27,14 @@ for evaluation, as NeuralGCM does)::
         + w_weak · weak-form residual + w_diss · ([P]_+)²                 (offline)
     L = w_on · (1/K) Σ_k |Q̂^k − Q̄^k|² / σ_Q² + w_off · L_offline           (online)
 
-all on targets scaled by the training split's flux scale (dimensionless). An
+all on targets scaled by the training split's flux scale (dimensionless).
+Cell-tendency models (``nodewise``, ``nodewise_mean_free``: ``output =
+"tendency"``, not conservative) fit the normalised subgrid tendency ``s`` of
+each cell in units of its training RMS, ``L = w · MSE(ŝ, s) / s_rms²``
+(``w`` = ``tendency_weight`` if > 0, else ``flux_weight``; the saved
+normalizer's output scale is ``flux_scale · s_rms``), and are refused with the dissipation penalty, the weak form
+and online training (each needs a face flux); their validation metrics are
+``val_tendency_mse`` and ``val_tendency_r2``. An
 online update whose rollout went non-finite is skipped and the weights and
 optimiser state are restored to the last good ones.
 
@@ -63,6 +70,7 @@ from torch import Tensor
 
 from .._files import atomic_path
 from ..closures import FeaturePipeline, ModelClosure, Normalizer
+from ..closures.tendency import TendencyClosure, is_tendency_model
 from ..errors import ArgumentError
 from ..nn import build_model, save_model
 from .checkpoint import load_training_checkpoint, save_training_checkpoint
@@ -85,8 +93,11 @@ class TrainResult:
     ----------
     model : torch.nn.Module
         The trained model (EMA weights of the best epoch), in evaluation mode.
-    closure : ModelClosure
-        The model as a closure in physical units (mean mode).
+    closure : ModelClosure or TendencyClosure
+        The model as a closure in physical units (mean mode); for a cell-tendency
+        model (``nodewise``, ``nodewise_mean_free``) a
+        :class:`~meshclosure.closures.tendency.TendencyClosure`, run with
+        :func:`~meshclosure.closures.tendency.with_tendency`.
     features, normalizer
         The pipeline and normalizer it was trained with.
     metrics : list of dict
@@ -142,8 +153,18 @@ class Trainer:
                             n_vars=len(d.variables), **cfg.model_config)
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.heteroscedastic = bool(cfg.model_config.get("heteroscedastic", False))
+        # nodewise / nodewise_mean_free predict the cell tendency, not a face flux
+        self.tendency_model = is_tendency_model(model)
+        if self.tendency_model:
+            _check_tendency_settings(cfg)
         self.features = FeaturePipeline.from_config(self._features_config())
         self.normalizer = Normalizer.from_stats(d.stats).to(device=self.device)
+        if self.tendency_model:
+            # its outputs in units of the training split's RMS tendency (O(1), as the flux
+            # models'): the output scale is the dataset's flux scale times that RMS
+            cfg_n = self.normalizer.config()
+            cfg_n["flux_scale"] = (d.flux_scale * d.tendency_scale).tolist()
+            self.normalizer = Normalizer(**cfg_n).to(device=self.device)
         self.net = self.dist.wrap(self.model)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
                                     weight_decay=cfg.weight_decay)
@@ -218,9 +239,22 @@ class Trainer:
         out = net(self.mesh, x.to(device=self.device, dtype=self.dtype))
         return (out[0], out[1]) if isinstance(out, tuple) else (out, None)
 
+    def _target_tendency(self, batch: Mapping[str, Any], like: Tensor) -> Tensor:
+        """A tendency model's target ``(B, n_cells, V)``: the subgrid tendency in units of the
+        training split's RMS (``s / (flux_scale · tendency_scale)``; ``−div`` of the flux
+        target where the batch carries no tendency: trajectory windows, step-mean target)."""
+        s = batch["s"]
+        if s is None:
+            from .losses import tendency
+            s = tendency(self.mesh, batch["y"].to(like))
+        return s.to(like) / self.data.tendency_scale.to(like)
+
     def _offline_terms(self, net, batch: Mapping[str, Any]) -> Dict[str, Tensor]:
         cfg = self.cfg
         mean, log_var = self._predict(net, batch["x"])
+        if self.tendency_model:                 # the one term: MSE of the cell tendency
+            w = cfg.tendency_weight if cfg.tendency_weight > 0 else cfg.flux_weight
+            return {"tendency": w * flux_mse(mean, self._target_tendency(batch, mean))}
         y = batch["y"].to(mean)
         terms: Dict[str, Tensor] = {}
         if cfg.flux_weight > 0:
@@ -261,6 +295,8 @@ class Trainer:
         return {"phi": self._phi}
 
     def _closure(self, net) -> ModelClosure:
+        if self.tendency_model:
+            return TendencyClosure(net, self.features, self.normalizer, self.data.variables)
         return ModelClosure(net, self.features, self.normalizer, self.data.variables)
 
     def _online_terms(self, net, window: Mapping[str, Any], steps: int) -> Dict[str, Any]:
@@ -353,7 +389,7 @@ class Trainer:
             for i in range(0, len(d.val), max(cfg.batch_size, 1)):
                 b = d.batch(d.val, range(i, min(i + cfg.batch_size, len(d.val))), cfg.target)
                 mean, _ = self._predict(net, b["x"])
-                y = b["y"].to(mean)
+                y = self._target_tendency(b, mean) if self.tendency_model else b["y"].to(mean)
                 terms = self._offline_terms(net, b)
                 k = len(y)
                 loss += float(sum(terms.values())) * k
@@ -363,8 +399,9 @@ class Trainer:
                 tot += y.numel()
                 n += k
             var = y2 / tot - (ys / tot) ** 2
-            out.update(val_loss=loss / n, val_flux_mse=sq / tot,
-                       val_flux_r2=1.0 - (sq / tot) / var if var > 0 else float("nan"))
+            kind = "tendency" if self.tendency_model else "flux"
+            out.update({"val_loss": loss / n, f"val_{kind}_mse": sq / tot,
+                        f"val_{kind}_r2": 1.0 - (sq / tot) / var if var > 0 else float("nan")})
         if steps and d.online_val is not None and len(d.online_val):
             from .online import online_loss
 
@@ -530,9 +567,27 @@ class Trainer:
             with atomic_path(out / "config.json", ".json") as tmp:
                 Path(tmp).write_text(cfg.to_json())
         self.dist.barrier()
-        closure = ModelClosure(model, self.features, self.normalizer, self.data.variables)
+        closure = self._closure(model)
         return TrainResult(model, closure, self.features, self.normalizer, self.metrics,
                            self.best_epoch, out)
+
+
+def _check_tendency_settings(cfg: TrainConfig) -> None:
+    """Refuse the settings a cell-tendency model (``nodewise``) cannot train with: they need
+    a face flux (dissipation, weak form, heteroscedastic flux head) or a flux closure in the
+    coarse model (online training)."""
+    refused = [("dissipation_weight", cfg.dissipation_weight > 0, "the variance production "
+                "P = Σ_f Φ_f (Q_b − Q_a) needs a face flux"),
+               ("weak_form_weight", cfg.weak_form_weight > 0, "the weak-form step adds a "
+                "face flux to the coarse model"),
+               ("online_steps", cfg.max_steps > 0, "online training unrolls the coarse model "
+                "with a face-flux closure")]
+    for name, bad, why in refused:
+        if bad:
+            raise ArgumentError(name, getattr(cfg, name), f"must be 0 for the tendency model "
+                                f"{cfg.model!r} ({why}; it predicts cell tendencies)",
+                                f"set {{{name}}}=0 (and no curriculum), or train a "
+                                "flux-form model such as 'mgn'")
 
 
 # ------------------------------------------------------------------- train()
