@@ -63,17 +63,12 @@ def field_statistics(mesh: Any, x: Tensor, kmax: Optional[float] = None
         ``mean``, ``variance`` (n_cells,) numpy; ``spectrum`` ``(k, P)`` (time mean) or
         ``None`` on meshes without spectra; ``values`` (P·n_cells,) and ``weights``.
     """
-    try:
-        from .spectra import power_spectrum
-    except ImportError:                       # TEMPORARY until spectra.py lands
-        power_spectrum = None
+    from .spectra import power_spectrum
 
     x = x.double()
     V = mesh.cell_volume.double()
     out: Dict[str, Any] = {"mean": x.mean(0).numpy(), "variance": x.var(0, unbiased=False).numpy()}
     try:
-        if power_spectrum is None:
-            raise ArgumentError("mesh", "?", "spectra.py missing", "")
         k, P = power_spectrum(mesh, x)
         P = np.asarray(P, dtype=np.float64).reshape(x.shape[0], -1).mean(0)
         out["spectrum"] = (np.asarray(k, dtype=np.float64), P)

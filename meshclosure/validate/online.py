@@ -15,7 +15,8 @@ with :func:`~meshclosure.solver.integrate.rollout` and judges it three ways:
   ``T = Σ_i V_i q_i`` (stage weights ``b_s`` of ``STAGES["ssprk3"]``, sources and
   outflow from :func:`budget_terms`) is accumulated and, at the end, divided
   by ``Σ_i V_i |q_i|``. Any flux-form closure leaves rounding; a per-cell
-  tendency (:class:`TendencyClosure`, e.g. the ``nodewise`` references) does not.
+  tendency (:class:`~meshclosure.closures.tendency.TendencyClosure`, the ``nodewise``
+  references, run through :func:`~meshclosure.closures.tendency.with_tendency`) does not.
   The audit needs no truth, so it continues ``audit_steps`` past it.
 * **Emergent statistics** over the window the truth spans, members against the
   truth at the same times (:mod:`~meshclosure.validate._online_stats`): time-mean
@@ -47,8 +48,7 @@ from ..errors import ArgumentError
 from . import _online_stats as stats
 from ._online_truth import Truth, load_truth, member_starts
 
-__all__ = ["online_validation", "OnlineResult", "budget_terms", "TendencyClosure",
-           "REFERENCE_ROWS"]
+__all__ = ["online_validation", "OnlineResult", "budget_terms", "REFERENCE_ROWS"]
 
 REFERENCE_ROWS = ("none", "replay")
 """The rows every online table carries: no closure (the zero) and the truth replay (the
@@ -149,40 +149,23 @@ def budget_terms(model: Any, t: float, state: Mapping[str, Tensor]) -> Dict[str,
     return out
 
 
-class TendencyClosure:
-    """A per-cell tendency added to the coarse model's right-hand side (not a flux).
-
-    For the non-conservative references (``nodewise``, ``nodewise_mean_free``):
-    ``fn(t, state, mesh) -> {var: (n_cells,)}`` in [var]/time. It is not one of the
-    model's physical sources, so whatever it does not conserve shows in the budget
-    residual of :func:`online_validation`.
-    """
-
-    def __init__(self, fn: Callable) -> None:
-        if not callable(fn):
-            raise ArgumentError("fn", type(fn).__name__, "must be a callable (t, state, mesh) "
-                                "-> {var: tendency (n_cells,)}", "wrap the model's call")
-        self.fn = fn
-
-    def __call__(self, t: float, state: Mapping[str, Tensor], mesh: Any) -> Dict[str, Tensor]:
-        return dict(self.fn(t, state, mesh))
+def _is_tendency(closure: Any) -> bool:
+    """A per-cell tendency closure (:class:`~meshclosure.closures.tendency.TendencyClosure`,
+    e.g. ``nodewise``): it has ``tendencies(t, state, mesh, transport)``, no face fluxes."""
+    return callable(getattr(closure, "tendencies", None))
 
 
 class _Audited:
-    """A coarse model (plus an optional :class:`TendencyClosure`) whose ``rhs`` records
-    each stage's ``(t, state)`` for the budget; ``diagnose`` is the model's."""
+    """A model whose ``rhs`` records each stage's ``(t, state)`` for the budget;
+    ``diagnose`` is the model's."""
 
-    def __init__(self, model: Any, tendency: Optional[TendencyClosure], mesh: Any) -> None:
-        self.model, self.tendency, self.mesh = model, tendency, mesh
+    def __init__(self, model: Any) -> None:
+        self.model = model
         self.stages: List[Tuple[float, Dict[str, Tensor]]] = []
 
     def rhs(self, t: float, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         self.stages.append((float(t), dict(state)))
-        out = dict(self.model.rhs(t, state))
-        if self.tendency is not None:
-            for k, s in self.tendency(t, state, self.mesh).items():
-                out[k] = out[k] + s
-        return out
+        return self.model.rhs(t, state)
 
     def diagnose(self, t: float, state: Mapping[str, Tensor]):
         diagnose = getattr(self.model, "diagnose", None)
@@ -231,15 +214,19 @@ def _run_member(truth: Truth, closure: Any, start: int, n_truth: int, n_total: i
 
     sc, variables = truth.scenario, truth.variables
     rep = _Replay(truth, start) if replay else None
-    tendency = closure if isinstance(closure, TendencyClosure) else None
     if rep is not None:
-        model = sc.coarse_model(closure=rep.closure,
-                                forcing=rep.forcing if truth.forcing_mean else None)
+        model = run_model = sc.coarse_model(closure=rep.closure, forcing=rep.forcing
+                                            if truth.forcing_mean else None)
+    elif _is_tendency(closure):
+        from ..closures.tendency import with_tendency
+
+        model = sc.coarse_model()
+        run_model = with_tendency(model, closure)
     else:
-        model = sc.coarse_model(closure=None if tendency is not None else closure)
+        model = run_model = sc.coarse_model(closure=closure)
     if callable(getattr(closure, "reset", None)):
         closure.reset()
-    audited = _Audited(model, tendency, truth.mesh)
+    audited = _Audited(run_model)
     V = truth.mesh.cell_volume.double()
     b = STAGES[STEPPER].b
     dt = truth.coarse_dt
@@ -339,10 +326,10 @@ def _check_arguments(closures: Any, n_steps: Any, audit_steps: Any, growth_bound
             raise ArgumentError("closures", name, f"must not use the reserved names "
                                 f"{REFERENCE_ROWS} (added by online_validation)",
                                 "rename the closure")
-        if c is not None and not callable(c):
+        if c is not None and not callable(c) and not _is_tendency(c):
             raise ArgumentError("closures", f"{name}={type(c).__name__}", "must map names to "
-                                "closures (callable (t, state, mesh) -> {var: face flux}) or "
-                                "TendencyClosure", "wrap a function with as_closure")
+                                "closures (callable (t, state, mesh) -> {{var: face flux}}) "
+                                "or tendency closures", "wrap a function with as_closure")
         if name != "none":
             rows[name] = c
     for name, value, low in (("n_steps", n_steps, 1), ("audit_steps", audit_steps, 0)):
@@ -431,7 +418,9 @@ def online_validation(data: Any, closures: Mapping[str, Any], split: str = "test
         OOD split).
     closures : {name: closure}
         Closures for ``scenario.coarse_model(closure=...)``, a
-        :class:`TendencyClosure` (a per-cell tendency, e.g. ``nodewise``), or an
+        :class:`~meshclosure.closures.tendency.TendencyClosure` (a per-cell tendency,
+        e.g. ``nodewise``; anything with ``tendencies(t, state, mesh, transport)``,
+        run with :func:`~meshclosure.closures.tendency.with_tendency`), or an
         :class:`~meshclosure.train.uncertainty.EnsembleClosure` (each member runs on
         its own: an ensemble of runs per initial state). ``"none"`` (no closure) and
         ``"replay"`` (the truth's step-mean flux and forcing) are always added.
@@ -449,8 +438,9 @@ def online_validation(data: Any, closures: Mapping[str, Any], split: str = "test
     growth_bound : float
         A member has blown up when ``max|q_v| > growth_bound · max|truth_v|``.
     kmax : float, optional
-        Highest wavenumber (units 2π/L) / degree of the spectrum distance; default
-        2/3 of the largest the spectrum has (as pyqg_parameterization_benchmarks).
+        Highest wavenumber (units 2π/L) / degree of the spectrum distance (exclusive);
+        default :func:`~meshclosure.validate.spectra.spectrum_kmax`, 2/3 of the
+        mesh's Nyquist wavenumber (as pyqg_parameterization_benchmarks).
     progress : bool
         A progress bar over the runs.
 
@@ -506,8 +496,9 @@ def online_validation(data: Any, closures: Mapping[str, Any], split: str = "test
         notes.append(f"no spectra on this mesh ({truth.mesh.family}): the spectrum distance "
                      "is left out")
     elif kmax is None:
-        k = truth_stats[truth.variables[0]]["spectrum"][0]
-        kmax = float(2.0 / 3.0 * np.max(k))
+        from .spectra import spectrum_kmax
+
+        kmax = float(spectrum_kmax(truth.mesh))
     plans = []
     for name, c in rows.items():
         parts = list(c.members) if isinstance(c, EnsembleClosure) else [c]

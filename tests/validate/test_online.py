@@ -23,8 +23,7 @@ from meshclosure.mesh import cartesian, healpix
 from meshclosure.solver import BarotropicModel, TracerModel, rollout
 from meshclosure.train.baselines import DiffusivityClosure, face_gradient
 from meshclosure.validate._online_truth import load_truth, member_starts
-from meshclosure.validate.online import (OnlineResult, TendencyClosure, budget_terms,
-                                         online_validation)
+from meshclosure.validate.online import OnlineResult, budget_terms, online_validation
 
 ANTI_K = 0.05          # anti-diffusion: Φ = −K G with G = −(Q_b − Q_a) A/d
 
@@ -127,11 +126,14 @@ def test_non_finite_state_is_reported_as_a_blowup(traj):
 def test_budget_of_flux_form_closures_is_rounding_and_a_tendency_is_caught(traj):
     V = cartesian(8, 8).cell_volume.double()
 
-    def tendency(t, state, mesh):                          # a uniform source: not conserved
-        return {"q": torch.full_like(state["q"], 1e-3)}
+    class Uniform:                       # a tendency closure: a uniform source, not conserved
+        variables = ("q",)
+
+        def tendencies(self, t, state, mesh, transport=None):
+            return {"q": torch.full_like(state["q"], 1e-3)}
 
     r = online_validation(traj, {"diffusive": DiffusivityClosure("q", K=2e-3),
-                                 "nodewise": TendencyClosure(tendency)},
+                                 "nodewise": Uniform()},
                           n_initial=1, n_steps=4, audit_steps=300)
     for name in ("none", "diffusive"):
         assert r.metrics[name]["conservation_drift"] <= 1e-12
@@ -196,3 +198,41 @@ def test_refuses_bad_input(traj, tmp_path):
         online_validation(traj, {}, n_initial=40)
     with pytest.raises(ArgumentError, match="split"):
         online_validation(read_dataset(traj), {}, split="ood")
+
+
+class _KGrad(torch.nn.Module):
+    """``Φ = K G`` from the pipeline's first feature (the state): a learnable diffusivity."""
+
+    def __init__(self, K: float) -> None:
+        super().__init__()
+        self.K = torch.nn.Parameter(torch.tensor(K, dtype=torch.float64))
+
+    def forward(self, mesh, x):
+        return (self.K * face_gradient(mesh, x[..., 0]))[..., None]
+
+
+def test_ensemble_members_run_separately_spread_skill(traj):
+    from meshclosure.closures import FeaturePipeline, ModelClosure
+    from meshclosure.train.uncertainty import EnsembleClosure
+
+    pipe = FeaturePipeline(["q"])
+    same = EnsembleClosure([ModelClosure(_KGrad(2e-3), pipe) for _ in range(2)])
+    apart = EnsembleClosure([ModelClosure(_KGrad(K), pipe) for K in (0.0, 4e-3)])
+    r = online_validation(traj, {"same": same, "apart": apart,
+                                 "single": DiffusivityClosure("q", K=2e-3)}, n_initial=3)
+    assert set(r.spread_skill) == {"same", "apart"}
+    lead, ratio = r.spread_skill["same"]["q"]
+    assert len(lead) == 16 and lead[0] == pytest.approx(r.window["coarse_dt"])
+    assert np.all(ratio == 0.0)                      # identical members: no spread
+    _, ratio = r.spread_skill["apart"]["q"]
+    assert np.all(ratio > 0) and np.all(np.isfinite(ratio))
+    # members pooled: two identical runs give the statistics of one (the percentiles up to
+    # the plotting positions of duplicated values)
+    for metric, d in r.metrics["single"]["distances"]["q"].items():
+        rel = 1e-2 if metric.startswith("p99") else 1e-9
+        assert r.metrics["same"]["distances"]["q"][metric] == pytest.approx(d, rel=rel)
+    assert len(r.metrics["same"]["members"]) == 6      # 2 members × 3 initial states
+    # the spectrum (8² plane: |k| < 2/3 · 4) is one of the metrics
+    assert "spectrum" in r.metrics["single"]["distances"]["q"]
+    k, P = r.spectra["truth"]["q"]
+    assert k[0] == 0 and P.shape == k.shape and float(P.sum()) > 0
