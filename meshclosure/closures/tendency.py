@@ -81,7 +81,9 @@ class TendencyClosure(torch.nn.Module):
         pipeline's).
 
     The model's parameters are this module's, so a loss on a run that uses the
-    closure trains the network.
+    closure trains the network. Calling it as a flux closure (``closure(t, state,
+    mesh)``, as a solver model given it as ``closure=`` does) raises
+    :class:`~meshclosure.errors.ArgumentError`: it has no face fluxes.
     """
 
     def __init__(self, model: torch.nn.Module, features: torch.nn.Module,
@@ -129,15 +131,15 @@ class TendencyClosure(torch.nn.Module):
             out[v] = s[..., i].to(ref.dtype) if ref is not None else s[..., i]
         return out
 
-    def forward(self, t: float, state: Mapping[str, Tensor], mesh: Any,
-                transport: Optional[Tensor] = None) -> Dict[str, Tensor]:
-        return self.tendencies(t, state, mesh, transport)
-
     def fluxes(self, *args: Any, **kwargs: Any):
+        """Refused: a solver model that calls this closure for face fluxes (passed as its
+        ``closure=``) gets an error that says to use :func:`with_tendency`."""
         raise ArgumentError("closure", "TendencyClosure", "has no face fluxes (it predicts "
                             "cell tendencies; not conservative)", "add it to a model's "
                             "right-hand side with meshclosure.closures.with_tendency(model, "
                             "closure) instead of passing it as the model's closure")
+
+    forward = fluxes
 
 
 class TendencyModel:
