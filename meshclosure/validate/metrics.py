@@ -425,8 +425,8 @@ def similarity_table(distances: Mapping[str, Mapping[str, float]], reference: st
     return out
 
 
-def spectrum_distance(k: ArrayLike, P_a: ArrayLike, P_b: ArrayLike, kmax: float,
-                      log: bool = False) -> float:
+def spectrum_distance(k: ArrayLike, P_a: ArrayLike, P_b: ArrayLike,
+                      kmax: Optional[float] = None, log: bool = False) -> float:
     """RMSE between two spectra over the wavenumbers ``0 < k < kmax``.
 
     ``sqrt(mean_{0<k<kmax} (P_a(k) − P_b(k))²)`` on linear power, as the
@@ -441,8 +441,12 @@ def spectrum_distance(k: ArrayLike, P_a: ArrayLike, P_b: ArrayLike, kmax: float,
         Wavenumbers (or degrees), e.g. from :func:`~meshclosure.validate.spectra.power_spectrum`.
     P_a, P_b : array, shape (n_k,)
         Power on ``k`` (time-mean over a run).
-    kmax : float
-        Upper bound (exclusive).
+    kmax : float, optional
+        Upper bound (exclusive). ``None``: 2/3 of the largest ``k`` — on spheres
+        2/3 of the spectrum's ``lmax``; on planes, whose largest bin is the
+        corner ``√2 ×`` Nyquist, pass
+        :func:`~meshclosure.validate.spectra.spectrum_kmax` (2/3 of Nyquist,
+        the benchmark's bound) instead.
     log : bool
 
     Returns
@@ -466,6 +470,11 @@ def spectrum_distance(k: ArrayLike, P_a: ArrayLike, P_b: ArrayLike, kmax: float,
                             f"array of shape {(a if a.shape != kk.shape else b).shape}",
                             f"must have one value per wavenumber ({kk.size})",
                             "pass both spectra on the same wavenumbers k")
+    if kmax is None:
+        kmax = 2.0 / 3.0 * float(kk.max()) if kk.size else 0.0
+    if isinstance(kmax, bool) or not isinstance(kmax, (int, float, np.integer, np.floating)):
+        raise ArgumentError("kmax", kmax, "must be a number or None",
+                            "pass e.g. spectrum_kmax(mesh)")
     sel = (kk > 0) & (kk < kmax)
     if not sel.any():
         raise ArgumentError("kmax", kmax, "must leave at least one wavenumber with 0 < k < kmax",

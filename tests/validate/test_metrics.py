@@ -161,6 +161,8 @@ def test_spectrum_distance_over_the_stated_band():
     # on log10 power: log10(2) − log10(4) at k = 2 only
     assert spectrum_distance(k, a, b, kmax=5, log=True) == pytest.approx(
         math.log10(2.0) / 2, abs=1e-15)
+    # default: 2/3 of the largest k (here 10/3: k = 1, 2, 3)
+    assert spectrum_distance(k, a, b) == pytest.approx(math.sqrt(4 / 3), abs=1e-15)
     with pytest.raises(ArgumentError, match="positive power"):
         spectrum_distance(k, a - 2.0, b, kmax=5, log=True)
     with pytest.raises(ArgumentError, match="P_b"):

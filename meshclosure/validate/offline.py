@@ -1,0 +1,371 @@
+"""Offline (a priori) skill of a closure on a dataset split: flux, tendency, bands, calibration.
+
+For each variable ``v`` closed by the dataset, on the samples ``s`` of one
+split (:func:`~meshclosure.train.diffusivity.load_table`; physical units,
+float64):
+
+* **flux**: the predicted face flux ``Φ̂`` against the stored subgrid flux
+  ``Φ^sgs`` (both ``(S, n_faces)``), :func:`~meshclosure.validate.metrics.skill`
+  with face weights ``A_f d_f`` (face area × centre distance: the volume a
+  face stands for);
+* **tendency**: ``−div Φ̂`` against ``−div Φ^sgs``
+  (:func:`meshclosure.fv.divergence`), weights the cell volumes: per-cell
+  ``R²`` and correlation over time, volume-averaged (Ross et al. 2023's
+  ``spatial_skill``), pooled values and RMSE;
+* **bands**: the same per scale band of the tendency
+  (:func:`~meshclosure.validate.spectra.band_filter`; default edges
+  :func:`~meshclosure.validate.spectra.default_band_edges`: ``k ≤ k_c/4``,
+  ``k ≤ k_c/2``, the rest), and each band's share of the target's mean square;
+* **calibration** (probabilistic closures only, on the face fluxes, pooled):
+  interval coverage of the central 50 % and 90 % Gaussian intervals, CRPS and
+  the spread–skill ratio (:mod:`meshclosure.train.uncertainty`). An
+  :class:`~meshclosure.train.uncertainty.EnsembleClosure` is scored as the
+  Gaussian ``N(μ̄, aleatoric + epistemic)`` for coverage, and by its members
+  for CRPS (the fair estimator) and spread–skill (corrected for ``M``; the
+  Gaussian's values are under ``crps_gaussian`` / ``spread_skill_gaussian``);
+  a heteroscedastic model by its ``N(μ, σ²)`` (closed-form CRPS).
+
+Closures: ``None`` (no closure: flux 0), a
+:class:`~meshclosure.closures.ModelClosure` (its mean; feed-forward models run
+in batches on the dataset's stored inputs, so the OOD split sees the OOD
+scenario's inputs), an ``EnsembleClosure``, or any closure
+``(t, state, mesh[, transport]) -> {var: flux}`` (baselines). A variable the
+closure does not close is scored as no closure (flux 0), as the coarse model
+would run it.
+
+Keys of the result (flat, floats): ``"{v}.flux.{m}"`` and ``"{v}.tendency.{m}"``
+for ``m`` in ``r2, corr, r2_pooled, corr_pooled, rmse, n_left_out``;
+``"{v}.tendency.band{b}.{r2, corr, r2_pooled, fraction, k_min}"``;
+``"{v}.coverage50"``, ``"{v}.coverage90"``, ``"{v}.crps"``, ``"{v}.spread_skill"``
+(probabilistic closures); the headline ``"r2"`` and ``"corr"`` (mean over
+variables of the tendency's per-cell, volume-averaged values) and
+``"n_samples"``. Measures that are undefined (e.g. a band in which the target
+does not vary) are left out and named, with the reason, under ``"skipped"``
+(a ``{key: reason}`` dict, present only when something was skipped).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ArgumentError
+from ..fv import divergence
+from .metrics import skill
+from .spectra import band_filter, default_band_edges, spectral_kind
+
+__all__ = ["offline_metrics", "offline_table", "Prediction", "predict_table"]
+
+
+class Prediction(NamedTuple):
+    """A closure's prediction of one variable's face flux on a split.
+
+    Attributes
+    ----------
+    mean : Tensor, shape (S, n_faces)
+        The flux the closure returns (its mean), physical units, float64.
+    var : Tensor, shape (S, n_faces), or None
+        Predictive variance (Gaussian; an ensemble's aleatoric + epistemic).
+    members : Tensor, shape (M, S, n_faces), or None
+        An ensemble's member means.
+    """
+
+    mean: Tensor
+    var: Optional[Tensor]
+    members: Optional[Tensor]
+
+
+def _is_ensemble(closure: Any) -> bool:
+    from ..train.uncertainty import EnsembleClosure
+
+    return isinstance(closure, EnsembleClosure)
+
+
+def _batched_outputs(closure: Any, table: Any, batch_size: int
+                     ) -> Optional[Tuple[Tensor, Optional[Tensor]]]:
+    """``(mean, log_var)`` ``(S, n_faces, V)`` of a feed-forward ModelClosure on the stored
+    inputs, physical units; ``None`` when that path does not apply."""
+    from ..closures import ModelClosure
+
+    if not (isinstance(closure, ModelClosure) and not closure.recurrent
+            and table.x is not None and tuple(closure.features.names) == tuple(table.input_names)):
+        return None
+    dtype = next((p.dtype for p in closure.model.parameters() if p.is_floating_point()),
+                 torch.float64)
+    means, log_vars = [], []
+    with torch.no_grad():
+        for i in range(0, len(table), batch_size):
+            x = table.x[i:i + batch_size]
+            if closure.normalizer is not None:
+                x = closure.normalizer.normalize_inputs(x)
+            out = closure.model(table.mesh, x.to(dtype))
+            mean, log_var = (out[0], out[1]) if isinstance(out, tuple) else (out, None)
+            if closure.normalizer is not None:
+                mean = closure.normalizer.denormalize_flux(mean)
+                log_var = None if log_var is None else \
+                    closure.normalizer.denormalize_log_var(log_var)
+            means.append(mean.double())
+            log_vars.append(None if log_var is None else log_var.double())
+    lv = None if any(v is None for v in log_vars) else torch.cat(log_vars)
+    return torch.cat(means), lv
+
+
+def _model_outputs(closure: Any, table: Any, batch_size: int
+                   ) -> Tuple[Tensor, Optional[Tensor]]:
+    """``(mean, log_var)`` ``(S, n_faces, V)`` of a closure with ``predict()``."""
+    batched = _batched_outputs(closure, table, batch_size)
+    if batched is not None:
+        return batched
+    if callable(getattr(closure, "reset", None)):
+        closure.reset()
+    means, log_vars = [], []
+    with torch.no_grad():
+        for i in range(len(table)):
+            mean, log_var = closure.predict(float(table.t[i]), table.sample(i), table.mesh,
+                                            table.transport[i])
+            means.append(mean.double())
+            log_vars.append(None if log_var is None else log_var.double())
+    lv = None if any(v is None for v in log_vars) else torch.stack(log_vars)
+    return torch.stack(means), lv
+
+
+def _generic_fluxes(closure: Any, table: Any) -> Dict[str, Tensor]:
+    """``{var: (S, n_faces)}`` of any closure, one call per sample."""
+    from ..closures import as_closure
+
+    c = as_closure(closure)
+    out: Dict[str, List[Tensor]] = {}
+    with torch.no_grad():
+        for i in range(len(table)):
+            t, state, U = float(table.t[i]), table.sample(i), table.transport[i]
+            try:
+                phi = c(t, state, table.mesh, transport=U)
+            except TypeError:
+                phi = c(t, state, table.mesh)
+            for v, f in phi.items():
+                out.setdefault(v, []).append(torch.as_tensor(f).detach().double().reshape(-1))
+    return {v: torch.stack(f) for v, f in out.items() if len(f) == len(table)}
+
+
+def predict_table(closure: Any, table: Any, batch_size: int = 16) -> Dict[str, Prediction]:
+    """Every variable's :class:`Prediction` of ``closure`` on a SampleTable (zeros where the
+    closure does not close the variable; ``closure=None``: no closure)."""
+    S, nf = len(table), table.mesh.n_faces
+    zero = Prediction(torch.zeros(S, nf, dtype=torch.float64), None, None)
+    if closure is None:
+        return {v: zero for v in table.variables}
+    if _is_ensemble(closure):
+        outs = [_model_outputs(m, table, batch_size) for m in closure.members]
+        means = torch.stack([o[0] for o in outs])                       # (M, S, nf, V)
+        hetero = [o[1] is not None for o in outs]
+        if any(hetero) and not all(hetero):
+            raise ArgumentError("closure", f"ensemble with {sum(hetero)} of {len(hetero)} "
+                                "heteroscedastic members", "must have all or none "
+                                "heteroscedastic", "build every member the same way")
+        mu = means.mean(0)
+        var = ((means - mu) ** 2).mean(0)
+        if all(hetero):
+            var = var + torch.exp(torch.stack([o[1] for o in outs])).mean(0)
+        cols = list(closure.variables)
+        return {v: (Prediction(mu[..., cols.index(v)], var[..., cols.index(v)],
+                               means[..., cols.index(v)]) if v in cols else zero)
+                for v in table.variables}
+    if callable(getattr(closure, "predict", None)) and hasattr(closure, "variables"):
+        mean, log_var = _model_outputs(closure, table, batch_size)
+        cols = list(closure.variables)
+        return {v: (Prediction(mean[..., cols.index(v)],
+                               None if log_var is None else torch.exp(log_var[..., cols.index(v)]),
+                               None) if v in cols else zero) for v in table.variables}
+    fluxes = _generic_fluxes(closure, table)
+    return {v: Prediction(fluxes[v], None, None) if v in fluxes else zero
+            for v in table.variables}
+
+
+def _tendency(mesh: Any, flux: Tensor) -> Tensor:
+    """``−div Φ`` ``(S, n_cells)`` of face fluxes ``(S, n_faces)``."""
+    return -divergence(mesh, flux.T.contiguous()).T
+
+
+def _put_skill(out: Dict[str, Any], prefix: str, s: Any) -> None:
+    for name in ("r2", "corr", "r2_pooled", "corr_pooled", "rmse"):
+        out[f"{prefix}.{name}"] = float(getattr(s, name))
+    out[f"{prefix}.n_left_out"] = float(s.n_left_out)
+
+
+def _calibration(out: Dict[str, Any], v: str, pred: Prediction, target: Tensor) -> None:
+    from ..train.uncertainty import (crps_ensemble, crps_gaussian, interval_coverage,
+                                     spread_skill_ratio)
+
+    if pred.var is None:
+        return
+    var = pred.var.clamp_min(0.0)
+    out[f"{v}.coverage50"] = interval_coverage(pred.mean, var, target, 0.5)
+    out[f"{v}.coverage90"] = interval_coverage(pred.mean, var, target, 0.9)
+    gauss_crps = float(crps_gaussian(pred.mean, var.sqrt(), target).mean())
+    gauss_ssr = spread_skill_ratio((pred.mean, var), target)
+    if pred.members is not None and pred.members.shape[0] >= 2:
+        out[f"{v}.crps"] = float(crps_ensemble(pred.members, target, fair=True).mean())
+        out[f"{v}.spread_skill"] = spread_skill_ratio(pred.members, target)
+        out[f"{v}.crps_gaussian"] = gauss_crps
+        out[f"{v}.spread_skill_gaussian"] = gauss_ssr
+    else:
+        out[f"{v}.crps"] = gauss_crps
+        out[f"{v}.spread_skill"] = gauss_ssr
+
+
+def _bands(out: Dict[str, Any], skipped: Dict[str, str], mesh: Any, v: str,
+           pred: Tensor, target: Tensor, edges: Sequence[float], V: Tensor) -> None:
+    pb = band_filter(mesh, pred, edges)
+    tb = band_filter(mesh, target, edges)
+    w = V.numpy()
+    total = float((tb.sum(0) ** 2 * w).sum())
+    lo = (0.0,) + tuple(float(e) for e in edges)
+    for b in range(tb.shape[0]):
+        key = f"{v}.tendency.band{b}"
+        out[f"{key}.k_min"] = lo[b]
+        out[f"{key}.fraction"] = float((tb[b] ** 2 * w).sum()) / total if total > 0 else 0.0
+        try:
+            s = skill(pb[b], tb[b], weights=w)
+        except ArgumentError as err:
+            skipped[f"{key}.r2"] = f"undefined: {err.rule}"
+            continue
+        out[f"{key}.r2"], out[f"{key}.corr"] = s.r2, s.corr
+        out[f"{key}.r2_pooled"] = s.r2_pooled
+
+
+def offline_metrics(closure: Any, data: Any, split: str = "test",
+                    variables: Optional[Sequence[str]] = None, bands: Any = None,
+                    max_samples: Optional[int] = None, batch_size: int = 16) -> Dict[str, Any]:
+    """Offline skill of ``closure`` on one split of a dataset (module docstring).
+
+    Parameters
+    ----------
+    closure : ModelClosure, EnsembleClosure, closure, or None
+        ``None`` scores no closure (flux 0).
+    data : path, xarray.Dataset, SubgridDataset or SampleTable
+        The dataset (:func:`~meshclosure.train.diffusivity.load_table`).
+    split : {"test", "ood", "val", "train"}
+    variables : sequence of str, optional
+        Default: every variable of the dataset.
+    bands : sequence of float, None or False
+        Band edges of the tendency (wavenumbers in units of ``2π/L`` on planes,
+        degrees on spheres); ``None``: :func:`~meshclosure.validate.spectra.default_band_edges`
+        where the mesh has spectra (else skipped and said so); ``False``: none.
+    max_samples : int, optional
+        At most this many samples, evenly spread over the split.
+    batch_size : int
+        Samples per batch of a feed-forward model.
+
+    Returns
+    -------
+    dict
+        Flat ``{key: float}`` (keys in the module docstring), plus ``"skipped"``
+        when some measure was undefined.
+
+    Raises
+    ------
+    ArgumentError
+        A split with fewer than 2 samples, an unknown variable, or a target that
+        does not vary in time anywhere.
+
+    Examples
+    --------
+    >>> offline_metrics(None, "missing.nc")
+    Traceback (most recent call last):
+    ...
+    meshclosure.data.dataset.DatasetError: dataset 'missing.nc' does not exist ...
+    """
+    from ..train.diffusivity import load_table
+
+    table = load_table(data, split, max_samples)
+    if len(table) < 2:
+        raise ArgumentError("split", split, f"must hold at least 2 samples (it holds "
+                            f"{len(table)}): per-cell R² is over time",
+                            "generate more samples or score another {split}")
+    names = list(table.variables) if variables is None else list(variables)
+    unknown = [v for v in names if v not in table.variables]
+    if unknown or not names:
+        raise ArgumentError("variables", variables, f"must name variables of the dataset "
+                            f"{list(table.variables)}", "leave it out to score all of them")
+    mesh = table.mesh
+    Wf = (mesh.face_area * mesh.cell_distance).double().cpu()
+    Vc = mesh.cell_volume.double().cpu()
+    skipped: Dict[str, str] = {}
+    edges: Optional[Sequence[float]] = None
+    if bands is not False:
+        try:
+            spectral_kind(mesh)
+            edges = default_band_edges(mesh) if bands is None else bands
+        except ArgumentError as err:
+            if bands is not None:
+                raise
+            skipped["bands"] = f"{mesh.family} mesh: {err.rule}"
+    preds = predict_table(closure, table, batch_size)
+    out: Dict[str, Any] = {}
+    for v in names:
+        target, pred = table.flux[v].double(), preds[v]
+        if not torch.isfinite(pred.mean).all():
+            raise ArgumentError("closure", type(closure).__name__, f"must predict finite "
+                                f"fluxes of {v!r} ({int((~torch.isfinite(pred.mean)).sum())} "
+                                "non-finite)", "check the model and its inputs")
+        _put_skill(out, f"{v}.flux", skill(pred.mean, target, weights=Wf))
+        t_pred, t_true = _tendency(mesh, pred.mean), _tendency(mesh, target)
+        _put_skill(out, f"{v}.tendency", skill(t_pred, t_true, weights=Vc))
+        if edges is not None:
+            _bands(out, skipped, mesh, v, t_pred, t_true, edges, Vc)
+        _calibration(out, v, pred, target)
+    out["r2"] = float(np.mean([out[f"{v}.tendency.r2"] for v in names]))
+    out["corr"] = float(np.mean([out[f"{v}.tendency.corr"] for v in names]))
+    out["n_samples"] = float(len(table))
+    if skipped:
+        out["skipped"] = skipped
+    return out
+
+
+def offline_table(closures: Mapping[str, Any], data: Any, splits: Sequence[str] = ("test", "ood"),
+                  **kwargs: Any) -> Dict[str, Any]:
+    """:func:`offline_metrics` of several closures on several splits.
+
+    Parameters
+    ----------
+    closures : {name: closure}
+        E.g. ``{"none": None, "power_law": ..., "learned": model.closure()}``.
+    data : path, xarray.Dataset or SampleTable
+    splits : sequence of str
+    **kwargs
+        Passed to :func:`offline_metrics` (``variables``, ``bands``, ``max_samples``).
+
+    Returns
+    -------
+    dict
+        ``{split: {name: metrics}}``; a split the dataset lacks (or with fewer
+        than 2 samples) is left out and named under ``"skipped": {split: reason}``.
+
+    Examples
+    --------
+    >>> offline_table({}, "data.nc")
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: closures={}: must name at least one closure; ...
+    """
+    from ..train.diffusivity import load_table
+
+    if not closures:
+        raise ArgumentError("closures", closures, "must name at least one closure",
+                            "pass e.g. {{'none': None, 'learned': closure}}")
+    out: Dict[str, Any] = {}
+    skipped: Dict[str, str] = {}
+    for split in splits:
+        table = load_table(data, split, kwargs.get("max_samples"))
+        if len(table) < 2:
+            skipped[split] = (f"the dataset holds {len(table)} {split!r} samples "
+                              "(2 or more needed)")
+            continue
+        out[split] = {name: offline_metrics(c, table, split, **kwargs)
+                      for name, c in closures.items()}
+    if skipped:
+        out["skipped"] = skipped
+    return out

@@ -1,0 +1,185 @@
+"""Offline metrics of closures on the tiny kinematic dataset (tests/conftest.py), against
+values derived by hand: the truth scores 1, no closure −ȳ²/Var per cell, calibration
+metrics of constructed Gaussian and two-member predictions."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from meshclosure.closures import FunctionClosure
+from meshclosure.errors import ArgumentError
+from meshclosure.fv import divergence
+from meshclosure.train.diffusivity import load_table
+from meshclosure.train.uncertainty import EnsembleClosure
+from meshclosure.validate.offline import offline_metrics, offline_table, predict_table
+
+
+@pytest.fixture(scope="module")
+def tables(kinematic_traj):
+    return {s: load_table(kinematic_traj, s) for s in ("test", "ood")}
+
+
+def _lookup(table):
+    """The stored Φ^sgs of the sample at time t: {t: (n_faces,)}."""
+    return {round(float(t), 12): table.flux["q"][i] for i, t in enumerate(table.t)}
+
+
+def truth_closure(*tabs, scale=1.0):
+    fluxes = {}
+    for tab in tabs:
+        fluxes.update(_lookup(tab))
+    return FunctionClosure(lambda t, state, mesh: {"q": scale * fluxes[round(float(t), 12)]})
+
+
+def _per_cell_none_r2(table):
+    """Volume-weighted mean over cells of 1 − mean_t y²/Var_t y, y = −div Φ^sgs."""
+    y = (-divergence(table.mesh, table.flux["q"].T.contiguous()).T).numpy()
+    V = table.mesh.cell_volume.double().numpy()
+    var = y.var(0)
+    keep = var > 0
+    r2 = 1 - (y ** 2).mean(0)[keep] / var[keep]
+    return float((V[keep] * r2).sum() / V[keep].sum()), y
+
+
+def test_truth_scores_one_and_no_closure_its_hand_value(tables, kinematic_traj):
+    table = tables["test"]
+    truth = offline_metrics(truth_closure(table), table)
+    assert truth["r2"] == 1.0 and truth["q.flux.r2"] == 1.0 and truth["q.flux.rmse"] == 0.0
+    assert truth["corr"] == pytest.approx(1.0, abs=1e-12)
+    assert truth["n_samples"] == 3.0 and "skipped" not in truth
+    bands = sorted({k.split(".")[2] for k in truth if ".band" in k})
+    assert bands == ["band0", "band1", "band2"]                     # 8x8 plane: edges (2, 3)
+    for b in bands:
+        assert truth[f"q.tendency.{b}.r2"] == pytest.approx(1.0, abs=1e-12)
+    assert sum(truth[f"q.tendency.{b}.fraction"] for b in bands) == pytest.approx(1.0, abs=1e-12)
+
+    none = offline_metrics(None, kinematic_traj, split="test")
+    expected, y = _per_cell_none_r2(table)
+    assert none["q.tendency.r2"] == pytest.approx(expected, abs=1e-12) and none["r2"] < 0
+    assert none["corr"] == 0.0 and none["q.flux.corr"] == 0.0
+    # the domain mean of a divergence is 0: the pooled R² of no closure is −ȳ²/Var = 0
+    assert abs(none["q.tendency.r2_pooled"]) < 1e-12
+    V = table.mesh.cell_volume.double().numpy()
+    assert none["q.tendency.rmse"] == pytest.approx(
+        math.sqrt((V * (y ** 2).mean(0)).sum() / V.sum()), rel=1e-12)
+
+
+def test_half_the_truth_scores_its_hand_value(tables):
+    table = tables["test"]
+    half = offline_metrics(truth_closure(table, scale=0.5), table)
+    # R²_i = 1 − mean_t (y/2)² / Var_t y = 1 − (1 − R²_i(none)) / 4, linear in R²_i
+    expected_none, _ = _per_cell_none_r2(table)
+    assert half["q.tendency.r2"] == pytest.approx(1 - (1 - expected_none) / 4, abs=1e-12)
+    assert half["q.tendency.corr"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_offline_table_over_splits_skips_a_missing_split(tables, kinematic_traj):
+    from meshclosure.data import read_dataset
+
+    closures = {"none": None, "truth": truth_closure(tables["test"], tables["ood"])}
+    out = offline_table(closures, kinematic_traj, bands=False)
+    assert set(out) == {"test", "ood"}
+    assert out["ood"]["truth"]["r2"] == 1.0 and out["ood"]["none"]["r2"] < 0
+    assert not any(".band" in k for k in out["test"]["truth"])
+    one_run = read_dataset(kinematic_traj).isel(run=[0])          # no OOD run
+    out = offline_table(closures, one_run, splits=("test", "ood"), bands=False)
+    assert set(out) == {"test", "skipped"} and "ood" in out["skipped"]
+    with pytest.raises(ArgumentError, match="variables"):
+        offline_metrics(None, tables["test"], variables=["zeta"])
+
+
+class _Gaussian:
+    """A duck-typed probabilistic closure: mean = truth + e·σ, variance σ²."""
+
+    variables = ("q",)
+
+    def __init__(self, table, factors):
+        self.flux, self.factors = _lookup(table), factors
+
+    def sigma(self, y):
+        return 0.01 + y.abs()
+
+    def predict(self, t, state, mesh, transport=None, stage=None):
+        y = self.flux[round(float(t), 12)]
+        s = self.sigma(y)
+        return (y + self.factors * s)[:, None], torch.log(s * s)[:, None]
+
+
+def test_gaussian_closure_coverage_crps_and_spread_skill(tables):
+    table = tables["test"]
+    nf = table.mesh.n_faces
+    sign = torch.where(torch.arange(nf) % 2 == 0, 1.0, -1.0).double()
+    factors = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)[torch.arange(nf) % 3] * sign
+    m = offline_metrics(_Gaussian(table, factors), table, bands=False)
+    # |e| = 0.5σ inside both intervals (z50 = 0.674, z90 = 1.645), σ inside the 90 % only
+    share = lambda k: float((torch.arange(nf) % 3 == k).double().mean())   # noqa: E731
+    assert m["q.coverage50"] == pytest.approx(share(0), abs=1e-15)
+    assert m["q.coverage90"] == pytest.approx(share(0) + share(1), abs=1e-15)
+    y = table.flux["q"].numpy()
+    s = 0.01 + np.abs(y)
+    z = -factors.numpy()                                           # (y − μ)/σ
+    crps = s * (z * (2 * norm.cdf(z) - 1) + 2 * norm.pdf(z) - 1 / math.sqrt(math.pi))
+    assert m["q.crps"] == pytest.approx(crps.mean(), rel=1e-12)
+    assert m["q.spread_skill"] == pytest.approx(
+        math.sqrt((s ** 2).sum() / ((factors.numpy() * s) ** 2).sum()), rel=1e-12)
+
+
+class _Member:
+    """A deterministic ensemble member: truth + offset·δ."""
+
+    variables = ("q",)
+
+    def __init__(self, table, offset):
+        self.flux, self.offset = _lookup(table), offset
+
+    def predict(self, t, state, mesh, transport=None, stage=None):
+        y = self.flux[round(float(t), 12)]
+        return (y + self.offset * (1e-3 + 0.1 * y.abs()))[:, None], None
+
+
+def test_two_member_ensemble_fair_crps_and_spread_skill(tables):
+    """Members y + δ and y + 3δ: fair CRPS = 2δ − (2·2δ)/(2·2·1) = δ; spread² = 2δ²
+    (divisor M − 1), error² of the mean 4δ²: ratio √(2/4)·√(3/2) = √3/2; the Gaussian
+    N(y + 2δ, δ²) covers nothing at 90 %."""
+    table = tables["test"]
+    ens = EnsembleClosure([_Member(table, 1.0), _Member(table, 3.0)])
+    m = offline_metrics(ens, table, bands=False)
+    delta = 1e-3 + 0.1 * np.abs(table.flux["q"].numpy())
+    assert m["q.crps"] == pytest.approx(delta.mean(), rel=1e-12)
+    assert m["q.spread_skill"] == pytest.approx(math.sqrt(3) / 2, rel=1e-12)
+    assert m["q.coverage90"] == 0.0 and m["q.coverage50"] == 0.0
+    assert m["q.crps_gaussian"] > 0 and m["q.spread_skill_gaussian"] == pytest.approx(0.5)
+    preds = predict_table(ens, table)
+    assert torch.allclose(preds["q"].mean, table.flux["q"] + 2 * torch.as_tensor(delta),
+                          rtol=1e-14, atol=1e-18)
+
+
+def test_model_closure_batched_path_matches_the_per_sample_path(tables, kinematic_traj):
+    from meshclosure.closures import FeaturePipeline, ModelClosure, Normalizer
+    from meshclosure.data import read_dataset
+    from meshclosure.nn import build_model
+
+    ds = read_dataset(kinematic_traj)
+    pipe = FeaturePipeline.from_config(json.loads(ds.attrs["feature_pipeline"]))
+    table = tables["test"]
+    torch.manual_seed(0)
+    model = build_model("mgn", table.mesh, in_features=pipe.n_features, n_vars=1, hidden=8,
+                        n_blocks=1, heteroscedastic=True).double()
+    closure = ModelClosure(model, pipe, Normalizer.from_dataset(ds))
+
+    class PerSample:                          # not a ModelClosure: one predict() per sample
+        variables = closure.variables
+
+        def predict(self, *args, **kwargs):
+            return closure.predict(*args, **kwargs)
+
+    batched = offline_metrics(closure, table, bands=False)
+    single = offline_metrics(PerSample(), table, bands=False)
+    for key in ("r2", "q.flux.r2", "q.coverage90", "q.crps", "q.spread_skill"):
+        assert batched[key] == pytest.approx(single[key], rel=1e-9, abs=1e-12), key
+    assert 0.0 <= batched["q.coverage50"] <= batched["q.coverage90"] <= 1.0
