@@ -25,10 +25,12 @@
   ``√(4π) Y_l^m`` (unit mean square;
   :func:`~meshclosure.data.random_flows.spherical_harmonic_basis`) of degree
   ``l ≤ lmax`` at the cell centres, ``P(l) = Σ_m c_lm²`` (the mean square of the
-  degree-``l`` part of the fit). Default ``lmax = ⌊√(n_cells/2)⌋`` (half as many
+  degree-``l`` part of the fit). Largest ``lmax = ⌊√(n_cells/2)⌋`` (half as many
   unknowns as cells, ``(lmax + 1)² ≈ n_cells/2``), which keeps the
-  projection well conditioned; a field that lies in the span is recovered to
-  rounding, anything above ``lmax`` aliases into the fit.
+  projection well conditioned (Gram condition number 1–7 on icosahedral
+  meshes and their duals); the default is that, capped at 40 (memory
+  ``n_cells (lmax+1)²`` doubles). A field in the span is recovered to
+  rounding; power above ``lmax`` aliases into the fit.
 
 Other meshes (columns, bounded planes and channels, planar meshio meshes) have
 no spectrum here: :class:`~meshclosure.errors.ArgumentError`.
@@ -145,49 +147,66 @@ def _plane_spectrum(mesh: Mesh, f: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------------ spheres
+#: Cap of the default least-squares ``lmax`` (memory ``n_cells (lmax + 1)²`` doubles).
+LSQ_LMAX_CAP = 40
+
+
 def default_lmax(mesh: Mesh, method: str = "auto") -> int:
     """The default largest degree of a sphere's spectrum: ``2 nside`` for ``anafast`` on
-    HEALPix, ``⌊√(n_cells / 2)⌋`` for the least-squares projection (also its largest)."""
+    HEALPix; for the least-squares projection ``min(⌊√(n_cells / 2)⌋, 40)`` (the first
+    term is also the largest ``lmax`` it accepts; the cap bounds its memory)."""
     if method != "lsq" and spectral_kind(mesh) == "healpix":
         return 2 * int(mesh.info["nside"])
+    return min(_lsq_top(mesh), LSQ_LMAX_CAP)
+
+
+def _lsq_top(mesh: Mesh) -> int:
     return max(1, int(math.isqrt(mesh.n_cells // 2)))
 
 
-def _harmonics(mesh: Mesh, lmax: int) -> Tuple[np.ndarray, np.ndarray]:
-    """``√(4π) Y_l^m`` at the cell centres ``(n_cells, (lmax+1)²)`` and each column's degree."""
+def _harmonic_fit(mesh: Mesh, lmax: int):
+    """Cached per mesh: ``√(4π) Y_l^m`` at the cell centres ``(n_cells, (lmax+1)²)``, each
+    column's degree, the cell volumes and the Cholesky factor of the volume-weighted Gram
+    matrix (refused when its condition number reaches :data:`MAX_CONDITION`)."""
+    from scipy.linalg import cho_factor
+
     from .._cache import per_mesh
     from ..data.random_flows import spherical_harmonic_basis
 
     def build():
         values, lam, _ = spherical_harmonic_basis(mesh.cell_center.detach().cpu().double(),
                                                   float(mesh.radius), 0, lmax)
-        ell = np.rint((-1.0 + np.sqrt(1.0 + 4.0 * lam.numpy() * float(mesh.radius) ** 2)) / 2)
-        return values.numpy(), ell.astype(np.int64)
+        R = float(mesh.radius)
+        ell = np.rint((-1.0 + np.sqrt(1.0 + 4.0 * lam.numpy() * R * R)) / 2).astype(np.int64)
+        B = values.numpy()
+        V = mesh.cell_volume.detach().cpu().double().numpy()
+        gram = (B * V[:, None]).T @ B
+        cond = np.linalg.cond(gram)
+        if not cond < MAX_CONDITION:
+            raise ArgumentError("lmax", lmax, f"gives an ill-conditioned harmonic fit on this "
+                                f"{mesh.family} mesh (condition number {cond:.3g} >= "
+                                f"{MAX_CONDITION:g})", "pass a smaller {lmax}")
+        return B, ell, V, cho_factor(gram)
 
-    return per_mesh(mesh, ("validate.spectra.harmonics", lmax), build)
+    return per_mesh(mesh, ("validate.spectra.harmonic_fit", lmax), build)
 
 
 def _sphere_fit(mesh: Mesh, f: np.ndarray, lmax: int) -> Tuple[np.ndarray, np.ndarray,
                                                                 np.ndarray]:
     """Least-squares coefficients ``(..., M)`` of ``f`` on the harmonics, the basis, degrees."""
+    from scipy.linalg import cho_solve
+
     if isinstance(lmax, bool) or not isinstance(lmax, (int, np.integer)) or lmax < 0:
         raise ArgumentError("lmax", lmax, "must be an integer >= 0", "pass e.g. lmax=8")
-    top = default_lmax(mesh, "lsq")
+    top = _lsq_top(mesh)
     if lmax > top:
         raise ArgumentError("lmax", lmax, f"must be <= {top} on this {mesh.family} mesh of "
                             f"{mesh.n_cells} cells (⌊√(n_cells/2)⌋: the least-squares fit needs "
                             "about twice as many cells as harmonics)",
                             f"pass {{lmax}} <= {top}, or a finer mesh")
-    B, ell = _harmonics(mesh, int(lmax))
-    V = mesh.cell_volume.detach().cpu().double().numpy()
-    gram = (B * V[:, None]).T @ B
-    cond = np.linalg.cond(gram)
-    if not cond < MAX_CONDITION:
-        raise ArgumentError("lmax", lmax, f"gives an ill-conditioned harmonic fit on this "
-                            f"{mesh.family} mesh (condition number {cond:.3g} >= "
-                            f"{MAX_CONDITION:g})", "pass a smaller {lmax}")
+    B, ell, V, factor = _harmonic_fit(mesh, int(lmax))
     rhs = (f.reshape(-1, mesh.n_cells) * V) @ B                     # (S, M)
-    coef = np.linalg.solve(gram, rhs.T).T
+    coef = cho_solve(factor, rhs.T).T
     return coef.reshape(f.shape[:-1] + (B.shape[1],)), B, ell
 
 
@@ -238,7 +257,7 @@ def power_spectrum(mesh: Mesh, field: Any, lmax: Optional[int] = None, method: s
         Cell values (e.g. ``(T, n_cells)`` snapshots; average ``P`` over time yourself).
     lmax : int, optional
         Spheres: the largest degree (default :func:`default_lmax`: HEALPix
-        ``2 nside``, other spheres ``⌊√(n_cells/2)⌋``, the largest allowed).
+        ``2 nside``, other spheres ``min(⌊√(n_cells/2)⌋, 40)``; at most ``⌊√(n_cells/2)⌋``).
     method : {"auto", "anafast", "lsq"}
         Spheres: ``healpy.anafast`` (HEALPix only; the default there) or the
         least-squares harmonic projection (the default on other spheres).
@@ -357,7 +376,7 @@ def spectrum_kmax(mesh: Mesh) -> float:
 
     Planes: ``(2/3) · min(nx L/lx, ny L/ly)/2`` in units of ``2π/L``; spheres:
     ``(2/3)`` of the default spectrum's largest degree (:func:`default_lmax`:
-    ``2 nside`` on HEALPix, ``⌊√(n_cells/2)⌋`` on other spheres).
+    ``2 nside`` on HEALPix, ``min(⌊√(n_cells/2)⌋, 40)`` on other spheres).
 
     >>> from meshclosure.mesh import cartesian
     >>> round(spectrum_kmax(cartesian(48, 48)), 12)
@@ -385,5 +404,5 @@ def default_band_edges(mesh: Mesh) -> Tuple[float, ...]:
     edges = sorted({max(2.0, math.floor(kc / 4 + 1e-9) + 1.0),
                     max(2.0, math.floor(kc / 2 + 1e-9) + 1.0)})
     if spectral_kind(mesh) != "plane":
-        edges = [e for e in edges if e - 1 <= default_lmax(mesh, "lsq")] or [2.0]
+        edges = [e for e in edges if e - 1 <= _lsq_top(mesh)] or [2.0]
     return tuple(edges)
