@@ -21,6 +21,8 @@ from meshclosure.nn.chebyshev import ChebConv, ChebNetClosure, chebyshev_laplaci
 from meshclosure.testing import (assert_antisymmetric, assert_commutes, assert_conservative,
                                  assert_equivariant, axis_rotation, small_meshes)
 
+from _value_checks import check_values
+
 IN = 2
 SMALL = small_meshes()
 MESHES = {"healpix-2": SMALL["healpix-2"], "icosahedral-2": SMALL["icosahedral-2"],
@@ -183,6 +185,9 @@ def test_forward_backward(name, head):
     grads = [p.grad for p in model.parameters()] + [x.grad]
     assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
     assert float(model.convs[0].weight.grad.abs().sum()) > 0
+    # seeded, batch = samples, input-dependent log_var, the NLL's gradient reaches every weight
+    check_values(lambda seed: _chebnet(mesh, head, seed=seed, heteroscedastic=True), mesh,
+                 _x(mesh))
 
 
 def test_families_and_errors():

@@ -11,6 +11,8 @@ from meshclosure.nn import registry
 from meshclosure.testing import (assert_antisymmetric, assert_conservative, assert_equivariant,
                                  small_meshes)
 
+from _value_checks import check_values
+
 MESHES = small_meshes()
 IN = 3
 
@@ -45,6 +47,8 @@ def test_mgn_heteroscedastic(name):
     mean, log_var = model(mesh, x)
     assert log_var.shape == mean.shape == (mesh.n_faces, 2)
     assert_equivariant(model, mesh, x, transform="permutation")
+    # seeded, batch = samples, input-dependent log_var, the NLL's gradient reaches every weight
+    check_values(lambda seed: _mgn(mesh, heteroscedastic=True, seed=seed), mesh, x)
 
 
 @pytest.mark.parametrize("name", ["cartesian-8x8", "cartesian-channel-6x4"])

@@ -1,11 +1,15 @@
-"""The non-conservative references: registered apart, batched, and visibly not conservative."""
+"""The non-conservative references: registered apart, batched, seeded, permutation
+equivariant per cell, the mean-free variant exactly ``nodewise`` minus its volume-weighted
+mean, and visibly not conservative."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from meshclosure.nn import build_model, list_models
-from meshclosure.testing import small_meshes
+from meshclosure.testing import assert_equivariant, small_meshes
+
+from _value_checks import check_values
 
 MESHES = small_meshes()
 
@@ -37,3 +41,29 @@ def test_nodewise_batches_and_breaks_conservation(key):
             assert float(total / scale) > 1e-6            # nothing holds the total
         else:
             assert float(total / scale) < 1e-11           # the global total (rounding)
+
+
+@pytest.mark.parametrize("key", ["healpix-2", "coarsened"])
+def test_mean_free_is_nodewise_minus_its_weighted_mean(key):
+    """Same seed, same weights: ``nodewise_mean_free = s − Σ V s / Σ V`` with ``s`` the
+    ``nodewise`` output, computed here by hand; ``nodewise`` follows a renumbering of the
+    cells (a per-cell head on a permutation-equivariant backbone)."""
+    mesh = MESHES[key]
+    x = torch.randn(mesh.n_cells, 2, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(4))
+
+    def build(name, seed=0):
+        torch.manual_seed(seed)
+        return build_model(name, mesh, in_features=2, n_vars=2, hidden=8, n_blocks=1).double()
+
+    with torch.no_grad():
+        s = build("nodewise")(mesh, x)
+        free = build("nodewise_mean_free")(mesh, x)
+    V = mesh.cell_volume.double()[:, None]
+    want = s - (V * s).sum(0) / V.sum()
+    torch.testing.assert_close(free, want, rtol=0, atol=1e-13)
+    for name in ("nodewise", "nodewise_mean_free"):
+        check_values(lambda seed: build(name, seed), mesh, x)
+    # (only plain nodewise: the mean-free variant weights by the volumes of the mesh it was
+    # built on, in that mesh's cell order, so a renumbered mesh of unequal cells breaks it)
+    assert_equivariant(build("nodewise"), mesh, x, transform="permutation", tol=1e-12)

@@ -24,6 +24,8 @@ from meshclosure.solver import TracerModel, integrate
 from meshclosure.testing import (assert_antisymmetric, assert_conservative, assert_equivariant,
                                  small_meshes)
 
+from _value_checks import check_values
+
 IN, MEM = 2, 6
 
 
@@ -90,6 +92,13 @@ def test_heteroscedastic(name):
     (mean, log_var), h_new = model.step(mesh, xh[:, :IN], xh[:, IN:])
     assert log_var.shape == mean.shape == (mesh.n_faces, 2) and h_new.shape == (mesh.n_cells, MEM)
     assert_equivariant(_WithMemory(model), mesh, xh, transform="permutation")
+    # with memory: seeded, batch = samples, input-dependent log_var, the NLL's gradient
+    # reaches every weight (the memory weights too)
+    check_values(lambda seed: _model(mesh, seed=seed, heteroscedastic=True), mesh, xh,
+                 call=lambda m, mesh, xh: m.step(mesh, xh[..., :IN], xh[..., IN:])[0])
+    # the new memory is a function of the inputs and the old memory, not a copy of either
+    h_new = h_new.detach()
+    assert not torch.equal(h_new, xh[:, IN:]) and float((h_new - xh[:, IN:]).abs().max()) > 1e-6
 
 
 @pytest.mark.parametrize("name", ["cartesian-8x8", "cartesian-channel-6x4"])

@@ -21,6 +21,8 @@ from meshclosure.nn.transformer import (GPSLayer, GraphTransformer, MeshTooLarge
 from meshclosure.testing import (assert_antisymmetric, assert_conservative, assert_equivariant,
                                  small_meshes)
 
+from _value_checks import check_values
+
 IN = 3
 
 
@@ -69,6 +71,8 @@ def test_heteroscedastic(name):
     assert log_var.shape == mean.shape == (mesh.n_faces, 2)
     assert not torch.equal(log_var, mean)
     assert_equivariant(model, mesh, x, transform="permutation")
+    # seeded, batch = samples, input-dependent log_var, the NLL's gradient reaches every weight
+    check_values(lambda seed: _model(mesh, seed=seed, heteroscedastic=True), mesh, x)
 
 
 @pytest.mark.parametrize("name", ["cartesian-8x8", "cartesian-channel-6x4"])
