@@ -34,18 +34,16 @@ truth's span only).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from ..errors import ArgumentError
 from . import _online_stats as stats
+from ._online_runs import Run, budget_terms, is_tendency, run_member
 from ._online_truth import Truth, load_truth, member_starts
 
 __all__ = ["online_validation", "OnlineResult", "budget_terms", "REFERENCE_ROWS"]
@@ -53,223 +51,6 @@ __all__ = ["online_validation", "OnlineResult", "budget_terms", "REFERENCE_ROWS"
 REFERENCE_ROWS = ("none", "replay")
 """The rows every online table carries: no closure (the zero) and the truth replay (the
 upper bound)."""
-
-
-# ------------------------------------------------------------------ budget terms
-def _unwrap(model: Any) -> Tuple[Any, Optional[Callable]]:
-    """``(base solver model, extra sources)`` of a scenario's coarse model (``_Augmented``:
-    a base model plus diffusion, which conserves, and cell-local extra sources)."""
-    if hasattr(model, "base") and hasattr(model, "diffusivity") and hasattr(model, "extra"):
-        return model.base, model.extra
-    return model, None
-
-
-def _total(x: Tensor, V: Tensor) -> float:
-    return float((V * x.double().reshape(V.shape[0], -1).sum(1)).sum())
-
-
-def budget_terms(model: Any, t: float, state: Mapping[str, Tensor]) -> Dict[str, float]:
-    """``∫S_v − boundary outflow_v`` of every prognostic variable at ``(t, state)``.
-
-    The volume integral ``Σ_i V_i S_{v,i}`` of the cell-local terms of ``model``'s
-    right-hand side (sources, relaxation, drag, forcing, a scenario's extra
-    sources; for :class:`~meshclosure.solver.BoussinesqModel` also the buoyancy
-    torque ``∂b/∂x`` of ζ) minus the net prescribed outward boundary flux. Face
-    fluxes (advection, diffusion, closures, flux noise) cancel in the sum and do
-    not appear: ``d/dt Σ V q_v`` equals this to rounding.
-
-    Parameters
-    ----------
-    model : TracerModel, BarotropicModel, BoussinesqModel, or a scenario's coarse model
-        (``scenario.coarse_model(...)``: one of those plus diffusion and sources).
-    t : float
-    state : dict of str -> Tensor, shape (n_cells,)
-
-    Returns
-    -------
-    dict of str -> float
-        One entry per variable of ``state`` the model advances.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from meshclosure.mesh import cartesian
-    >>> from meshclosure.solver import TracerModel
-    >>> mesh = cartesian(4, 4)
-    >>> m = TracerModel(mesh, torch.zeros(mesh.n_faces, dtype=torch.float64),
-    ...                 relaxation=(2.0, 1.0))
-    >>> budget_terms(m, 0.0, {"q": torch.zeros(16, dtype=torch.float64)})   # 2 · 1 · area 1
-    {'q': 2.0}
-    >>> budget_terms(object(), 0.0, {})
-    Traceback (most recent call last):
-    ...
-    meshclosure.errors.ArgumentError: model='object': must be a TracerModel, BarotropicModel or BoussinesqModel, or a scenario's coarse model built on one; pass scenario.coarse_model(closure=...).
-    """
-    from ..fv.gradients import gradient
-    from ..solver import BarotropicModel, TracerModel
-    from ..solver.barotropic import BoussinesqModel
-
-    base, extra = _unwrap(model)
-    if not isinstance(base, (TracerModel, BarotropicModel)):
-        raise ArgumentError("model", type(model).__name__, "must be a TracerModel, "
-                            "BarotropicModel or BoussinesqModel, or a scenario's coarse model "
-                            "built on one", "pass scenario.coarse_model(closure=...)")
-    mesh = base.mesh
-    V = mesh.cell_volume.double()
-    out: Dict[str, float] = {}
-    if isinstance(base, TracerModel):
-        q = state[base.var]
-        s = 0.0
-        if base.source is not None:
-            src = base.source(t, state) if callable(base.source) else base.source
-            s += _total(src, V)
-        if base.relaxation is not None:
-            rate, target = base.relaxation
-            s -= rate * _total(q - target, V)
-        b = base.boundary_flux(t) if callable(base.boundary_flux) else base.boundary_flux
-        if b is not None:
-            s -= float(b.double().sum())
-        out[base.var] = s
-    else:
-        zeta = state["zeta"]
-        s = -float(base.drag) * _total(zeta, V)
-        if base.forcing is not None:
-            f = base.forcing(t, state) if callable(base.forcing) else base.forcing
-            s += _total(f, V)
-        out = {k: 0.0 for k in state}
-        if isinstance(base, BoussinesqModel):
-            s += _total(gradient(mesh, state["b"])[:, 0], V)
-            b = base.buoyancy_flux(t) if callable(base.buoyancy_flux) else base.buoyancy_flux
-            if b is not None:
-                out["b"] = -float(b.double().sum())
-        out["zeta"] = s
-    if extra is not None:
-        for k, src in extra(t, state).items():
-            out[k] = out.get(k, 0.0) + _total(src, V)
-    return out
-
-
-def _is_tendency(closure: Any) -> bool:
-    """A per-cell tendency closure (:class:`~meshclosure.closures.tendency.TendencyClosure`,
-    e.g. ``nodewise``): it has ``tendencies(t, state, mesh, transport)``, no face fluxes."""
-    return callable(getattr(closure, "tendencies", None))
-
-
-class _Audited:
-    """A model whose ``rhs`` records each stage's ``(t, state)`` for the budget;
-    ``diagnose`` is the model's."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.stages: List[Tuple[float, Dict[str, Tensor]]] = []
-
-    def rhs(self, t: float, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-        self.stages.append((float(t), dict(state)))
-        return self.model.rhs(t, state)
-
-    def diagnose(self, t: float, state: Mapping[str, Tensor]):
-        diagnose = getattr(self.model, "diagnose", None)
-        return diagnose(t, state) if diagnose is not None else None
-
-
-class _Replay:
-    """Closure and forcing that return the truth's stored step means of step ``index``."""
-
-    def __init__(self, truth: Truth, start: int) -> None:
-        self.truth, self.start, self.index = truth, start, 0
-
-    def closure(self, t, state, mesh):
-        k = self.start + self.index
-        return {v: self.truth.flux_mean[v][k] for v in self.truth.variables}
-
-    def forcing(self, t):
-        k = self.start + self.index
-        return {v: f[k] for v, f in self.truth.forcing_mean.items()}
-
-
-# ------------------------------------------------------------------------ one run
-@dataclass
-class _Run:
-    """One member: states aligned with the truth, its budget and where it stopped."""
-
-    start: int
-    states: Dict[str, List[Tensor]]
-    residual: Dict[str, List[float]]
-    scale: Dict[str, float]
-    steps: int = 0
-    blowup_step: Optional[int] = None
-    blowup_reason: str = ""
-
-    def scaled(self) -> Dict[str, float]:
-        return {v: (r[-1] if r else 0.0) / self.scale[v] for v, r in self.residual.items()}
-
-
-def _run_member(truth: Truth, closure: Any, start: int, n_truth: int, n_total: int,
-                growth_bound: float, replay: bool = False) -> _Run:
-    """Run the coarse model from truth state ``start`` for ``n_total`` steps, the first
-    ``n_truth`` of which the truth covers (their states are kept)."""
-    from ..solver.integrate import NonFiniteStateError, rollout
-    from ..solver.steppers import STAGES
-    from ..data.trajectory import STEPPER
-
-    sc, variables = truth.scenario, truth.variables
-    rep = _Replay(truth, start) if replay else None
-    if rep is not None:
-        model = run_model = sc.coarse_model(closure=rep.closure, forcing=rep.forcing
-                                            if truth.forcing_mean else None)
-    elif _is_tendency(closure):
-        from ..closures.tendency import with_tendency
-
-        model = sc.coarse_model()
-        run_model = with_tendency(model, closure)
-    else:
-        model = run_model = sc.coarse_model(closure=closure)
-    if callable(getattr(closure, "reset", None)):
-        closure.reset()
-    audited = _Audited(run_model)
-    V = truth.mesh.cell_volume.double()
-    b = STAGES[STEPPER].b
-    dt = truth.coarse_dt
-    state = {v: truth.states[v][start].clone() for v in variables}
-    bound = {v: growth_bound * truth.bound[v] for v in variables}
-    run = _Run(start=start, states={v: [state[v]] for v in variables},
-               residual={v: [] for v in variables}, scale={})
-    acc = {v: 0.0 for v in variables}
-    prev = {v: _total(state[v], V) for v in variables}
-    last = state
-    with torch.no_grad():
-        try:
-            for n, t, new in rollout(audited, state, dt, n_total, t0=float(truth.t[start]),
-                                     stepper=STEPPER):
-                if n == 0:
-                    continue
-                terms = [budget_terms(model, ts, ys) for ts, ys in audited.stages]
-                audited.stages.clear()
-                for v in variables:
-                    expected = sum(w * tm[v] for w, tm in zip(b, terms))
-                    now = _total(new[v], V)
-                    acc[v] += now - prev[v] - dt * expected
-                    prev[v] = now
-                    run.residual[v].append(acc[v])
-                run.steps, last = n, new
-                if n <= n_truth:
-                    for v in variables:
-                        run.states[v].append(new[v])
-                grown = [v for v in variables if float(new[v].abs().max()) > bound[v]]
-                if grown:
-                    run.blowup_step = n
-                    run.blowup_reason = (f"max|{grown[0]}| = {float(new[grown[0]].abs().max()):.3g}"
-                                         f" > {growth_bound:g} × the truth's max "
-                                         f"{truth.bound[grown[0]]:.3g}")
-                    break
-                if rep is not None:
-                    rep.index = n
-        except NonFiniteStateError as err:
-            run.blowup_step = int(err.step)
-            run.blowup_reason = f"not finite ({err.cause}) in {err.variable!r}"
-            audited.stages.clear()
-    run.scale = {v: max(_total(last[v].abs(), V), np.finfo(float).tiny) for v in variables}
-    return run
 
 
 # ------------------------------------------------------------------------- result
@@ -289,7 +70,8 @@ class OnlineResult:
 
     def rows(self) -> List[Dict[str, Any]]:
         """Every number as ``{closure, metric, variable, value}`` (for ``metrics.csv``):
-        the headline values (``variable`` empty), then per variable the budget residual,
+        the headline values (``variable`` empty; ``blowup_step`` is ``inf`` when no
+        member blew up, like ``time_to_blowup``), then per variable the budget residual,
         each distance (``distance.<metric>``) and similarity (``similarity.<metric>``)."""
         out: List[Dict[str, Any]] = []
         for name, m in self.metrics.items():
@@ -297,15 +79,14 @@ class OnlineResult:
                         "similarity_mean"):
                 value = m.get(key)
                 out.append({"closure": name, "metric": key, "variable": "",
-                            "value": float("nan") if value is None else float(value)})
+                            "value": math.inf if value is None else float(value)})
             for var, r in m.get("budget_residual", {}).items():
                 out.append({"closure": name, "metric": "budget_residual", "variable": var,
                             "value": float(r)})
-            for kind in ("distances", "similarity"):
+            for kind, label in (("distances", "distance"), ("similarity", "similarity")):
                 for var, row in m.get(kind, {}).items():
                     for metric, value in row.items():
-                        out.append({"closure": name, "metric": f"{kind.rstrip('s')}.{metric}"
-                                    if kind == "distances" else f"similarity.{metric}",
+                        out.append({"closure": name, "metric": f"{label}.{metric}",
                                     "variable": var, "value": float(value)})
         return out
 
@@ -326,7 +107,7 @@ def _check_arguments(closures: Any, n_steps: Any, audit_steps: Any, growth_bound
             raise ArgumentError("closures", name, f"must not use the reserved names "
                                 f"{REFERENCE_ROWS} (added by online_validation)",
                                 "rename the closure")
-        if c is not None and not callable(c) and not _is_tendency(c):
+        if c is not None and not callable(c) and not is_tendency(c):
             raise ArgumentError("closures", f"{name}={type(c).__name__}", "must map names to "
                                 "closures (callable (t, state, mesh) -> {{var: face flux}}) "
                                 "or tendency closures", "wrap a function with as_closure")
@@ -349,7 +130,7 @@ def _check_arguments(closures: Any, n_steps: Any, audit_steps: Any, growth_bound
     return {"none": None, **rows, "replay": "replay"}
 
 
-def _summarise(truth: Truth, runs: List[List[_Run]], n_truth: Dict[int, int],
+def _summarise(truth: Truth, runs: List[List[Run]], n_truth: Dict[int, int],
                truth_stats: Dict[str, Dict[str, Any]], kmax: Optional[float]
                ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Metrics and series of one closure from its runs (realizations × starts)."""
@@ -487,14 +268,13 @@ def online_validation(data: Any, closures: Mapping[str, Any], split: str = "test
     if sc.name in PRESCRIBED_FLOW:
         notes.append(f"{sc.name}: the flow is prescribed, so the partially coupled stage and "
                      "this online run coincide")
-    V = truth.mesh.cell_volume.double()
     full = {v: torch.cat([truth.states[v][s + 1:s + 1 + n_truth[s]] for s in starts])
             for v in truth.variables}
     truth_stats = {v: stats.field_statistics(truth.mesh, full[v]) for v in truth.variables}
     spectral = all(truth_stats[v]["spectrum"] is not None for v in truth.variables)
     if not spectral:
-        notes.append(f"no spectra on this mesh ({truth.mesh.family}): the spectrum distance "
-                     "is left out")
+        why = next(truth_stats[v].get("spectrum_note", "") for v in truth.variables)
+        notes.append(f"no spectra on this mesh, the spectrum distance is left out ({why})")
     elif kmax is None:
         from .spectra import spectrum_kmax
 
@@ -519,7 +299,7 @@ def online_validation(data: Any, closures: Mapping[str, Any], split: str = "test
                 for s in starts:
                     replay = name == "replay"
                     total = n_truth[s] if replay else wanted[s] + int(audit_steps)
-                    real.append(_run_member(truth, None if replay else part, s, n_truth[s],
+                    real.append(run_member(truth, None if replay else part, s, n_truth[s],
                                             total, float(growth_bound), replay=replay))
                     if bar is not None:
                         bar.update(1)

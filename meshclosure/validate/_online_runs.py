@@ -1,0 +1,235 @@
+"""One member of an online run, audited every step (helpers of
+:mod:`meshclosure.validate.online`): the coarse model from a truth state, the
+blow-up detector, and the budget of every variable from :func:`budget_terms`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ArgumentError
+from ._online_truth import Truth
+
+__all__ = ["budget_terms", "run_member", "Run", "is_tendency"]
+
+
+# ------------------------------------------------------------------ budget terms
+def _unwrap(model: Any) -> Tuple[Any, Optional[Callable]]:
+    """``(base solver model, extra sources)`` of a scenario's coarse model (``_Augmented``:
+    a base model plus diffusion, which conserves, and cell-local extra sources)."""
+    if hasattr(model, "base") and hasattr(model, "diffusivity") and hasattr(model, "extra"):
+        return model.base, model.extra
+    return model, None
+
+
+def _total(x: Tensor, V: Tensor) -> float:
+    return float((V * x.double().reshape(V.shape[0], -1).sum(1)).sum())
+
+
+def budget_terms(model: Any, t: float, state: Mapping[str, Tensor]) -> Dict[str, float]:
+    """``∫S_v − boundary outflow_v`` of every prognostic variable at ``(t, state)``.
+
+    The volume integral ``Σ_i V_i S_{v,i}`` of the cell-local terms of ``model``'s
+    right-hand side (sources, relaxation, drag, forcing, a scenario's extra
+    sources; for :class:`~meshclosure.solver.BoussinesqModel` also the buoyancy
+    torque ``∂b/∂x`` of ζ) minus the net prescribed outward boundary flux. Face
+    fluxes (advection, diffusion, closures, flux noise) cancel in the sum and do
+    not appear: ``d/dt Σ V q_v`` equals this to rounding.
+
+    Parameters
+    ----------
+    model : TracerModel, BarotropicModel, BoussinesqModel, or a scenario's coarse model
+        (``scenario.coarse_model(...)``: one of those plus diffusion and sources).
+    t : float
+    state : dict of str -> Tensor, shape (n_cells,)
+
+    Returns
+    -------
+    dict of str -> float
+        One entry per variable of ``state`` the model advances.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from meshclosure.mesh import cartesian
+    >>> from meshclosure.solver import TracerModel
+    >>> mesh = cartesian(4, 4)
+    >>> m = TracerModel(mesh, torch.zeros(mesh.n_faces, dtype=torch.float64),
+    ...                 relaxation=(2.0, 1.0))
+    >>> budget_terms(m, 0.0, {"q": torch.zeros(16, dtype=torch.float64)})   # 2 · 1 · area 1
+    {'q': 2.0}
+    >>> budget_terms(object(), 0.0, {})
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: model='object': must be a TracerModel, BarotropicModel or BoussinesqModel, or a scenario's coarse model built on one; pass scenario.coarse_model(closure=...).
+    """
+    from ..fv.gradients import gradient
+    from ..solver import BarotropicModel, TracerModel
+    from ..solver.barotropic import BoussinesqModel
+
+    base, extra = _unwrap(model)
+    if not isinstance(base, (TracerModel, BarotropicModel)):
+        raise ArgumentError("model", type(model).__name__, "must be a TracerModel, "
+                            "BarotropicModel or BoussinesqModel, or a scenario's coarse model "
+                            "built on one", "pass scenario.coarse_model(closure=...)")
+    mesh = base.mesh
+    V = mesh.cell_volume.double()
+    out: Dict[str, float] = {}
+    if isinstance(base, TracerModel):
+        q = state[base.var]
+        s = 0.0
+        if base.source is not None:
+            src = base.source(t, state) if callable(base.source) else base.source
+            s += _total(src, V)
+        if base.relaxation is not None:
+            rate, target = base.relaxation
+            s -= rate * _total(q - target, V)
+        b = base.boundary_flux(t) if callable(base.boundary_flux) else base.boundary_flux
+        if b is not None:
+            s -= float(b.double().sum())
+        out[base.var] = s
+    else:
+        zeta = state["zeta"]
+        s = -float(base.drag) * _total(zeta, V)
+        if base.forcing is not None:
+            f = base.forcing(t, state) if callable(base.forcing) else base.forcing
+            s += _total(f, V)
+        out = {k: 0.0 for k in state}
+        if isinstance(base, BoussinesqModel):
+            s += _total(gradient(mesh, state["b"])[:, 0], V)
+            b = base.buoyancy_flux(t) if callable(base.buoyancy_flux) else base.buoyancy_flux
+            if b is not None:
+                out["b"] = -float(b.double().sum())
+        out["zeta"] = s
+    if extra is not None:
+        for k, src in extra(t, state).items():
+            out[k] = out.get(k, 0.0) + _total(src, V)
+    return out
+
+
+def is_tendency(closure: Any) -> bool:
+    """A per-cell tendency closure (:class:`~meshclosure.closures.tendency.TendencyClosure`,
+    e.g. ``nodewise``): it has ``tendencies(t, state, mesh, transport)``, no face fluxes."""
+    return callable(getattr(closure, "tendencies", None))
+
+
+class _Audited:
+    """A model whose ``rhs`` records each stage's ``(t, state)`` for the budget;
+    ``diagnose`` is the model's."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.stages: List[Tuple[float, Dict[str, Tensor]]] = []
+
+    def rhs(self, t: float, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        self.stages.append((float(t), dict(state)))
+        return self.model.rhs(t, state)
+
+    def diagnose(self, t: float, state: Mapping[str, Tensor]):
+        diagnose = getattr(self.model, "diagnose", None)
+        return diagnose(t, state) if diagnose is not None else None
+
+
+class _Replay:
+    """Closure and forcing that return the truth's stored step means of step ``index``."""
+
+    def __init__(self, truth: Truth, start: int) -> None:
+        self.truth, self.start, self.index = truth, start, 0
+
+    def closure(self, t, state, mesh):
+        k = self.start + self.index
+        return {v: self.truth.flux_mean[v][k] for v in self.truth.variables}
+
+    def forcing(self, t):
+        k = self.start + self.index
+        return {v: f[k] for v, f in self.truth.forcing_mean.items()}
+
+
+# ------------------------------------------------------------------------ one run
+@dataclass
+class Run:
+    """One member: states aligned with the truth, its budget and where it stopped."""
+
+    start: int
+    states: Dict[str, List[Tensor]]
+    residual: Dict[str, List[float]]
+    scale: Dict[str, float]
+    steps: int = 0
+    blowup_step: Optional[int] = None
+    blowup_reason: str = ""
+
+    def scaled(self) -> Dict[str, float]:
+        return {v: (r[-1] if r else 0.0) / self.scale[v] for v, r in self.residual.items()}
+
+
+def run_member(truth: Truth, closure: Any, start: int, n_truth: int, n_total: int,
+                growth_bound: float, replay: bool = False) -> Run:
+    """Run the coarse model from truth state ``start`` for ``n_total`` steps, the first
+    ``n_truth`` of which the truth covers (their states are kept)."""
+    from ..solver.integrate import NonFiniteStateError, rollout
+    from ..solver.steppers import STAGES
+    from ..data.trajectory import STEPPER
+
+    sc, variables = truth.scenario, truth.variables
+    rep = _Replay(truth, start) if replay else None
+    if rep is not None:
+        model = run_model = sc.coarse_model(closure=rep.closure, forcing=rep.forcing
+                                            if truth.forcing_mean else None)
+    elif is_tendency(closure):
+        from ..closures.tendency import with_tendency
+
+        model = sc.coarse_model()
+        run_model = with_tendency(model, closure)
+    else:
+        model = run_model = sc.coarse_model(closure=closure)
+    if callable(getattr(closure, "reset", None)):
+        closure.reset()
+    audited = _Audited(run_model)
+    V = truth.mesh.cell_volume.double()
+    b = STAGES[STEPPER].b
+    dt = truth.coarse_dt
+    state = {v: truth.states[v][start].clone() for v in variables}
+    # a variable the truth holds at 0 everywhere has no scale to bound its growth by
+    bound = {v: growth_bound * truth.bound[v] if truth.bound[v] > 0 else float("inf")
+             for v in variables}
+    run = Run(start=start, states={v: [state[v]] for v in variables},
+               residual={v: [] for v in variables}, scale={})
+    acc = {v: 0.0 for v in variables}
+    prev = {v: _total(state[v], V) for v in variables}
+    last = state
+    with torch.no_grad():
+        try:
+            for n, t, new in rollout(audited, state, dt, n_total, t0=float(truth.t[start]),
+                                     stepper=STEPPER):
+                if n == 0:
+                    continue
+                terms = [budget_terms(model, ts, ys) for ts, ys in audited.stages]
+                audited.stages.clear()
+                for v in variables:
+                    expected = sum(w * tm[v] for w, tm in zip(b, terms))
+                    now = _total(new[v], V)
+                    acc[v] += now - prev[v] - dt * expected
+                    prev[v] = now
+                    run.residual[v].append(acc[v])
+                run.steps, last = n, new
+                if n <= n_truth:
+                    for v in variables:
+                        run.states[v].append(new[v])
+                grown = [v for v in variables if float(new[v].abs().max()) > bound[v]]
+                if grown:
+                    run.blowup_step = n
+                    run.blowup_reason = (f"max|{grown[0]}| = {float(new[grown[0]].abs().max()):.3g}"
+                                         f" > {growth_bound:g} × the truth's max "
+                                         f"{truth.bound[grown[0]]:.3g}")
+                    break
+                if rep is not None:
+                    rep.index = n
+        except NonFiniteStateError as err:
+            run.blowup_step = int(err.step)
+            run.blowup_reason = f"not finite ({err.cause}) in {err.variable!r}"
+            audited.stages.clear()
+    run.scale = {v: max(_total(last[v].abs(), V), np.finfo(float).tiny) for v in variables}
+    return run
