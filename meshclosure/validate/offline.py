@@ -45,7 +45,6 @@ does not vary) are left out and named, with the reason, under ``"skipped"``
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np

@@ -60,7 +60,6 @@ import math
 from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
 from ..errors import ArgumentError
 from ..mesh import Mesh
@@ -257,7 +256,8 @@ def power_spectrum(mesh: Mesh, field: Any, lmax: Optional[int] = None, method: s
         Cell values (e.g. ``(T, n_cells)`` snapshots; average ``P`` over time yourself).
     lmax : int, optional
         Spheres: the largest degree (default :func:`default_lmax`: HEALPix
-        ``2 nside``, other spheres ``min(⌊√(n_cells/2)⌋, 40)``; at most ``⌊√(n_cells/2)⌋``).
+        ``2 nside``, other spheres ``min(⌊√(n_cells/2)⌋, 40)``; at most
+        ``⌊√(n_cells/2)⌋``).
     method : {"auto", "anafast", "lsq"}
         Spheres: ``healpy.anafast`` (HEALPix only; the default there) or the
         least-squares harmonic projection (the default on other spheres).
@@ -386,7 +386,8 @@ def spectrum_kmax(mesh: Mesh) -> float:
     if kind == "plane":
         info = mesh.info
         L = max(float(info["lx"]), float(info["ly"]))
-        nyq = min(int(info["nx"]) * L / float(info["lx"]), int(info["ny"]) * L / float(info["ly"])) / 2
+        nyq = min(int(info["nx"]) * L / float(info["lx"]),
+                  int(info["ny"]) * L / float(info["ly"])) / 2
         return 2.0 / 3.0 * nyq
     return 2.0 / 3.0 * default_lmax(mesh)
 
