@@ -149,14 +149,13 @@ class Trainer:
         d = self.data
         torch.manual_seed(self.seed)
         self.mesh = d.mesh
+        _check_tendency_settings(cfg)
         model = build_model(cfg.model, d.mesh, in_features=len(d.stats.input_names),
                             n_vars=len(d.variables), **cfg.model_config)
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.heteroscedastic = bool(cfg.model_config.get("heteroscedastic", False))
         # nodewise / nodewise_mean_free predict the cell tendency, not a face flux
         self.tendency_model = is_tendency_model(model)
-        if self.tendency_model:
-            _check_tendency_settings(cfg)
         self.features = FeaturePipeline.from_config(self._features_config())
         self.normalizer = Normalizer.from_stats(d.stats).to(device=self.device)
         if self.tendency_model:
@@ -573,10 +572,19 @@ class Trainer:
 
 
 def _check_tendency_settings(cfg: TrainConfig) -> None:
-    """Refuse the settings a cell-tendency model (``nodewise``) cannot train with: they need
-    a face flux (dissipation, weak form, heteroscedastic flux head) or a flux closure in the
-    coarse model (online training)."""
-    refused = [("dissipation_weight", cfg.dissipation_weight > 0, "the variance production "
+    """For a non-conservative model of the registry (the cell-tendency references
+    ``nodewise``, ``nodewise_mean_free``), refuse the settings it cannot train with: they
+    need a face flux (dissipation, weak form), a flux closure in the coarse model (online
+    training), a variance head, or flux closures (the ensemble's uncertainty tools)."""
+    from ..nn import list_models
+
+    if cfg.model not in list_models(conservative=False):
+        return
+    refused = [("model_config", bool(cfg.model_config.get("heteroscedastic")), "it has no "
+                "variance head: heteroscedastic=True is not supported"),
+               ("ensemble", cfg.ensemble > 1, "the ensemble's uncertainty tools and "
+                "load_ensemble combine face-flux closures"),
+               ("dissipation_weight", cfg.dissipation_weight > 0, "the variance production "
                 "P = Σ_f Φ_f (Q_b − Q_a) needs a face flux"),
                ("weak_form_weight", cfg.weak_form_weight > 0, "the weak-form step adds a "
                 "face flux to the coarse model"),
@@ -584,10 +592,12 @@ def _check_tendency_settings(cfg: TrainConfig) -> None:
                 "with a face-flux closure")]
     for name, bad, why in refused:
         if bad:
-            raise ArgumentError(name, getattr(cfg, name), f"must be 0 for the tendency model "
-                                f"{cfg.model!r} ({why}; it predicts cell tendencies)",
-                                f"set {{{name}}}=0 (and no curriculum), or train a "
-                                "flux-form model such as 'mgn'")
+            undo = {"model_config": "drop heteroscedastic from {model_config}",
+                    "ensemble": "set {ensemble}=1"}.get(name, f"set {{{name}}}=0 (and no "
+                                                               "curriculum)")
+            raise ArgumentError(name, getattr(cfg, name), f"is not supported by the tendency "
+                                f"model {cfg.model!r} ({why}; it predicts cell tendencies)",
+                                f"{undo}, or train a flux-form model such as 'mgn'")
 
 
 # ------------------------------------------------------------------- train()
@@ -624,6 +634,7 @@ def train(data: Any, out: Optional[Union[str, os.PathLike]] = None,
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config or {}))
     if settings:
         cfg = cfg.replace(**settings)
+    _check_tendency_settings(cfg)
     out_path = Path(out) if out is not None else None
     dist = Distributed(torch.device(cfg.device))
     if out_path is not None:

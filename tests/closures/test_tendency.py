@@ -79,10 +79,12 @@ def test_saved_tendency_model_loads_as_a_tendency_closure(trained, kinematic_tra
 
 
 @pytest.mark.parametrize("setting", [{"dissipation_weight": 1.0}, {"weak_form_weight": 1.0},
-                                     {"online_steps": 2}])
+                                     {"online_steps": 2}, {"ensemble": 2},
+                                     {"model_config": {"heteroscedastic": True}}])
 def test_settings_that_need_a_face_flux_are_refused(kinematic_traj, setting):
     name = next(iter(setting))
-    with pytest.raises(ArgumentError, match=f"{name}=.*tendency model 'nodewise'"):
+    with pytest.raises(ArgumentError, match=f"{name}=.*not supported by the tendency model "
+                                            "'nodewise'"):
         train(kinematic_traj, None, TINY | {"model": "nodewise", "epochs": 1} | setting,
               progress=False)
 
