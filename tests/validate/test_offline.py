@@ -183,3 +183,48 @@ def test_model_closure_batched_path_matches_the_per_sample_path(tables, kinemati
     for key in ("r2", "q.flux.r2", "q.coverage90", "q.crps", "q.spread_skill"):
         assert batched[key] == pytest.approx(single[key], rel=1e-9, abs=1e-12), key
     assert 0.0 <= batched["q.coverage50"] <= batched["q.coverage90"] <= 1.0
+
+
+@pytest.fixture(scope="module")
+def barotropic_sphere(tmp_path_factory):
+    """``barotropic`` (vorticity and tracer) on HEALPix nside 8 -> 4: 8 samples, ~4 s."""
+    import warnings
+
+    from meshclosure.data import generate
+    from meshclosure.data.scenarios import get_scenario
+
+    out = tmp_path_factory.mktemp("validate_offline") / "barotropic_hp.nc"
+    scenario = get_scenario("barotropic", "healpix:8", factor=2, spinup_min_time=0.1,
+                            spinup_window=0.5, spinup_max_time=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)           # a short, unconverged spin-up
+        generate(scenario, out, n_samples=8, every=2, progress=False, allow_unconverged=True)
+    return load_table(out, "train")
+
+
+def test_two_variables_on_a_sphere(barotropic_sphere):
+    table = barotropic_sphere
+    assert table.variables == ("zeta", "q") and len(table) >= 3
+    stored = {round(float(t), 12): {v: table.flux[v][i] for v in table.variables}
+              for i, t in enumerate(table.t)}
+    truth = FunctionClosure(lambda t, state, mesh: stored[round(float(t), 12)])
+    only_q = FunctionClosure(lambda t, state, mesh: {"q": stored[round(float(t), 12)]["q"]})
+    m = offline_metrics(truth, table, split="train")
+    assert m["r2"] == 1.0 and m["zeta.flux.r2"] == 1.0 and m["q.flux.r2"] == 1.0
+    for v in table.variables:            # HEALPix nside 4: bands l < 3, 3 <= l < 5, the rest
+        assert [m[f"{v}.tendency.band{b}.k_min"] for b in range(3)] == [0.0, 3.0, 5.0]
+        for b in range(3):
+            assert m[f"{v}.tendency.band{b}.r2"] == pytest.approx(1.0, abs=1e-10)
+    none = offline_metrics(None, table, split="train", bands=False)
+    partial = offline_metrics(only_q, table, split="train", bands=False)
+    V = table.mesh.cell_volume.double().numpy()
+    for v in table.variables:
+        y = (-divergence(table.mesh, table.flux[v].T.contiguous()).T).numpy()
+        keep = y.var(0) > 0
+        r2 = 1 - (y ** 2).mean(0)[keep] / y.var(0)[keep]
+        assert none[f"{v}.tendency.r2"] == pytest.approx(
+            (V[keep] * r2).sum() / V[keep].sum(), abs=1e-12)
+    # headline: the mean over variables; a variable the closure leaves open scores as none
+    assert none["r2"] == pytest.approx((none["zeta.tendency.r2"] + none["q.tendency.r2"]) / 2)
+    assert partial["zeta.tendency.r2"] == none["zeta.tendency.r2"]
+    assert partial["q.tendency.r2"] == 1.0
