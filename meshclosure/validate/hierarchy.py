@@ -377,6 +377,7 @@ def _offline(rows, cal, scenario, data, ds, summary, notes) -> Dict[str, Any]:
     import numpy as np
 
     from ..data.dataset import SPLIT_CODES
+    from ..train.diffusivity import load_table
     from .offline import offline_metrics
 
     codes = np.asarray(ds["split"].values)
@@ -389,9 +390,10 @@ def _offline(rows, cal, scenario, data, ds, summary, notes) -> Dict[str, Any]:
         if split == "ood":
             closures.update({k: v for k, v in _baselines(cal, scenario.ood()).items()
                              if k != "none" and k in rows})
+        samples = load_table(data, split)                  # read the split once
         table = {}
         for name, closure in list(closures.items()) + [("none", None)]:
-            table[name] = offline_metrics(closure, data, split=split)
+            table[name] = offline_metrics(closure, samples, split=split)
         out[split] = table
         prefix = "offline." if split == "test" else "offline.ood."
         for name, m in table.items():
