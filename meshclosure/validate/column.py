@@ -220,8 +220,8 @@ class ColumnResult:
         the times after the start), ``profile_rmse_end``, ``depth_error`` (mean
         ``|h − h_truth|``), ``growth_rate`` (``dh/dt``, least squares),
         ``growth_error`` (``growth_rate − growth_rate(truth)``), ``similarity``
-        (``1 − profile_rmse / profile_rmse(none)``), ``blowup_step``
-        (``inf``: none). The ``"truth"`` row has ``growth_rate``, ``depth_mean`` and,
+        (``1 − profile_rmse / profile_rmse(none)``), ``blowup_step`` (the
+        earliest over the seeds, no ``_se``; ``inf``: none blew up). The ``"truth"`` row has ``growth_rate``, ``depth_mean`` and,
         for :func:`column_truth` runs, ``growth_rate_fine`` (from the fine levels).
     per_seed : dict
         ``{closure: {metric: [value per seed]}}``.
@@ -417,8 +417,8 @@ def single_column(data: Any, closures: Optional[Mapping[str, Any]] = None,
         m = {}
         for metric, v in values.items():
             v = np.asarray(v)
-            m[metric] = float(np.mean(v))
-            if len(v) >= 2:
+            m[metric] = float(np.min(v) if metric == "blowup_step" else np.mean(v))
+            if len(v) >= 2 and metric != "blowup_step":
                 m[f"{metric}_se"] = float(np.std(v, ddof=1) / np.sqrt(len(v)))
         metrics[name] = m
     comparisons: Dict[str, Dict[str, Dict[str, Any]]] = {}
