@@ -32,9 +32,10 @@ Cell-tendency models (``nodewise``, ``nodewise_mean_free``: ``output =
 "tendency"``, not conservative) fit the normalised subgrid tendency ``s`` of
 each cell in units of its training RMS, ``L = w · MSE(ŝ, s) / s_rms²``
 (``w`` = ``tendency_weight`` if > 0, else ``flux_weight``; the saved
-normalizer's output scale is ``flux_scale · s_rms``), and are refused with the dissipation penalty, the weak form
-and online training (each needs a face flux); their validation metrics are
-``val_tendency_mse`` and ``val_tendency_r2``. An
+normalizer's output scale is ``flux_scale · s_rms``); the dissipation
+penalty, the weak form and online training (each needs a face flux), a
+variance head and an ensemble are refused for them; their validation
+metrics are ``val_tendency_mse`` and ``val_tendency_r2``. An
 online update whose rollout went non-finite is skipped and the weights and
 optimiser state are restored to the last good ones.
 
