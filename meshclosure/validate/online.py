@@ -25,7 +25,8 @@ with :func:`~meshclosure.solver.integrate.rollout` and judges it three ways:
   ``1 − d(model, truth) / d(none, truth)`` (Ross et al. 2023,
   doi:10.1029/2022MS003258) and its mean; RMSE against lead time; for an
   :class:`~meshclosure.train.uncertainty.EnsembleClosure`, each of its members
-  runs on its own and the ensemble's spread–skill ratio against lead time.
+  runs on its own, and a sampling closure (``mode="sample"``) runs
+  ``realizations`` times: the ensemble's spread–skill ratio against lead time.
 
 Two rows are always there: ``"none"`` (no closure: similarity 0 by definition)
 and ``"replay"`` (the truth's stored step-mean subgrid flux and forcing
@@ -56,7 +57,45 @@ upper bound)."""
 # ------------------------------------------------------------------------- result
 @dataclass
 class OnlineResult:
-    """What :func:`online_validation` measured (see its docstring for every field)."""
+    """What :func:`online_validation` measured.
+
+    ``name`` runs over the closures given, ``"none"`` and ``"replay"``; ``var`` over
+    the scenario's variables; ``"truth"`` is added where noted.
+
+    Attributes
+    ----------
+    metrics : {name: dict}
+        ``time_to_blowup`` (float: model time from a member's start to its blow-up,
+        the earliest member; ``inf`` if none), ``blowup_step`` (int or None),
+        ``blowup_reason`` (str), ``conservation_drift`` (float: the largest
+        |accumulated budget residual / Σ V|q|| over members and variables),
+        ``budget_residual`` ``{var: float}`` (the largest-magnitude member's),
+        ``distances`` and ``similarity`` ``{var: {metric: float}}`` (metrics
+        ``mean_rmse``, ``variance_rmse``, ``spectrum`` (planes and spheres),
+        ``wasserstein``, ``p99``, ``p99.9``; ``inf`` / ``-inf`` for a closure that
+        blew up inside the window), ``similarity_mean`` (float), ``complete``
+        (bool: every member lasted the window), ``members`` (list of dict:
+        ``start`` (index), ``t0``, ``steps``, ``blowup_step``, ``time_to_blowup``,
+        ``budget_residual`` ``{var: float}``).
+    error_growth : {name: {var: (lead_time (L+1,), rmse (L+1,))}}
+        Area-weighted RMSE against the truth, averaged over the members alive at each
+        lead (lead 0 is 0).
+    spread_skill : {name: {var: (lead_time (L,), ratio (L,))}}
+        Ensembles only: :class:`~meshclosure.train.uncertainty.EnsembleClosure` rows and
+        stochastic closures (``mode="sample"``).
+    spectra : {name or "truth": {var: (k (n_k,), P (n_k,))}}
+        Time-mean power spectra over the window (absent on meshes without spectra).
+    maps : {name or "truth": {var: {"mean": (n_cells,), "variance": (n_cells,)}}}
+    values : {name or "truth": {var: (≤ 20,000,)}}
+        Area-weighted draws of the states over the window, for PDFs.
+    budget_series : {name: {var: (step (S,), |residual| / Σ V|q| (S,))}}
+        The worst member at every step, audit steps included.
+    window : dict
+        ``t0``, ``t1``, ``n_steps``, ``coarse_dt``, ``relaxation_times`` (when the
+        scenario relaxes), ``split``, ``run``, ``starts`` (times), ``member_steps``,
+        ``audit_steps``, ``kmax``, ``growth_bound``.
+    notes : list of str
+    """
 
     metrics: Dict[str, Dict[str, Any]]
     error_growth: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]]
@@ -188,7 +227,7 @@ def _summarise(truth: Truth, runs: List[List[Run]], n_truth: Dict[int, int],
 def online_validation(data: Any, closures: Mapping[str, Any], split: str = "test",
                       n_initial: int = 3, n_steps: Optional[int] = None, audit_steps: int = 0,
                       growth_bound: float = 10.0, kmax: Optional[float] = None,
-                      progress: bool = False) -> OnlineResult:
+                      realizations: int = 4, progress: bool = False) -> OnlineResult:
     """Long hybrid runs of each closure from truth states: stability, budget, statistics.
 
     Parameters
@@ -203,7 +242,8 @@ def online_validation(data: Any, closures: Mapping[str, Any], split: str = "test
         e.g. ``nodewise``; anything with ``tendencies(t, state, mesh, transport)``,
         run with :func:`~meshclosure.closures.tendency.with_tendency`), or an
         :class:`~meshclosure.train.uncertainty.EnsembleClosure` (each member runs on
-        its own: an ensemble of runs per initial state). ``"none"`` (no closure) and
+        its own: an ensemble of runs per initial state; in ``mode="sample"`` the
+        whole ensemble samples, see ``realizations``). ``"none"`` (no closure) and
         ``"replay"`` (the truth's step-mean flux and forcing) are always added.
     split : {"test", "train", "val", "ood"}
         The truth the runs start from and are compared with (one contiguous block).
@@ -222,29 +262,19 @@ def online_validation(data: Any, closures: Mapping[str, Any], split: str = "test
         Highest wavenumber (units 2π/L) / degree of the spectrum distance (exclusive);
         default :func:`~meshclosure.validate.spectra.spectrum_kmax`, 2/3 of the
         mesh's Nyquist wavenumber (as pyqg_parameterization_benchmarks).
+    realizations : int
+        Runs per initial state of a stochastic closure (one with ``mode == "sample"``:
+        a sampling ``ModelClosure`` or ``EnsembleClosure``), each drawing its own
+        noise: its ensemble (>= 2).
     progress : bool
         A progress bar over the runs.
 
     Returns
     -------
     OnlineResult
-        ``metrics[name]``: ``time_to_blowup`` (model time from the member's start to
-        its blow-up, the earliest member; ``inf`` if none), ``blowup_step`` (``None``
-        if none), ``blowup_reason``, ``conservation_drift`` (largest |budget
-        residual / Σ V|q|| over members and variables), ``budget_residual``
-        ``{var: r}``, ``distances`` and ``similarity`` ``{var: {metric: value}}``
-        (metrics :data:`~meshclosure.validate._online_stats.METRICS`; a closure
-        that blew up inside the window has ``inf`` distances and ``-inf``
-        similarity), ``similarity_mean``, ``complete``, ``members`` (per member:
-        start, t0, steps, blowup_step, time_to_blowup, budget_residual).
-        ``error_growth[name][var] = (lead_time (L+1,), rmse (L+1,))``;
-        ``spread_skill[name][var] = (lead_time (L,), ratio (L,))`` (ensembles only);
-        ``spectra[name][var] = (k, P)``, ``maps[name][var] = {"mean", "variance"}``
-        ``(n_cells,)`` and ``values[name][var]`` (≤ 20,000 area-weighted draws), each
-        with ``"truth"``; ``budget_series[name][var] = (step, |residual| / Σ V|q|)``
-        (worst member); ``window`` (``t0``, ``t1``, ``n_steps``, ``coarse_dt``,
-        ``relaxation_times`` when the scenario relaxes, ``split``, ``starts``,
-        ``kmax``); ``notes``.
+        Stability, budget, distances and similarity scores per closure
+        (``metrics``), and the series, spectra, maps and values behind them (see
+        :class:`OnlineResult`).
 
     Examples
     --------
@@ -259,6 +289,10 @@ def online_validation(data: Any, closures: Mapping[str, Any], split: str = "test
     if isinstance(n_initial, bool) or not isinstance(n_initial, int) or n_initial < 1:
         member_starts(1, n_initial)                     # raises the ArgumentError
     rows = _check_arguments(closures, n_steps, audit_steps, growth_bound, kmax)
+    if isinstance(realizations, bool) or not isinstance(realizations, int) or realizations < 2:
+        raise ArgumentError("realizations", realizations, "must be a whole number >= 2 (runs "
+                            "of a stochastic closure per initial state: an ensemble)",
+                            "pass e.g. {realizations}=4")
     truth = load_truth(data, split)
     starts = member_starts(truth.n_steps, n_initial)
     wanted = {s: (truth.n_steps - s if n_steps is None else int(n_steps)) for s in starts}
@@ -281,7 +315,12 @@ def online_validation(data: Any, closures: Mapping[str, Any], split: str = "test
         kmax = float(spectrum_kmax(truth.mesh))
     plans = []
     for name, c in rows.items():
-        parts = list(c.members) if isinstance(c, EnsembleClosure) else [c]
+        if getattr(c, "mode", None) == "sample":
+            parts = [c] * int(realizations)
+        elif isinstance(c, EnsembleClosure):
+            parts = list(c.members)
+        else:
+            parts = [c]
         plans.append((name, c, parts))
     bar = None
     if progress:

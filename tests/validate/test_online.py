@@ -201,14 +201,19 @@ def test_refuses_bad_input(traj, tmp_path):
 
 
 class _KGrad(torch.nn.Module):
-    """``Φ = K G`` from the pipeline's first feature (the state): a learnable diffusivity."""
+    """``Φ = K G`` from the pipeline's first feature (the state): a learnable diffusivity;
+    with ``log_var``, also a constant predicted variance (heteroscedastic)."""
 
-    def __init__(self, K: float) -> None:
+    def __init__(self, K: float, log_var=None) -> None:
         super().__init__()
         self.K = torch.nn.Parameter(torch.tensor(K, dtype=torch.float64))
+        self.log_var = log_var
 
     def forward(self, mesh, x):
-        return (self.K * face_gradient(mesh, x[..., 0]))[..., None]
+        mean = (self.K * face_gradient(mesh, x[..., 0]))[..., None]
+        if self.log_var is None:
+            return mean
+        return mean, torch.full_like(mean, self.log_var)
 
 
 def test_ensemble_members_run_separately_spread_skill(traj):
@@ -218,14 +223,19 @@ def test_ensemble_members_run_separately_spread_skill(traj):
     pipe = FeaturePipeline(["q"])
     same = EnsembleClosure([ModelClosure(_KGrad(2e-3), pipe) for _ in range(2)])
     apart = EnsembleClosure([ModelClosure(_KGrad(K), pipe) for K in (0.0, 4e-3)])
-    r = online_validation(traj, {"same": same, "apart": apart,
-                                 "single": DiffusivityClosure("q", K=2e-3)}, n_initial=3)
-    assert set(r.spread_skill) == {"same", "apart"}
+    sampling = ModelClosure(_KGrad(2e-3, log_var=math.log(1e-8)), pipe, mode="sample",
+                            generator=torch.Generator().manual_seed(0))
+    r = online_validation(traj, {"same": same, "apart": apart, "sampling": sampling,
+                                 "single": DiffusivityClosure("q", K=2e-3)}, n_initial=3,
+                          realizations=3)
+    assert set(r.spread_skill) == {"same", "apart", "sampling"}
     lead, ratio = r.spread_skill["same"]["q"]
     assert len(lead) == 16 and lead[0] == pytest.approx(r.window["coarse_dt"])
     assert np.all(ratio == 0.0)                      # identical members: no spread
-    _, ratio = r.spread_skill["apart"]["q"]
-    assert np.all(ratio > 0) and np.all(np.isfinite(ratio))
+    for name in ("apart", "sampling"):
+        _, ratio = r.spread_skill[name]["q"]
+        assert np.all(ratio > 0) and np.all(np.isfinite(ratio))
+    assert len(r.metrics["sampling"]["members"]) == 9      # 3 realizations × 3 states
     # members pooled: two identical runs give the statistics of one (the percentiles up to
     # the plotting positions of duplicated values)
     for metric, d in r.metrics["single"]["distances"]["q"].items():
