@@ -23,10 +23,13 @@ at the defaults), when the mixed layer already sits at its equilibrium depth
 ``h_e`` (about 0.40), so its depth does not grow. The growth is measured on
 :func:`column_truth` runs, which start the fine model from rest with the
 mixed layer at the reference depth ``h0 = 0.25`` (``initial="rest"``) and
-restrict it at every coarse step: convection then deepens the layer towards
-``h_e`` within ~15 time units. The report uses :func:`column_truth` runs of
-three seeds (``single_column(scenario, ...)``); a dataset (``single_column(path,
-...)``) gives the steady-state comparison.
+restrict it at every coarse step: convection sets in from the noise after
+~4 time units and deepens the layer towards ``h_e`` within ~15 (a
+``generate()`` with ``spinup_time=0`` would not do: the scenario's initial
+state is already mixed to ``h_e``). The report uses :func:`column_truth` runs
+of three seeds (``single_column(scenario, ..., n_seeds=3)``, ``start_time``
+skipping the onset if wanted); a dataset (``single_column(path, ...)``) gives
+the steady-state comparison.
 
 Examples
 --------
@@ -145,7 +148,7 @@ class ColumnTruth:
 
 
 def column_truth(scenario, n_coarse_steps: int, initial: str = "rest",
-                 step_means: bool = True) -> ColumnTruth:
+                 step_means: bool = True, start_time: float = 0.0) -> ColumnTruth:
     """Run the fine ``convection`` model and restrict it onto the column at every coarse step.
 
     Parameters
@@ -161,6 +164,10 @@ def column_truth(scenario, n_coarse_steps: int, initial: str = "rest",
     step_means : bool
         Also keep the step-mean subgrid flux of every step (the replay needs it;
         :func:`~meshclosure.data.trajectory.coarse_steps`).
+    start_time : float
+        Fine-model time run before the first profile (``0``: the profiles start at
+        the initial state; e.g. ``4`` skips the onset of convection from the noise
+        at the defaults, when no subgrid flux exists yet).
 
     Returns
     -------
@@ -185,12 +192,18 @@ def column_truth(scenario, n_coarse_steps: int, initial: str = "rest",
         noise = state["b"] - torch.clamp(br, min=mixed)
         state = {"zeta": torch.zeros_like(state["zeta"]),
                  "b": br + noise * (z < p["mixed_layer"])}
+    if not (np.isfinite(start_time) and start_time >= 0):
+        raise ArgumentError("start_time", start_time, "must be a finite time >= 0",
+                            "pass e.g. {start_time}=4.0")
+    t = 0.0
+    if start_time > 0:
+        t, state = scenario.advance(0.0, state, int(round(start_time / scenario.dt)))
     c = scenario.coarsening
-    t, times, profiles = 0.0, [0.0], [c.restrict(state["b"])]
+    times, profiles = [t], [c.restrict(state["b"])]
     depth, fluxes = [scenario.mixed_layer_depth(state)], []
     with torch.no_grad():
         if step_means:
-            for t, state, step in coarse_steps(scenario, 0.0, state, n):
+            for t, state, step in coarse_steps(scenario, t, state, n):
                 fluxes.append(step.flux["b"])
                 times.append(t)
                 profiles.append(c.restrict(state["b"]))
@@ -204,7 +217,7 @@ def column_truth(scenario, n_coarse_steps: int, initial: str = "rest",
     return ColumnTruth(scenario, np.asarray(times), torch.stack(profiles),
                        torch.stack(fluxes) if fluxes else None, np.asarray(depth),
                        f"column_truth(seed={scenario.seed}, initial={initial!r}, "
-                       f"n_coarse_steps={n})")
+                       f"n_coarse_steps={n}, start_time={times[0]:g})")
 
 
 @dataclass
@@ -262,7 +275,7 @@ class ColumnResult:
         return rows
 
 
-def _truths(data, split, n_seeds, n_steps) -> List[ColumnTruth]:
+def _truths(data, split, n_seeds, n_steps, start_time) -> List[ColumnTruth]:
     from ..data import TrajectoryDataset
     from ..data.scenarios import Scenario
 
@@ -276,7 +289,7 @@ def _truths(data, split, n_seeds, n_steps) -> List[ColumnTruth]:
         steps = (int(round(data.params["spinup_time"] / data.coarse_dt)) if n_steps is None
                  else _check_count("n_steps", n_steps))
         return [column_truth(Scenario.from_config({**data.config, "seed": data.seed + k}),
-                             steps) for k in range(n_seeds)]
+                             steps, start_time=start_time) for k in range(n_seeds)]
     probe = TrajectoryDataset(data, split, 1)
     if probe.scenario_config.get("scenario") != "convection":
         raise ArgumentError("data", f"a {probe.scenario_config.get('scenario')!r} dataset",
@@ -321,7 +334,7 @@ def _run_column(truth: ColumnTruth, closure) -> Tuple[Tensor, Optional[int]]:
 def single_column(data: Any, closures: Optional[Mapping[str, Any]] = None,
                   n_seeds: Optional[int] = None, split: str = "test",
                   n_steps: Optional[int] = None, calibration: Any = None,
-                  n_profiles: int = 4) -> ColumnResult:
+                  n_profiles: int = 4, start_time: float = 0.0) -> ColumnResult:
     """Run the single-column model with each closure against the averaged truth.
 
     Parameters
@@ -343,6 +356,8 @@ def single_column(data: Any, closures: Optional[Mapping[str, Any]] = None,
         (``constant``, ``convective``) are added as closures.
     n_profiles : int
         Times of the profile figure (evenly spaced, start and end included).
+    start_time : float
+        For a scenario: :func:`column_truth`'s ``start_time`` (skip the onset).
 
     Returns
     -------
@@ -350,7 +365,7 @@ def single_column(data: Any, closures: Optional[Mapping[str, Any]] = None,
     """
     from ..train.skill import paired_difference
 
-    truths = _truths(data, split, n_seeds, n_steps)
+    truths = _truths(data, split, n_seeds, n_steps, start_time)
     scenario = truths[0].scenario
     runs: Dict[str, Any] = {"none": None}
     if all(tr.flux is not None for tr in truths):

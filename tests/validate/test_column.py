@@ -161,3 +161,14 @@ def test_arguments(truths, kinematic_traj):
     with pytest.raises(ArgumentError, match="b='shape \\(4,\\)': must end with the 3 levels"):
         mixed_layer_depth_profile([0.1, 0.2, 0.3], np.zeros(4), 1.0)
     assert isinstance(truths[0], ColumnTruth)
+
+
+def test_start_time_skips_the_onset():
+    sc = _scenario()
+    tr = column_truth(sc, 3, start_time=1.0, step_means=False)
+    assert tr.t[0] == pytest.approx(round(1.0 / sc.dt) * sc.dt, rel=1e-12) and tr.flux is None
+    assert "start_time=1" in tr.source
+    r = single_column(tr)
+    assert "replay" not in r.metrics and r.metrics["none"]["similarity"] == 0.0
+    with pytest.raises(ArgumentError, match="start_time=-1.0: must be a finite time >= 0"):
+        column_truth(sc, 3, start_time=-1.0)
