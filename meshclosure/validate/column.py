@@ -54,7 +54,7 @@ from torch import Tensor
 
 from ..errors import ArgumentError
 from ..solver.steppers import ssprk3_step
-from .coupled import _check_count, metric_rows, select_windows, similarity_score, split_steps
+from .coupled import _check_count, coarse_model_with, metric_rows, select_windows, similarity_score, split_steps
 
 __all__ = ["ColumnTruth", "ColumnResult", "column_truth", "single_column",
            "mixed_layer_depth_profile", "growth_rate"]
@@ -317,7 +317,7 @@ def _run_column(truth: ColumnTruth, closure) -> Tuple[Tensor, Optional[int]]:
     if isinstance(closure, str):                         # the replay
         def closure(t, state, mesh):
             return {"b": truth.flux[j[0]]}
-    model = truth.scenario.coarse_model(closure=closure)
+    model = coarse_model_with(truth.scenario, closure)
     state, out, bad = {"b": truth.b[0]}, [truth.b[0]], None
     for k in range(len(truth.t) - 1):
         j[0] = k

@@ -158,6 +158,18 @@ def split_steps(one) -> int:
     return best
 
 
+def coarse_model_with(scenario, closure, forcing=None):
+    """``scenario.coarse_model`` with ``closure``: face fluxes through the model's own
+    divergence, or, for a cell-tendency closure (``tendencies(t, state, mesh)``, e.g.
+    ``nodewise``), added to its right-hand side by
+    :func:`~meshclosure.closures.tendency.with_tendency`."""
+    if callable(getattr(closure, "tendencies", None)):
+        from ..closures.tendency import with_tendency
+
+        return with_tendency(scenario.coarse_model(forcing=forcing), closure)
+    return scenario.coarse_model(closure=closure, forcing=forcing)
+
+
 def _check_count(name: str, value: Any, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ArgumentError(name, value, f"must be an integer >= {low}",
@@ -177,8 +189,10 @@ def prescribed_flow(data: Any, closures: Optional[Mapping[str, Any]] = None,
         ``barotropic`` or ``kinematic`` scenario.
     closures : dict of str -> closure, optional
         ``{name: closure}`` (a :class:`~meshclosure.closures.Closure`, e.g. a
-        ``ModelClosure``, or ``(t, state, mesh) -> {var: (n_faces,)}``); the
-        rows ``"none"`` and ``"replay"`` are always added.
+        ``ModelClosure``, or ``(t, state, mesh) -> {var: (n_faces,)}``, or a
+        cell-tendency closure such as ``nodewise``'s, run through
+        :func:`~meshclosure.closures.tendency.with_tendency`); the rows
+        ``"none"`` and ``"replay"`` are always added.
     split : {"train", "val", "test", "ood"}
     n_initial : int
         Members: truth states of the split, spread evenly, each the start of a run.
@@ -284,7 +298,7 @@ def _run(scenario, closure, w: Mapping[str, Any], truth: Mapping[str, Tensor],
 
         def forcing(ts):
             return zero
-    model = scenario.coarse_model(closure=closure, forcing=forcing)
+    model = coarse_model_with(scenario, closure, forcing)
 
     def flow(ts: float) -> Dict[str, Tensor]:
         theta = (ts - t[j[0]]) / dt

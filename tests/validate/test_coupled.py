@@ -85,6 +85,21 @@ def test_the_closure_sees_the_truth_flow_and_a_zero_closure_is_none(baro):
             assert np.allclose(z.numpy(), expect, rtol=0, atol=1e-12)
 
 
+class _ZeroTendency:
+    """A cell-tendency closure (the interface of nodewise's) that adds nothing."""
+
+    variables = ("q",)
+
+    def tendencies(self, t, state, mesh, transport=None):
+        return {"q": torch.zeros(mesh.n_cells, dtype=torch.float64)}
+
+
+def test_a_tendency_closure_runs_through_with_tendency(baro):
+    r = prescribed_flow(baro, {"zero": _ZeroTendency()}, split="train", n_initial=1,
+                        n_steps=3)
+    assert r.metrics["zero"] == r.metrics["none"]
+
+
 def test_an_unstable_closure_blows_up_and_is_reported(baro):
     def anti(t, state, mesh):
         return {"q": -1e30 * face_gradient(mesh, state["q"])}
