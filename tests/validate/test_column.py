@@ -172,3 +172,15 @@ def test_start_time_skips_the_onset():
     assert "replay" not in r.metrics and r.metrics["none"]["similarity"] == 0.0
     with pytest.raises(ArgumentError, match="start_time=-1.0: must be a finite time >= 0"):
         column_truth(sc, 3, start_time=-1.0)
+
+
+class _ZeroTendency:
+    variables = ("b",)
+
+    def tendencies(self, t, state, mesh, transport=None):
+        return {"b": torch.zeros(mesh.n_cells, dtype=torch.float64)}
+
+
+def test_a_tendency_closure_runs_through_with_tendency(truths):
+    r = single_column(truths[:1], {"zero": _ZeroTendency()})
+    assert r.per_seed["zero"] == {**r.per_seed["none"]}
