@@ -59,8 +59,10 @@ class NodewiseTendency(nn.Module):
     Parameters
     ----------
     mesh : Mesh
-        Sets the length scale of the edge geometry and the cell volumes used by
-        ``remove_mean``.
+        Sets the length scale of the edge geometry, and the cell volumes ``remove_mean``
+        falls back on when called with a geometry that carries none (``forward`` uses
+        the volumes of the Mesh, or the ``volume`` of the graph, it is given: the
+        mean-free output follows a renumbering of the cells).
     in_features, n_vars, hidden, n_blocks, n_layers, latent
         As :class:`~meshclosure.nn.MeshGraphNet`.
     remove_mean : bool
@@ -87,9 +89,20 @@ class NodewiseTendency(nn.Module):
         z, _ = self.encoder(geo, _inputs(mesh_or_graph, x, self.in_features))
         s = self.head(z)
         if self.remove_mean:
-            V = self.volume.to(s)[:, None]
+            V = self._volumes(mesh_or_graph).to(s)[:, None]
             s = s - (V * s).sum(-2, keepdim=True) / V.sum()
         return s
+
+    def _volumes(self, mesh_or_graph: MeshOrGraph) -> Tensor:
+        """The cell volumes ``(n_cells,)`` in the cell order of ``mesh_or_graph``: a Mesh's
+        ``cell_volume``, a graph's ``volume`` (:func:`~meshclosure.mesh.to_graph`), else
+        those of the mesh the model was built on (its cell order)."""
+        if isinstance(mesh_or_graph, Mesh):
+            return mesh_or_graph.cell_volume
+        V = getattr(mesh_or_graph, "volume", None)
+        if isinstance(V, Tensor) and V.shape == self.volume.shape:
+            return V
+        return self.volume
 
 
 @register("nodewise_mean_free", families=ALL_FAMILIES, instead="mgn", conservative=False,
