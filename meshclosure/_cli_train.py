@@ -89,11 +89,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
         shutdown()                           # leave the process group (under torchrun)
     if int(os.environ.get("RANK", "0")) == 0:
         last = res.metrics[-1] if res.metrics else {}
-        log.info("trained %s on %s: %d epochs, best epoch %d, val loss %s, val flux R2 %s; "
+        kind, r2 = _val_r2(last)
+        log.info("trained %s on %s: %d epochs, best epoch %d, val loss %s, val %s R2 %s; "
                  "wrote %s", cfg.model, data.name, len(res.metrics), res.best_epoch,
-                 _fmt(last.get("val_loss")), _fmt(last.get("val_flux_r2")),
-                 Path(args.out) / "model.pt")
+                 _fmt(last.get("val_loss")), kind, _fmt(r2), Path(args.out) / "model.pt")
     return 0
+
+
+def _val_r2(row: Dict[str, Any]) -> tuple:
+    """``(kind, value)`` of the last epoch's validation R²: the face flux's
+    (``val_flux_r2``), or for a cell-tendency model (``nodewise``), which has no flux, the
+    tendency's (``val_tendency_r2``); ``("flux", None)`` when neither was measured.
+
+    >>> _val_r2({"val_flux_r2": 0.5}), _val_r2({"val_flux_r2": "", "val_tendency_r2": 0.25})
+    (('flux', 0.5), ('tendency', 0.25))
+    >>> _val_r2({})
+    ('flux', None)
+    """
+    for kind in ("flux", "tendency"):
+        value = row.get(f"val_{kind}_r2")
+        if value is not None and value != "":
+            return kind, value
+    return "flux", None
 
 
 def _fmt(v: Any) -> str:

@@ -1,4 +1,5 @@
-"""``meshclosure train``: writes model, metrics and config; resumes; errors name the flags."""
+"""``meshclosure train``: writes model, metrics and config; resumes; errors name the flags;
+the summary line reports the validation R² a model has (flux, or a tendency model's tendency)."""
 from __future__ import annotations
 
 import csv
@@ -44,3 +45,18 @@ def test_train_command_errors_name_the_flags(kinematic_traj, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--batch-size 0" in err and "integer >= 1" in err
     assert not (tmp_path / "x" / "model.pt").exists()
+
+
+def test_train_summary_reports_a_tendency_models_r2(kinematic_traj, tmp_path, capsys):
+    """``nodewise`` has no face flux: the summary line gives its validation tendency R²
+    (the value in metrics.csv), not "flux R2 n/a" (a flux model's line keeps its flux R²:
+    the doctest of ``meshclosure._cli_train._val_r2``)."""
+    out = tmp_path / "nodewise"
+    assert main(["train", "--data", str(kinematic_traj), "--model", "nodewise", "--out",
+                 str(out), "--epochs", "1", "--batch-size", "8", "--config",
+                 json.dumps({"model_config": {"hidden": 4, "n_blocks": 1}})]) == 0
+    err = capsys.readouterr().err
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert rows[-1]["val_flux_r2"] == "" and rows[-1]["val_tendency_r2"] != ""
+    r2 = float(rows[-1]["val_tendency_r2"])
+    assert f"val tendency R2 {r2:.4g};" in err and "flux R2" not in err
