@@ -166,18 +166,23 @@ class Run:
 
 
 def run_member(truth: Truth, closure: Any, start: int, n_truth: int, n_total: int,
-                growth_bound: float, replay: bool = False) -> Run:
+               growth_bound: float, replay: Optional[str] = None) -> Run:
     """Run the coarse model from truth state ``start`` for ``n_total`` steps, the first
-    ``n_truth`` of which the truth covers (their states are kept)."""
+    ``n_truth`` of which the truth covers (their states are kept).
+
+    ``replay``: ``None`` runs ``closure``; ``"replay"`` replays the truth's step-mean
+    subgrid flux and forcing instead, ``"model"`` the step-mean flux with the coarse
+    model's own forcing ``restrict(F(t))`` at the stage times.
+    """
     from ..solver.integrate import NonFiniteStateError, rollout
     from ..solver.steppers import STAGES
     from ..data.trajectory import STEPPER
 
     sc, variables = truth.scenario, truth.variables
-    rep = _Replay(truth, start) if replay else None
+    rep = _Replay(truth, start) if replay is not None else None
     if rep is not None:
-        model = run_model = sc.coarse_model(closure=rep.closure, forcing=rep.forcing
-                                            if truth.forcing_mean else None)
+        forcing = rep.forcing if truth.forcing_mean and replay == "replay" else None
+        model = run_model = sc.coarse_model(closure=rep.closure, forcing=forcing)
     elif is_tendency(closure):
         from ..closures.tendency import with_tendency
 
