@@ -40,13 +40,13 @@ Examples
 >>> mixed_layer_depth_profile(z[::-1], z, N2=1.0)
 Traceback (most recent call last):
 ...
-meshclosure.errors.ArgumentError: z=...: must increase strictly (column cell heights, bottom to top) ...; ...
+meshclosure.errors.ArgumentError: z=...: must increase strictly (column cell heights, ...
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -54,7 +54,8 @@ from torch import Tensor
 
 from ..errors import ArgumentError
 from ..solver.steppers import ssprk3_step
-from .coupled import _check_count, coarse_model_with, metric_rows, select_windows, similarity_score, split_steps
+from .coupled import (_check_count, coarse_model_with, metric_rows, select_windows,
+                      similarity_score, split_steps)
 
 __all__ = ["ColumnTruth", "ColumnResult", "column_truth", "single_column",
            "mixed_layer_depth_profile", "growth_rate"]
@@ -234,8 +235,9 @@ class ColumnResult:
         ``|h − h_truth|``), ``growth_rate`` (``dh/dt``, least squares),
         ``growth_error`` (``growth_rate − growth_rate(truth)``), ``similarity``
         (``1 − profile_rmse / profile_rmse(none)``), ``blowup_step`` (the
-        earliest over the seeds, no ``_se``; ``inf``: none blew up). The ``"truth"`` row has ``growth_rate``, ``depth_mean`` and,
-        for :func:`column_truth` runs, ``growth_rate_fine`` (from the fine levels).
+        earliest over the seeds, no ``_se``; ``inf``: none blew up). The ``"truth"``
+        row has ``growth_rate``, ``depth_mean`` and, for :func:`column_truth` runs,
+        ``growth_rate_fine`` (from the fine levels).
     per_seed : dict
         ``{closure: {metric: [value per seed]}}``.
     comparisons : dict

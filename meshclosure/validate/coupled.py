@@ -35,7 +35,7 @@ meshclosure.data.dataset.DatasetError: dataset 'missing.nc' does not exist or is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -291,13 +291,9 @@ def _run(scenario, closure, w: Mapping[str, Any], truth: Mapping[str, Tensor],
 
         def closure(ts, state, mesh):
             return {v: flux[v][j[0]] for v in flux}
-    forcing = None
-    if prescribed:                  # the flow's own forcing never reaches the tracer
-        zero = {v: torch.zeros(scenario.coarse.n_cells, dtype=torch.float64)
-                for v in prescribed}
-
-        def forcing(ts):
-            return zero
+    zero = {v: torch.zeros(scenario.coarse.n_cells, dtype=torch.float64) for v in prescribed}
+    # the flow's own forcing never reaches the tracer: give the model none
+    forcing = (lambda ts: zero) if prescribed else None
     model = coarse_model_with(scenario, closure, forcing)
 
     def flow(ts: float) -> Dict[str, Tensor]:
