@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, MeshclosureError
 from ._online_truth import Truth
 
 __all__ = ["budget_terms", "run_member", "Run", "is_tendency"]
@@ -201,7 +201,7 @@ def run_member(truth: Truth, closure: Any, start: int, n_truth: int, n_total: in
     bound = {v: growth_bound * truth.bound[v] if truth.bound[v] > 0 else float("inf")
              for v in variables}
     run = Run(start=start, states={v: [state[v]] for v in variables},
-               residual={v: [] for v in variables}, scale={})
+              residual={v: [] for v in variables}, scale={})
     acc = {v: 0.0 for v in variables}
     prev = {v: _total(state[v], V) for v in variables}
     last = state
@@ -235,6 +235,14 @@ def run_member(truth: Truth, closure: Any, start: int, n_truth: int, n_total: in
         except NonFiniteStateError as err:
             run.blowup_step = int(err.step)
             run.blowup_reason = f"not finite ({err.cause}) in {err.variable!r}"
+            audited.stages.clear()
+        except MeshclosureError as err:
+            if run.steps == 0:          # the first step failed: a misuse, not a finding
+                raise
+            # a closure that refuses the state its run reached (e.g. K(N) with N <= 0
+            # somewhere) stops the member like a blow-up, with the reason
+            run.blowup_step = run.steps + 1
+            run.blowup_reason = f"stopped: {type(err).__name__}: {err}"
             audited.stages.clear()
     run.scale = {v: max(_total(last[v].abs(), V), np.finfo(float).tiny) for v in variables}
     return run

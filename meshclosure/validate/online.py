@@ -9,7 +9,10 @@ with :func:`~meshclosure.solver.integrate.rollout` and judges it three ways:
   (rollout's NaN guard) or exceeds the growth bound
   ``max|q_v| > growth_bound · max|truth_v|`` (the truth's maximum over the
   split); ``time_to_blowup`` is the model time from the member's start to that
-  step (``inf`` when none). A run that blows up is reported, never dropped.
+  step (``inf`` when none). A closure that raises a
+  :class:`~meshclosure.errors.MeshclosureError` after the first step (it refuses
+  the state the run reached) stops its member the same way, with the reason. A
+  run that blows up is reported, never dropped.
 * **Conservation.** Every step the budget residual
   ``T^{n+1} − T^n − Δt Σ_s b_s (∫S^(s) − outflow^(s))`` of each variable's total
   ``T = Σ_i V_i q_i`` (stage weights ``b_s`` of ``STAGES["ssprk3"]``, sources and

@@ -123,6 +123,24 @@ def test_non_finite_state_is_reported_as_a_blowup(traj):
     assert m["time_to_blowup"] == pytest.approx(3 * truth.coarse_dt)
 
 
+def test_a_closure_that_fails_mid_run_stops_its_member(traj):
+    truth = load_truth(traj, "test")
+    t0, dt = float(truth.t[0]), truth.coarse_dt
+
+    def refuses_after(k):
+        def closure(t, state, mesh):
+            if t > t0 + (k - 0.5) * dt:
+                raise ArgumentError("measure", -1.0, "must be > 0 at every face", "clip N")
+            return {}
+        return closure
+
+    r = online_validation(traj, {"late": refuses_after(2)}, n_initial=1, n_steps=5)
+    m = r.metrics["late"]
+    assert m["blowup_step"] == 2 and m["blowup_reason"].startswith("stopped: ArgumentError")
+    with pytest.raises(ArgumentError, match="measure"):        # at once: a misuse, raised
+        online_validation(traj, {"early": refuses_after(0)}, n_initial=1, n_steps=5)
+
+
 def test_budget_of_flux_form_closures_is_rounding_and_a_tendency_is_caught(traj):
     V = cartesian(8, 8).cell_volume.double()
 
