@@ -405,6 +405,8 @@ def _offline(rows, cal, scenario, data, ds, summary, notes) -> Dict[str, Any]:
 
 
 def _coupled(rows, cal, scenario, data, split, n_initial, summary, notes, progress):
+    from ..data.trajectory import PRESCRIBED_FLOW
+
     coupled = column = None
     if scenario.name == "convection":
         from .column import single_column
@@ -415,6 +417,10 @@ def _coupled(rows, cal, scenario, data, split, n_initial, summary, notes, progre
             for key, value in m.items():
                 s[f"column.{key}"] = _float(value)
         notes += [f"column: {n}" for n in getattr(column, "notes", [])]
+    elif scenario.name in PRESCRIBED_FLOW:
+        notes.append(f"partially coupled: {scenario.name}: the flow is prescribed in every "
+                     "coarse run, so the partially coupled stage coincides with the online "
+                     "run (see the online rows)")
     else:
         from .coupled import prescribed_flow
 

@@ -91,8 +91,11 @@ def _save(fig, folder: Path, name: str) -> str:
     return name
 
 
+_PALETTE = ("C0", "C1", "C2", "C4", "C5", "C6", "C8", "C9")   # no red/grey: taken above
+
+
 def _color(name: str, k: int) -> Any:
-    return _COLORS.get(name, f"C{k % 10}")
+    return _COLORS.get(name, _PALETTE[k % len(_PALETTE)])
 
 
 def _fig_maps(result, folder: Path) -> List[tuple]:
