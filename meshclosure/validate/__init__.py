@@ -11,11 +11,20 @@ online runs judged by stability, conservation and emergent statistics, and the r
   bands.
 * :mod:`~meshclosure.validate.offline` — offline skill of any closure on a split, by
   scale band, with coverage, CRPS and spread–skill for probabilistic closures.
+* :mod:`~meshclosure.validate.coupled` — the tracer under the truth's flow;
+  :mod:`~meshclosure.validate.column` — the single-column model against the
+  horizontally averaged ``convection`` truth (profile RMSE, mixed-layer depth, growth).
+* :mod:`~meshclosure.validate.online` — long hybrid runs from several truth states:
+  time to blow-up, a budget audit every step, emergent statistics, similarity scores.
 """
+from .column import (ColumnResult, ColumnTruth, column_truth, growth_rate,
+                     mixed_layer_depth_profile, single_column)
+from .coupled import CoupledResult, prescribed_flow
 from .hierarchy import HEADLINE, ValidationResult, load_closure, validate
 from .metrics import (Skill, extremes_distance, percentiles, similarity, similarity_table,
                       skill, spectrum_distance, wasserstein)
 from .offline import Prediction, offline_metrics, offline_table, predict_table
+from .online import OnlineResult, budget_terms, online_validation
 from .report import REPORT_FILES, write_report
 from .spectra import (band_filter, default_band_edges, default_lmax, power_spectrum,
                       spectral_kind, spectrum_kmax)
@@ -27,4 +36,7 @@ __all__ = [
     "power_spectrum", "band_filter", "spectrum_kmax", "default_band_edges", "default_lmax",
     "spectral_kind",
     "offline_metrics", "offline_table", "predict_table", "Prediction",
+    "online_validation", "OnlineResult", "budget_terms",
+    "prescribed_flow", "CoupledResult", "single_column", "ColumnResult", "ColumnTruth",
+    "column_truth", "growth_rate", "mixed_layer_depth_profile",
 ]

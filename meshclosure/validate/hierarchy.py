@@ -411,7 +411,9 @@ def _coupled(rows, cal, scenario, data, split, n_initial, summary, notes, progre
     if scenario.name == "convection":
         from .column import single_column
 
-        column = single_column(data, rows)
+        # from rest: the truth's mixed layer deepens, so its growth can be compared; one
+        # truth run per seed (scenario seed, seed + 1, ...), n_initial of them
+        column = single_column(scenario, rows, n_seeds=max(n_initial, 1))
         for name, m in column.metrics.items():
             s = summary.setdefault(name, {k: float("nan") for k in HEADLINE})
             for key, value in m.items():
