@@ -86,7 +86,10 @@ class SampleTable:
     """The physical samples of one split, stacked: ``state {var: (S, n_cells)}``, ``inputs
     {name: (S, n_cells)}``, ``flux {var: (S, n_faces)}`` (``Φ^sgs``), ``t (S,)``,
     ``transport (S, n_faces)``, the stored model inputs ``x (S, n_cells, F)`` named
-    ``input_names`` (physical units), float64; ``source`` reopens other splits."""
+    ``input_names`` (physical units), float64; ``source`` reopens other splits.
+    ``flux_mean {var: (S, n_faces)}``: the step-mean ``Φ̄^sgs`` over the coarse step that
+    starts at each sample (``sgs_flux_mean_<var>`` of a trajectory dataset), ``None`` when
+    the dataset has none."""
 
     mesh: Mesh
     variables: tuple
@@ -100,6 +103,7 @@ class SampleTable:
     transport: Tensor
     x: Optional[Tensor] = None
     input_names: tuple = ()
+    flux_mean: Optional[Dict[str, Tensor]] = None
     _measures: Dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -133,7 +137,8 @@ class SampleTable:
 def load_table(data: Any, split: str = "train", max_samples: Optional[int] = None
                ) -> SampleTable:
     """Read the physical samples of ``split`` (path, xarray.Dataset, SubgridDataset or a
-    :class:`SampleTable`, returned as it is when its split matches)."""
+    :class:`SampleTable`, returned as it is when its split matches); a trajectory
+    dataset's step-mean flux too (``SampleTable.flux_mean``)."""
     from ..data import SubgridDataset
 
     if isinstance(data, SampleTable):
@@ -149,13 +154,24 @@ def load_table(data: Any, split: str = "train", max_samples: Optional[int] = Non
     idx = np.arange(len(ds))
     if max_samples is not None and len(idx) > max_samples:
         idx = np.unique(np.linspace(0, len(idx) - 1, max_samples).round().astype(int))
-    items = [ds[int(i)] for i in idx]
+    items, raw = [], []
+    for i in idx:                       # each sample read once: its item and its raw arrays
+        r, k = (int(v) for v in ds.indices[int(i)])
+        a = ds.read(r, k)
+        items.append(ds.item(r, k, a))
+        raw.append(a)
     names = list(ds.input_names)
     col = lambda n: (torch.stack([it.x[:, names.index(n)] for it in items])  # noqa: E731
                      if items else torch.zeros(0, ds.mesh.n_cells, dtype=torch.float64))
     nf = ds.mesh.n_faces
     flux = {v: (torch.stack([it.y[:, k] for it in items]) if items else
                 torch.zeros(0, nf, dtype=torch.float64)) for k, v in enumerate(ds.variables)}
+    flux_mean = None
+    if all(f"sgs_flux_mean_{v}" in ds.ds.variables for v in ds.variables):
+        flux_mean = {v: (torch.stack([torch.as_tensor(np.asarray(a[f"sgs_flux_mean_{v}"][:nf]),
+                                                      dtype=torch.float64) for a in raw])
+                         if raw else torch.zeros(0, nf, dtype=torch.float64))
+                     for v in ds.variables}
     return SampleTable(
         mesh=ds.mesh, variables=tuple(ds.variables), config=dict(ds.config),
         source=ds.ds if not isinstance(data, (str, os.PathLike)) else data, split=split,
@@ -167,7 +183,7 @@ def load_table(data: Any, split: str = "train", max_samples: Optional[int] = Non
                    else torch.zeros(0, nf, dtype=torch.float64)),
         x=(torch.stack([it.x for it in items]) if items
            else torch.zeros(0, ds.mesh.n_cells, len(names), dtype=torch.float64)),
-        input_names=tuple(names))
+        input_names=tuple(names), flux_mean=flux_mean)
 
 
 def _batched_model_fluxes(closure: Any, table: SampleTable, var: str,

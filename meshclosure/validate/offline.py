@@ -25,13 +25,26 @@ float64):
   Gaussian's values are under ``crps_gaussian`` / ``spread_skill_gaussian``);
   a heteroscedastic model by its ``N(μ, σ²)`` (closed-form CRPS).
 
+**Targets** (``target=``): the instantaneous ``Φ^sgs`` of each sample (default), the
+step mean ``Φ̄^sgs`` over the coarse step that starts there (``"step_mean"``;
+``sgs_flux_mean_<v>`` of a trajectory dataset, what the coarse model needs over
+one step and what the demo trains on), or ``"both"``: the instantaneous keys
+as they are plus every key again against the step mean, prefixed
+``"step_mean."`` (``"step_mean.r2"``, ``"step_mean.q.tendency.r2"``, ...), from
+one prediction.
+
 Closures: ``None`` (no closure: flux 0), a
 :class:`~meshclosure.closures.ModelClosure` (its mean; feed-forward models run
 in batches on the dataset's stored inputs, so the OOD split sees the OOD
 scenario's inputs), an ``EnsembleClosure``, or any closure
 ``(t, state, mesh[, transport]) -> {var: flux}`` (baselines). A variable the
 closure does not close is scored as no closure (flux 0), as the coarse model
-would run it.
+would run it. A cell-tendency closure (:class:`~meshclosure.closures.TendencyClosure`
+of ``nodewise`` / ``nodewise_mean_free``, or anything with
+``tendencies(t, state, mesh[, transport]) -> {var: (n_cells,)}``) is scored on
+its tendency (and its bands) against the same ``−div Φ^sgs``; it has no face
+flux, so its flux keys are left out and named under ``"skipped"`` (a
+``TendencyClosure`` runs in batches on the stored inputs like a flux model).
 
 Keys of the result (flat, floats): ``"{v}.flux.{m}"`` and ``"{v}.tendency.{m}"``
 for ``m`` in ``r2, corr, r2_pooled, corr_pooled, rmse, n_left_out``;
@@ -56,7 +69,11 @@ from ..fv import divergence
 from .metrics import skill
 from .spectra import band_filter, default_band_edges, spectral_kind
 
-__all__ = ["offline_metrics", "offline_table", "Prediction", "predict_table"]
+__all__ = ["offline_metrics", "offline_table", "Prediction", "predict_table",
+           "predict_tendencies", "TARGETS"]
+
+#: ``target=`` of :func:`offline_metrics`.
+TARGETS = ("instantaneous", "step_mean", "both")
 
 
 class Prediction(NamedTuple):
@@ -183,6 +200,42 @@ def predict_table(closure: Any, table: Any, batch_size: int = 16) -> Dict[str, P
             for v in table.variables}
 
 
+def _is_tendency_closure(closure: Any) -> bool:
+    """Whether ``closure`` predicts cell tendencies (``tendencies(...)``), not face fluxes."""
+    return closure is not None and callable(getattr(closure, "tendencies", None))
+
+
+def predict_tendencies(closure: Any, table: Any, batch_size: int = 16) -> Dict[str, Tensor]:
+    """Every variable's cell tendency ``(S, n_cells)`` [var/time], float64, predicted by a
+    cell-tendency closure on a SampleTable (zeros where it does not close the variable).
+
+    A :class:`~meshclosure.closures.TendencyClosure` whose features are the dataset's
+    inputs runs in batches of ``batch_size`` on the stored inputs; anything else with
+    ``tendencies(t, state, mesh[, transport])`` is called once per sample.
+    """
+    from ..closures import TendencyClosure
+
+    S, nc = len(table), table.mesh.n_cells
+    if isinstance(closure, TendencyClosure):
+        batched = _batched_outputs(closure.inner, table, batch_size)
+        if batched is not None:
+            cols = list(closure.variables)
+            return {v: (batched[0][..., cols.index(v)] if v in cols
+                        else torch.zeros(S, nc, dtype=torch.float64)) for v in table.variables}
+    out: Dict[str, List[Tensor]] = {}
+    with torch.no_grad():
+        for i in range(S):
+            t, state, U = float(table.t[i]), table.sample(i), table.transport[i]
+            try:
+                s = closure.tendencies(t, state, table.mesh, transport=U)
+            except TypeError:
+                s = closure.tendencies(t, state, table.mesh)
+            for v, f in s.items():
+                out.setdefault(v, []).append(torch.as_tensor(f).detach().double().reshape(-1))
+    return {v: (torch.stack(out[v]) if v in out and len(out[v]) == S
+                else torch.zeros(S, nc, dtype=torch.float64)) for v in table.variables}
+
+
 def _tendency(mesh: Any, flux: Tensor) -> Tensor:
     """``−div Φ`` ``(S, n_cells)`` of face fluxes ``(S, n_faces)``."""
     return -divergence(mesh, flux.T.contiguous()).T
@@ -235,15 +288,57 @@ def _bands(out: Dict[str, Any], skipped: Dict[str, str], mesh: Any, v: str,
         out[f"{key}.r2_pooled"] = s.r2_pooled
 
 
+def _step_mean_flux(table: Any, target: str) -> Dict[str, Tensor]:
+    """``table.flux_mean``, or the ArgumentError that says the dataset has none."""
+    if table.flux_mean is None:
+        raise ArgumentError("target", target, "needs the step-mean subgrid flux "
+                            "(sgs_flux_mean_<var>), which only trajectory datasets hold; "
+                            "this dataset has none",
+                            "generate the data with trajectory=True, or pass "
+                            "{target}='instantaneous'")
+    return table.flux_mean
+
+
+def _score(out: Dict[str, Any], skipped: Dict[str, str], table: Any, names: Sequence[str],
+           targets: Mapping[str, Tensor], preds: Optional[Mapping[str, Prediction]],
+           tends: Optional[Mapping[str, Tensor]], edges: Optional[Sequence[float]],
+           prefix: str) -> None:
+    """Every key of one target (flux ``targets``), prefixed ``prefix``; ``tends`` (cell
+    tendencies) replaces ``preds`` for a tendency closure, whose flux keys are skipped."""
+    mesh = table.mesh
+    Wf = (mesh.face_area * mesh.cell_distance).double().cpu()
+    Vc = mesh.cell_volume.double().cpu()
+    for v in names:
+        key, target = f"{prefix}{v}", targets[v].double()
+        t_true = _tendency(mesh, target)
+        if tends is None:
+            pred = preds[v]
+            _put_skill(out, f"{key}.flux", skill(pred.mean, target, weights=Wf))
+            t_pred = _tendency(mesh, pred.mean)
+        else:
+            skipped[f"{key}.flux"] = ("a cell-tendency closure (nodewise) predicts no face "
+                                      "flux: scored on its tendency only")
+            t_pred = tends[v]
+        _put_skill(out, f"{key}.tendency", skill(t_pred, t_true, weights=Vc))
+        if edges is not None:
+            _bands(out, skipped, mesh, key, t_pred, t_true, edges, Vc)
+        if tends is None:
+            _calibration(out, key, preds[v], target)
+    out[f"{prefix}r2"] = float(np.mean([out[f"{prefix}{v}.tendency.r2"] for v in names]))
+    out[f"{prefix}corr"] = float(np.mean([out[f"{prefix}{v}.tendency.corr"] for v in names]))
+
+
 def offline_metrics(closure: Any, data: Any, split: str = "test",
                     variables: Optional[Sequence[str]] = None, bands: Any = None,
-                    max_samples: Optional[int] = None, batch_size: int = 16) -> Dict[str, Any]:
+                    max_samples: Optional[int] = None, batch_size: int = 16,
+                    target: str = "instantaneous") -> Dict[str, Any]:
     """Offline skill of ``closure`` on one split of a dataset (module docstring).
 
     Parameters
     ----------
-    closure : ModelClosure, EnsembleClosure, closure, or None
-        ``None`` scores no closure (flux 0).
+    closure : ModelClosure, EnsembleClosure, TendencyClosure, closure, or None
+        ``None`` scores no closure (flux 0). A cell-tendency closure is scored on
+        its tendency only (its flux keys under ``"skipped"``).
     data : path, xarray.Dataset, SubgridDataset or SampleTable
         The dataset (:func:`~meshclosure.train.diffusivity.load_table`).
     split : {"test", "ood", "val", "train"}
@@ -257,18 +352,25 @@ def offline_metrics(closure: Any, data: Any, split: str = "test",
         At most this many samples, evenly spread over the split.
     batch_size : int
         Samples per batch of a feed-forward model.
+    target : {"instantaneous", "step_mean", "both"}
+        Score against the instantaneous ``Φ^sgs`` (default), the step mean
+        ``Φ̄^sgs`` of a trajectory dataset, or both (the step mean's keys
+        prefixed ``"step_mean."``; the headline ``"r2"``/``"corr"`` stay the
+        instantaneous ones).
 
     Returns
     -------
     dict
         Flat ``{key: float}`` (keys in the module docstring), plus ``"skipped"``
-        when some measure was undefined.
+        when some measure was undefined or does not apply.
 
     Raises
     ------
     ArgumentError
-        A split with fewer than 2 samples, an unknown variable, or a target that
-        does not vary in time anywhere.
+        A split with fewer than 2 samples, an unknown variable, a target that
+        does not vary in time anywhere, an unknown ``target``, or
+        ``target="step_mean"``/``"both"`` on a dataset without the step-mean
+        flux (not a trajectory dataset).
 
     Examples
     --------
@@ -276,22 +378,29 @@ def offline_metrics(closure: Any, data: Any, split: str = "test",
     Traceback (most recent call last):
     ...
     meshclosure.data.dataset.DatasetError: dataset 'missing.nc' does not exist ...
+    >>> offline_metrics(None, "missing.nc", target="mean")
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: target='mean': must be one of ('instantaneous', 'step_mean', 'both'); ...
     """
     from ..train.diffusivity import load_table
 
+    if target not in TARGETS:
+        raise ArgumentError("target", target, f"must be one of {TARGETS}",
+                            "pass 'instantaneous' (Φ^sgs of each sample), 'step_mean' (its "
+                            "mean over the coarse step) or 'both'")
     table = load_table(data, split, max_samples)
     if len(table) < 2:
         raise ArgumentError("split", split, f"must hold at least 2 samples (it holds "
                             f"{len(table)}): per-cell R² is over time",
                             "generate more samples or score another {split}")
+    step_mean = _step_mean_flux(table, target) if target != "instantaneous" else None
     names = list(table.variables) if variables is None else list(variables)
     unknown = [v for v in names if v not in table.variables]
     if unknown or not names:
         raise ArgumentError("variables", variables, f"must name variables of the dataset "
                             f"{list(table.variables)}", "leave it out to score all of them")
     mesh = table.mesh
-    Wf = (mesh.face_area * mesh.cell_distance).double().cpu()
-    Vc = mesh.cell_volume.double().cpu()
     skipped: Dict[str, str] = {}
     edges: Optional[Sequence[float]] = None
     if bands is not False:
@@ -302,22 +411,27 @@ def offline_metrics(closure: Any, data: Any, split: str = "test",
             if bands is not None:
                 raise
             skipped["bands"] = f"{mesh.family} mesh: {err.rule}"
-    preds = predict_table(closure, table, batch_size)
-    out: Dict[str, Any] = {}
-    for v in names:
-        target, pred = table.flux[v].double(), preds[v]
-        if not torch.isfinite(pred.mean).all():
+    preds: Optional[Dict[str, Prediction]] = None
+    tends: Optional[Dict[str, Tensor]] = None
+    if _is_tendency_closure(closure):
+        tends = predict_tendencies(closure, table, batch_size)
+        predicted = {v: tends[v] for v in names}
+        what = "tendencies"
+    else:
+        preds = predict_table(closure, table, batch_size)
+        predicted = {v: preds[v].mean for v in names}
+        what = "fluxes"
+    for v, p in predicted.items():
+        if not torch.isfinite(p).all():
             raise ArgumentError("closure", type(closure).__name__, f"must predict finite "
-                                f"fluxes of {v!r} ({int((~torch.isfinite(pred.mean)).sum())} "
+                                f"{what} of {v!r} ({int((~torch.isfinite(p)).sum())} "
                                 "non-finite)", "check the model and its inputs")
-        _put_skill(out, f"{v}.flux", skill(pred.mean, target, weights=Wf))
-        t_pred, t_true = _tendency(mesh, pred.mean), _tendency(mesh, target)
-        _put_skill(out, f"{v}.tendency", skill(t_pred, t_true, weights=Vc))
-        if edges is not None:
-            _bands(out, skipped, mesh, v, t_pred, t_true, edges, Vc)
-        _calibration(out, v, pred, target)
-    out["r2"] = float(np.mean([out[f"{v}.tendency.r2"] for v in names]))
-    out["corr"] = float(np.mean([out[f"{v}.tendency.corr"] for v in names]))
+    out: Dict[str, Any] = {}
+    if target in ("instantaneous", "both"):
+        _score(out, skipped, table, names, table.flux, preds, tends, edges, "")
+    if step_mean is not None:
+        _score(out, skipped, table, names, step_mean, preds, tends, edges,
+               "step_mean." if target == "both" else "")
     out["n_samples"] = float(len(table))
     if skipped:
         out["skipped"] = skipped
@@ -325,7 +439,7 @@ def offline_metrics(closure: Any, data: Any, split: str = "test",
 
 
 def offline_table(closures: Mapping[str, Any], data: Any, splits: Sequence[str] = ("test", "ood"),
-                  **kwargs: Any) -> Dict[str, Any]:
+                  target: str = "instantaneous", **kwargs: Any) -> Dict[str, Any]:
     """:func:`offline_metrics` of several closures on several splits.
 
     Parameters
@@ -334,8 +448,11 @@ def offline_table(closures: Mapping[str, Any], data: Any, splits: Sequence[str] 
         E.g. ``{"none": None, "power_law": ..., "learned": model.closure()}``.
     data : path, xarray.Dataset or SampleTable
     splits : sequence of str
+    target : {"instantaneous", "step_mean", "both"}
+        The flux scored against (:func:`offline_metrics`).
     **kwargs
-        Passed to :func:`offline_metrics` (``variables``, ``bands``, ``max_samples``).
+        Passed to :func:`offline_metrics` (``variables``, ``bands``, ``max_samples``,
+        ``batch_size``).
 
     Returns
     -------
@@ -355,6 +472,9 @@ def offline_table(closures: Mapping[str, Any], data: Any, splits: Sequence[str] 
     if not closures:
         raise ArgumentError("closures", closures, "must name at least one closure",
                             "pass e.g. {{'none': None, 'learned': closure}}")
+    if target not in TARGETS:
+        raise ArgumentError("target", target, f"must be one of {TARGETS}",
+                            "pass 'instantaneous', 'step_mean' or 'both'")
     out: Dict[str, Any] = {}
     skipped: Dict[str, str] = {}
     for split in splits:
@@ -363,7 +483,9 @@ def offline_table(closures: Mapping[str, Any], data: Any, splits: Sequence[str] 
             skipped[split] = (f"the dataset holds {len(table)} {split!r} samples "
                               "(2 or more needed)")
             continue
-        out[split] = {name: offline_metrics(c, table, split, **kwargs)
+        if target != "instantaneous":
+            _step_mean_flux(table, target)         # before any closure runs
+        out[split] = {name: offline_metrics(c, table, split, target=target, **kwargs)
                       for name, c in closures.items()}
     if skipped:
         out["skipped"] = skipped
