@@ -45,8 +45,7 @@ def _weighted_rms(V: Tensor, a: Tensor) -> float:
     return float(((V * a * a).sum() / V.sum()).sqrt())
 
 
-def field_statistics(mesh: Any, x: Tensor, kmax: Optional[float] = None
-                     ) -> Dict[str, Any]:
+def field_statistics(mesh: Any, x: Tensor) -> Dict[str, Any]:
     """Maps, spectrum and values of one variable over pooled times.
 
     Parameters
@@ -54,8 +53,6 @@ def field_statistics(mesh: Any, x: Tensor, kmax: Optional[float] = None
     mesh : Mesh
     x : Tensor, shape (P, n_cells)
         States at the pooled (member, lead) times.
-    kmax : float, optional
-        Unused here (kept for symmetry with :func:`distances`).
 
     Returns
     -------
@@ -116,6 +113,12 @@ def similarities(d_model: Mapping[str, Mapping[str, float]],
     An infinite ``d_model`` (a run that blew up inside the window) scores ``-inf``.
     A metric on which no closure is at distance 0 or infinity from the truth cannot
     rank closures: it is left out and named (``"var.metric"``) in the third value.
+
+    >>> none = {"q": {"wasserstein": 2.0, "p99": 0.0}}
+    >>> similarities({"q": {"wasserstein": 1.0, "p99": 0.5}}, none)
+    ({'q': {'wasserstein': 0.5}}, 0.5, ['q.p99'])
+    >>> similarities({"q": {"wasserstein": math.inf}}, none)[:2]
+    ({'q': {'wasserstein': -inf}}, -inf)
     """
     from .metrics import similarity
 
@@ -165,6 +168,13 @@ def error_growth(V: Tensor, runs: List[Tensor], truths: List[Tensor], dt: float
     -------
     (lead_time (L + 1,), rmse (L + 1,))
         ``L`` the longest run; lead 0 has RMSE 0.
+
+    >>> V = torch.ones(2, dtype=torch.float64)
+    >>> x = torch.tensor([[0.0, 0.0], [1.0, 3.0]], dtype=torch.float64)   # RMSE √5 at lead 1
+    >>> y = torch.zeros(2, 2, dtype=torch.float64)                     # the truth: 0
+    >>> lead, rmse = error_growth(V, [x, x[:1]], [y, y[:1]], dt=0.5)   # one run ends at 0
+    >>> lead.tolist(), [round(float(r) ** 2, 12) for r in rmse]
+    ([0.0, 0.5], [0.0, 5.0])
     """
     L = max((len(r) for r in runs), default=1) - 1
     V = V.double()

@@ -216,7 +216,7 @@ def _summarise(truth: Truth, runs: List[List[Run]], n_truth: Dict[int, int],
             series["spread"][v] = stats.spread_skill(V, ens, tru, dt)
         pairs = [x[1:] for x in xs if len(x) > 1]
         if pairs:
-            series["stats"][v] = stats.field_statistics(truth.mesh, torch.cat(pairs), kmax)
+            series["stats"][v] = stats.field_statistics(truth.mesh, torch.cat(pairs))
     m["distances"] = {}
     for v in truth.variables:
         if complete and v in series["stats"]:
