@@ -228,3 +228,149 @@ def test_two_variables_on_a_sphere(barotropic_sphere):
     assert none["r2"] == pytest.approx((none["zeta.tendency.r2"] + none["q.tendency.r2"]) / 2)
     assert partial["zeta.tendency.r2"] == none["zeta.tendency.r2"]
     assert partial["q.tendency.r2"] == 1.0
+
+
+# ------------------------------------------------------------------ the step-mean target
+def _hand_skill(p, y, w):
+    """(r2, corr, r2_pooled, rmse) by hand: per-cell R² and Pearson correlation over time,
+    weighted means over the cells whose target varies; pooled R²; weighted RMSE."""
+    p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
+    var = y.var(0)
+    keep = var > 0
+    r2 = 1 - ((p - y) ** 2).mean(0)[keep] / var[keep]
+    dp, dy = p - p.mean(0), y - y.mean(0)
+    corr = (dp * dy).mean(0)[keep] / np.sqrt((dp ** 2).mean(0)[keep] * var[keep])
+    wk = w[keep]
+    W = np.broadcast_to(w, y.shape)
+    ym = (W * y).sum() / W.sum()
+    pooled = 1 - (W * (p - y) ** 2).sum() / (W * (y - ym) ** 2).sum()
+    rmse = math.sqrt((w * ((p - y) ** 2).mean(0)).sum() / w.sum())
+    return ((wk * r2).sum() / wk.sum(), (wk * corr).sum() / wk.sum(), pooled, rmse)
+
+
+def _div(table, flux):
+    return (-divergence(table.mesh, flux.T.contiguous()).T).numpy()
+
+
+def test_load_table_keeps_the_stored_step_mean_flux(tables, kinematic_traj):
+    from meshclosure.data import read_dataset
+
+    ds = read_dataset(kinematic_traj)
+    table = tables["test"]
+    nf = table.mesh.n_faces
+    runs, times = np.nonzero(np.asarray(ds["split"].values) == 2)           # test: code 2
+    stored = np.asarray(ds["sgs_flux_mean_q"].values)[runs, times][:, :nf]
+    assert table.flux_mean is not None and table.flux_mean["q"].dtype == torch.float64
+    np.testing.assert_array_equal(table.flux_mean["q"].numpy(), stored)
+    # a different field from the instantaneous flux (else the tests below prove nothing)
+    assert float((table.flux_mean["q"] - table.flux["q"]).abs().max()) > \
+        0.1 * float(table.flux["q"].abs().max())
+
+
+def test_step_mean_replay_scores_one_and_no_closure_its_hand_value(tables):
+    table = tables["test"]
+    mean = {round(float(t), 12): table.flux_mean["q"][i] for i, t in enumerate(table.t)}
+    replay = FunctionClosure(lambda t, state, mesh: {"q": mean[round(float(t), 12)]})
+    m = offline_metrics(replay, table, target="step_mean")
+    assert m["r2"] == 1.0 and m["q.flux.r2"] == 1.0 and m["q.flux.rmse"] == 0.0
+    assert m["corr"] == pytest.approx(1.0, abs=1e-12)
+    for b in range(3):
+        assert m[f"q.tendency.band{b}.r2"] == pytest.approx(1.0, abs=1e-12)
+    # both at once: the instantaneous keys unchanged, the step mean's prefixed
+    both = offline_metrics(replay, table, target="both")
+    inst = offline_metrics(replay, table)
+    assert {k: both[k] for k in inst} == inst
+    assert both["step_mean.r2"] == 1.0 and both["step_mean.q.flux.r2"] == 1.0
+    assert {k[len("step_mean."):] for k in both if k.startswith("step_mean.")} == \
+        set(m) - {"n_samples"}
+    # the step-mean replay against the instantaneous flux: its hand value
+    V = table.mesh.cell_volume.double().numpy()
+    r2, corr, pooled, rmse = _hand_skill(_div(table, table.flux_mean["q"]),
+                                         _div(table, table.flux["q"]), V)
+    assert both["q.tendency.r2"] == pytest.approx(r2, abs=1e-12) and both["r2"] == both[
+        "q.tendency.r2"]
+    assert both["q.tendency.corr"] == pytest.approx(corr, abs=1e-12)
+    assert both["q.tendency.r2_pooled"] == pytest.approx(pooled, abs=1e-12)
+    assert both["q.tendency.rmse"] == pytest.approx(rmse, rel=1e-12)
+    # no closure against the step mean: 1 − mean_t ȳ²/Var_t ȳ per cell
+    none = offline_metrics(None, table, target="both", bands=False)
+    y = _div(table, table.flux_mean["q"])
+    keep = y.var(0) > 0
+    want = ((V[keep] * (1 - (y ** 2).mean(0)[keep] / y.var(0)[keep])).sum() / V[keep].sum())
+    assert none["step_mean.r2"] == pytest.approx(want, abs=1e-12) and want < 0
+    assert none["step_mean.q.tendency.rmse"] == pytest.approx(
+        math.sqrt((V * (y ** 2).mean(0)).sum() / V.sum()), rel=1e-12)
+    assert none["r2"] == pytest.approx(_per_cell_none_r2(table)[0], abs=1e-12)
+    assert none["step_mean.corr"] == 0.0
+
+
+def test_step_mean_needs_a_trajectory_dataset(barotropic_sphere, tables, kinematic_traj):
+    assert barotropic_sphere.flux_mean is None
+    for target in ("step_mean", "both"):
+        with pytest.raises(ArgumentError, match="trajectory=True") as err:
+            offline_metrics(None, barotropic_sphere, split="train", target=target)
+        assert err.value.argument == "target"
+    with pytest.raises(ArgumentError, match="sgs_flux_mean"):
+        offline_table({"none": None}, barotropic_sphere, splits=("train",), target="both")
+    with pytest.raises(ArgumentError, match="must be one of"):
+        offline_metrics(None, tables["test"], target="mean")
+    out = offline_table({"none": None}, kinematic_traj, target="both", bands=False)
+    assert out["ood"]["none"]["step_mean.r2"] < 0 and "step_mean.q.flux.r2" in out["test"]["none"]
+
+
+# ------------------------------------------------------------------ tendency closures
+@pytest.mark.parametrize("name", ["nodewise", "nodewise_mean_free"])
+def test_tendency_closure_scores_its_own_predictions_hand_value(tables, kinematic_traj, name):
+    """An untrained tiny nodewise network: the offline tendency skill (batched on the
+    stored inputs) equals the skill computed by hand from its per-sample tendencies
+    (features from each state), against −div Φ^sgs and against the step mean; its flux
+    keys are skipped with the reason."""
+    from meshclosure.closures import FeaturePipeline, Normalizer, TendencyClosure
+    from meshclosure.data import read_dataset
+    from meshclosure.nn import build_model
+
+    ds = read_dataset(kinematic_traj)
+    pipe = FeaturePipeline.from_config(json.loads(ds.attrs["feature_pipeline"]))
+    table = tables["test"]
+    torch.manual_seed(0)
+    net = build_model(name, table.mesh, in_features=pipe.n_features, n_vars=1, hidden=8,
+                      n_blocks=1).double()
+    closure = TendencyClosure(net, pipe, Normalizer.from_dataset(ds))
+    with torch.no_grad():
+        p = torch.stack([closure.tendencies(float(table.t[i]), table.sample(i), table.mesh,
+                                            transport=table.transport[i])["q"]
+                         for i in range(len(table))]).numpy()
+    m = offline_metrics(closure, table, target="both")
+    V = table.mesh.cell_volume.double().numpy()
+    for prefix, flux in (("", table.flux["q"]), ("step_mean.", table.flux_mean["q"])):
+        r2, corr, pooled, rmse = _hand_skill(p, _div(table, flux), V)
+        assert m[f"{prefix}q.tendency.r2"] == pytest.approx(r2, rel=1e-9, abs=1e-12)
+        assert m[f"{prefix}r2"] == m[f"{prefix}q.tendency.r2"]
+        assert m[f"{prefix}corr"] == pytest.approx(corr, rel=1e-9, abs=1e-12)
+        assert m[f"{prefix}q.tendency.r2_pooled"] == pytest.approx(pooled, rel=1e-9, abs=1e-12)
+        assert m[f"{prefix}q.tendency.rmse"] == pytest.approx(rmse, rel=1e-9)
+        assert "tendency" in m["skipped"][f"{prefix}q.flux"]
+        assert not any(k.startswith(f"{prefix}q.flux") for k in m)
+        assert {f"{prefix}q.tendency.band{b}.r2" for b in range(3)} <= set(m)
+    assert abs(m["r2"]) > 1e-6 and m["n_samples"] == 3.0
+    if name == "nodewise_mean_free":                   # its volume-weighted total is 0
+        assert abs((V * p).sum(1)).max() < 1e-12 * (V * abs(p)).sum(1).max()
+
+
+def test_a_tendency_replay_scores_one(tables):
+    """Any object with ``tendencies(t, state, mesh)`` (called per sample): replaying
+    −div Φ^sgs scores 1, and the step mean's replay 1 against the step mean."""
+    table = tables["test"]
+
+    class Replay:
+        def __init__(self, flux):
+            self.s = {round(float(t), 12): torch.as_tensor(_div(table, flux)[i])
+                      for i, t in enumerate(table.t)}
+
+        def tendencies(self, t, state, mesh):
+            return {"q": self.s[round(float(t), 12)]}
+
+    m = offline_metrics(Replay(table.flux["q"]), table, bands=False)
+    assert m["r2"] == 1.0 and m["q.tendency.rmse"] == 0.0 and "q.flux" in m["skipped"]
+    m = offline_metrics(Replay(table.flux_mean["q"]), table, bands=False, target="step_mean")
+    assert m["r2"] == 1.0 and m["corr"] == pytest.approx(1.0, abs=1e-12)
