@@ -23,6 +23,7 @@ FIGURES = {
     "03_truth_data_and_subgrid_fluxes.ipynb": 4,  # subgrid panels x 3 families; convection
     "04_conservative_closures.ipynb": 1,          # conservation drift
     "05_training_and_uncertainty.ipynb": 5,       # K_eff; constraints; online; split; fallback
+    "06_validation_hierarchy.ipynb": 5,           # bands; spectra; coupled; online; statistics
 }
 
 
