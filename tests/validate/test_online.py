@@ -152,9 +152,10 @@ def test_budget_of_flux_form_closures_is_rounding_and_a_tendency_is_caught(traj)
 
     r = online_validation(traj, {"diffusive": DiffusivityClosure("q", K=2e-3),
                                  "nodewise": Uniform()},
-                          n_initial=1, n_steps=4, audit_steps=300)
+                          n_initial=2, n_steps=4, audit_steps=300, audit_members=1)
     for name in ("none", "diffusive"):
         assert r.metrics[name]["conservation_drift"] <= 1e-12
+        assert [m["steps"] for m in r.metrics[name]["members"]] == [304, 4]   # one audited
         steps, series = r.budget_series[name]["q"]
         assert steps[-1] == 304 and np.abs(series).max() <= 1e-12
     # the tendency adds 1e-3 · area per unit time that no physical source accounts for:
