@@ -210,7 +210,8 @@ def _calibration(baselines: Any, data: Any) -> dict:
 def validate(data: Any, model: Any = None, *, closures: Optional[Mapping[str, Any]] = None,
              baselines: Any = None, out: Any = None, overwrite: bool = False,
              split: str = "test", n_initial: int = 3, n_steps: Optional[int] = None,
-             audit_steps: int = 0, kmax: Optional[float] = None, stages: Sequence[str] = (
+             audit_steps: int = 0, audit_members: Optional[int] = 1,
+             kmax: Optional[float] = None, stages: Sequence[str] = (
                  "offline", "coupled", "online"), progress: bool = False,
              echo: Optional[Callable[[str], None]] = None) -> ValidationResult:
     """Run the validation hierarchy for a learned closure and its references.
@@ -242,6 +243,9 @@ def validate(data: Any, model: Any = None, *, closures: Optional[Mapping[str, An
         Coarse steps compared with the truth (default: to the end of the split).
     audit_steps : int
         More steps past the truth (stability and budget only).
+    audit_members : int or None
+        How many members (from the first initial state on) continue past the
+        truth for the audit (default 1; ``None``: all).
     kmax : float, optional
         Highest wavenumber / degree of the spectrum distance.
     stages : sequence of str
@@ -322,7 +326,8 @@ def validate(data: Any, model: Any = None, *, closures: Optional[Mapping[str, An
         t0 = time.perf_counter()
         online_rows = {k: v for k, v in rows.items()}
         online = online_validation(data, online_rows, split=split, n_initial=n_initial,
-                                   n_steps=n_steps, audit_steps=audit_steps, kmax=kmax,
+                                   n_steps=n_steps, audit_steps=audit_steps,
+                                   audit_members=audit_members, kmax=kmax,
                                    progress=progress)
         for name, m in online.metrics.items():
             s = summary.setdefault(name, {k: float("nan") for k in HEADLINE})
@@ -343,7 +348,7 @@ def validate(data: Any, model: Any = None, *, closures: Optional[Mapping[str, An
               "model": str(model) if isinstance(model, (str, os.PathLike)) else
               (type(model).__name__ if model is not None else None),
               "baselines": sorted(baseline_rows), "split": split, "n_initial": n_initial,
-              "n_steps": n_steps, "audit_steps": audit_steps,
+              "n_steps": n_steps, "audit_steps": audit_steps, "audit_members": audit_members,
               "scenario_config": scenario.config,
               "calibration": {k: cal["baselines"][k]["closes"] for k in cal["baselines"]}})
     if out is not None:
