@@ -23,7 +23,8 @@ from .coupled import CoupledResult, prescribed_flow
 from .hierarchy import HEADLINE, ValidationResult, load_closure, validate
 from .metrics import (Skill, extremes_distance, percentiles, similarity, similarity_table,
                       skill, spectrum_distance, wasserstein)
-from .offline import Prediction, offline_metrics, offline_table, predict_table
+from .offline import (TARGETS, Prediction, offline_metrics, offline_table, predict_table,
+                      predict_tendencies)
 from .online import OnlineResult, budget_terms, online_validation
 from .report import REPORT_FILES, write_report
 from .spectra import (band_filter, default_band_edges, default_lmax, power_spectrum,
@@ -35,7 +36,8 @@ __all__ = [
     "similarity_table", "spectrum_distance",
     "power_spectrum", "band_filter", "spectrum_kmax", "default_band_edges", "default_lmax",
     "spectral_kind",
-    "offline_metrics", "offline_table", "predict_table", "Prediction",
+    "offline_metrics", "offline_table", "predict_table", "predict_tendencies", "Prediction",
+    "TARGETS",
     "online_validation", "OnlineResult", "budget_terms",
     "prescribed_flow", "CoupledResult", "single_column", "ColumnResult", "ColumnTruth",
     "column_truth", "growth_rate", "mixed_layer_depth_profile",

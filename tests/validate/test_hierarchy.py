@@ -58,7 +58,10 @@ def test_every_row_gets_every_headline_number(report):
     # the zero and the upper bound of the similarity score
     assert s["none"]["online.similarity_mean"] == 0.0
     assert s["replay"]["online.similarity_mean"] > 0.8
-    assert s["replay"]["offline.r2"] == s["replay"]["offline.corr"] == 1.0
+    # the replay IS the step-mean flux: 1 against it; against the instantaneous flux it is
+    # measured, and below 1 (the flux varies within a coarse step)
+    assert s["replay"]["offline.step_mean.r2"] == 1.0
+    assert s["replay"]["offline.r2"] < 1.0 and s["replay"]["offline.corr"] < 1.0
     # no closure has per-cell correlation 0 by rule, and R² = 1 − E[y²]/var(y) < 0
     assert s["none"]["offline.corr"] == 0.0 and s["none"]["offline.r2"] < 0
     # nothing blew up, and every flux-form closure kept the budget to rounding over the
