@@ -129,28 +129,10 @@ def load_truth(data: Any, split: str) -> Truth:
             raise ArgumentError("data", f"state_{v}", f"must be finite over the {split!r} split",
                                 "regenerate the dataset")
     bound = {v: float(x.abs().max()) for v, x in states.items()}
-    _widen_noise_window(scenario)
     return Truth(scenario=scenario, mesh=mesh, variables=variables, t=t, states=states,
                  flux_mean=flux, forcing_mean=forcing, bound=bound, coarse_dt=dt, run=run,
                  index=block, note=note)
 
-
-def _widen_noise_window(scenario: Any) -> None:
-    """Let the scenario's OU processes keep a coarse step's worth of samples.
-
-    :class:`~meshclosure.data.random_flows.OrnsteinUhlenbeck` keeps the last
-    ``window`` (16) fine samples and replays its stream from the seed for an older
-    one. A coarse step spans ``coarse_every`` fine steps and SSP-RK3 evaluates the
-    flow at ``t``, ``t + Δt``, ``t + Δt/2``: with ``coarse_every > window`` every
-    third stage replayed the whole stream (measured 90 % of a run's time on
-    ``cartesian:32``). Three coarse steps of samples make each stage a lookup.
-    """
-    from ..data.random_flows import OrnsteinUhlenbeck
-
-    need = 3 * int(getattr(scenario, "coarse_every", 1)) + 16
-    for value in vars(scenario).values():
-        if isinstance(value, OrnsteinUhlenbeck) and value.window < need:
-            value.window = need
 
 
 def member_starts(n_steps: int, n_initial: int) -> List[int]:

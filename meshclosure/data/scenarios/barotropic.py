@@ -12,7 +12,7 @@ from torch import Tensor
 from ...mesh import Mesh
 from ...solver import BarotropicModel
 from ..random_flows import OrnsteinUhlenbeck, mode_basis
-from .base import (Scenario, State, _Augmented, _coarse_every, _dx,
+from .base import (Scenario, State, _Augmented, _coarse_every, _dx, _noise_window,
                    _resolution_wavenumber, _tracer_target)
 
 __all__ = ["BarotropicScenario"]
@@ -146,7 +146,8 @@ class BarotropicScenario(Scenario):
         share = np.full(len(lam), 1.0 / len(lam))
         var = share * p["epsilon"] * lam.numpy() / p["tau_forcing"]
         self._forcing_basis = B
-        self.ou = OrnsteinUhlenbeck(np.sqrt(var), p["tau_forcing"], self.dt, seed=[self.seed, 2])
+        self.ou = OrnsteinUhlenbeck(np.sqrt(var), p["tau_forcing"], self.dt, seed=[self.seed, 2],
+                                     window=_noise_window(p))
         kw = {"omega": p["omega"]} if mesh.is_sphere else {"f0": p["f0"]}
         self.base = BarotropicModel(mesh, drag=p["drag"], forcing=self.forcing,
                                     scheme=p["scheme"], **kw)

@@ -13,7 +13,7 @@ from ...mesh import Coarsening
 from ...solver import TracerModel
 from ...solver.tracer import SCHEMES
 from ..random_flows import OrnsteinUhlenbeck, band_variances, mode_basis
-from .base import (Scenario, State, _Augmented, _coarse_every, _dx,
+from .base import (Scenario, State, _Augmented, _coarse_every, _dx, _noise_window,
                    _resolution_wavenumber, _tracer_target)
 
 __all__ = ["KinematicScenario"]
@@ -185,7 +185,7 @@ class KinematicScenario(Scenario):
         self.ou = OrnsteinUhlenbeck(
             np.sqrt(np.r_[var_l, var_s]),
             np.r_[np.full(len(var_l), p["tau_large"]), np.full(len(var_s), p["tau_small"])],
-            self.dt, seed=[self.seed, 1])
+            self.dt, seed=[self.seed, 1], window=_noise_window(p))
         self._n_large = len(var_l)
         self._last: Dict[float, Tensor] = {}
         self._band_sums: Dict[int, Tuple[Tensor, Tensor]] = {}
