@@ -391,9 +391,10 @@ def run_demo(out: str | Path = "meshclosure_output", plots: bool = True,
     finally:
         quiet.setLevel(level)
     seconds["train"] = time.perf_counter() - t0
-    last = res.metrics[-1]
-    echo(f"{'3 train':<14s} {cfg['train']['model']}, {len(res.metrics)} epochs, best "
-         f"{res.best_epoch}, val flux R² {last['val_flux_r2']:.3f} ({seconds['train']:.1f} s)")
+    best = next((m for m in res.metrics if m["epoch"] == res.best_epoch), res.metrics[-1])
+    echo(f"{'3 train':<14s} {cfg['train']['model']} on the {cfg['train']['target']} flux, "
+         f"{len(res.metrics)} epochs, best epoch {res.best_epoch} (val loss "
+         f"{best['val_loss']:.3g}) ({seconds['train']:.1f} s)")
 
     t0 = time.perf_counter()
     result = validate(data, out / "closure" / "model.pt", baselines=cal,
@@ -405,6 +406,12 @@ def run_demo(out: str | Path = "meshclosure_output", plots: bool = True,
     echo("")
     echo(result.table())
     echo("")
+    learned = result.summary[result.closures[0]]
+    echo(f"learned closure online: similarity {learned['online.similarity_mean']:.3f} "
+         f"(0: no closure, 1: the truth; power law "
+         f"{result.summary['power_law']['online.similarity_mean']:.3f}), budget residual "
+         f"{learned['online.conservation_drift']:.1e} over {cfg['audit_steps']} audit steps "
+         "past the truth")
     for note in result.notes:
         echo(f"note: {note}")
     echo(f"done in {seconds['total']:.0f} s; report: {(out / 'report' / 'index.html').resolve()}")

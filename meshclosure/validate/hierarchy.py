@@ -136,12 +136,17 @@ def _float(v: Any) -> float:
 
 
 def _split_key(key: str):
-    """``"q.tendency.r2"`` -> ``("q", "tendency.r2")``; ``"r2"`` -> ``("", "r2")``."""
+    """``"q.tendency.r2"`` -> ``("q", "tendency.r2")``; ``"r2"`` -> ``("", "r2")``;
+    ``"step_mean.q.tendency.r2"`` -> ``("q", "step_mean.tendency.r2")`` (the target prefix
+    stays on the metric)."""
+    prefix = ""
+    if key.startswith("step_mean."):
+        prefix, key = "step_mean.", key[len("step_mean."):]
     head, _, rest = key.partition(".")
     if rest and head and not head.startswith(("band", "flux", "tendency", "coverage")) \
             and head not in ("r2", "corr", "rmse", "crps", "n_samples"):
-        return head, rest
-    return "", key
+        return head, prefix + rest
+    return "", prefix + key
 
 
 # ---------------------------------------------------------------------------- loading
@@ -266,7 +271,7 @@ def validate(data: Any, model: Any = None, *, closures: Optional[Mapping[str, An
 
     say = echo or (lambda s: _log.info("%s", s))
     unknown = set(stages) - {"offline", "coupled", "online"}
-    if unknown or isinstance(stages, str):
+    if unknown or isinstance(stages, str) or not len(stages):
         raise ArgumentError("stages", list(stages) if not isinstance(stages, str) else stages,
                             "must be a list of 'offline', 'coupled', 'online'",
                             "pass e.g. stages=('offline', 'online')")
@@ -278,6 +283,13 @@ def validate(data: Any, model: Any = None, *, closures: Optional[Mapping[str, An
 
         check_out(out, overwrite)                  # refuse before any work
     ds = read_dataset(data) if isinstance(data, (str, os.PathLike)) else data
+    if {"coupled", "online"} & set(stages) and int(ds.attrs.get("trajectory", 0)) != 1:
+        raise ArgumentError("data", str(data) if isinstance(data, (str, os.PathLike)) else
+                            "dataset", "must be a trajectory dataset for the coupled and online "
+                            "stages (they compare with the truth at every coarse step and "
+                            "replay its step-mean flux)", "generate it with trajectory=True "
+                            "(`meshclosure generate ... --trajectory`), or pass "
+                            "stages=('offline',)")
     config = json.loads(ds.attrs["scenario_config"]) if isinstance(
         ds.attrs.get("scenario_config"), str) else ds.attrs.get("scenario_config")
     scenario = Scenario.from_config(config)
@@ -292,13 +304,18 @@ def validate(data: Any, model: Any = None, *, closures: Optional[Mapping[str, An
     if model is not None:
         learned, folder, name = load_closure(model, mesh)
         rows[name] = learned
+    baseline_rows = {k: v for k, v in _baselines(cal, scenario).items() if k != "none"}
     for name, c in (closures or {}).items():
-        if name in REFERENCE_ROWS:
-            raise ArgumentError("closures", name, f"must not use the reserved names "
-                                f"{REFERENCE_ROWS}", "rename it")
+        if name in REFERENCE_ROWS + ("truth",) or name in rows or name in baseline_rows:
+            raise ArgumentError("closures", name, f"must not repeat a row name (reserved: "
+                                f"{REFERENCE_ROWS + ('truth',)}, the model {list(rows)}, the "
+                                f"baselines {sorted(baseline_rows)})", "rename it")
         rows[name] = c
-    base = baseline_rows = {k: v for k, v in _baselines(cal, scenario).items() if k != "none"}
-    rows.update(base)
+    clash = set(rows) & set(baseline_rows)
+    if clash:
+        raise ArgumentError("model", sorted(clash), "must not be named like a baseline row",
+                            "pass the model as closures={'learned': ...} instead")
+    rows.update(baseline_rows)
     timings["load_and_calibrate"] = time.perf_counter() - t0
     names = list(rows) + ["none", "replay"]
     summary: Dict[str, Dict[str, float]] = {n: {k: float("nan") for k in HEADLINE}
@@ -326,8 +343,7 @@ def validate(data: Any, model: Any = None, *, closures: Optional[Mapping[str, An
         from .online import online_validation
 
         t0 = time.perf_counter()
-        online_rows = {k: v for k, v in rows.items()}
-        online = online_validation(data, online_rows, split=split, n_initial=n_initial,
+        online = online_validation(data, rows, split=split, n_initial=n_initial,
                                    n_steps=n_steps, audit_steps=audit_steps,
                                    audit_members=audit_members, kmax=kmax,
                                    progress=progress)

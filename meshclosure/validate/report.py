@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
 
@@ -27,11 +27,26 @@ __all__ = ["write_report", "check_out", "REPORT_FILES"]
 #: Files every report folder holds (figures come on top).
 REPORT_FILES = ("index.html", "metrics.json", "metrics.csv")
 
+#: The ``format`` of ``metrics.json``.
+FORMAT = "meshclosure-validation-1"
+
 _COLORS = {"truth": "k", "replay": "0.45", "none": "tab:red"}
 
 
+def _is_report(folder: Path) -> bool:
+    """True when ``folder`` is a report this module wrote: its ``metrics.json`` has our
+    format, and it holds nothing but :data:`REPORT_FILES` and figures."""
+    try:
+        fmt = json.loads((folder / "metrics.json").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return fmt == FORMAT and all(p.name in REPORT_FILES or (p.suffix == ".png" and p.is_file())
+                                 for p in folder.iterdir())
+
+
 def check_out(out: Any, overwrite: bool) -> Path:
-    """``out`` as a Path, after refusing an existing one (unless ``overwrite``) or one
+    """``out`` as a Path, after refusing an existing folder (unless ``overwrite`` and it
+    is an earlier report: a folder holding anything else is never replaced) or one
     whose parent folder is missing; called before any work is done."""
     if not isinstance(out, (str, os.PathLike)) or not str(out):
         raise ArgumentError("out", out, "must be a folder path", "pass e.g. out='report'")
@@ -39,10 +54,16 @@ def check_out(out: Any, overwrite: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise ArgumentError("out", str(out), "is a file; the report is a folder",
                             "choose a folder path")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"out={str(out)!r}: the report folder exists and was left "
-                                "untouched; pass overwrite=True (--overwrite) to replace it, "
-                                "or choose another folder.")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"out={str(out)!r}: the report folder exists and was left "
+                                    "untouched; pass overwrite=True (--overwrite) to replace "
+                                    "it, or choose another folder.")
+        if not _is_report(out):
+            raise OutputExistsError(f"out={str(out)!r}: the folder holds files that are not a "
+                                    "meshclosure report (no metrics.json of ours, or other "
+                                    "files); it was left untouched, even with overwrite. Choose "
+                                    "a new or empty folder for the report.")
     parent = out.resolve().parent
     if not parent.is_dir():
         raise FileNotFoundError(f"out={str(out)!r}: the folder {str(parent)!r} does not exist; "
@@ -336,7 +357,7 @@ def _metrics_json(result) -> Dict[str, Any]:
         if r is not None:
             details[stage] = {"metrics": getattr(r, "metrics", {})}
     return _json_ready({
-        "format": "meshclosure-validation-1", "scenario": result.scenario,
+        "format": FORMAT, "scenario": result.scenario,
         "closures": {name: result.summary.get(name, {}) for name in result.closures},
         "details": details, "keff": result.keff, "notes": result.notes,
         "timings_s": result.timings, "info": result.info})
@@ -419,13 +440,20 @@ def write_report(result, out: Any, overwrite: bool = False, figures: bool = True
         _write_csv(tmp / "metrics.csv", result.rows())
         (tmp / "index.html").write_text(_html(result, figs), encoding="utf-8")
         os.chmod(tmp, 0o755)
+        check_out(out, overwrite)                 # still ours to replace?
+        trash = None
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
             os.replace(out, trash / "old")
+        try:
             os.replace(tmp, out)
+        except BaseException:
+            if trash is not None:                 # put the old report back
+                os.replace(trash / "old", out)
+                shutil.rmtree(trash, ignore_errors=True)
+            raise
+        if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

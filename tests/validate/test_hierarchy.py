@@ -99,6 +99,11 @@ def test_report_folder_holds_every_number(report):
         assert head[(name, "online.similarity_mean")] == pytest.approx(
             result.summary[name]["online.similarity_mean"])
     assert len(rows) > 10 * len(result.closures)          # the details, not only headlines
+    # a step-mean score keeps its target on the metric and its variable in the column
+    sm = [r for r in rows if r["stage"] == "offline" and r["split"] == "test"
+          and r["closure"] == "mgn" and r["metric"] == "step_mean.tendency.r2"]
+    assert len(sm) == 1 and sm[0]["variable"] == "q"
+    assert not any(r["variable"] == "step_mean" for r in rows)
 
 
 def test_existing_report_is_refused_and_replaced_only_when_complete(report, tmp_path,
@@ -127,11 +132,30 @@ def test_bad_arguments_name_the_argument(traj, tmp_path):
         validate(str(traj), tmp_path / "missing.pt", stages=("offline",))
     with pytest.raises(ArgumentError, match="stages"):
         validate(str(traj), stages=("offline", "bogus"))
+    with pytest.raises(ArgumentError, match="stages"):
+        validate(str(traj), stages=())
+    with pytest.raises(ArgumentError, match="repeat a row name"):
+        validate(str(traj), closures={"power_law": None}, stages=("offline",))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("mine")
     with pytest.raises(OutputExistsError):
         validate(str(traj), out=tmp_path / "busy")
+    # overwrite replaces an earlier REPORT only: a folder with other files stays
+    with pytest.raises(OutputExistsError, match="not a meshclosure report"):
+        validate(str(traj), out=tmp_path / "busy", overwrite=True)
     assert (tmp_path / "busy" / "x").read_text() == "mine"
+
+
+def test_offline_only_on_a_dataset_without_trajectories(tmp_path):
+    from conftest import small_kinematic
+    from meshclosure.data import generate
+
+    data = generate(small_kinematic(), tmp_path / "plain.nc", n_samples=12, progress=False)
+    with pytest.raises(ArgumentError, match="trajectory"):
+        validate(str(data))                                   # refused before any work
+    result = validate(str(data), stages=("offline",))
+    assert result.online is None and math.isfinite(result.summary["none"]["offline.r2"])
+    assert math.isnan(result.summary["replay"]["offline.r2"])  # no step means to replay
 
 
 def test_command_writes_the_report(traj, trained, tmp_path, capsys):
@@ -158,5 +182,7 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert "\n| mgn |" in printed and "report:" in printed
     s = result.summary
     assert s["replay"]["online.similarity_mean"] > 0.8
+    assert math.isfinite(s["mgn"]["online.similarity_mean"])    # ran the whole window
+    assert "learned closure online: similarity" in printed
     for name in result.closures:
         assert abs(s[name]["online.conservation_drift"]) <= 1e-12, name
