@@ -352,6 +352,12 @@ def validate(data: Any, model: Any = None, *, closures: Optional[Mapping[str, An
             for key in ("similarity_mean", "time_to_blowup", "conservation_drift"):
                 if key in m:
                     s[f"online.{key}"] = _float(m[key])
+            # per variable too: one metric whose no-closure distance is tiny can dominate
+            # the mean over every metric and variable
+            for var, scores in (m.get("similarity") or {}).items():
+                finite = [v for v in scores.values() if isinstance(v, (int, float))]
+                if finite and len(m.get("similarity")) > 1:
+                    s[f"online.similarity_mean.{var}"] = _float(sum(finite) / len(finite))
         notes += [f"online: {n}" for n in getattr(online, "notes", [])]
         timings["online"] = time.perf_counter() - t0
         say(f"online: {_stage_line(summary, names, 'online.similarity_mean')} "
