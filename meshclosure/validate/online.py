@@ -145,9 +145,10 @@ def _check_arguments(closures: Any, n_steps: Any, audit_steps: Any, growth_bound
         if not isinstance(name, str) or not name:
             raise ArgumentError("closures", name, "must have non-empty string names",
                                 "name each closure")
-        if name == "replay" or (name == "none" and c is not None):
+        if name in ("replay", "truth") or (name == "none" and c is not None):
             raise ArgumentError("closures", name, f"must not use the reserved names "
-                                f"{REFERENCE_ROWS} (added by online_validation)",
+                                f"{REFERENCE_ROWS} (added by online_validation) or 'truth' (the "
+                                "truth's row of spectra, maps and values)",
                                 "rename the closure")
         if c is not None and not callable(c) and not is_tendency(c):
             raise ArgumentError("closures", f"{name}={type(c).__name__}", "must map names to "
@@ -183,14 +184,15 @@ def _summarise(truth: Truth, runs: List[List[Run]], n_truth: Dict[int, int],
     scaled = [r.scaled() for r in flat]
     residual = {v: max((s[v] for s in scaled), key=abs) for v in truth.variables}
     m: Dict[str, Any] = {
-        "time_to_blowup": first.blowup_step * dt if first else math.inf,
-        "blowup_step": first.blowup_step if first else None,
-        "blowup_reason": first.blowup_reason if first else "",
+        "time_to_blowup": first.blowup_step * dt if first is not None else math.inf,
+        "blowup_step": first.blowup_step if first is not None else None,
+        "blowup_reason": first.blowup_reason if first is not None else "",
         "conservation_drift": max(abs(x) for x in residual.values()),
         "budget_residual": residual,
         "members": [{"start": r.start, "t0": float(truth.t[r.start]), "steps": r.steps,
                      "blowup_step": r.blowup_step,
-                     "time_to_blowup": r.blowup_step * dt if r.blowup_step else math.inf,
+                     "time_to_blowup": (r.blowup_step * dt if r.blowup_step is not None
+                                        else math.inf),
                      "budget_residual": r.scaled()} for r in flat],
     }
     complete = all(len(r.states[truth.variables[0]]) == n_truth[r.start] + 1 for r in flat)

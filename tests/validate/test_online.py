@@ -211,6 +211,8 @@ def test_refuses_bad_input(traj, tmp_path):
         online_validation(plain, {})
     with pytest.raises(ArgumentError, match="reserved"):
         online_validation(traj, {"replay": as_closure(_zero)})
+    with pytest.raises(ArgumentError, match="'truth'"):             # maps/spectra/values row
+        online_validation(traj, {"truth": as_closure(_zero)})
     with pytest.raises(ArgumentError, match="growth_bound"):
         online_validation(traj, {}, growth_bound=0.5)
     with pytest.raises(ArgumentError, match="n_initial"):
