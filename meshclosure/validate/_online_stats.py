@@ -18,7 +18,8 @@ exactly the times the model's are. Per variable, each a distance ``d``:
 
 The similarity score of a closure is ``1 − d(model, truth) / d(none, truth)``
 per metric (Ross et al. 2023, doi:10.1029/2022MS003258), 1 like the truth, 0 like
-no closure, negative worse.
+no closure, negative worse: :func:`~meshclosure.validate.metrics.similarity_table`,
+the rule of every stage.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from torch import Tensor
 
 from ..errors import ArgumentError
 
-__all__ = ["METRICS", "field_statistics", "distances", "similarities", "subsample",
+__all__ = ["METRICS", "field_statistics", "distances", "subsample",
            "error_growth", "spread_skill"]
 
 METRICS = ("mean_rmse", "variance_rmse", "spectrum", "wasserstein", "p99", "p99.9")
@@ -39,10 +40,6 @@ METRICS = ("mean_rmse", "variance_rmse", "spectrum", "wasserstein", "p99", "p99.
 
 MAX_VALUES = 20_000
 """At most this many values per closure and variable are kept for PDFs."""
-
-
-def _weighted_rms(V: Tensor, a: Tensor) -> float:
-    return float(((V * a * a).sum() / V.sum()).sqrt())
 
 
 def field_statistics(mesh: Any, x: Tensor) -> Dict[str, Any]:
@@ -81,62 +78,23 @@ def distances(model: Mapping[str, Any], truth: Mapping[str, Any], V: Tensor,
               kmax: Optional[float]) -> Dict[str, float]:
     """The distances of :data:`METRICS` between two :func:`field_statistics` results
     (``spectrum`` left out when the mesh has none)."""
-    from .metrics import percentiles, spectrum_distance, wasserstein
+    from .metrics import extremes_distance, spectrum_distance, wasserstein, weighted_rmse
 
     V = V.double()
     d: Dict[str, float] = {
-        "mean_rmse": _weighted_rms(V, torch.as_tensor(model["mean"] - truth["mean"])),
-        "variance_rmse": _weighted_rms(V, torch.as_tensor(model["variance"]
-                                                          - truth["variance"])),
-    }
+        key: float(weighted_rmse(torch.as_tensor(model[key]), torch.as_tensor(truth[key]), V))
+        for key in ("mean", "variance")}
+    d = {"mean_rmse": d["mean"], "variance_rmse": d["variance"]}
     if model.get("spectrum") is not None and truth.get("spectrum") is not None:
         k, Pm = model["spectrum"]
         _, Pt = truth["spectrum"]
         d["spectrum"] = float(spectrum_distance(k, Pm, Pt, kmax))
     d["wasserstein"] = float(wasserstein(model["values"], truth["values"],
                                          model["weights"], truth["weights"]))
-    pm = np.asarray(percentiles(model["values"], (99.0, 99.9), weights=model["weights"]),
-                    dtype=np.float64).reshape(-1)
-    pt = np.asarray(percentiles(truth["values"], (99.0, 99.9), weights=truth["weights"]),
-                    dtype=np.float64).reshape(-1)
-    d["p99"], d["p99.9"] = float(abs(pm[0] - pt[0])), float(abs(pm[1] - pt[1]))
+    for key, q in (("p99", 99.0), ("p99.9", 99.9)):
+        d[key] = extremes_distance(model["values"], truth["values"], (q,),
+                                   model["weights"], truth["weights"])
     return d
-
-
-def similarities(d_model: Mapping[str, Mapping[str, float]],
-                 d_none: Mapping[str, Mapping[str, float]]
-                 ) -> Tuple[Dict[str, Dict[str, float]], float, List[str]]:
-    """Per variable and metric ``1 − d_model / d_none``
-    (:func:`~meshclosure.validate.metrics.similarity`), their mean, and the metrics left
-    out.
-
-    An infinite ``d_model`` (a run that blew up inside the window) scores ``-inf``.
-    A metric on which no closure is at distance 0 or infinity from the truth cannot
-    rank closures: it is left out and named (``"var.metric"``) in the third value.
-
-    >>> none = {"q": {"wasserstein": 2.0, "p99": 0.0}}
-    >>> similarities({"q": {"wasserstein": 1.0, "p99": 0.5}}, none)
-    ({'q': {'wasserstein': 0.5}}, 0.5, ['q.p99'])
-    >>> similarities({"q": {"wasserstein": math.inf}}, none)[:2]
-    ({'q': {'wasserstein': -inf}}, -inf)
-    """
-    from .metrics import similarity
-
-    out: Dict[str, Dict[str, float]] = {}
-    scores: List[float] = []
-    skipped: List[str] = []
-    for var, row in d_model.items():
-        out[var] = {}
-        for metric, d in row.items():
-            ref = d_none.get(var, {}).get(metric)
-            if ref is None or not (0 < ref < math.inf):
-                skipped.append(f"{var}.{metric}")
-                continue
-            s = -math.inf if d == math.inf else float(similarity(d, ref))
-            out[var][metric] = s
-            scores.append(s)
-    mean = float(np.mean(scores)) if scores else float("nan")
-    return out, mean, skipped
 
 
 def subsample(values: np.ndarray, weights: np.ndarray, n: int = MAX_VALUES,

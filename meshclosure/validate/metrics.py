@@ -60,7 +60,8 @@ import numpy as np
 from ..errors import ArgumentError
 
 __all__ = ["Skill", "skill", "wasserstein", "percentiles", "extremes_distance",
-           "similarity", "similarity_table", "spectrum_distance"]
+           "similarity", "similarity_table", "spectrum_distance", "weighted_rmse",
+           "weighted_corr"]
 
 ArrayLike = Any
 #: A per-point variance at or below this fraction of the target's mean square counts as zero.
@@ -331,12 +332,14 @@ def extremes_distance(a: ArrayLike, b: ArrayLike, q: Sequence[float] = (99.0, 99
     return float(np.abs(pa - pb).mean())
 
 
-def _distance(name: str, d: Any) -> float:
+def _distance(name: str, d: Any, allow_inf: bool = False) -> float:
     if isinstance(d, bool) or not isinstance(d, (int, float, np.floating, np.integer)) \
-            or not math.isfinite(float(d)) or float(d) < 0:
-        raise ArgumentError(name, d, "must be a finite distance >= 0",
-                            "leave out runs that blew up (report their time to blow-up "
-                            "instead) and metrics that could not be computed")
+            or math.isnan(float(d)) or float(d) < 0 \
+            or (not allow_inf and not math.isfinite(float(d))):
+        raise ArgumentError(name, d, "must be a " + ("" if allow_inf else "finite ")
+                            + "distance >= 0" + (" (inf: the run blew up)" if allow_inf else ""),
+                            "leave out metrics that could not be computed; give a run that "
+                            "blew up inside the window the distance inf")
     return float(d)
 
 
@@ -345,36 +348,50 @@ def similarity(d_model: float, d_none: float) -> float:
 
     ``d_model = d(model, truth)``, ``d_none = d(no closure, truth)`` of one
     metric: 1 means like the truth, 0 like no closure, negative worse than no
-    closure (``diagnostic_similarities`` of the benchmark).
+    closure (``diagnostic_similarities`` of the benchmark). A run that blew up
+    inside the window has ``d_model = inf`` and scores ``-inf``.
 
-    Rule for ``d_none == 0``: no closure already matches the truth on this
-    metric, so the metric cannot rank closures; the score is undefined and an
-    :class:`ArgumentError` is raised (:func:`similarity_table` skips such
-    metrics and names them). Distances must be finite and ``>= 0``.
+    Rule for ``d_none == 0`` or ``inf``: the metric cannot rank closures (no
+    closure already matches the truth, or itself blew up); the score is
+    undefined and an :class:`ArgumentError` is raised. :func:`similarity_table`,
+    the rule every stage uses, skips such metrics and names them.
 
-    >>> similarity(2.0, 1.0)
-    -1.0
+    >>> similarity(2.0, 1.0), similarity(math.inf, 1.0)
+    (-1.0, -inf)
     >>> similarity(0.0, 0.0)
     Traceback (most recent call last):
     ...
-    meshclosure.errors.ArgumentError: d_none=0.0: must be > 0 (no closure already matches the truth on this metric, so it cannot rank closures); ...
+    meshclosure.errors.ArgumentError: d_none=0.0: must be > 0 and finite (no closure already matches the truth on this metric, or blew up, so it cannot rank closures); ...
     """
-    dm, dn = _distance("d_model", d_model), _distance("d_none", d_none)
-    if dn == 0:
-        raise ArgumentError("d_none", dn, "must be > 0 (no closure already matches the truth "
-                            "on this metric, so it cannot rank closures)",
-                            "leave this metric out of the similarity scores and say so")
-    return 1.0 - dm / dn
+    dm = _distance("d_model", d_model, allow_inf=True)
+    dn = _distance("d_none", d_none, allow_inf=True)
+    if dn == 0 or dn == math.inf:
+        raise ArgumentError("d_none", dn, "must be > 0 and finite (no closure already matches "
+                            "the truth on this metric, or blew up, so it cannot rank closures)",
+                            "leave this metric out of the similarity scores and say so "
+                            "(similarity_table does)")
+    return -math.inf if dm == math.inf else 1.0 - dm / dn
+
+
+_TABLE_KEYS = ("skipped", "notes")
 
 
 def similarity_table(distances: Mapping[str, Mapping[str, float]], reference: str = "none"
                      ) -> Dict[str, Any]:
-    """Similarity scores of every closure and metric, and their mean per closure.
+    """Similarity scores of every closure and metric, and their mean per closure: THE
+    similarity rule of every validation stage.
+
+    The rule: ``1 − d / d_ref`` (:func:`similarity`); a distance ``inf`` (a run
+    that blew up inside the window) scores ``-inf``; a metric whose reference
+    distance is 0 or ``inf`` cannot rank closures and is left out of every row
+    and named; a row with no metric left has mean NaN and a note saying why.
 
     Parameters
     ----------
     distances : {closure: {metric: d(closure, truth)}}
-        Must hold ``reference`` (no closure) with every metric of the other rows.
+        Must hold ``reference`` (no closure) with every metric of the other rows;
+        distances ``>= 0``, ``inf`` for a run that blew up. Nested metric names
+        (``"q.wasserstein"``) are fine.
     reference : str
         The row that scores 0 (no closure).
 
@@ -382,16 +399,20 @@ def similarity_table(distances: Mapping[str, Mapping[str, float]], reference: st
     -------
     dict
         ``{closure: {metric: score, ..., "mean": mean over its metrics}}`` for
-        every closure (the reference row is all 0); metrics whose reference
-        distance is 0 are left out of every row and named under
-        ``"skipped": {metric: reason}`` (present only when some were).
+        every closure (the reference row is all 0); ``"skipped": {metric:
+        reason}`` (present only when some metric was left out) and ``"notes":
+        {closure: note}`` (present only when some row's mean is NaN).
 
     Examples
     --------
     >>> t = similarity_table({"none": {"w": 2.0, "s": 1.0, "m": 0.0},
-    ...                       "learned": {"w": 1.0, "s": 1.5, "m": 0.0}})
-    >>> t["learned"], t["none"]["mean"], sorted(t["skipped"])
-    ({'w': 0.5, 's': -0.5, 'mean': 0.0}, 0.0, ['m'])
+    ...                       "learned": {"w": 1.0, "s": 1.5, "m": 0.0},
+    ...                       "unstable": {"w": math.inf, "s": math.inf, "m": math.inf}})
+    >>> t["learned"], t["none"]["mean"], t["unstable"]["mean"], sorted(t["skipped"])
+    ({'w': 0.5, 's': -0.5, 'mean': 0.0}, 0.0, -inf, ['m'])
+    >>> t = similarity_table({"none": {"m": 0.0}, "learned": {"m": 1.0}})
+    >>> t["learned"], t["notes"]["learned"][:32]
+    ({'mean': nan}, 'no similarity: every metric (m) ')
     >>> similarity_table({"learned": {"w": 1.0}})
     Traceback (most recent call last):
     ...
@@ -400,29 +421,69 @@ def similarity_table(distances: Mapping[str, Mapping[str, float]], reference: st
     if reference not in distances:
         raise ArgumentError("reference", reference, "must be a row of distances (the "
                             "no-closure run)", f"add the no-closure row; rows: {sorted(distances)}")
+    clash = sorted(set(distances) & set(_TABLE_KEYS))
+    if clash:
+        raise ArgumentError("distances", f"rows {sorted(distances)}", f"must not name a row "
+                            f"{clash[0]!r} (a key of the table)", "rename the closure")
     ref = distances[reference]
     out: Dict[str, Any] = {}
     skipped: Dict[str, str] = {}
+    notes: Dict[str, str] = {}
     for metric, d in ref.items():
-        if _distance(f"distances[{reference!r}][{metric!r}]", d) == 0:
+        d = _distance(f"distances[{reference!r}][{metric!r}]", d, allow_inf=True)
+        if d == 0:
             skipped[metric] = (f"d({reference}, truth) = 0: {reference} already matches the "
                                "truth, so the metric cannot rank closures")
+        elif d == math.inf:
+            skipped[metric] = (f"d({reference}, truth) = inf: {reference} blew up, so the "
+                               "metric has no scale to rank closures by")
     for name, row in distances.items():
         missing = sorted(set(row) - set(ref))
         if missing:
             raise ArgumentError("distances", f"row {name!r} with metrics {missing}",
                                 f"must use only the metrics of the {reference!r} row",
                                 f"compute those metrics for {reference!r} too")
-        scores = {m: similarity(d, ref[m]) for m, d in row.items() if m not in skipped}
-        if not scores:
-            raise ArgumentError("distances", f"row {name!r}", "must hold at least one metric "
-                                "that can be scored", "compute distances on which no closure "
-                                "differs from the truth")
-        scores["mean"] = float(np.mean(list(scores.values())))
+        scores = {m: similarity(_distance(f"distances[{name!r}][{m!r}]", d, allow_inf=True),
+                                ref[m])
+                  for m, d in row.items() if m not in skipped}
+        if scores:
+            scores["mean"] = float(np.mean(list(scores.values())))
+        else:
+            scores["mean"] = float("nan")
+            notes[name] = (f"no similarity: every metric ({', '.join(row) or 'none given'}) "
+                           f"was skipped ({reference}'s distance is 0 or inf there)")
         out[name] = scores
     if skipped:
         out["skipped"] = skipped
+    if notes:
+        out["notes"] = notes
     return out
+
+
+def weighted_rmse(a: Any, b: Any, weights: Any) -> Any:
+    """Weighted RMSE over the last dim, ``sqrt(Σ_i w_i (a_i − b_i)² / Σ_i w_i)``:
+    ``(..., n) -> (...)`` (tensors stay tensors; NaN where a value is NaN).
+
+    >>> import torch
+    >>> weighted_rmse(torch.tensor([[1.0, 3.0]]), torch.zeros(1, 2), torch.tensor([3.0, 1.0]))
+    tensor([1.7321])
+    """
+    return ((a - b) ** 2 * weights).sum(-1).div(weights.sum()) ** 0.5
+
+
+def weighted_corr(a: Any, b: Any, weights: Any) -> Any:
+    """Weighted Pearson correlation over the last dim ``(..., n) -> (...)`` (tensors
+    stay tensors; NaN where either field is constant).
+
+    >>> import torch
+    >>> weighted_corr(torch.tensor([1.0, 2.0, 4.0]), torch.tensor([2.0, 4.0, 8.0]),
+    ...               torch.ones(3))
+    tensor(1.)
+    """
+    w = weights / weights.sum()
+    da = a - (w * a).sum(-1, keepdims=True)
+    db = b - (w * b).sum(-1, keepdims=True)
+    return (w * da * db).sum(-1) / ((w * da * da).sum(-1) * (w * db * db).sum(-1)) ** 0.5
 
 
 def spectrum_distance(k: ArrayLike, P_a: ArrayLike, P_b: ArrayLike,

@@ -49,6 +49,7 @@ from ..errors import ArgumentError
 from . import _online_stats as stats
 from ._online_runs import Run, budget_terms, is_tendency, run_member
 from ._online_truth import Truth, load_truth, member_starts
+from .metrics import similarity_table
 
 __all__ = ["online_validation", "OnlineResult", "budget_terms", "REFERENCE_ROWS"]
 
@@ -377,13 +378,23 @@ def online_validation(data: Any, closures: Mapping[str, Any], split: str = "test
     finally:
         if bar is not None:
             bar.close()
-    d_none = metrics["none"]["distances"]
+    table = similarity_table({name: {f"{v}.{k}": d for v, row in m["distances"].items()
+                                     for k, d in row.items()}
+                              for name, m in metrics.items()})
+    if "skipped" in table:
+        notes.append(f"left out of the similarity scores (no closure is at distance 0 or "
+                     f"inf from the truth there, so they cannot rank closures): "
+                     f"{sorted(table['skipped'])}")
     for name, m in metrics.items():
-        m["similarity"], m["similarity_mean"], skipped = stats.similarities(m["distances"],
-                                                                            d_none)
-        if skipped and name == "none":
-            notes.append(f"left out of the similarity scores (no closure is at distance 0 or "
-                         f"inf from the truth there, so they cannot rank closures): {skipped}")
+        row = table[name]
+        m["similarity"] = {v: {} for v in m["distances"]}
+        for key, score in row.items():
+            if key != "mean":
+                v, _, k = key.partition(".")
+                m["similarity"][v][k] = score
+        m["similarity_mean"] = row["mean"]
+        if name in table.get("notes", {}):
+            notes.append(f"{name}: {table['notes'][name]}")
         if m["blowup_step"] is not None:
             where = "inside" if not m["complete"] else "after"
             notes.append(f"{name}: blew up at step {m['blowup_step']} (t = "

@@ -132,11 +132,13 @@ def test_similarity_scores_and_table():
     assert similarity(0.0, 2.0) == 1.0                 # like the truth
     assert similarity(2.0, 2.0) == 0.0                 # like no closure
     assert similarity(3.0, 2.0) == -0.5                # worse than no closure
-    for bad in (float("nan"), float("inf"), -1.0):
+    assert similarity(math.inf, 2.0) == -math.inf        # blew up inside the window
+    for bad in (float("nan"), -1.0):
         with pytest.raises(ArgumentError, match="d_model"):
             similarity(bad, 1.0)
-    with pytest.raises(ArgumentError, match="d_none=0.0"):
-        similarity(0.5, 0.0)
+    for ref in (0.0, math.inf):
+        with pytest.raises(ArgumentError, match="d_none"):
+            similarity(0.5, ref)
     table = similarity_table({
         "none": {"wasserstein_q": 2.0, "spectrum_q": 4.0, "mean_q": 0.0},
         "learned": {"wasserstein_q": 1.0, "spectrum_q": 1.0, "mean_q": 0.1},
@@ -147,8 +149,22 @@ def test_similarity_scores_and_table():
     assert list(table["skipped"]) == ["mean_q"]
     with pytest.raises(ArgumentError, match="metrics of the 'none' row"):
         similarity_table({"none": {"a": 1.0}, "m": {"b": 1.0}})
-    with pytest.raises(ArgumentError, match="at least one metric"):
-        similarity_table({"none": {"a": 0.0}, "m": {"a": 1.0}})
+    # one rule for every stage: inf -> -inf, d_none 0 or inf -> skipped and named,
+    # a row with nothing left -> mean NaN with a note on that row
+    table = similarity_table({"none": {"a": 2.0, "b": math.inf, "c": 0.0},
+                              "blown": {"a": math.inf, "b": math.inf, "c": math.inf},
+                              "good": {"a": 1.0, "b": 3.0, "c": 1.0}})
+    assert table["blown"] == {"a": -math.inf, "mean": -math.inf}
+    assert table["good"] == {"a": 0.5, "mean": 0.5}
+    assert sorted(table["skipped"]) == ["b", "c"] and "inf" in table["skipped"]["b"]
+    assert "notes" not in table
+    table = similarity_table({"none": {"a": 0.0}, "m": {"a": 1.0}})
+    assert math.isnan(table["m"]["mean"]) and math.isnan(table["none"]["mean"])
+    assert "every metric (a)" in table["notes"]["m"]
+    with pytest.raises(ArgumentError, match="d_model|distances"):
+        similarity_table({"none": {"a": 1.0}, "m": {"a": float("nan")}})
+    with pytest.raises(ArgumentError, match="'notes'"):
+        similarity_table({"none": {"a": 1.0}, "notes": {"a": 1.0}})
 
 
 def test_spectrum_distance_over_the_stated_band():
