@@ -13,7 +13,8 @@ from torch import Tensor
 from ..errors import ArgumentError, MeshclosureError
 from ._online_truth import Truth
 
-__all__ = ["budget_terms", "run_member", "Run", "is_tendency"]
+__all__ = ["budget_terms", "run_member", "Run", "is_tendency", "coarse_model_for",
+           "guarded_rollout", "Guarded", "check_bound"]
 
 
 # ------------------------------------------------------------------ budget terms
@@ -133,19 +134,112 @@ class _Audited:
         return diagnose(t, state) if diagnose is not None else None
 
 
-class _Replay:
-    """Closure and forcing that return the truth's stored step means of step ``index``."""
+def coarse_model_for(scenario: Any, closure: Any, forcing: Any = None) -> Any:
+    """``scenario.coarse_model`` with ``closure``: face fluxes through the model's own
+    divergence, or, for a cell-tendency closure (:func:`is_tendency`), added to its
+    right-hand side by :func:`~meshclosure.closures.tendency.with_tendency`."""
+    if is_tendency(closure):
+        from ..closures.tendency import with_tendency
 
-    def __init__(self, truth: Truth, start: int) -> None:
-        self.truth, self.start, self.index = truth, start, 0
+        return with_tendency(scenario.coarse_model(forcing=forcing), closure)
+    return scenario.coarse_model(closure=closure, forcing=forcing)
+
+
+class _Replay:
+    """Closure and forcing that return stored step means ``{v: (steps, n)}`` of step
+    ``start + index`` (the runner sets ``index`` after every step)."""
+
+    def __init__(self, flux: Mapping[str, Tensor], forcing: Optional[Mapping[str, Tensor]] = None,
+                 start: int = 0) -> None:
+        self.flux, self.forcing_mean = dict(flux), dict(forcing or {})
+        self.start, self.index = start, 0
 
     def closure(self, t, state, mesh):
         k = self.start + self.index
-        return {v: self.truth.flux_mean[v][k] for v in self.truth.variables}
+        return {v: f[k] for v, f in self.flux.items()}
 
     def forcing(self, t):
         k = self.start + self.index
-        return {v: f[k] for v, f in self.truth.forcing_mean.items()}
+        return {v: f[k] for v, f in self.forcing_mean.items()}
+
+
+def check_bound(growth_bound: Any) -> float:
+    """``growth_bound`` as a float, refused unless finite and > 1."""
+    import math
+
+    if isinstance(growth_bound, bool) or not (isinstance(growth_bound, (int, float))
+                                              and math.isfinite(growth_bound)
+                                              and growth_bound > 1):
+        raise ArgumentError("growth_bound", growth_bound, "must be a finite number > 1 (a "
+                            "multiple of the truth's largest |value|)",
+                            "pass e.g. {growth_bound}=10")
+    return float(growth_bound)
+
+
+@dataclass
+class Guarded:
+    """What :func:`guarded_rollout` reports: steps taken and where (whether) it stopped."""
+
+    steps: int
+    blowup_step: Optional[int]
+    blowup_reason: str
+
+
+def guarded_rollout(model: Any, state: Mapping[str, Tensor], dt: float, n_steps: int,
+                    t0: float, bound: Mapping[str, float], growth_bound: float,
+                    on_step: Optional[Callable[[int, float, Dict[str, Tensor]], None]] = None
+                    ) -> Guarded:
+    """THE blow-up detector of every run of the validation stages (online, partially
+    coupled, single column): ``model`` from ``state`` for ``n_steps`` steps of the
+    dataset's stepper with :func:`~meshclosure.solver.integrate.rollout`'s NaN guard,
+    stopped at the first step where ``max|x_v| > growth_bound · bound[v]`` (``bound``:
+    the truth's largest ``|value|`` per variable; a variable the truth holds at 0 has
+    no scale and no bound) or where the closure refuses the state the run reached
+    (a :class:`~meshclosure.errors.MeshclosureError` after the first step; at the
+    first step it is raised: a misuse). ``on_step(n, t, state)`` sees every step
+    taken (``n >= 1``) before its growth check.
+
+    >>> import torch
+    >>> class Grow:
+    ...     def rhs(self, t, s):
+    ...         return {"y": s["y"]}
+    >>> g = guarded_rollout(Grow(), {"y": torch.ones(1, dtype=torch.float64)}, 1.0, 5, 0.0,
+    ...                     {"y": 1.0}, 10.0)           # y = (8/3)^n: 18.96 > 10 at step 3
+    >>> g.steps, g.blowup_step, g.blowup_reason
+    (3, 3, "max|y| = 19 > 10 × the truth's max 1")
+    """
+    import math
+
+    from ..data.trajectory import STEPPER
+    from ..solver.integrate import NonFiniteStateError, rollout
+
+    limit = {v: growth_bound * b if b > 0 else math.inf for v, b in bound.items()}
+    out = Guarded(0, None, "")
+    try:
+        for n, t, new in rollout(model, state, dt, n_steps, t0=t0, stepper=STEPPER):
+            if n == 0:
+                continue
+            out.steps = n
+            if on_step is not None:
+                on_step(n, t, new)
+            grown = [v for v in limit if float(new[v].abs().max()) > limit[v]]
+            if grown:
+                v = grown[0]
+                out.blowup_step = n
+                out.blowup_reason = (f"max|{v}| = {float(new[v].abs().max()):.3g} > "
+                                     f"{growth_bound:g} × the truth's max {bound[v]:.3g}")
+                break
+    except NonFiniteStateError as err:
+        out.blowup_step = int(err.step)
+        out.blowup_reason = f"not finite ({err.cause}) in {err.variable!r}"
+    except MeshclosureError as err:
+        if out.steps == 0:          # the first step failed: a misuse, not a finding
+            raise
+        # a closure that refuses the state its run reached (e.g. K(N) with N <= 0
+        # somewhere) stops the member like a blow-up, with the reason
+        out.blowup_step = out.steps + 1
+        out.blowup_reason = f"stopped: {type(err).__name__}: {err}"
+    return out
 
 
 # ------------------------------------------------------------------------ one run
@@ -174,22 +268,19 @@ def run_member(truth: Truth, closure: Any, start: int, n_truth: int, n_total: in
     subgrid flux and forcing instead, ``"model"`` the step-mean flux with the coarse
     model's own forcing ``restrict(F(t))`` at the stage times.
     """
-    from ..solver.integrate import NonFiniteStateError, rollout
     from ..solver.steppers import STAGES
     from ..data.trajectory import STEPPER
 
     sc, variables = truth.scenario, truth.variables
-    rep = _Replay(truth, start) if replay is not None else None
+    rep = (_Replay({v: truth.flux_mean[v] for v in variables}, truth.forcing_mean, start)
+           if replay is not None else None)
     if rep is not None:
         forcing = rep.forcing if truth.forcing_mean and replay == "replay" else None
         model = run_model = sc.coarse_model(closure=rep.closure, forcing=forcing)
-    elif is_tendency(closure):
-        from ..closures.tendency import with_tendency
-
-        model = sc.coarse_model()
-        run_model = with_tendency(model, closure)
     else:
-        model = run_model = sc.coarse_model(closure=closure)
+        model, run_model = sc.coarse_model(), coarse_model_for(sc, closure)
+        if not is_tendency(closure):
+            model = run_model
     if callable(getattr(closure, "reset", None)):
         closure.reset()
     audited = _Audited(run_model)
@@ -197,52 +288,33 @@ def run_member(truth: Truth, closure: Any, start: int, n_truth: int, n_total: in
     b = STAGES[STEPPER].b
     dt = truth.coarse_dt
     state = {v: truth.states[v][start].clone() for v in variables}
-    # a variable the truth holds at 0 everywhere has no scale to bound its growth by
-    bound = {v: growth_bound * truth.bound[v] if truth.bound[v] > 0 else float("inf")
-             for v in variables}
     run = Run(start=start, states={v: [state[v]] for v in variables},
               residual={v: [] for v in variables}, scale={})
     acc = {v: 0.0 for v in variables}
     prev = {v: _total(state[v], V) for v in variables}
-    last = state
+    last = [state]
+
+    def audit(n: int, t: float, new: Dict[str, Tensor]) -> None:
+        terms = [budget_terms(model, ts, ys) for ts, ys in audited.stages]
+        audited.stages.clear()
+        for v in variables:
+            expected = sum(w * tm[v] for w, tm in zip(b, terms))
+            now = _total(new[v], V)
+            acc[v] += now - prev[v] - dt * expected
+            prev[v] = now
+            run.residual[v].append(acc[v])
+        last[0] = new
+        if n <= n_truth:
+            for v in variables:
+                run.states[v].append(new[v])
+        if rep is not None:
+            rep.index = n
+
     with torch.no_grad():
-        try:
-            for n, t, new in rollout(audited, state, dt, n_total, t0=float(truth.t[start]),
-                                     stepper=STEPPER):
-                if n == 0:
-                    continue
-                terms = [budget_terms(model, ts, ys) for ts, ys in audited.stages]
-                audited.stages.clear()
-                for v in variables:
-                    expected = sum(w * tm[v] for w, tm in zip(b, terms))
-                    now = _total(new[v], V)
-                    acc[v] += now - prev[v] - dt * expected
-                    prev[v] = now
-                    run.residual[v].append(acc[v])
-                run.steps, last = n, new
-                if n <= n_truth:
-                    for v in variables:
-                        run.states[v].append(new[v])
-                grown = [v for v in variables if float(new[v].abs().max()) > bound[v]]
-                if grown:
-                    run.blowup_step = n
-                    run.blowup_reason = (f"max|{grown[0]}| = {float(new[grown[0]].abs().max()):.3g}"
-                                         f" > {growth_bound:g} × the truth's max "
-                                         f"{truth.bound[grown[0]]:.3g}")
-                    break
-                if rep is not None:
-                    rep.index = n
-        except NonFiniteStateError as err:
-            run.blowup_step = int(err.step)
-            run.blowup_reason = f"not finite ({err.cause}) in {err.variable!r}"
-            audited.stages.clear()
-        except MeshclosureError as err:
-            if run.steps == 0:          # the first step failed: a misuse, not a finding
-                raise
-            # a closure that refuses the state its run reached (e.g. K(N) with N <= 0
-            # somewhere) stops the member like a blow-up, with the reason
-            run.blowup_step = run.steps + 1
-            run.blowup_reason = f"stopped: {type(err).__name__}: {err}"
-            audited.stages.clear()
+        g = guarded_rollout(audited, state, dt, n_total, float(truth.t[start]),
+                            {v: truth.bound[v] for v in variables}, growth_bound, audit)
+    audited.stages.clear()
+    run.steps, run.blowup_step, run.blowup_reason = g.steps, g.blowup_step, g.blowup_reason
+    last = last[0]
     run.scale = {v: max(_total(last[v].abs(), V), np.finfo(float).tiny) for v in variables}
     return run

@@ -47,7 +47,7 @@ import torch
 
 from ..errors import ArgumentError
 from . import _online_stats as stats
-from ._online_runs import Run, budget_terms, is_tendency, run_member
+from ._online_runs import Run, budget_terms, check_bound, is_tendency, run_member
 from ._online_truth import Truth, load_truth, member_starts
 from .metrics import similarity_table
 
@@ -163,11 +163,7 @@ def _check_arguments(closures: Any, n_steps: Any, audit_steps: Any, growth_bound
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ArgumentError(name, value, f"must be a whole number >= {low}",
                                 f"pass e.g. {{{name}}}={max(low, 100)}")
-    if not (isinstance(growth_bound, (int, float)) and math.isfinite(growth_bound)
-            and growth_bound > 1):
-        raise ArgumentError("growth_bound", growth_bound, "must be a finite number > 1 (a "
-                            "multiple of the truth's largest |value|)",
-                            "pass e.g. {growth_bound}=10")
+    check_bound(growth_bound)
     if kmax is not None and not (isinstance(kmax, (int, float)) and kmax > 0):
         raise ArgumentError("kmax", kmax, "must be a positive wavenumber / degree or None",
                             "pass e.g. {kmax}=8, or None for 2/3 of the largest")
