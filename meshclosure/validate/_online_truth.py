@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..errors import ArgumentError
 
-__all__ = ["Truth", "load_truth", "member_starts"]
+__all__ = ["Truth", "load_truth", "member_starts", "check_count"]
 
 
 @dataclass
@@ -135,6 +135,21 @@ def load_truth(data: Any, split: str) -> Truth:
 
 
 
+def check_count(name: str, value: Any, low: int = 1, why: str = "") -> int:
+    """``value`` as an int, refused unless a whole number ``>= low`` (the one check of
+    ``n_initial``, ``n_steps``, ``n_seeds``, ... of the validation stages).
+
+    >>> check_count("n_steps", 0)
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: n_steps=0: must be a whole number >= 1; pass e.g. n_steps=3.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ArgumentError(name, value, f"must be a whole number >= {low}{why}",
+                            f"pass e.g. {{{name}}}={max(low, 3)}")
+    return int(value)
+
+
 def member_starts(n_steps: int, n_initial: int) -> List[int]:
     """Start indices of ``n_initial`` members spaced evenly over the first half of a
     truth of ``n_steps`` steps (so every member has at least half of it ahead).
@@ -146,9 +161,7 @@ def member_starts(n_steps: int, n_initial: int) -> List[int]:
     ...
     meshclosure.errors.ArgumentError: n_initial=3: must leave every member at least one truth step ahead (the split has 2 coarse steps); pass n_initial <= 2, or a longer split.
     """
-    if isinstance(n_initial, bool) or not isinstance(n_initial, int) or n_initial < 1:
-        raise ArgumentError("n_initial", n_initial, "must be a whole number >= 1 (3 or more for "
-                            "an ensemble)", "pass e.g. {n_initial}=3")
+    check_count("n_initial", n_initial, why=" (3 or more for an ensemble)")
     if n_initial > n_steps:
         raise ArgumentError("n_initial", n_initial, f"must leave every member at least one "
                             f"truth step ahead (the split has {n_steps} coarse steps)",

@@ -53,9 +53,10 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError
-from ..solver.steppers import ssprk3_step
-from .coupled import (_check_count, coarse_model_with, metric_rows, select_windows,
-                      similarity_score, split_steps)
+from ._online_runs import _Replay, check_bound, coarse_model_for, guarded_rollout
+from ._online_truth import check_count as _check_count
+from .coupled import metric_rows, select_windows, split_steps
+from .metrics import similarity_table, weighted_rmse
 
 __all__ = ["ColumnTruth", "ColumnResult", "column_truth", "single_column",
            "mixed_layer_depth_profile", "growth_rate"]
@@ -234,8 +235,11 @@ class ColumnResult:
         the times after the start), ``profile_rmse_end``, ``depth_error`` (mean
         ``|h − h_truth|``), ``growth_rate`` (``dh/dt``, least squares),
         ``growth_error`` (``growth_rate − growth_rate(truth)``), ``similarity``
-        (``1 − profile_rmse / profile_rmse(none)``), ``blowup_step`` (the
-        earliest over the seeds, no ``_se``; ``inf``: none blew up). The ``"truth"``
+        (``1 − profile_rmse / profile_rmse(none)`` by
+        :func:`~meshclosure.validate.metrics.similarity_table`), ``blowup_step`` and
+        ``blowup_time`` (the earliest over the seeds, no ``_se``; ``inf``: none blew
+        up). A run that blew up has errors ``inf`` and similarity ``-inf`` on that
+        truth (``_se`` left out where a value is not finite). The ``"truth"``
         row has ``growth_rate``, ``depth_mean`` and, for :func:`column_truth` runs,
         ``growth_rate_fine`` (from the fine levels).
     per_seed : dict
@@ -245,6 +249,8 @@ class ColumnResult:
         ``depth_error``: the paired difference over seeds
         (:func:`~meshclosure.train.skill.paired_difference`); ``better`` names the
         closure with the smaller error only where ``|mean| > 2 se``, else ``None``.
+        Where either closure blew up on some truth (error ``inf``) the pair is not
+        ranked: ``blown_up`` names it, ``mean``/``se`` NaN, ``n`` 0, a note says so.
     series : dict
         ``{"profile_rmse" | "mixed_layer_depth": {closure: (t (T,), value (T,))}}``,
         lead time from each truth's start, mean over seeds (``"truth"`` and
@@ -312,31 +318,43 @@ def _truths(data, split, n_seeds, n_steps, start_time) -> List[ColumnTruth]:
     return out
 
 
-def _run_column(truth: ColumnTruth, closure) -> Tuple[Tensor, Optional[int]]:
-    """The column from ``truth.b[0]`` over its times: ``(T, n_levels)`` (NaN after a
-    blow-up) and the blow-up step or None."""
-    j = [0]
-    if isinstance(closure, str):                         # the replay
-        def closure(t, state, mesh):
-            return {"b": truth.flux[j[0]]}
-    model = coarse_model_with(truth.scenario, closure)
-    state, out, bad = {"b": truth.b[0]}, [truth.b[0]], None
-    for k in range(len(truth.t) - 1):
-        j[0] = k
-        state = ssprk3_step(model.rhs, float(truth.t[k]), state,
-                            float(truth.t[k + 1] - truth.t[k]))
-        if not bool(torch.isfinite(state["b"]).all()):
-            bad = k + 1
-            break
+def _run_column(truth: ColumnTruth, closure, growth_bound: float = 10.0
+                ) -> Tuple[Tensor, Optional[int], str]:
+    """The column from ``truth.b[0]`` over its times: ``(T, n_levels)`` (NaN from a
+    blow-up on), the blow-up step or None, and its reason (the detector of every
+    stage: :func:`~meshclosure.validate._online_runs.guarded_rollout`)."""
+    rep = _Replay({"b": truth.flux}) if isinstance(closure, str) else None
+    model = coarse_model_for(truth.scenario, rep.closure if rep else closure)
+    if callable(getattr(closure, "reset", None)):
+        closure.reset()
+    out = [truth.b[0]]
+
+    def keep(n: int, t: float, state: Dict[str, Tensor]) -> None:
         out.append(state["b"])
-    out += [torch.full_like(truth.b[0], float("nan"))] * (len(truth.t) - len(out))
-    return torch.stack(out), bad
+        if rep is not None:
+            rep.index = n
+
+    T = len(truth.t)
+    g = guarded_rollout(model, {"b": truth.b[0]}, float(truth.t[1] - truth.t[0]), T - 1,
+                        float(truth.t[0]), {"b": float(truth.b.abs().max())}, growth_bound,
+                        keep)
+    kept = g.steps + 1 if g.blowup_step is None else g.blowup_step     # the bad step dropped
+    out = out[:kept] + [torch.full_like(truth.b[0], float("nan"))] * (T - kept)
+    return torch.stack(out), g.blowup_step, g.blowup_reason
+
+
+def _alive_mean(v: List[np.ndarray]) -> np.ndarray:
+    """Mean over the truths of the runs alive at each time (NaN where none is)."""
+    x = np.stack(v)
+    alive = np.isfinite(x).sum(0)
+    return np.where(alive > 0, np.nansum(x, 0) / np.maximum(alive, 1), np.nan)
 
 
 def single_column(data: Any, closures: Optional[Mapping[str, Any]] = None,
                   n_seeds: Optional[int] = None, split: str = "test",
                   n_steps: Optional[int] = None, calibration: Any = None,
-                  n_profiles: int = 4, start_time: float = 0.0) -> ColumnResult:
+                  n_profiles: int = 4, start_time: float = 0.0,
+                  growth_bound: float = 10.0) -> ColumnResult:
     """Run the single-column model with each closure against the averaged truth.
 
     Parameters
@@ -360,6 +378,12 @@ def single_column(data: Any, closures: Optional[Mapping[str, Any]] = None,
         Times of the profile figure (evenly spaced, start and end included).
     start_time : float
         For a scenario: :func:`column_truth`'s ``start_time`` (skip the onset).
+    growth_bound : float
+        A run has blown up when ``max|b| > growth_bound · max|b_truth|`` or its
+        state is not finite (the detector of every stage). Its ``profile_rmse``,
+        ``profile_rmse_end`` and ``depth_error`` are ``inf`` on that truth, its
+        ``growth_rate`` / ``growth_error`` NaN, its similarity ``-inf``; it is named
+        in the comparisons, never ranked.
 
     Returns
     -------
@@ -367,6 +391,7 @@ def single_column(data: Any, closures: Optional[Mapping[str, Any]] = None,
     """
     from ..train.skill import paired_difference
 
+    growth_bound = check_bound(growth_bound)
     truths = _truths(data, split, n_seeds, n_steps, start_time)
     scenario = truths[0].scenario
     runs: Dict[str, Any] = {"none": None}
@@ -408,34 +433,50 @@ def single_column(data: Any, closures: Optional[Mapping[str, Any]] = None,
                 depth_t["truth_fine"].append(tr.depth_fine)
                 add("truth", "growth_rate_fine", growth_rate(lead, tr.depth_fine))
             for name, closure in runs.items():
-                b, bad = _run_column(tr, closure)
+                b, bad, why = _run_column(tr, closure, growth_bound)
                 ok = torch.isfinite(b).all(-1).numpy()
-                e = torch.sqrt(((b - tr.b) ** 2 * V).sum(-1) / V.sum()).numpy()
+                e = weighted_rmse(b, tr.b, V).numpy()
                 h = np.full(len(tr.t), np.nan)
                 h[ok] = mixed_layer_depth_profile(z, b[ok].numpy(), N2, H)
                 rmse_t[name].append(e)
                 depth_t[name].append(h)
-                add(name, "profile_rmse", np.nanmean(e[1:]))
-                add(name, "profile_rmse_end", e[-1])
-                add(name, "depth_error", np.nanmean(np.abs(h - h_truth)[1:]))
-                add(name, "growth_rate", growth_rate(lead, h))
-                add(name, "growth_error", growth_rate(lead, h) - g_truth)
+                if bad is None:
+                    add(name, "profile_rmse", np.mean(e[1:]))
+                    add(name, "profile_rmse_end", e[-1])
+                    add(name, "depth_error", np.mean(np.abs(h - h_truth)[1:]))
+                    add(name, "growth_rate", growth_rate(lead, h))
+                    add(name, "growth_error", growth_rate(lead, h) - g_truth)
+                else:                   # it did not produce the run: no error to average
+                    for metric in ("profile_rmse", "profile_rmse_end", "depth_error"):
+                        add(name, metric, float("inf"))
+                    add(name, "growth_rate", float("nan"))
+                    add(name, "growth_error", float("nan"))
+                    notes.append(f"{name}: blew up at step {bad} (t = "
+                                 f"{lead[min(bad, len(lead) - 1)]:.4g} after the start; {why}) "
+                                 f"of truth {s}: profile_rmse, profile_rmse_end, depth_error "
+                                 "inf, growth_rate and growth_error NaN, similarity -inf")
                 add(name, "blowup_step", float("inf") if bad is None else bad)
+                add(name, "blowup_time", float("inf") if bad is None
+                    else bad * float(tr.t[1] - tr.t[0]))
                 if s == 0:
                     profiles[name] = b[k_prof].numpy()
-                if bad is not None:
-                    notes.append(f"{name}: non-finite column at step {bad} of truth {s}")
     for name in runs:
-        per_seed[name]["similarity"] = [
-            similarity_score(a, d) for a, d in zip(per_seed[name]["profile_rmse"],
-                                                   per_seed["none"]["profile_rmse"])]
+        per_seed[name]["similarity"] = []
+    for s in range(len(truths)):
+        table = similarity_table({name: {"profile_rmse": per_seed[name]["profile_rmse"][s]}
+                                  for name in runs})
+        for name in runs:
+            per_seed[name]["similarity"].append(table[name]["mean"])
+            if name in table.get("notes", {}):
+                notes.append(f"{name}, truth {s}: {table['notes'][name]}")
     metrics: Dict[str, Dict[str, float]] = {}
     for name, values in per_seed.items():
         m = {}
         for metric, v in values.items():
             v = np.asarray(v)
-            m[metric] = float(np.min(v) if metric == "blowup_step" else np.mean(v))
-            if len(v) >= 2 and metric != "blowup_step":
+            first = metric in ("blowup_step", "blowup_time")
+            m[metric] = float(np.min(v) if first else np.mean(v))
+            if len(v) >= 2 and not first and np.isfinite(v).all():
                 m[f"{metric}_se"] = float(np.std(v, ddof=1) / np.sqrt(len(v)))
         metrics[name] = m
     comparisons: Dict[str, Dict[str, Dict[str, Any]]] = {}
@@ -444,13 +485,20 @@ def single_column(data: Any, closures: Optional[Mapping[str, Any]] = None,
             out = {}
             for metric in ("profile_rmse", "depth_error"):
                 x, y = per_seed[a][metric], per_seed[b][metric]
-                if not (np.isfinite(x).all() and np.isfinite(y).all()):
+                blown = [n for n, v in ((a, x), (b, y)) if not np.isfinite(v).all()]
+                if blown:               # no paired difference over inf: name, never rank
+                    out[metric] = {"mean": float("nan"), "se": float("nan"), "n": 0,
+                                   "better": None, "blown_up": blown}
                     continue
                 d = paired_difference(x, y)
                 better = (a if d.mean < 0 else b) if abs(d.mean) > 2 * d.se else None
                 out[metric] = {"mean": float(d.mean), "se": float(d.se), "n": int(d.n),
                                "better": better}
             comparisons[f"{a} - {b}"] = out
+            blown = sorted({n for d in out.values() for n in d.get("blown_up", [])})
+            if blown:
+                notes.append(f"{a} - {b}: not compared ({', '.join(blown)} blew up on some "
+                             "truth; its errors are inf): blown_up names it, mean and se NaN")
     else:
         notes.append("one truth only: no paired differences (pass n_seeds >= 2)")
     lead0 = truths[0].t - truths[0].t[0]
@@ -459,10 +507,10 @@ def single_column(data: Any, closures: Optional[Mapping[str, Any]] = None,
         "profile_rmse": {}, "mixed_layer_depth": {}}
     if same:
         for name, v in rmse_t.items():
-            series["profile_rmse"][name] = (lead0, np.nanmean(np.stack(v), 0))
+            series["profile_rmse"][name] = (lead0, _alive_mean(v))
         for name, v in depth_t.items():
             if v:
-                series["mixed_layer_depth"][name] = (lead0, np.nanmean(np.stack(v), 0))
+                series["mixed_layer_depth"][name] = (lead0, _alive_mean(v))
     else:
         notes.append("truths of different lengths: series of the first one only")
         for name, v in rmse_t.items():

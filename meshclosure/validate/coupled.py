@@ -42,8 +42,9 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError
-from ..solver.steppers import ssprk3_step
-from .metrics import similarity
+from ._online_runs import _Replay, check_bound, coarse_model_for, guarded_rollout
+from ._online_truth import check_count
+from .metrics import similarity_table, weighted_corr, weighted_rmse
 
 __all__ = ["CoupledResult", "prescribed_flow", "PRESCRIBED"]
 
@@ -108,33 +109,6 @@ def metric_rows(metrics: Mapping[str, Mapping[str, float]]) -> List[Dict[str, An
     return rows
 
 
-def similarity_score(d: float, d_none: float) -> float:
-    """:func:`meshclosure.validate.metrics.similarity` ``1 − d / d_none`` (Ross et al. 2023),
-    NaN where it is undefined (``d_none == 0``, or a distance that is not finite
-    because a run blew up): the callers say so in their notes.
-
-    >>> similarity_score(0.5, 2.0), similarity_score(1.0, 0.0)
-    (0.75, nan)
-    """
-    if not (np.isfinite(d) and np.isfinite(d_none)) or d_none == 0:
-        return float("nan")
-    return float(similarity(float(d), float(d_none)))
-
-
-def weighted_rmse(a: Tensor, b: Tensor, V: Tensor) -> Tensor:
-    """``sqrt(Σ V (a − b)² / Σ V)`` over the last dim: ``(..., n_cells) -> (...)``."""
-    return torch.sqrt(((a - b) ** 2 * V).sum(-1) / V.sum())
-
-
-def weighted_corr(a: Tensor, b: Tensor, V: Tensor) -> Tensor:
-    """Area-weighted Pearson correlation over the last dim ``(..., n_cells) -> (...)``
-    (NaN where either field is constant)."""
-    w = V / V.sum()
-    da = a - (w * a).sum(-1, keepdim=True)
-    db = b - (w * b).sum(-1, keepdim=True)
-    return (w * da * db).sum(-1) / torch.sqrt((w * da * da).sum(-1) * (w * db * db).sum(-1))
-
-
 def select_windows(traj, n: int, argument: str = "n_initial") -> List[int]:
     """Indices of ``n`` windows of a :class:`~meshclosure.data.TrajectoryDataset` spread
     evenly over its windows (first and last included)."""
@@ -158,28 +132,14 @@ def split_steps(one) -> int:
     return best
 
 
-def coarse_model_with(scenario, closure, forcing=None):
-    """``scenario.coarse_model`` with ``closure``: face fluxes through the model's own
-    divergence, or, for a cell-tendency closure (``tendencies(t, state, mesh)``, e.g.
-    ``nodewise``), added to its right-hand side by
-    :func:`~meshclosure.closures.tendency.with_tendency`."""
-    if callable(getattr(closure, "tendencies", None)):
-        from ..closures.tendency import with_tendency
-
-        return with_tendency(scenario.coarse_model(forcing=forcing), closure)
-    return scenario.coarse_model(closure=closure, forcing=forcing)
-
-
-def _check_count(name: str, value: Any, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ArgumentError(name, value, f"must be an integer >= {low}",
-                            f"pass e.g. {{{name}}}={max(low, 3)}")
-    return int(value)
+coarse_model_with = coarse_model_for
+"""Old name of :func:`~meshclosure.validate._online_runs.coarse_model_for`."""
+_check_count = check_count
 
 
 def prescribed_flow(data: Any, closures: Optional[Mapping[str, Any]] = None,
                     split: str = "test", n_initial: int = 3,
-                    n_steps: Optional[int] = None) -> CoupledResult:
+                    n_steps: Optional[int] = None, growth_bound: float = 10.0) -> CoupledResult:
     """Run each closure for the tracer with the flow prescribed from the truth.
 
     Parameters
@@ -198,6 +158,12 @@ def prescribed_flow(data: Any, closures: Optional[Mapping[str, Any]] = None,
         Members: truth states of the split, spread evenly, each the start of a run.
     n_steps : int, optional
         Coarse steps per member; default half the split's block (at least 1).
+    growth_bound : float
+        A member has blown up when ``max|q_v| > growth_bound · max|truth_v|`` over its
+        window, or its state is not finite (the detector of the online stage,
+        :func:`~meshclosure.validate._online_runs.guarded_rollout`). A closure with
+        a member that blew up has ``rmse_mean``, ``rmse_end`` = ``inf``,
+        ``corr_mean`` NaN and similarity ``-inf`` (it did not produce the run).
 
     Returns
     -------
@@ -206,7 +172,8 @@ def prescribed_flow(data: Any, closures: Optional[Mapping[str, Any]] = None,
     from ..data import TrajectoryDataset
     from ..data.scenarios import Scenario
 
-    n_initial = _check_count("n_initial", n_initial)
+    n_initial = check_count("n_initial", n_initial)
+    growth_bound = check_bound(growth_bound)
     closures = dict(closures or {})
     for reserved in ("none", "replay"):
         if reserved in closures:
@@ -220,7 +187,7 @@ def prescribed_flow(data: Any, closures: Optional[Mapping[str, Any]] = None,
                             "for 'convection' use meshclosure.validate.column.single_column")
     if n_steps is None:
         n_steps = max(1, split_steps(probe) // 2)
-    n_steps = _check_count("n_steps", n_steps)
+    n_steps = check_count("n_steps", n_steps)
     traj = TrajectoryDataset(data, split, n_steps)
     chosen = select_windows(traj, n_initial)
     scenario = Scenario.from_config(traj.scenario_config)
@@ -230,7 +197,7 @@ def prescribed_flow(data: Any, closures: Optional[Mapping[str, Any]] = None,
     V = scenario.coarse.cell_volume.double()
     err: Dict[str, Dict[str, list]] = {n: {v: [] for v in evolved} for n in runs}
     corr: Dict[str, Dict[str, list]] = {n: {v: [] for v in evolved} for n in runs}
-    blowup = {n: float("inf") for n in runs}
+    blowup: Dict[str, Tuple[float, str]] = {n: (float("inf"), "") for n in runs}
     starts = []
     with torch.no_grad():
         for i in chosen:
@@ -238,9 +205,10 @@ def prescribed_flow(data: Any, closures: Optional[Mapping[str, Any]] = None,
             starts.append(float(w["t"][0]))
             truth = {v: torch.cat([w["state"][v][None], w["states"][v]]) for v in w["state"]}
             for n, closure in runs.items():
-                out, bad = _run(scenario, closure, w, truth, prescribed, evolved)
-                if bad is not None:
-                    blowup[n] = min(blowup[n], float(bad))
+                out, bad, why = _run(scenario, closure, w, truth, prescribed, evolved,
+                                     growth_bound)
+                if bad is not None and bad < blowup[n][0]:
+                    blowup[n] = (float(bad), why)
                 for v in evolved:
                     err[n][v].append(weighted_rmse(out[v], truth[v], V))
                     corr[n][v].append(weighted_corr(out[v], truth[v], V))
@@ -251,69 +219,96 @@ def prescribed_flow(data: Any, closures: Optional[Mapping[str, Any]] = None,
     series: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]] = {}
     for n in runs:
         m: Dict[str, float] = {}
+        blown = np.isfinite(blowup[n][0])
         for v in evolved:
             e = torch.stack(err[n][v])                                   # (members, L+1)
-            rms = torch.sqrt((e ** 2).nanmean(0)).numpy()
+            # the series: RMS over the members alive at each lead (NaN after all blew up)
+            alive = torch.isfinite(e).sum(0)
+            rms = torch.sqrt(torch.nan_to_num(e ** 2, nan=0.0).sum(0) / alive).numpy()
+            rms[alive.numpy() == 0] = np.nan
             series.setdefault(f"{v}.rmse", {})[n] = (lead, rms)
-            m[f"{v}.rmse_mean"] = float(e[:, 1:].nanmean())
-            m[f"{v}.rmse_end"] = float(rms[-1])
-            m[f"{v}.corr_mean"] = float(torch.stack(corr[n][v])[:, 1:].nanmean())
-        m["blowup_step"] = blowup[n]
+            if blown:                            # it did not produce the window: no scores
+                m[f"{v}.rmse_mean"] = m[f"{v}.rmse_end"] = float("inf")
+                m[f"{v}.corr_mean"] = float("nan")
+            else:
+                m[f"{v}.rmse_mean"] = float(e[:, 1:].mean())
+                m[f"{v}.rmse_end"] = float(rms[-1])
+                m[f"{v}.corr_mean"] = float(torch.stack(corr[n][v])[:, 1:].nanmean())
+        m["blowup_step"] = blowup[n][0]
+        m["blowup_time"] = blowup[n][0] * traj.coarse_dt
         metrics[n] = m
+    table = similarity_table({n: {v: m[f"{v}.rmse_mean"] for v in evolved}
+                              for n, m in metrics.items()})
     for n, m in metrics.items():
-        scores = [similarity_score(m[f"{v}.rmse_mean"], metrics["none"][f"{v}.rmse_mean"])
-                  for v in evolved]
-        for v, s in zip(evolved, scores):
-            m[f"{v}.similarity"] = s
-        m["similarity"] = float(np.mean(scores))
-        if not np.isfinite(scores).all():
-            notes.append(f"{n}: similarity undefined (NaN) where no closure matches the "
-                         "truth exactly or the run blew up")
-    for n, b in blowup.items():
+        for v in evolved:
+            if v in table[n]:
+                m[f"{v}.similarity"] = table[n][v]
+        m["similarity"] = table[n]["mean"]
+        if n in table.get("notes", {}):
+            notes.append(f"{n}: {table['notes'][n]}")
+    if "skipped" in table:
+        notes.append(f"left out of the similarity scores: {table['skipped']}")
+    for n, (b, why) in blowup.items():
         if np.isfinite(b):
-            notes.append(f"{n}: non-finite state at step {int(b)}; its errors count the "
-                         "steps before it only")
+            notes.append(f"{n}: blew up at step {int(b)} (t = {b * traj.coarse_dt:.4g} after "
+                         f"its start; {why}) inside the window: its rmse_mean and rmse_end "
+                         "are inf, corr_mean NaN, similarity -inf (it did not produce the run)")
     window = {"split": split, "n_initial": len(chosen), "n_steps": n_steps,
-              "coarse_dt": traj.coarse_dt, "starts": starts}
+              "coarse_dt": traj.coarse_dt, "starts": starts, "growth_bound": growth_bound}
     return CoupledResult(metrics, series, evolved, prescribed, window, notes)
 
 
+class _Evolved:
+    """The coarse model for the evolved variables, the prescribed ones taken from the
+    truth, interpolated linearly in time between the stored steps."""
+
+    def __init__(self, model, truth, t0: float, dt: float, prescribed, evolved) -> None:
+        self.model, self.truth, self.t0, self.dt = model, truth, t0, dt
+        self.prescribed, self.evolved, self.index = prescribed, evolved, 0
+
+    def flow(self, ts: float) -> Dict[str, Tensor]:
+        j = self.index
+        theta = (ts - (self.t0 + j * self.dt)) / self.dt
+        return {v: (1 - theta) * self.truth[v][j] + theta * self.truth[v][j + 1]
+                for v in self.prescribed}
+
+    def rhs(self, ts: float, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        out = self.model.rhs(ts, {**self.flow(ts), **state})
+        return {v: out[v] for v in self.evolved}
+
+    def diagnose(self, ts: float, state: Mapping[str, Tensor]):
+        diagnose = getattr(self.model, "diagnose", None)
+        return diagnose(ts, {**self.flow(ts), **state}) if diagnose is not None else None
+
+
 def _run(scenario, closure, w: Mapping[str, Any], truth: Mapping[str, Tensor],
-         prescribed: Sequence[str], evolved: Sequence[str]
-         ) -> Tuple[Dict[str, Tensor], Optional[int]]:
-    """One member: the evolved variables ``{v: (L+1, n_cells)}`` (NaN after a blow-up)
-    and the step of the blow-up (or None)."""
+         prescribed: Sequence[str], evolved: Sequence[str], growth_bound: float = 10.0
+         ) -> Tuple[Dict[str, Tensor], Optional[int], str]:
+    """One member: the evolved variables ``{v: (L+1, n_cells)}`` (NaN after a blow-up),
+    the step of the blow-up (or None) and its reason."""
     t = [float(x) for x in w["t"]]
     L, dt = len(t) - 1, t[1] - t[0]
-    j = [0]
-    if isinstance(closure, str):                     # the replay of the stored step means
-        flux = w["flux_mean"]
-
-        def closure(ts, state, mesh):
-            return {v: flux[v][j[0]] for v in flux}
+    rep = _Replay({v: w["flux_mean"][v] for v in evolved}) if isinstance(closure, str) \
+        else None
     zero = {v: torch.zeros(scenario.coarse.n_cells, dtype=torch.float64) for v in prescribed}
     # the flow's own forcing never reaches the tracer: give the model none
     forcing = (lambda ts: zero) if prescribed else None
-    model = coarse_model_with(scenario, closure, forcing)
-
-    def flow(ts: float) -> Dict[str, Tensor]:
-        theta = (ts - t[j[0]]) / dt
-        return {v: (1 - theta) * truth[v][j[0]] + theta * truth[v][j[0] + 1] for v in prescribed}
-
-    def rhs(ts: float, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-        out = model.rhs(ts, {**flow(ts), **state})
-        return {v: out[v] for v in evolved}
-
-    state = {v: truth[v][0] for v in evolved}
+    model = _Evolved(coarse_model_for(scenario, rep.closure if rep else closure, forcing),
+                     truth, t[0], dt, prescribed, evolved)
+    if callable(getattr(closure, "reset", None)):
+        closure.reset()
     out = {v: [truth[v][0]] for v in evolved}
-    bad = None
-    for k in range(L):
-        j[0] = k
-        state = ssprk3_step(rhs, t[k], state, dt)
-        if not all(bool(torch.isfinite(s).all()) for s in state.values()):
-            bad = k + 1
-            break
+
+    def keep(n: int, ts: float, state: Dict[str, Tensor]) -> None:
         for v in evolved:
             out[v].append(state[v])
+        model.index = n
+        if rep is not None:
+            rep.index = n
+
+    g = guarded_rollout(model, {v: truth[v][0] for v in evolved}, dt, L, t[0],
+                        {v: float(truth[v].abs().max()) for v in evolved}, growth_bound, keep)
+    kept = g.steps + 1 if g.blowup_step is None else g.blowup_step     # the bad step dropped
     pad = torch.full_like(truth[evolved[0]][0], float("nan"))
-    return {v: torch.stack(out[v] + [pad] * (L + 1 - len(out[v]))) for v in evolved}, bad
+    return ({v: torch.stack(out[v][:kept] + [pad] * (L + 1 - kept)) for v in evolved},
+            g.blowup_step, g.blowup_reason)

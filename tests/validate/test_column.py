@@ -184,3 +184,39 @@ class _ZeroTendency:
 def test_a_tendency_closure_runs_through_with_tendency(truths):
     r = single_column(truths[:1], {"zero": _ZeroTendency()})
     assert r.per_seed["zero"] == {**r.per_seed["none"]}
+
+
+def test_an_early_blowup_is_never_scored_better_than_none(truths):
+    """A closure NaN from step 4 on (its first steps exactly the no-closure run) and a
+    finite runaway (anti-diffusion: finite, past 10 × max|b| at once): errors inf,
+    similarity -inf, the step reported, named in the comparisons, never 'better'."""
+    from meshclosure.train.baselines import face_gradient
+
+    dt = truths[0].scenario.coarse_dt
+
+    def nan4(t, state, mesh):
+        zero = torch.zeros(mesh.n_faces, dtype=torch.float64)
+        return {"b": zero + (float("nan") if t > 3.25 * dt else 0.0)}
+
+    def runaway(t, state, mesh):
+        return {"b": 50.0 * face_gradient(mesh, state["b"])}
+
+    r = single_column(truths, {"nan4": nan4, "runaway": runaway})
+    assert all(tr.t[0] == 0.0 for tr in truths)
+    for name in ("nan4", "runaway"):
+        m = r.metrics[name]
+        assert m["similarity"] == -math.inf and r.per_seed[name]["similarity"] == [-math.inf] * 3
+        assert m["profile_rmse"] == m["depth_error"] == math.inf
+        assert "profile_rmse_se" not in m
+        for pair in (f"none - {name}", "nan4 - runaway"):
+            for metric in ("profile_rmse", "depth_error"):
+                c = r.comparisons[pair][metric]
+                assert c["better"] is None and name in c["blown_up"], (pair, metric)
+        assert any(n.startswith(f"{name}: blew up at step") for n in r.notes)
+    assert r.per_seed["nan4"]["blowup_step"] == [4.0] * 3
+    assert r.metrics["nan4"]["blowup_time"] == pytest.approx(4 * dt, rel=1e-12)
+    assert r.metrics["runaway"]["blowup_step"] == 1
+    assert any("runaway: blew up at step 1" in n and "max|b|" in n for n in r.notes)
+    # the other rows are unchanged
+    assert r.per_seed["none"]["profile_rmse"] == single_column(truths).per_seed["none"][
+        "profile_rmse"]

@@ -18,8 +18,8 @@ from meshclosure.data.trajectory import trajectory_samples
 from meshclosure.errors import ArgumentError
 from meshclosure.solver import STAGES
 from meshclosure.train.baselines import face_gradient
-from meshclosure.validate.coupled import (metric_rows, prescribed_flow, similarity_score,
-                                          weighted_corr, weighted_rmse)
+from meshclosure.validate.coupled import metric_rows, prescribed_flow
+from meshclosure.validate.metrics import weighted_corr, weighted_rmse
 
 
 def _trajectory_file(path, name, mesh, factor, spin, n):
@@ -106,9 +106,50 @@ def test_an_unstable_closure_blows_up_and_is_reported(baro):
 
     r = prescribed_flow(baro, {"anti": anti}, split="train", n_initial=1, n_steps=8)
     step = r.metrics["anti"]["blowup_step"]
-    assert 1 <= step <= 8 and any("anti: non-finite state at step" in n for n in r.notes)
+    assert 1 <= step <= 8 and any("anti: blew up at step" in n for n in r.notes)
     lead, rms = r.series["q.rmse"]["anti"]
     assert np.isnan(rms[int(step):]).all() and not np.isnan(rms[:int(step)]).any()
+    assert r.metrics["anti"]["similarity"] == -math.inf
+
+
+def _nan_after(t_bad):
+    def closure(t, state, mesh):
+        zero = torch.zeros(mesh.n_faces, dtype=torch.float64)
+        return {"q": zero + (float("nan") if t > t_bad else 0.0)}
+    return closure
+
+
+def test_an_early_blowup_is_never_scored_better_than_none(baro):
+    """A closure NaN at step 4 (its first steps exactly the truth-free "none" run) and a
+    finite runaway flux (1e300, no NaN for a while): both blown up, distance inf,
+    similarity -inf, the step reported, never better than no closure."""
+    probe = prescribed_flow(baro, split="train", n_initial=2, n_steps=8)
+    t0, dt = probe.window["starts"], probe.window["coarse_dt"]
+
+    def nan4(t, state, mesh):                     # NaN from the stages of step 4 of each member
+        lead = min(t - s for s in t0 if t >= s - 1e-12)
+        zero = torch.zeros(mesh.n_faces, dtype=torch.float64)
+        return {"q": zero + (float("nan") if lead > 3.25 * dt else 0.0)}
+
+    def runaway(t, state, mesh):
+        return {"q": torch.full((mesh.n_faces,), 1e300, dtype=torch.float64)
+                * torch.sign(face_gradient(mesh, state["q"]))}
+
+    r = prescribed_flow(baro, {"nan4": nan4, "runaway": runaway}, split="train",
+                        n_initial=2, n_steps=8)
+    none = r.metrics["none"]
+    for name in ("nan4", "runaway"):
+        m = r.metrics[name]
+        assert m["similarity"] == -math.inf and m["q.similarity"] == -math.inf, name
+        assert m["q.rmse_mean"] == math.inf and m["q.rmse_end"] == math.inf
+        assert m["q.rmse_mean"] > none["q.rmse_mean"]
+        assert any(n.startswith(f"{name}: blew up at step") for n in r.notes)
+    assert r.metrics["nan4"]["blowup_step"] == 4
+    assert r.metrics["nan4"]["blowup_time"] == pytest.approx(4 * dt)
+    assert r.metrics["runaway"]["blowup_step"] == 1          # past 10 × max|q| at once
+    assert any("runaway: blew up at step 1" in n and "max|q|" in n for n in r.notes)
+    # the none and replay rows are unchanged by them
+    assert r.metrics["none"] == probe.metrics["none"]
 
 
 def test_kinematic_coincides_with_online(kinematic_traj):
@@ -124,7 +165,9 @@ def test_arguments(baro, tmp_path):
         prescribed_flow(baro, split="train", n_initial=20, n_steps=8)
     with pytest.raises(ArgumentError, match="closures=.*must not name a closure 'none'"):
         prescribed_flow(baro, {"none": None}, split="train")
-    with pytest.raises(ArgumentError, match="n_steps=0: must be an integer >= 1"):
+    with pytest.raises(ArgumentError, match="growth_bound=1"):
+        prescribed_flow(baro, split="train", growth_bound=1)
+    with pytest.raises(ArgumentError, match="n_steps=0: must be a whole number >= 1"):
         prescribed_flow(baro, split="train", n_steps=0)
     conv = _trajectory_file(tmp_path / "c.nc", "convection", "cartesian:16x8", 2, 0.5, 6)
     with pytest.raises(ArgumentError, match="single_column"):
@@ -138,8 +181,6 @@ def test_helpers_by_hand():
     assert float(weighted_rmse(a, b, V)) == pytest.approx(math.sqrt((1 + 12) / 4), rel=1e-15)
     assert float(weighted_corr(a, 2 * a + 1, V)) == pytest.approx(1.0, rel=1e-14)
     assert float(weighted_corr(a, -a, V)) == pytest.approx(-1.0, rel=1e-14)
-    assert similarity_score(1.0, 4.0) == 0.75 and math.isnan(similarity_score(1.0, 0.0))
-    assert math.isnan(similarity_score(float("nan"), 1.0))
     assert metric_rows({"x": {"q.a": 1, "b": 2}}) == [
         {"closure": "x", "metric": "a", "variable": "q", "value": 1.0},
         {"closure": "x", "metric": "b", "variable": "", "value": 2.0}]
