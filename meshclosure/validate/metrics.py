@@ -468,7 +468,7 @@ def weighted_rmse(a: Any, b: Any, weights: Any) -> Any:
     >>> weighted_rmse(torch.tensor([[1.0, 3.0]]), torch.zeros(1, 2), torch.tensor([3.0, 1.0]))
     tensor([1.7321])
     """
-    return ((a - b) ** 2 * weights).sum(-1).div(weights.sum()) ** 0.5
+    return (((a - b) ** 2 * weights).sum(-1) / weights.sum()) ** 0.5
 
 
 def weighted_corr(a: Any, b: Any, weights: Any) -> Any:

@@ -48,7 +48,8 @@ flux, so its flux keys are left out and named under ``"skipped"`` (a
 
 Keys of the result (flat, floats): ``"{v}.flux.{m}"`` and ``"{v}.tendency.{m}"``
 for ``m`` in ``r2, corr, r2_pooled, corr_pooled, rmse, n_left_out``;
-``"{v}.tendency.band{b}.{r2, corr, r2_pooled, fraction, k_min}"``;
+``"{v}.tendency.band{b}.{r2, corr, r2_pooled, rmse, fraction, k_min}"`` (``rmse``
+also where the band's target is constant and its R² is skipped);
 ``"{v}.coverage50"``, ``"{v}.coverage90"``, ``"{v}.crps"``, ``"{v}.spread_skill"``
 (probabilistic closures); the headline ``"r2"`` and ``"corr"`` (mean over
 variables of the tendency's per-cell, volume-averaged values) and
@@ -66,7 +67,8 @@ from torch import Tensor
 
 from ..errors import ArgumentError
 from ..fv import divergence
-from .metrics import skill
+from ._online_runs import is_tendency
+from .metrics import skill, weighted_rmse
 from .spectra import band_filter, default_band_edges, spectral_kind
 
 __all__ = ["offline_metrics", "offline_table", "Prediction", "predict_table",
@@ -150,17 +152,15 @@ def _model_outputs(closure: Any, table: Any, batch_size: int
 
 def _generic_fluxes(closure: Any, table: Any) -> Dict[str, Tensor]:
     """``{var: (S, n_faces)}`` of any closure, one call per sample."""
-    from ..closures import as_closure
+    from ..closures import Closure, as_closure
 
-    c = as_closure(closure)
+    call = _call_with_transport(closure.fluxes if isinstance(closure, Closure)
+                                else as_closure(closure).fn)
     out: Dict[str, List[Tensor]] = {}
     with torch.no_grad():
         for i in range(len(table)):
             t, state, U = float(table.t[i]), table.sample(i), table.transport[i]
-            try:
-                phi = c(t, state, table.mesh, transport=U)
-            except TypeError:
-                phi = c(t, state, table.mesh)
+            phi = call(t, state, table.mesh, U)
             for v, f in phi.items():
                 out.setdefault(v, []).append(torch.as_tensor(f).detach().double().reshape(-1))
     return {v: torch.stack(f) for v, f in out.items() if len(f) == len(table)}
@@ -201,8 +201,9 @@ def predict_table(closure: Any, table: Any, batch_size: int = 16) -> Dict[str, P
 
 
 def _is_tendency_closure(closure: Any) -> bool:
-    """Whether ``closure`` predicts cell tendencies (``tendencies(...)``), not face fluxes."""
-    return closure is not None and callable(getattr(closure, "tendencies", None))
+    """Whether ``closure`` predicts cell tendencies, not face fluxes
+    (:func:`~meshclosure.validate._online_runs.is_tendency`)."""
+    return closure is not None and is_tendency(closure)
 
 
 def predict_tendencies(closure: Any, table: Any, batch_size: int = 16) -> Dict[str, Tensor]:
@@ -223,13 +224,11 @@ def predict_tendencies(closure: Any, table: Any, batch_size: int = 16) -> Dict[s
             return {v: (batched[0][..., cols.index(v)] if v in cols
                         else torch.zeros(S, nc, dtype=torch.float64)) for v in table.variables}
     out: Dict[str, List[Tensor]] = {}
+    call = _call_with_transport(closure.tendencies)
     with torch.no_grad():
         for i in range(S):
             t, state, U = float(table.t[i]), table.sample(i), table.transport[i]
-            try:
-                s = closure.tendencies(t, state, table.mesh, transport=U)
-            except TypeError:
-                s = closure.tendencies(t, state, table.mesh)
+            s = call(t, state, table.mesh, U)
             for v, f in s.items():
                 out.setdefault(v, []).append(torch.as_tensor(f).detach().double().reshape(-1))
     return {v: (torch.stack(out[v]) if v in out and len(out[v]) == S
@@ -268,6 +267,39 @@ def _calibration(out: Dict[str, Any], v: str, pred: Prediction, target: Tensor) 
         out[f"{v}.spread_skill"] = gauss_ssr
 
 
+def _rmse(pred: Any, target: Any, w: Any) -> float:
+    """``sqrt(Σ_i w_i mean_t (p − y)² / Σ_i w_i)`` of ``(S, n)`` arrays (the RMSE of
+    :func:`~meshclosure.validate.metrics.skill`)."""
+    p, y = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    w = np.broadcast_to(np.asarray(w, dtype=np.float64), p.shape)
+    return float(weighted_rmse(p.reshape(-1), y.reshape(-1), w.reshape(-1)))
+
+
+def _call_with_transport(fn: Any) -> Any:
+    """``(t, state, mesh, U) -> fn(...)``: passes the face transport ``U`` where ``fn``'s
+    signature takes one (a parameter ``transport``, ``**kwargs``, or a fourth positional
+    parameter), else calls ``fn(t, state, mesh)``. Decided from the signature once: no
+    call is retried on a TypeError, which would hide one raised inside the closure.
+
+    >>> _call_with_transport(lambda t, s, m: "plain")(0, {}, None, 1)
+    'plain'
+    >>> _call_with_transport(lambda t, s, m, transport=None: transport)(0, {}, None, 1)
+    1
+    """
+    import inspect
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):          # no signature to read (a builtin): call plainly
+        params = []
+    if any(p.kind is p.VAR_KEYWORD or p.name == "transport" for p in params):
+        return lambda t, state, mesh, U: fn(t, state, mesh, transport=U)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind is p.VAR_POSITIONAL for p in params) or len(positional) >= 4:
+        return lambda t, state, mesh, U: fn(t, state, mesh, U)
+    return lambda t, state, mesh, U: fn(t, state, mesh)
+
+
 def _bands(out: Dict[str, Any], skipped: Dict[str, str], mesh: Any, v: str,
            pred: Tensor, target: Tensor, edges: Sequence[float], V: Tensor) -> None:
     pb = band_filter(mesh, pred, edges)
@@ -279,6 +311,8 @@ def _bands(out: Dict[str, Any], skipped: Dict[str, str], mesh: Any, v: str,
         key = f"{v}.tendency.band{b}"
         out[f"{key}.k_min"] = lo[b]
         out[f"{key}.fraction"] = float((tb[b] ** 2 * w).sum()) / total if total > 0 else 0.0
+        # defined even where the band's target is constant in time (its R² is not)
+        out[f"{key}.rmse"] = _rmse(pb[b], tb[b], w)
         try:
             s = skill(pb[b], tb[b], weights=w)
         except ArgumentError as err:

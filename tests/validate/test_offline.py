@@ -67,6 +67,69 @@ def test_truth_scores_one_and_no_closure_its_hand_value(tables, kinematic_traj):
     V = table.mesh.cell_volume.double().numpy()
     assert none["q.tendency.rmse"] == pytest.approx(
         math.sqrt((V * (y ** 2).mean(0)).sum() / V.sum()), rel=1e-12)
+    # per band: the RMSE of no closure is the band's own RMS, the truth's 0
+    from meshclosure.validate.spectra import band_filter, default_band_edges
+
+    yb = np.asarray(band_filter(table.mesh, torch.as_tensor(y),
+                                default_band_edges(table.mesh)))
+    for b in range(3):
+        assert truth[f"q.tendency.band{b}.rmse"] == pytest.approx(0.0, abs=1e-12)
+        assert none[f"q.tendency.band{b}.rmse"] == pytest.approx(
+            math.sqrt((V * (yb[b] ** 2).mean(0)).sum() / V.sum()), rel=1e-12)
+
+
+def test_band_rmse_where_the_band_target_is_constant(tables):
+    """A band whose target does not vary in time has no R² (skipped, named) but an RMSE."""
+    from meshclosure.validate.offline import _bands
+    from meshclosure.validate.spectra import default_band_edges
+
+    mesh = tables["test"].mesh
+    V = mesh.cell_volume.double()
+    target = torch.zeros(3, mesh.n_cells, dtype=torch.float64)
+    pred = target + 2.0 * torch.cos(2 * math.pi * mesh.cell_center[:, 0].double())
+    out, skipped = {}, {}
+    _bands(out, skipped, mesh, "q", pred, target, default_band_edges(mesh), V)
+    assert {f"q.tendency.band{b}.r2" for b in range(3)} <= set(skipped)
+    # cos(2πx) on the unit square: k = 1, band 0, RMS 2/√2; the other bands 0
+    assert out["q.tendency.band0.rmse"] == pytest.approx(math.sqrt(2.0), rel=1e-10)
+    assert out["q.tendency.band1.rmse"] == pytest.approx(0.0, abs=1e-10)
+
+
+def test_a_type_error_inside_a_closure_is_raised_not_retried(tables):
+    table = tables["test"]
+    calls = []
+
+    def broken(t, state, mesh, transport=None):
+        calls.append(transport)
+        raise TypeError("a bug inside the closure")
+
+    with pytest.raises(TypeError, match="a bug inside"):
+        offline_metrics(broken, table, bands=False)
+    assert len(calls) == 1                                     # called once, not retried
+
+    class Tend:
+        def __init__(self, with_transport):
+            self.seen = []
+            if with_transport:
+                self.tendencies = self._with
+            else:
+                self.tendencies = self._without
+
+        def _with(self, t, state, mesh, transport=None):
+            self.seen.append(transport)
+            return {"q": torch.zeros(mesh.n_cells, dtype=torch.float64)}
+
+        def _without(self, t, state, mesh):
+            self.seen.append("none")
+            raise TypeError("another bug")
+
+    c = Tend(True)
+    offline_metrics(c, table, bands=False)
+    assert len(c.seen) == len(table) and all(u is not None for u in c.seen)
+    c = Tend(False)
+    with pytest.raises(TypeError, match="another bug"):
+        offline_metrics(c, table, bands=False)
+    assert c.seen == ["none"]
 
 
 def test_half_the_truth_scores_its_hand_value(tables):
