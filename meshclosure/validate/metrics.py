@@ -134,22 +134,6 @@ class Skill(NamedTuple):
     n_left_out: int
 
 
-def _pearson(p: np.ndarray, y: np.ndarray, w: np.ndarray, axis: Optional[int]) -> np.ndarray:
-    """Weighted Pearson correlation along ``axis`` (None: all); 0 where ``p`` is constant."""
-    W = w.sum(axis=axis)
-    pm, ym = (w * p).sum(axis=axis) / W, (w * y).sum(axis=axis) / W
-    if axis is not None:
-        pm, ym = np.expand_dims(pm, axis), np.expand_dims(ym, axis)
-    dp, dy = p - pm, y - ym
-    cov = (w * dp * dy).sum(axis=axis)
-    vp, vy = (w * dp * dp).sum(axis=axis), (w * dy * dy).sum(axis=axis)
-    scale_p = (w * p * p).sum(axis=axis)
-    flat = vp <= ZERO_VARIANCE * np.maximum(scale_p, np.finfo(float).tiny)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = cov / np.sqrt(vp * vy)
-    return np.where(flat, 0.0, r)
-
-
 def skill(pred: ArrayLike, target: ArrayLike, weights: Optional[ArrayLike] = None,
           centre: str = "point") -> Skill:
     """Spatial skill of ``pred`` against ``target`` (module docstring; Ross et al. 2023).
@@ -211,15 +195,15 @@ def skill(pred: ArrayLike, target: ArrayLike, weights: Optional[ArrayLike] = Non
                             "score on more or other samples, or report the RMSE instead")
     wk = w[keep]
     r2_i = 1.0 - err[keep] / var[keep]
-    corr_i = _pearson(p[:, keep], y[:, keep], np.ones((T, 1)), axis=0)
+    corr_i = weighted_corr(p[:, keep], y[:, keep], np.ones((T, 1)), axis=0, constant=0.0)
     ym = (wt * y).sum() / wt.sum()
     sst = float((wt * (y - ym) ** 2).sum())
     r2_pooled = 1.0 - float((wt * (p - y) ** 2).sum()) / sst
-    corr_pooled = float(_pearson(p, y, wt, axis=None))
+    corr_pooled = float(weighted_corr(p, y, wt, axis=None, constant=0.0))
     return Skill(r2=float((wk * r2_i).sum() / wk.sum()),
                  corr=float((wk * corr_i).sum() / wk.sum()),
                  r2_pooled=r2_pooled, corr_pooled=corr_pooled,
-                 rmse=math.sqrt(float((w * err).sum() / w.sum())),
+                 rmse=float(weighted_rmse(p.reshape(-1), y.reshape(-1), wt.reshape(-1))),
                  n=int(keep.sum()), n_left_out=int(n - keep.sum()))
 
 
@@ -471,19 +455,39 @@ def weighted_rmse(a: Any, b: Any, weights: Any) -> Any:
     return (((a - b) ** 2 * weights).sum(-1) / weights.sum()) ** 0.5
 
 
-def weighted_corr(a: Any, b: Any, weights: Any) -> Any:
-    """Weighted Pearson correlation over the last dim ``(..., n) -> (...)`` (tensors
-    stay tensors; NaN where either field is constant).
+def weighted_corr(a: Any, b: Any, weights: Any, axis: Optional[int] = -1,
+                  constant: float = float("nan")) -> Any:
+    """Weighted Pearson correlation along ``axis`` (``None``: over every element):
+    ``(..., n) -> (...)`` for the default last dim (tensors stay tensors). ``weights``
+    broadcast to ``a``. Where ``a`` is constant (its weighted variance at most
+    :data:`ZERO_VARIANCE` of its mean square) the value is ``constant`` (NaN by
+    default; :func:`skill` uses 0: a constant prediction carries no information).
 
     >>> import torch
     >>> weighted_corr(torch.tensor([1.0, 2.0, 4.0]), torch.tensor([2.0, 4.0, 8.0]),
     ...               torch.ones(3))
     tensor(1.)
+    >>> weighted_corr(np.ones(3), np.arange(3.0), np.ones(3), constant=0.0)
+    0.0
     """
-    w = weights / weights.sum()
-    da = a - (w * a).sum(-1, keepdims=True)
-    db = b - (w * b).sum(-1, keepdims=True)
-    return (w * da * db).sum(-1) / ((w * da * da).sum(-1) * (w * db * db).sum(-1)) ** 0.5
+    if hasattr(a, "detach"):
+        import torch
+
+        where = torch.where
+    else:
+        where = np.where
+    kw = {} if axis is None else {"axis": axis, "keepdims": True}
+    W = (weights * (a * 0 + 1)).sum(**kw)
+    da = a - (weights * a).sum(**kw) / W
+    db = b - (weights * b).sum(**kw) / W
+    red = {} if axis is None else {"axis": axis}
+    cov = (weights * da * db).sum(**red)
+    va, vb = (weights * da * da).sum(**red), (weights * db * db).sum(**red)
+    flat = va <= ZERO_VARIANCE * (weights * a * a).sum(**red) + np.finfo(float).tiny
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = cov / (va * vb) ** 0.5
+    out = where(flat, constant, r)
+    return float(out) if isinstance(out, np.ndarray) and out.ndim == 0 else out
 
 
 def spectrum_distance(k: ArrayLike, P_a: ArrayLike, P_b: ArrayLike,
