@@ -278,9 +278,9 @@ def run_member(truth: Truth, closure: Any, start: int, n_truth: int, n_total: in
         forcing = rep.forcing if truth.forcing_mean and replay == "replay" else None
         model = run_model = sc.coarse_model(closure=rep.closure, forcing=forcing)
     else:
-        model, run_model = sc.coarse_model(), coarse_model_for(sc, closure)
-        if not is_tendency(closure):
-            model = run_model
+        model = run_model = coarse_model_for(sc, closure)
+        if is_tendency(closure):         # the budget of the coarse model it is added to
+            model = run_model.model                 # (with_tendency keeps it as .model)
     if callable(getattr(closure, "reset", None)):
         closure.reset()
     audited = _Audited(run_model)
