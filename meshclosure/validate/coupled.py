@@ -68,15 +68,20 @@ class CoupledResult:
         mean over lead times 1..L and members), ``rmse_end`` (at lead L),
         ``corr_mean`` (area-weighted pattern correlation, mean over leads and
         members), ``similarity`` (``1 − rmse_mean / rmse_mean(none)``, Ross et al.
-        2023, doi:10.1029/2022MS003258); plus ``similarity`` (mean over the
-        evolved variables) and ``blowup_step`` (first step with a non-finite
-        state over the members, ``inf`` when none).
+        2023, doi:10.1029/2022MS003258, by
+        :func:`~meshclosure.validate.metrics.similarity_table`); plus ``similarity``
+        (mean over the evolved variables), ``blowup_step`` and ``blowup_time`` (the
+        earliest blow-up over the members, NaN state or past the growth bound;
+        ``inf`` when none). A closure with a member that blew up has
+        ``rmse_mean = rmse_end = inf``, ``corr_mean`` NaN and similarity ``-inf``.
     series : dict
-        ``{"<var>.rmse": {closure: (lead_time (L+1,), rmse (L+1,))}}``, RMS over members.
+        ``{"<var>.rmse": {closure: (lead_time (L+1,), rmse (L+1,))}}``, RMS over the
+        members alive at each lead (NaN once all blew up).
     evolved, prescribed : tuple of str
         The variables run by the closure, and those taken from the truth.
     window : dict
-        ``split``, ``n_initial``, ``n_steps``, ``coarse_dt``, ``starts`` (model times).
+        ``split``, ``n_initial``, ``n_steps``, ``coarse_dt``, ``starts`` (model times),
+        ``growth_bound``.
     notes : list of str
     """
 
