@@ -22,7 +22,7 @@ from .column import (ColumnResult, ColumnTruth, column_truth, growth_rate,
 from .coupled import CoupledResult, prescribed_flow
 from .hierarchy import HEADLINE, ValidationResult, load_closure, validate
 from .metrics import (Skill, extremes_distance, percentiles, similarity, similarity_table,
-                      skill, spectrum_distance, wasserstein)
+                      skill, spectrum_distance, wasserstein, weighted_corr, weighted_rmse)
 from .offline import (TARGETS, Prediction, offline_metrics, offline_table, predict_table,
                       predict_tendencies)
 from .online import OnlineResult, budget_terms, online_validation
@@ -33,7 +33,7 @@ from .spectra import (band_filter, default_band_edges, default_lmax, power_spect
 __all__ = [
     "validate", "ValidationResult", "load_closure", "HEADLINE", "write_report", "REPORT_FILES",
     "Skill", "skill", "wasserstein", "percentiles", "extremes_distance", "similarity",
-    "similarity_table", "spectrum_distance",
+    "similarity_table", "spectrum_distance", "weighted_rmse", "weighted_corr",
     "power_spectrum", "band_filter", "spectrum_kmax", "default_band_edges", "default_lmax",
     "spectral_kind",
     "offline_metrics", "offline_table", "predict_table", "predict_tendencies", "Prediction",
