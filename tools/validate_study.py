@@ -179,7 +179,9 @@ def _fmt(v) -> str:
 
 def _markdown(results: dict, command: str, wall: float) -> str:
     lines = ["# Validation study (issue 12)", "", f"Command: `{command}`  ",
-             f"Wall time: {wall:.0f} s on this machine (2 shared CPU cores).", ""]
+             f"Wall time of this invocation: {wall:.0f} s on this machine (2 shared CPU "
+             "cores); a rerun reuses the datasets, models and validations of --work, so the "
+             "per-seed times below are what the runs cost.", ""]
     keys = ("offline.r2", "offline.ood.r2", "online.similarity_mean", "online.time_to_blowup",
             "online.conservation_drift")
     for case, entry in results.items():
@@ -208,7 +210,12 @@ def _markdown(results: dict, command: str, wall: float) -> str:
                                  if fin.size > 1 else _fmt(float(arr.mean())))
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
         lines.append("")
-        lines.append(f"Seeds: {entry['seeds']} (mean ± standard deviation over seeds).")
+        lines.append(f"Seeds: {entry['seeds']} (mean ± standard deviation over seeds). "
+                     "validate() wall time per seed: " + ", ".join(
+                         f"{r.get('wall_s', float('nan')):.0f} s" for r in per_seed)
+                     + "; online audit steps per seed: " + ", ".join(
+                         str((r.get("online_window") or {}).get("audit_steps", "n/a"))
+                         for r in per_seed) + ".")
         for d in entry["paired"]:
             if d:
                 lines.append(f"- {d['a']} − {d['b']} on {d['metric']}: {d['mean']:+.4g} ± "
