@@ -335,8 +335,12 @@ def validate(data: Any, model: Any = None, *, closures: Optional[Mapping[str, An
         coupled, column = _coupled(rows, cal, scenario, data, split, n_initial, summary,
                                    notes, progress)
         timings["coupled"] = time.perf_counter() - t0
-        say(f"partially coupled: {_stage_line(summary, names, 'coupled')} "
-            f"({timings['coupled']:.1f} s)")
+        line = _stage_line(summary, names, "column.profile_rmse" if column is not None
+                           else "coupled.similarity")
+        if coupled is None and column is None:
+            line = (f"{scenario.name}: the flow is prescribed, so this stage coincides with "
+                    "the online run")
+        say(f"partially coupled: {line} ({timings['coupled']:.1f} s)")
 
     online = None
     if "online" in stages:
