@@ -29,6 +29,14 @@ Scenarios (:data:`SCENARIOS`, :func:`get_scenario`), all non-dimensional
 * ``"convection"`` (:class:`ConvectionScenario`): Boussinesq convection in an
   x–z slice heated from below, averaged horizontally onto a column.
 
+The sphere scenarios (``kinematic``, ``barotropic`` on ``healpix`` and
+``icosahedral`` meshes) take a ``rotation`` (degrees: a tilt, or ``[tilt,
+azimuth]``; :func:`rotation_matrix`) that tilts the axes of their physics (the
+``N`` pattern, the tracer's relaxation pattern, the planetary rotation axis)
+while the mesh, the seeds and the random modes stay: the out-of-distribution
+symmetry test of issue 13 (``get_scenario("kinematic", "healpix:16",
+rotation=30)``).
+
 Every scenario's :attr:`~Scenario.config` is complete and JSON-serialisable:
 ``get_scenario(**config)`` (or :meth:`Scenario.from_config`) rebuilds it exactly.
 Randomness comes only from NumPy generators seeded by ``config["seed"]``
@@ -39,12 +47,12 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from .barotropic import BarotropicScenario
-from .base import Scenario, ood_seed
+from .base import Scenario, ood_seed, rotation_matrix
 from .convection import ConvectionScenario
 from .kinematic import KinematicScenario
 
 __all__ = ["SCENARIOS", "get_scenario", "Scenario", "KinematicScenario", "BarotropicScenario",
-           "ConvectionScenario", "ood_seed"]
+           "ConvectionScenario", "ood_seed", "rotation_matrix"]
 
 SCENARIOS: Dict[str, type] = {cls.name: cls for cls in (KinematicScenario, BarotropicScenario,
                                                         ConvectionScenario)}
@@ -69,13 +77,20 @@ def get_scenario(name: str, mesh: Optional[str] = None, factor: int = 4, seed: i
     seed : int
         Seed of every random number in the run.
     **config
-        Scenario parameters (see each class; unknown keys are an error).
+        Scenario parameters (see each class; unknown keys are an error), e.g.
+        ``rotation=30`` (degrees) for ``kinematic`` and ``barotropic`` on the sphere.
 
     Examples
     --------
     >>> s = get_scenario("kinematic", "cartesian:16", factor=4, seed=1)
     >>> s.variables, s.coarse.n_cells, s.config["seed"]
     (('q',), 16, 1)
+    >>> get_scenario("kinematic", "healpix:4", factor=2, rotation=30).config["rotation"]
+    30.0
+    >>> get_scenario("kinematic", "cartesian:16", rotation=30)
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: rotation=30: tilts the axes of a sphere scenario; ...
     >>> get_scenario("kinetic")
     Traceback (most recent call last):
     ...

@@ -73,6 +73,19 @@ class BarotropicScenario(Scenario):
       time, trends and their standard errors, window means, the E/Z series) is
       in :attr:`spinup_info`.
 
+    * Rotation (sphere only; the symmetry test of issue 13): ``rotation``
+      (degrees; default 0, today's scenario bit for bit) tilts the planetary
+      rotation axis and the tracer pattern by ``R`` =
+      :func:`~meshclosure.data.scenarios.base.rotation_matrix` ``(rotation)``
+      (a tilt ``θ``, or ``[θ, φ]``: the pole moves to colatitude ``θ`` and
+      longitude ``φ``): ``f = 2Ω (R ẑ · x)/R`` (:meth:`coriolis`; given to the
+      fine, coarse and transport models by replacing the
+      :class:`~meshclosure.solver.BarotropicModel` buffer ``f``, which itself
+      only knows ``2Ω z/R``) and ``q*(x) = q*_0(Rᵀx)``. Seeds and the forcing
+      modes are unchanged. ``config["rotation"]`` records it (a float tilt, or
+      ``[θ, φ]`` when ``φ ≠ 0``); a nonzero ``rotation`` on the plane is an
+      :class:`~meshclosure.errors.ArgumentError`.
+
     Time step: ``dt = courant Δ / (3 √(ε/μ))``; ``sample_every ≈ 0.1 / dt``.
 
     Resolved inputs: ``"f"`` (Coriolis parameter on the mesh).
@@ -99,7 +112,7 @@ class BarotropicScenario(Scenario):
         "spinup_window": None, "spinup_tol": 0.15, "spinup_sigmas": 1.0, "spinup_batches": 10,
         "spinup_min_time": None, "spinup_check": None, "spinup_max_time": None,
         "diagnostic_every": None, "sample_every": None, "coarse_every": None,
-        "coarse_transport": "poisson",
+        "coarse_transport": "poisson", "rotation": 0.0,
     }
     ood_change = {"epsilon": lambda v: 4.0 * v}
 
@@ -149,8 +162,8 @@ class BarotropicScenario(Scenario):
         self.ou = OrnsteinUhlenbeck(np.sqrt(var), p["tau_forcing"], self.dt, seed=[self.seed, 2],
                                      window=_noise_window(p))
         kw = {"omega": p["omega"]} if mesh.is_sphere else {"f0": p["f0"]}
-        self.base = BarotropicModel(mesh, drag=p["drag"], forcing=self.forcing,
-                                    scheme=p["scheme"], **kw)
+        self.base = self._rotated(BarotropicModel(mesh, drag=p["drag"], forcing=self.forcing,
+                                                  scheme=p["scheme"], **kw))
         self._model = _Augmented(self.base, mesh, {"zeta": p["nu"], "q": p["kappa"]},
                                  self._tracer_sources)
 
@@ -159,14 +172,30 @@ class BarotropicScenario(Scenario):
         return self._forcing_basis @ torch.as_tensor(self.ou(t))
 
     def _tracer_sources(self, t, state):
-        return {"q": -self.params["relax_rate"] * (state["q"] - _tracer_target(self.fine))}
+        return {"q": -self.params["relax_rate"] * (state["q"] - self._target(self.fine))}
+
+    def _target(self, mesh: Mesh) -> Tensor:
+        """The relaxation pattern ``q*`` at the cells of ``mesh`` (rotated by ``rotation``)."""
+        return _tracer_target(mesh, self.params["rotation"])
+
+    def _rotated(self, model: BarotropicModel) -> BarotropicModel:
+        """``model`` with its Coriolis buffer ``f`` replaced by :meth:`coriolis` on its mesh
+        when the scenario is rotated (:class:`~meshclosure.solver.BarotropicModel` itself
+        only knows ``f = 2Ω z/R``); unchanged otherwise."""
+        if self.rotation is not None:
+            model.f = self.coriolis(model.mesh).to(device=model.f.device, dtype=model.f.dtype)
+        return model
 
     def coriolis(self, mesh: Mesh) -> Tensor:
-        """Coriolis parameter ``f (n_cells,)`` at the cells of ``mesh``."""
+        """Coriolis parameter ``f (n_cells,)`` at the cells of ``mesh``: ``f0`` (plane),
+        ``2Ω (Ω̂·x)/R`` (sphere; ``Ω̂ = R_rot ẑ``, the pole tilted by ``rotation``)."""
         store = self._cache(mesh)
         if "f" not in store:
             x = mesh.cell_center.double()
-            if mesh.is_sphere:
+            if mesh.is_sphere and self.rotation is not None:
+                pole = self.rotation[:, 2]
+                store["f"] = 2 * self.params["omega"] * (x @ pole) / mesh.radius
+            elif mesh.is_sphere:
                 store["f"] = 2 * self.params["omega"] * x[:, 2] / mesh.radius
             else:
                 store["f"] = torch.full((mesh.n_cells,), float(self.params["f0"]),
@@ -182,7 +211,7 @@ class BarotropicScenario(Scenario):
         V = self.fine.cell_volume.double()
         noise = noise - (V * noise).sum() / V.sum()
         return {"zeta": self.params["initial_noise"] * noise,
-                "q": _tracer_target(self.fine).clone()}
+                "q": self._target(self.fine).clone()}
 
     def transport(self, t, state) -> Tensor:
         return self.base.transport(state["zeta"])
@@ -204,8 +233,8 @@ class BarotropicScenario(Scenario):
             return coarsening.restrict_flux(transport)
         store = self._cache(coarsening.coarse)
         if "transport_model" not in store:
-            store["transport_model"] = BarotropicModel(coarsening.coarse, scheme=self.params[
-                "scheme"], **self._planetary())
+            store["transport_model"] = self._rotated(BarotropicModel(
+                coarsening.coarse, scheme=self.params["scheme"], **self._planetary()))
         zeta = coarsening.restrict(state["zeta"])
         return store["transport_model"].transport(zeta).to(transport.dtype)
 
@@ -226,9 +255,11 @@ class BarotropicScenario(Scenario):
         advection, and no step-mean forcing can carry that."""
         c, p = self.coarsening, self.params
         F = self._coarse_forcing(forcing)
-        base = BarotropicModel(c.coarse, drag=p["drag"], forcing=lambda t, state: F(t)["zeta"],
-                               scheme=p["scheme"], closure=closure, **self._planetary())
-        target = c.restrict(_tracer_target(self.fine))
+        base = self._rotated(BarotropicModel(c.coarse, drag=p["drag"],
+                                             forcing=lambda t, state: F(t)["zeta"],
+                                             scheme=p["scheme"], closure=closure,
+                                             **self._planetary()))
+        target = c.restrict(self._target(self.fine))
         rate = p["relax_rate"]
         return _Augmented(base, c.coarse, {"zeta": p["nu"], "q": p["kappa"]},
                           lambda t, state: {"q": -rate * (state["q"] - target)})

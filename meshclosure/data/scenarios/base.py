@@ -21,7 +21,7 @@ from ...mesh import Coarsening, Mesh
 from ...solver import NonFinitePart, first_nonfinite, integrate
 from ...typing import State
 
-__all__ = ["Scenario", "ood_seed", "State"]
+__all__ = ["Scenario", "ood_seed", "rotation_matrix", "State"]
 
 
 def ood_seed(seed: int) -> int:
@@ -37,6 +37,66 @@ def ood_seed(seed: int) -> int:
     """
     child = np.random.SeedSequence(int(seed)).spawn(1)[0]
     return int(child.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+def _canonical_rotation(value: Any) -> Any:
+    """``rotation`` as :attr:`Scenario.config` records it: a float tilt (azimuth 0, or
+    tilt 0: the identity), else ``[tilt, azimuth]``; raises ArgumentError for others."""
+    rule = ("must be a tilt in degrees (a finite number) or a pair [tilt, azimuth] of "
+            "finite numbers in degrees")
+    fix = "pass e.g. {rotation}=30 or {rotation}=[30, 90]"
+    pair = value if isinstance(value, (list, tuple)) else [value, 0.0]
+    if len(pair) != 2 or not all(isinstance(v, (int, float, np.integer, np.floating))
+                                 and not isinstance(v, bool) and math.isfinite(float(v))
+                                 for v in pair):
+        raise ArgumentError("rotation", value, rule, fix)
+    tilt, azimuth = (float(v) for v in pair)
+    return tilt if tilt == 0 or azimuth == 0 else [tilt, azimuth]
+
+
+def rotation_matrix(rotation: Any = 0.0) -> Tensor:
+    """The rotation ``R (3, 3)`` (float64) of a sphere scenario's ``rotation`` parameter.
+
+    ``rotation`` is a tilt ``θ`` in degrees, or a pair ``[θ, φ]`` (azimuth ``φ``
+    in degrees, default 0): ``R`` turns by ``θ`` about the horizontal axis
+    ``(−sin φ, cos φ, 0)`` (the y axis for ``φ = 0``), so the pole goes to
+    colatitude ``θ`` and longitude ``φ``:
+    ``R ẑ = (sin θ cos φ, sin θ sin φ, cos θ)``. A rotated scenario sees every
+    pattern ``p`` of the default one as ``p(Rᵀ x)``.
+
+    Parameters
+    ----------
+    rotation : float or (float, float)
+        ``θ`` or ``[θ, φ]`` in degrees.
+
+    Returns
+    -------
+    Tensor, shape (3, 3)
+        Orthogonal, determinant 1; the identity (exactly) when ``θ = 0``.
+
+    Examples
+    --------
+    >>> R = rotation_matrix(90)
+    >>> [round(float(v), 12) + 0.0 for v in R[:, 2]]       # R ẑ: the pole moves to +x
+    [1.0, 0.0, 0.0]
+    >>> [round(float(v), 12) + 0.0 for v in rotation_matrix([90, 90])[:, 2]]
+    [0.0, 1.0, 0.0]
+    >>> rotation_matrix([30, 0, 1])
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: rotation=[30, 0, 1]: must be a tilt in degrees ...
+    """
+    canon = _canonical_rotation(rotation)
+    tilt, azimuth = (canon, 0.0) if isinstance(canon, float) else canon
+    if tilt == 0:
+        return torch.eye(3, dtype=torch.float64)
+    th, ph = math.radians(tilt), math.radians(azimuth)
+    ux, uy = -math.sin(ph), math.cos(ph)                   # the axis u = (ux, uy, 0)
+    u = torch.tensor([ux, uy, 0.0], dtype=torch.float64)
+    cross = torch.tensor([[0.0, 0.0, uy], [0.0, 0.0, -ux], [-uy, ux, 0.0]],
+                         dtype=torch.float64)                  # [u]×: cross @ v = u × v
+    return (math.cos(th) * torch.eye(3, dtype=torch.float64) + math.sin(th) * cross
+            + (1 - math.cos(th)) * torch.outer(u, u))
+
 
 _MESH_HELP = ("write the fine mesh as 'cartesian:64' (or 'cartesian:64x64'), 'healpix:32' or "
               "'icosahedral:5'")
@@ -90,6 +150,10 @@ class Scenario:
         if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
             raise ArgumentError("factor", factor, "must be an integer >= 1 (the coarsening "
                                 "factor in linear resolution)", "pass e.g. {factor}=4")
+        if "rotation" in config and "rotation" not in self.parameters:
+            raise ArgumentError("rotation", config["rotation"], f"tilts the axes of a sphere "
+                                f"scenario; the {self.name!r} scenario has none (it runs on "
+                                f"{list(self.families)} meshes)", "leave {rotation} out")
         unknown = sorted(set(config) - set(self.parameters))
         if unknown:
             raise ValueError(f"unknown {self.name!r} scenario parameter(s) {unknown}; the "
@@ -103,7 +167,15 @@ class Scenario:
         self.coarsening = self._build_coarsening(int(factor))
         self.coarse = self.coarsening.coarse
         self.seed, self.factor = int(seed), int(factor)
-        params = self._resolve({**self.parameters, **config})
+        params = {**self.parameters, **config}
+        if "rotation" in params:
+            params["rotation"] = _canonical_rotation(params["rotation"])
+            if params["rotation"] != 0 and not self.fine.is_sphere:
+                raise ArgumentError("rotation", config["rotation"], f"tilts the axes of a sphere "
+                                    f"scenario; mesh {spec!r} is not a sphere", "use a "
+                                    "'healpix:N' or 'icosahedral:L' mesh, or leave {rotation} "
+                                    "at 0")
+        params = self._resolve(params)
         self.params = params
         self.dt = float(params["dt"])
         if not (math.isfinite(self.dt) and self.dt > 0):
@@ -198,6 +270,18 @@ class Scenario:
                 raise ValueError(f"state[{v!r}] must have shape (n_cells,) = ({mesh.n_cells},) "
                                  f"for this mesh; got {tuple(state[v].shape)}. For the coarse "
                                  "mesh pass coarsening.restrict(fine_state).")
+
+    @property
+    def rotation(self) -> Optional[Tensor]:
+        """The rotation ``R (3, 3)`` of the ``rotation`` parameter (:func:`rotation_matrix`),
+        or ``None`` when the scenario is not rotated (tilt 0, or no such parameter)."""
+        value = self.params.get("rotation", 0.0)
+        if value == 0:
+            return None
+        cached = getattr(self, "_rotation_cache", None)
+        if cached is None or cached[0] != value:
+            cached = self._rotation_cache = (value, rotation_matrix(value))
+        return cached[1]
 
     def _rng(self, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, stream])
@@ -418,9 +502,22 @@ def _noise_window(params: Mapping[str, Any]) -> int:
     return 3 * int(params.get("coarse_every") or 1) + 16
 
 
-def _tracer_target(mesh: Mesh) -> Tensor:
-    """Large-scale relaxation pattern ``q*`` at the cells of ``mesh`` (order 1; cached)."""
+def _tracer_target(mesh: Mesh, rotation: Any = 0.0) -> Tensor:
+    """Large-scale relaxation pattern ``q*`` at the cells of ``mesh`` (order 1; cached).
+
+    Sphere: ``q*(x) = (x_z + x_x/2)/R``, or for a ``rotation`` ``R`` (:func:`rotation_matrix`)
+    ``q*(Rᵀ x) = x·(R c)/R`` with ``c = (1/2, 0, 1)``. Plane: ``rotation`` must be 0."""
     store = per_mesh(mesh, "scenarios.diffusion", dict)
+    rotation = _canonical_rotation(rotation)
+    if rotation != 0:
+        if not mesh.is_sphere:
+            raise ArgumentError("rotation", rotation, "tilts a pattern on the sphere; this "
+                                "mesh is a plane", "leave {rotation} at 0")
+        key = f"q*@{json.dumps(rotation)}"
+        if key not in store:
+            axis = rotation_matrix(rotation) @ torch.tensor([0.5, 0.0, 1.0], dtype=torch.float64)
+            store[key] = mesh.cell_center.double() @ axis / mesh.radius
+        return store[key]
     if "q*" not in store:
         x = mesh.cell_center.double()
         if mesh.is_sphere:

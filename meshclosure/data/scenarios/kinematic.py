@@ -90,6 +90,19 @@ class KinematicScenario(Scenario):
     the dataset) ``≈ 10 tau_small / dt`` steps (the eddies decorrelate between
     samples and the large-scale state moves on).
 
+    Rotation (sphere only; the symmetry test of issue 13): ``rotation`` (degrees;
+    default 0, today's scenario bit for bit) tilts the axes of the physics by
+    ``R`` = :func:`~meshclosure.data.scenarios.base.rotation_matrix` ``(rotation)``:
+    a tilt ``θ``, or a pair ``[θ, φ]`` that moves the pole to colatitude ``θ``
+    and longitude ``φ`` (a turn by ``θ`` about the horizontal axis
+    ``(−sin φ, cos φ, 0)``; ``φ = 0``: about the y axis, the pole towards +x).
+    Rotated: ``N(x, t) = N_0(Rᵀx, t)`` (the axis ``n̂(t)`` becomes ``R n̂(t)``) and
+    ``q*(x) = q*_0(Rᵀx)``; the seeds and the flow modes ``e_k`` (isotropic in
+    distribution) are unchanged, so a tilted run differs from the default only
+    by the rotated patterns. ``config["rotation"]`` records it (a float tilt, or
+    ``[θ, φ]`` when ``φ ≠ 0``); a nonzero ``rotation`` on the plane is an
+    :class:`~meshclosure.errors.ArgumentError`.
+
     Initial state ``q = q*``; :meth:`spin_up` runs ``spinup_time`` (3 relaxation
     times; the OU amplitudes start stationary).
 
@@ -116,6 +129,7 @@ class KinematicScenario(Scenario):
         "N_mean": 1.0, "N_amplitude": 0.8, "N0": 1.0, "N_period": 10.0,
         "kappa": None, "relax_rate": 1.0, "scheme": "linear", "courant": 0.4,
         "dt": None, "spinup_time": 3.0, "sample_every": None, "coarse_every": None,
+        "rotation": 0.0,
     }
     ood_change = {"N_mean": lambda v: 2.0 * v}
     KUBO = 0.8
@@ -190,7 +204,7 @@ class KinematicScenario(Scenario):
         self._last: Dict[float, Tensor] = {}
         self._band_sums: Dict[int, Tuple[Tensor, Tensor]] = {}
         self.base = TracerModel(mesh, self._transport_at,
-                                relaxation=(p["relax_rate"], _tracer_target(mesh)),
+                                relaxation=(p["relax_rate"], self._target(mesh)),
                                 scheme=p["scheme"])
         self._model = _Augmented(self.base, mesh, {"q": p["kappa"]})
 
@@ -203,6 +217,8 @@ class KinematicScenario(Scenario):
             a = math.pi / 4
             axis = torch.tensor([math.sin(a) * math.cos(w), math.sin(a) * math.sin(w),
                                  math.cos(a)], dtype=torch.float64)
+            if self.rotation is not None:
+                axis = self.rotation @ axis
             P = x @ axis / self.fine.radius
         else:
             lx, ly = (float(v) for v in self.fine.period)
@@ -247,8 +263,12 @@ class KinematicScenario(Scenario):
             self._last[t] = U
         return U
 
+    def _target(self, mesh) -> Tensor:
+        """The relaxation pattern ``q*`` at the cells of ``mesh`` (rotated by ``rotation``)."""
+        return _tracer_target(mesh, self.params["rotation"])
+
     def initial_state(self) -> State:
-        return {"q": _tracer_target(self.fine).clone()}
+        return {"q": self._target(self.fine).clone()}
 
     def transport(self, t, state=None) -> Tensor:
         return self._transport_at(t)
@@ -286,7 +306,7 @@ class KinematicScenario(Scenario):
             def transport(t):
                 return self.coarse_transport(c, t, None, dummy)
         base = TracerModel(c.coarse, transport, scheme=p["scheme"], closure=closure,
-                           relaxation=(p["relax_rate"], c.restrict(_tracer_target(self.fine))))
+                           relaxation=(p["relax_rate"], c.restrict(self._target(self.fine))))
         return _Augmented(base, c.coarse, {"q": p["kappa"]})
 
     def resolved_fluxes(self, mesh, t, state, transport):
@@ -294,7 +314,7 @@ class KinematicScenario(Scenario):
         return {"q": self._flux(mesh, state["q"], transport, self.params["kappa"])}
 
     def sources(self, t, state):
-        return {"q": -self.params["relax_rate"] * (state["q"] - _tracer_target(self.fine))}
+        return {"q": -self.params["relax_rate"] * (state["q"] - self._target(self.fine))}
 
     def resolved_inputs(self, mesh, t, state, transport):
         return {"N": self.N(mesh.cell_center, t)}
