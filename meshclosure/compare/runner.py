@@ -1,0 +1,457 @@
+"""Run a comparison: :func:`compare` (see :mod:`meshclosure.compare`).
+
+Layout of ``out``::
+
+    arguments.json              the arguments (a rerun must repeat them)
+    data/<mesh>_s<seed>.nc      one trajectory dataset per mesh and seed
+    work/<mesh>_s<seed>/        calibration.json, one training folder per model
+    cells/<mesh>_s<seed>_<cell>.json   one finished cell each (a model, or "references")
+    table.csv, table.md, similarity.png
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+from .._files import atomic_path
+from ..errors import ArgumentError, OutputExistsError
+from .measure import MEMORY_METHOD, PeakRSS, coarse_model_for, count_parameters, step_seconds
+from .table import collect, read_cells, write_table
+
+__all__ = ["compare", "CompareResult", "DEFAULT_TRAIN", "REFERENCES"]
+
+_log = logging.getLogger("meshclosure.compare")
+
+#: The training budget every model gets unless ``train`` says otherwise: equal optimizer
+#: updates (``epochs × updates_per_epoch``) at the same batch size.
+DEFAULT_TRAIN = {"epochs": 10, "updates_per_epoch": 25, "batch_size": 8, "lr": 3e-3,
+                 "target": "step_mean"}
+
+#: The cell holding the calibrated baselines, no closure and the truth replay.
+REFERENCES = "references"
+
+_FORMAT = 1
+
+
+@dataclass
+class CompareResult:
+    """What :func:`compare` did.
+
+    Attributes
+    ----------
+    out : Path
+    rows : list of dict
+        The table (:func:`~meshclosure.compare.table.collect`): mesh, closure, kind,
+        metric, mean, sd, n, seeds, values.
+    computed : list of str
+        Cells computed by this call (``"<mesh> seed <s> <cell>"``).
+    skipped : list of str
+        Cells already finished in ``out`` (resumed, not recomputed).
+    trained : int
+        Models trained by this call.
+    unsupported : list of str
+        ``"<model> on <mesh>: <reason>"`` for every model that cannot run on a mesh.
+    notes : list of str
+    paths : dict of str -> Path
+        ``csv``, ``md``, ``figure``.
+    wall_s : float
+    """
+
+    out: Path
+    rows: List[dict]
+    computed: List[str] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)
+    trained: int = 0
+    unsupported: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    paths: Dict[str, Path] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def value(self, mesh: str, closure: str, metric: str) -> float:
+        """The mean over seeds of one number (NaN if the table lacks it)."""
+        for r in self.rows:
+            if (r["mesh"], r["closure"], r["metric"]) == (mesh, closure, metric):
+                return r["mean"]
+        return float("nan")
+
+
+# ------------------------------------------------------------------------ arguments
+def _names(value: Any, argument: str, example: str) -> List[str]:
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        items = [str(s).strip() for s in items if str(s).strip()]
+    except TypeError:
+        items = []
+    if not items or len(set(items)) != len(items):
+        raise ArgumentError(argument, value, "must be a non-empty list without repeats",
+                            f"pass e.g. {{{argument}}}={example!r}")
+    return items
+
+
+def _tag(mesh: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", mesh).strip("-")
+
+
+def _arguments(scenario, models, meshes, seeds, factor, n_samples, ood_samples, fractions,
+               train, model_config, scenario_config, n_initial, n_steps, audit_steps,
+               stages, allow_unconverged) -> Dict[str, Any]:
+    from ..nn import list_models
+    from ..train import TrainConfig
+
+    models = _names(models, "models", "mgn,cnn")
+    meshes = _names(meshes, "meshes", "cartesian:32,healpix:8")
+    known = list_models(conservative=None)
+    for m in models:
+        if m not in known:
+            raise ArgumentError("models", m, f"must be registered models ({known})",
+                                "pick names from meshclosure.nn.list_models()")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
+        raise ArgumentError("seeds", seeds, "must be an integer >= 2 (a spread needs two "
+                            "seeds; 3 or more for the published comparison)",
+                            "pass {seeds}=3")
+    for name, v, lo in (("factor", factor, 2), ("n_samples", n_samples, 3),
+                        ("ood_samples", ood_samples, 0), ("n_initial", n_initial, 1),
+                        ("audit_steps", audit_steps, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ArgumentError(name, v, f"must be an integer >= {lo}",
+                                f"pass e.g. {{{name}}}={max(lo, 4)}")
+    if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, int)
+                                or n_steps < 1):
+        raise ArgumentError("n_steps", n_steps, "must be None or an integer >= 1",
+                            "pass {n_steps}=None (to the end of the test split)")
+    settings = {**DEFAULT_TRAIN, **dict(train or {})}
+    for key in ("model", "seed"):
+        if key in (train or {}):
+            raise ArgumentError(key, train[key], "is set by compare for every cell (the "
+                                "model of the cell; the training seed = the seed)",
+                                "leave it out of train")
+    if settings.get("updates_per_epoch") is None:
+        raise ArgumentError("updates_per_epoch", None, "must be set: every model gets the "
+                            "same number of optimizer updates", "pass e.g. "
+                            "{updates_per_epoch}=25")
+    if settings.get("patience", 0):
+        raise ArgumentError("patience", settings["patience"], "must be 0: early stopping "
+                            "would give models unequal budgets", "leave it out of train")
+    TrainConfig.from_dict({**settings, "model": models[0]})      # every other setting
+    model_config = {k: dict(v) for k, v in dict(model_config or {}).items()}
+    for k in model_config:
+        if k not in models:
+            raise ArgumentError("model_config", k, f"must name models of the comparison "
+                                f"({models})", "drop it or add the model to {models}")
+    if isinstance(stages, str) or not set(stages) <= {"offline", "coupled", "online"}:
+        raise ArgumentError("stages", stages, "must be a list of 'offline', 'coupled', "
+                            "'online'", "pass e.g. stages=('offline', 'online')")
+    return {"format": _FORMAT, "scenario": str(scenario), "models": models, "meshes": meshes,
+            "seeds": seeds, "factor": factor, "n_samples": n_samples,
+            "ood_samples": ood_samples, "fractions": [float(f) for f in fractions],
+            "train": settings, "model_config": model_config,
+            "scenario_config": dict(scenario_config or {}), "n_initial": n_initial,
+            "n_steps": n_steps, "audit_steps": audit_steps, "stages": list(stages),
+            "allow_unconverged": bool(allow_unconverged)}
+
+
+def _check_out(out: Path, args: Mapping[str, Any]) -> None:
+    """Refuse an ``out`` made with other arguments (naming the first that differs) or
+    holding files of something else; write ``arguments.json`` for a new one."""
+    saved = out / "arguments.json"
+    if saved.is_file():
+        old = json.loads(saved.read_text())
+        for key in list(args) + [k for k in old if k not in args]:
+            a, b = args.get(key), old.get(key)
+            if key == "train" and isinstance(a, dict) and isinstance(b, dict):
+                for k in sorted(set(a) | set(b)):
+                    if a.get(k) != b.get(k):
+                        raise ArgumentError(k, a.get(k), f"must be {b.get(k)!r} as in the "
+                                            f"comparison already in {str(out)!r} "
+                                            "(arguments.json): a rerun resumes that one",
+                                            f"pass {{{k}}}={b.get(k)!r}, or another {{out}}")
+            elif a != b:
+                raise ArgumentError(key, a, f"must be {b!r} as in the comparison already in "
+                                    f"{str(out)!r} (arguments.json): a rerun resumes that one",
+                                    f"pass {{{key}}}={b!r}, or another {{out}}")
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputExistsError(f"out={str(out)!r} exists and is not a comparison folder (no "
+                                "arguments.json); choose a new or empty folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(saved, ".json") as tmp:
+        Path(tmp).write_text(json.dumps(args, indent=1))
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with atomic_path(path, ".json") as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=1, default=str))
+
+
+# ------------------------------------------------------------------------ compare
+def compare(scenario: str, models: Any, meshes: Any, seeds: int = 3, *,
+            out: Any, factor: int = 4, n_samples: int = 200, ood_samples: int = 20,
+            fractions: Sequence[float] = (0.4, 0.1, 0.5),
+            train: Optional[Mapping[str, Any]] = None,
+            model_config: Optional[Mapping[str, Mapping[str, Any]]] = None,
+            scenario_config: Optional[Mapping[str, Any]] = None, n_initial: int = 3,
+            n_steps: Optional[int] = None, audit_steps: int = 0,
+            stages: Sequence[str] = ("offline", "online"), allow_unconverged: bool = False,
+            progress: bool = False, echo: Optional[Callable[[str], None]] = None
+            ) -> CompareResult:
+    """Train and validate every model on every mesh family it supports, over seeds, and
+    write the comparison table (see :mod:`meshclosure.compare`).
+
+    Parameters
+    ----------
+    scenario : str
+        ``"kinematic"``, ``"barotropic"`` or ``"convection"``.
+    models : str or list of str
+        Registered model names (``"mgn,cnn"``); a model whose families exclude a mesh's
+        coarse family is skipped there and named in the notes.
+    meshes : str or list of str
+        Fine-mesh specs (``"cartesian:32,healpix:8"``), coarsened by ``factor``.
+    seeds : int
+        Seeds ``0 .. seeds-1`` (>= 2; 3 or more for a published table): seed ``s`` is the
+        scenario's seed (its own dataset) and every model's training seed.
+    out : path
+        The comparison folder; a rerun with the same arguments resumes it (finished cells
+        are skipped), other arguments are refused.
+    factor, n_samples, ood_samples, fractions
+        The datasets (:func:`~meshclosure.data.generate` with ``trajectory=True``).
+    train : dict, optional
+        :class:`~meshclosure.train.TrainConfig` settings for every model, over
+        :data:`DEFAULT_TRAIN` (equal updates: ``epochs × updates_per_epoch`` at one
+        ``batch_size``; ``model`` and ``seed`` are set per cell, ``patience`` must be 0).
+    model_config : {model: dict}, optional
+        :func:`~meshclosure.nn.build_model` settings per model (default: its own).
+    scenario_config : dict, optional
+        Scenario parameters (:func:`~meshclosure.data.get_scenario`).
+    n_initial, n_steps, audit_steps, stages
+        Passed to :func:`~meshclosure.validate.validate` (offline and online by default).
+    allow_unconverged : bool
+        Passed to :func:`~meshclosure.data.generate` (``barotropic`` spin-ups).
+    progress : bool
+        Progress bars of training and validation.
+    echo : callable, optional
+        Receives one line per cell (also logged on ``meshclosure.compare``).
+
+    Returns
+    -------
+    CompareResult
+    """
+    say = (lambda s: (_log.info("%s", s), echo(s))) if echo else (lambda s: _log.info("%s", s))
+    start = time.perf_counter()
+    args = _arguments(scenario, models, meshes, seeds, factor, n_samples, ood_samples,
+                      fractions, train, model_config, scenario_config, n_initial, n_steps,
+                      audit_steps, stages, allow_unconverged)
+    from ..data import get_scenario
+    from ..nn import model_families
+
+    scenarios = {}
+    for mesh in args["meshes"]:                          # bad specs fail before any work
+        try:
+            scenarios[mesh] = get_scenario(args["scenario"], mesh, factor=factor, seed=0,
+                                           **args["scenario_config"])
+        except ArgumentError:
+            raise
+        except (ValueError, TypeError) as err:
+            raise ArgumentError("meshes", mesh, f"must build the scenario ({err})",
+                                "pass a mesh spec the scenario accepts") from None
+    out = Path(out)
+    _check_out(out, args)
+    (out / "cells").mkdir(exist_ok=True)
+    result = CompareResult(out=out, rows=[])
+    for mesh in args["meshes"]:
+        family = scenarios[mesh].coarse.family
+        runnable = []
+        for m in args["models"]:
+            if family in model_families(m):
+                runnable.append(m)
+            else:
+                result.unsupported.append(f"{m} on {mesh}: supports {model_families(m)}, not "
+                                          f"the coarse family {family!r}")
+        for seed in range(seeds):
+            _mesh_seed(args, mesh, seed, runnable, out, result, say, progress)
+    result.rows = collect(read_cells(out), args["meshes"], args["models"], range(seeds))
+    for cell in read_cells(out):
+        if cell.get("status") == "skipped":
+            result.unsupported.append(f"{cell['cell']} on {cell['mesh']} (seed {cell['seed']}):"
+                                      f" {cell['reason']}")
+    result.notes = _notes(args, result, read_cells(out))
+    r2 = "step_mean." if args["train"].get("target") == "step_mean" else ""
+    header = _header(args)
+    result.paths = write_table(result.rows, out, args["meshes"], result.notes, header, r2)
+    result.wall_s = time.perf_counter() - start
+    say(f"wrote {result.paths['md']} ({len(result.computed)} cells computed, "
+        f"{len(result.skipped)} resumed, {result.wall_s:.1f} s)")
+    return result
+
+
+def _cell_path(out: Path, mesh: str, seed: int, cell: str) -> Path:
+    return out / "cells" / f"{_tag(mesh)}_s{seed}_{cell}.json"
+
+
+def _mesh_seed(args, mesh, seed, models, out, result, say, progress) -> None:
+    """Every unfinished cell of one (mesh, seed): dataset, calibration, training, validation."""
+    cells = list(models) + [REFERENCES]
+    todo = [c for c in cells if not _cell_path(out, mesh, seed, c).is_file()]
+    for c in cells:
+        if c not in todo:
+            result.skipped.append(f"{mesh} seed {seed} {c}")
+    if not todo:
+        return
+    from ..data import generate, get_scenario
+    from ..nn.registry import UnsupportedMeshError
+    from ..train import calibrate, save_calibration, train
+    from ..validate import load_closure, validate
+
+    tag = f"{_tag(mesh)}_s{seed}"
+    work = out / "work" / tag
+    work.mkdir(parents=True, exist_ok=True)
+    (out / "data").mkdir(exist_ok=True)
+    data = out / "data" / f"{tag}.nc"
+    sc = get_scenario(args["scenario"], mesh, factor=args["factor"], seed=seed,
+                      **args["scenario_config"])
+    if not data.is_file():
+        t0 = time.perf_counter()
+        generate(sc, data, n_samples=args["n_samples"], ood_samples=args["ood_samples"],
+                 fractions=tuple(args["fractions"]), trajectory=True, progress=progress,
+                 allow_unconverged=args["allow_unconverged"])
+        say(f"{mesh} seed {seed}: generated {data.name} ({time.perf_counter() - t0:.1f} s)")
+    cal_path = work / "calibration.json"
+    cal_info = work / "calibration_info.json"
+    if not (cal_path.is_file() and cal_info.is_file()):
+        t0 = time.perf_counter()
+        with PeakRSS() as mem:
+            cal = calibrate(str(data))
+        save_calibration(cal, cal_path, overwrite=True)
+        _write_json(cal_info, {"time_s": time.perf_counter() - t0,
+                               "peak_memory_mib": mem.peak_growth_mib})
+    cal = json.loads(cal_path.read_text())
+    info_cal = json.loads(cal_info.read_text())
+
+    trained: Dict[str, dict] = {}
+    for m in [c for c in todo if c != REFERENCES]:
+        folder = work / m
+        info = folder / "compare_training.json"
+        if not info.is_file() or not (folder / "model.pt").is_file():
+            conf = {**args["train"], "model": m, "seed": seed,
+                    "model_config": args["model_config"].get(m, {})}
+            t0 = time.perf_counter()
+            try:
+                with PeakRSS() as mem:
+                    res = train(str(data), folder, conf, resume=False, overwrite=True,
+                                progress=progress)
+            except UnsupportedMeshError as err:
+                _write_json(_cell_path(out, mesh, seed, m),
+                            {"format": _FORMAT, "mesh": mesh, "seed": seed, "cell": m,
+                             "status": "skipped", "reason": str(err), "rows": {}})
+                result.computed.append(f"{mesh} seed {seed} {m}")
+                say(f"{mesh} seed {seed}: {m} skipped ({err})")
+                continue
+            _write_json(info, {"train_time_s": time.perf_counter() - t0,
+                               "peak_memory_mib": mem.peak_growth_mib,
+                               "parameters": count_parameters(res.model),
+                               "updates": args["train"]["epochs"]
+                               * args["train"]["updates_per_epoch"]})
+            result.trained += 1
+            say(f"{mesh} seed {seed}: trained {m} ({time.perf_counter() - t0:.1f} s)")
+        trained[m] = json.loads(info.read_text())
+
+    closures = {m: load_closure(work / m / "model.pt", sc.coarse)[0] for m in trained}
+    t0 = time.perf_counter()
+    val = validate(str(data), closures=closures, baselines=cal, n_initial=args["n_initial"],
+                   n_steps=args["n_steps"], audit_steps=args["audit_steps"],
+                   stages=tuple(args["stages"]), progress=progress)
+    wall = time.perf_counter() - t0
+    state, t, dt = _start_state(data, sc)
+    from ..train import baseline_closures
+
+    baselines = {k: v for k, v in baseline_closures(cal, sc).items() if k != "none"}
+    stepped = dict(closures, **baselines)
+    for name in list(trained) + ([REFERENCES] if REFERENCES in todo else []):
+        if name == REFERENCES:
+            rows = {}
+            for b in baselines:
+                rows[b] = {"kind": "baseline", **val.summary[b],
+                           "parameters": _fitted_parameters(cal["baselines"][b]["closes"]),
+                           "train_time_s": info_cal["time_s"],
+                           "peak_memory_mib": info_cal["peak_memory_mib"],
+                           "step_time_s": step_seconds(coarse_model_for(sc, stepped[b]),
+                                                       state, t, dt)}
+            rows["none"] = {"kind": "reference", **val.summary["none"], "parameters": 0,
+                            "step_time_s": step_seconds(coarse_model_for(sc, None), state, t,
+                                                        dt)}
+            rows["replay"] = {"kind": "reference", **val.summary["replay"]}
+        else:
+            rows = {name: {"kind": "model", **val.summary[name], **{
+                k: trained[name][k] for k in ("parameters", "train_time_s",
+                                              "peak_memory_mib")},
+                "step_time_s": step_seconds(coarse_model_for(sc, stepped[name]), state, t,
+                                            dt)}}
+        _write_json(_cell_path(out, mesh, seed, name),
+                    {"format": _FORMAT, "mesh": mesh, "seed": seed, "cell": name,
+                     "status": "done", "rows": rows, "validate_wall_s": wall,
+                     "notes": list(val.notes)})
+        result.computed.append(f"{mesh} seed {seed} {name}")
+    say(f"{mesh} seed {seed}: validated {', '.join(val.closures)} ({wall:.1f} s)")
+
+
+def _fitted_parameters(closes: Mapping[str, Any]) -> int:
+    """Fitted numbers of a calibrated baseline: every ``X`` with an ``X_interval``."""
+    n = 0
+    for spec in closes.values():
+        for k, v in spec.items():
+            if f"{k}_interval" in spec:
+                n += len(v) if isinstance(v, (list, tuple)) else 1
+    return n
+
+
+def _start_state(data: Path, sc: Any):
+    """The first test state of ``data`` (float64), its model time and the coarse step."""
+    import numpy as np
+    import torch
+
+    from ..data import read_dataset
+    from ..data.dataset import SPLIT_CODES
+
+    ds = read_dataset(data)
+    codes = np.asarray(ds["split"].values)
+    run, k = (int(i[0]) for i in np.nonzero(codes == SPLIT_CODES["test"]))
+    state = {v: torch.as_tensor(np.asarray(ds[f"state_{v}"].isel(run=run, time=k).values,
+                                           dtype=np.float64)) for v in sc.variables}
+    t = float(ds["model_time"].isel(run=run, time=k).values)
+    return state, t, float(sc.coarse_dt)
+
+
+def _header(args: Mapping[str, Any]) -> List[str]:
+    t = args["train"]
+    return ["# Architecture comparison", "",
+            f"Scenario `{args['scenario']}`, meshes {', '.join(args['meshes'])} (factor "
+            f"{args['factor']}), seeds 0–{args['seeds'] - 1}: mean ± standard deviation over "
+            f"seeds (n seeds). Every model: {t['epochs']} epochs × {t['updates_per_epoch']} "
+            f"updates at batch size {t['batch_size']}, target `{t.get('target')}`.", ""]
+
+
+def _notes(args, result: CompareResult, cells) -> List[str]:
+    notes = []
+    for u in sorted(set(result.unsupported)):
+        notes.append(f"skipped: {u}")
+    notes += [
+        "solver step: median wall time of one coarse SSP-RK3 step with the closure (the "
+        "none row: without a closure), raw; replay reads stored fluxes (n/a)",
+        f"peak memory: {MEMORY_METHOD}; models during training, baselines during their "
+        "(joint) calibration",
+        "training time: wall time of train(); baselines: of calibrate() (all baselines "
+        "together)",
+        "offline R²: " + ("against the step-mean subgrid flux (the training target)"
+                          if args["train"].get("target") == "step_mean" else
+                          "against the instantaneous subgrid flux"),
+        "time to blow-up: ∞ = no blow-up within the run; similarity: 0 no closure, 1 truth"]
+    seen = sorted({n for c in cells for n in c.get("notes", [])})
+    notes += seen
+    if args["seeds"] < 3:
+        notes.append(f"only {args['seeds']} seeds: spreads are rough")
+    return notes
