@@ -45,7 +45,7 @@ def test_rotation_matrix_is_a_rotation_that_moves_the_pole(rotation):
                          math.cos(th)], dtype=torch.float64)
     assert torch.allclose(R[:, 2], pole, atol=1e-15)
     axis = torch.tensor([-math.sin(ph), math.cos(ph), 0.0], dtype=torch.float64)
-    assert torch.allclose(R @ axis, axis, atol=1e-15)             # turns about (−sin φ, cos φ, 0)
+    assert torch.allclose(R @ axis, axis, atol=1e-15)   # the axis (−sin φ, cos φ, 0)
 
 
 def test_rotation_matrix_zero_is_the_identity_and_about_y_by_default():

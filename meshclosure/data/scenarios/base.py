@@ -151,9 +151,10 @@ class Scenario:
             raise ArgumentError("factor", factor, "must be an integer >= 1 (the coarsening "
                                 "factor in linear resolution)", "pass e.g. {factor}=4")
         if "rotation" in config and "rotation" not in self.parameters:
-            raise ArgumentError("rotation", config["rotation"], f"tilts the axes of a sphere "
-                                f"scenario; the {self.name!r} scenario has none (it runs on "
-                                f"{list(self.families)} meshes)", "leave {rotation} out")
+            raise ArgumentError("rotation", config["rotation"], f"is a parameter of the sphere "
+                                f"scenarios ('kinematic', 'barotropic' on healpix and "
+                                f"icosahedral meshes); the {self.name!r} scenario has none",
+                                "leave {rotation} out")
         unknown = sorted(set(config) - set(self.parameters))
         if unknown:
             raise ValueError(f"unknown {self.name!r} scenario parameter(s) {unknown}; the "
