@@ -3,9 +3,10 @@
 Subcommands: ``demo`` (the end-to-end job on a small default), ``mesh``
 (build or read a mesh, validate it, export it), ``generate`` (a subgrid
 dataset from a truth scenario), ``calibrate`` (fit the physics baselines to
-a dataset), ``train`` (train a closure; :mod:`meshclosure._cli_train`) and
-``validate`` (the validation hierarchy and its report; :mod:`meshclosure._cli_validate`).
-``compare`` joins when it lands.
+a dataset), ``train`` (train a closure; :mod:`meshclosure._cli_train`),
+``validate`` (the validation hierarchy and its report; :mod:`meshclosure._cli_validate`)
+and ``compare`` (architectures across mesh families over seeds, the comparison table;
+:mod:`meshclosure._cli_compare`).
 
 Conventions every subcommand follows
 ------------------------------------
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 from . import __version__
+from ._cli_compare import add_compare_parser
 from ._cli_train import TRAIN_FLAGS, add_train_parser
 from ._cli_validate import VALIDATE_FLAGS, add_validate_parser
 from .errors import ArgumentError, MeshclosureError
@@ -463,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.set_defaults(func=_cmd_calibrate, flags=CALIBRATE_FLAGS)
     add_train_parser(sub, common, _integer)
     add_validate_parser(sub, common, _integer)
+    add_compare_parser(sub, common, _integer)
     return parser
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 from .._files import atomic_path
 from ..errors import ArgumentError, OutputExistsError
 from .measure import MEMORY_METHOD, PeakRSS, coarse_model_for, count_parameters, step_seconds
-from .table import collect, read_cells, write_table
+from .table import collect, md_columns, read_cells, write_table
 
 __all__ = ["compare", "CompareResult", "DEFAULT_TRAIN", "REFERENCES"]
 
@@ -167,14 +167,16 @@ def _check_out(out: Path, args: Mapping[str, Any]) -> None:
             if key == "train" and isinstance(a, dict) and isinstance(b, dict):
                 for k in sorted(set(a) | set(b)):
                     if a.get(k) != b.get(k):
-                        raise ArgumentError(k, a.get(k), f"must be {b.get(k)!r} as in the "
+                        raise ArgumentError(k, a.get(k), f"must be {_show(b.get(k))} as in the "
                                             f"comparison already in {str(out)!r} "
                                             "(arguments.json): a rerun resumes that one",
-                                            f"pass {{{k}}}={b.get(k)!r}, or another {{out}}")
+                                            f"pass {{{k}}} {_esc(_show(b.get(k)))}, or another "
+                                            "{out}")
             elif a != b:
-                raise ArgumentError(key, a, f"must be {b!r} as in the comparison already in "
+                raise ArgumentError(key, _show(a), f"must be {_show(b)} as in the comparison "
+                                    f"already in "
                                     f"{str(out)!r} (arguments.json): a rerun resumes that one",
-                                    f"pass {{{key}}}={b!r}, or another {{out}}")
+                                    f"pass {{{key}}} {_esc(_show(b))}, or another {{out}}")
         return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(f"out={str(out)!r} exists and is not a comparison folder (no "
@@ -182,6 +184,17 @@ def _check_out(out: Path, args: Mapping[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(saved, ".json") as tmp:
         Path(tmp).write_text(json.dumps(args, indent=1))
+
+
+def _show(v: Any) -> str:
+    """A saved argument as it is typed: lists of names comma-joined."""
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return ",".join(v)
+    return json.dumps(v) if isinstance(v, (dict, list)) else repr(v)
+
+
+def _esc(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -274,13 +287,14 @@ def compare(scenario: str, models: Any, meshes: Any, seeds: int = 3, *,
                                           f"the coarse family {family!r}")
         for seed in range(seeds):
             _mesh_seed(args, mesh, seed, runnable, out, result, say, progress)
-    result.rows = collect(read_cells(out), args["meshes"], args["models"], range(seeds))
+    r2 = "step_mean." if args["train"].get("target") == "step_mean" else ""
+    result.rows = collect(read_cells(out), args["meshes"], args["models"], range(seeds),
+                          required=[k for k, _ in md_columns(r2)])
     for cell in read_cells(out):
         if cell.get("status") == "skipped":
             result.unsupported.append(f"{cell['cell']} on {cell['mesh']} (seed {cell['seed']}):"
                                       f" {cell['reason']}")
     result.notes = _notes(args, result, read_cells(out))
-    r2 = "step_mean." if args["train"].get("target") == "step_mean" else ""
     header = _header(args)
     result.paths = write_table(result.rows, out, args["meshes"], result.notes, header, r2)
     result.wall_s = time.perf_counter() - start

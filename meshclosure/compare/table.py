@@ -27,7 +27,7 @@ from .._files import atomic_path
 from ..errors import ArgumentError
 
 __all__ = ["COLUMNS", "CSV_FIELDS", "spread", "cell_text", "collect", "write_table",
-           "read_cells"]
+           "read_cells", "md_columns", "markdown"]
 
 #: The table's columns: (metric key, header). ``offline.*.r2`` follow the training target
 #: (``step_mean`` keys when the models were trained on the step-mean flux).
@@ -88,10 +88,11 @@ def read_cells(out: Path) -> List[dict]:
 
 
 def collect(cells: Sequence[Mapping], meshes: Sequence[str], models: Sequence[str],
-            seeds: Sequence[int]) -> List[dict]:
+            seeds: Sequence[int], required: Sequence[str] = ()) -> List[dict]:
     """The table's rows: one per (mesh, closure, metric) with mean, sd, n and the values
     per seed (NaN for a seed without the number). Order: meshes as given; per mesh the
-    models as given, the baselines, ``none``, ``replay``."""
+    models as given, the baselines, ``none``, ``replay``. Every closure gets a row for
+    each metric in ``required`` (``n = 0`` where it does not apply)."""
     per: Dict[Tuple[str, str], Dict[str, Any]] = {}
     for cell in cells:
         if cell.get("status") != "done":
@@ -108,7 +109,8 @@ def collect(cells: Sequence[Mapping], meshes: Sequence[str], models: Sequence[st
                  + [n for n in ("none", "replay") if n in names])
         for name in order:
             entry = per[(mesh, name)]
-            metrics = sorted({k for r in entry["seeds"].values() for k in r if k != "kind"})
+            metrics = sorted({k for r in entry["seeds"].values() for k in r if k != "kind"}
+                             | set(required))
             for metric in metrics:
                 vals = [_float(entry["seeds"].get(s, {}).get(metric)) for s in seeds]
                 mean, sd, n = spread(vals)
