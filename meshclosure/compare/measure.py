@@ -34,7 +34,8 @@ __all__ = ["count_parameters", "PeakRSS", "step_seconds", "coarse_model_for",
 
 #: How peak memory is measured (quoted in the table's notes).
 MEMORY_METHOD = ("peak resident-set-size growth of the process during the call "
-                 "(/proc/self/statm sampled every 5 ms; ru_maxrss growth where /proc is absent)")
+                 "(/proc/self/statm sampled every 5 ms after glibc malloc_trim; ru_maxrss growth where "
+                 "/proc is absent)")
 
 
 def count_parameters(model: Any) -> int:
@@ -55,12 +56,24 @@ def _maxrss_bytes() -> int:
     return int(r) if sys.platform == "darwin" else int(r) * 1024
 
 
+def _trim() -> None:
+    """Hand freed heap memory back to the system (glibc ``malloc_trim``), so that memory
+    an earlier call freed is not reused unseen; a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakRSS:
     """Context manager: the largest growth of the process's resident memory while it is
     open, in MiB (``peak_growth_mib``), sampled by a thread every ``interval`` seconds.
 
     Resident memory counts every allocation (torch tensors included, which
-    :mod:`tracemalloc` does not see); memory the allocator kept from earlier work is
+    :mod:`tracemalloc` does not see). Freed heap memory is handed back to the system
+    first (glibc ``malloc_trim``); what the allocator still keeps from earlier work is
     reused without growth, so a call that fits in it reads low.
     """
 
@@ -77,6 +90,7 @@ class PeakRSS:
 
     def __enter__(self) -> "PeakRSS":
         gc.collect()
+        _trim()
         self._proc = _rss_bytes() is not None
         self._start = _rss_bytes() if self._proc else _maxrss_bytes()
         self._peak = self._start
