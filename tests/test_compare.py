@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from meshclosure.cli import main
-from meshclosure.compare import COLUMNS, compare, read_cells, spread
+from meshclosure.compare import COLUMNS, cell_text, compare, read_cells, read_table, spread
 from meshclosure.compare.table import md_columns
 from meshclosure.errors import ArgumentError, OutputExistsError
 
@@ -68,6 +68,10 @@ def test_outputs_and_every_column(run):
         params = next(r for r in rows if r["closure"] == name and r["metric"] == "parameters")
         assert float(params["sd"]) == 0.0 and float(params["mean"]) > 100   # same network
     md = (run / "table.md").read_text()
+    # every number in the Markdown table is one the CSV holds (as the README check will do)
+    for r in read_table(run):
+        if r["metric"] in keys and r["n"]:
+            assert cell_text(r["mean"], r["sd"], r["n"]) in md, r
     for _, header in COLUMNS:
         assert header in md
     assert md.count("| mgn |") == 1 and md.count("| replay |") == 1

@@ -17,8 +17,10 @@ Command line: ``meshclosure compare --scenario kinematic --models mgn,cnn
 """
 from .measure import MEMORY_METHOD, PeakRSS, coarse_model_for, count_parameters, step_seconds
 from .runner import DEFAULT_TRAIN, REFERENCES, CompareResult, compare
-from .table import COLUMNS, CSV_FIELDS, cell_text, collect, read_cells, spread, write_table
+from .table import (COLUMNS, CSV_FIELDS, cell_text, collect, markdown, read_cells, read_table,
+                    spread, write_table)
 
 __all__ = ["compare", "CompareResult", "DEFAULT_TRAIN", "REFERENCES", "COLUMNS", "CSV_FIELDS",
-           "spread", "cell_text", "collect", "read_cells", "write_table", "count_parameters",
+           "spread", "cell_text", "collect", "read_cells", "read_table", "markdown",
+           "write_table", "count_parameters",
            "PeakRSS", "step_seconds", "coarse_model_for", "MEMORY_METHOD"]

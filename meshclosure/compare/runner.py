@@ -295,7 +295,7 @@ def compare(scenario: str, models: Any, meshes: Any, seeds: int = 3, *,
             result.unsupported.append(f"{cell['cell']} on {cell['mesh']} (seed {cell['seed']}):"
                                       f" {cell['reason']}")
     result.notes = _notes(args, result, read_cells(out))
-    header = _header(args)
+    header = _header(args, _compute_seconds(out, read_cells(out)))
     result.paths = write_table(result.rows, out, args["meshes"], result.notes, header, r2)
     result.wall_s = time.perf_counter() - start
     say(f"wrote {result.paths['md']} ({len(result.computed)} cells computed, "
@@ -333,6 +333,7 @@ def _mesh_seed(args, mesh, seed, models, out, result, say, progress) -> None:
         generate(sc, data, n_samples=args["n_samples"], ood_samples=args["ood_samples"],
                  fractions=tuple(args["fractions"]), trajectory=True, progress=progress,
                  allow_unconverged=args["allow_unconverged"])
+        _write_json(work / "data_info.json", {"generate_s": time.perf_counter() - t0})
         say(f"{mesh} seed {seed}: generated {data.name} ({time.perf_counter() - t0:.1f} s)")
     cal_path = work / "calibration.json"
     cal_info = work / "calibration_info.json"
@@ -440,13 +441,49 @@ def _start_state(data: Path, sc: Any):
     return state, t, float(sc.coarse_dt)
 
 
-def _header(args: Mapping[str, Any]) -> List[str]:
+def _compute_seconds(out: Path, cells: Sequence[Mapping]) -> Dict[str, float]:
+    """Seconds spent on the finished table, summed over (mesh, seed): data generation,
+    calibration, training, validation (each validate() call once), step timing excluded."""
+    total = {"generate": 0.0, "calibrate": 0.0, "train": 0.0, "validate": 0.0}
+    groups: Dict[tuple, set] = {}
+    for c in cells:
+        if c.get("status") != "done":
+            continue
+        groups.setdefault((c["mesh"], c["seed"]), set()).add(c.get("validate_wall_s", 0.0))
+        total["train"] += sum(r.get("train_time_s", 0.0) for r in c["rows"].values()
+                              if r.get("kind") == "model")
+    for (mesh, seed), walls in groups.items():
+        work = out / "work" / f"{_tag(mesh)}_s{seed}"
+        for name, key, into in (("data_info.json", "generate_s", "generate"),
+                                ("calibration_info.json", "time_s", "calibrate")):
+            try:
+                total[into] += float(json.loads((work / name).read_text())[key])
+            except (OSError, ValueError, KeyError):
+                pass
+        total["validate"] += sum(walls)
+    return total
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    import torch
+
+    return (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, torch "
+            f"{torch.__version__} with {torch.get_num_threads()} thread(s)")
+
+
+def _header(args: Mapping[str, Any], seconds: Mapping[str, float]) -> List[str]:
     t = args["train"]
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
     return ["# Architecture comparison", "",
             f"Scenario `{args['scenario']}`, meshes {', '.join(args['meshes'])} (factor "
             f"{args['factor']}), seeds 0–{args['seeds'] - 1}: mean ± standard deviation over "
             f"seeds (n seeds). Every model: {t['epochs']} epochs × {t['updates_per_epoch']} "
-            f"updates at batch size {t['batch_size']}, target `{t.get('target')}`.", ""]
+            f"updates at batch size {t['batch_size']}, target `{t.get('target')}`.", "",
+            f"Compute time of the table: {sum(seconds.values()):.0f} s ({parts}); machine: "
+            f"{_machine()}.", ""]
 
 
 def _notes(args, result: CompareResult, cells) -> List[str]:

@@ -27,7 +27,7 @@ from .._files import atomic_path
 from ..errors import ArgumentError
 
 __all__ = ["COLUMNS", "CSV_FIELDS", "spread", "cell_text", "collect", "write_table",
-           "read_cells", "md_columns", "markdown"]
+           "read_cells", "read_table", "md_columns", "markdown"]
 
 #: The table's columns: (metric key, header). ``offline.*.r2`` follow the training target
 #: (``step_mean`` keys when the models were trained on the step-mean flux).
@@ -79,6 +79,25 @@ def cell_text(mean: float, sd: float, n: int) -> str:
     if math.isnan(sd) or (math.isinf(mean) and sd == 0.0):
         return f"{_num(mean)} (n={n})"
     return f"{_num(mean)} ± {sd:.2g} (n={n})"
+
+
+def read_table(path: Any) -> List[dict]:
+    """``table.csv`` (or its folder) back as rows with floats: mean, sd, n, and ``values``
+    as a list (one per seed, NaN where the seed lacks the number) — for notebooks and the
+    check that a published table's numbers are the ones the command wrote."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "table.csv"
+    if not path.is_file():
+        raise ArgumentError("path", str(path), "must be a table.csv written by compare (or "
+                            "its folder)", "run `meshclosure compare ... --out DIR` first")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["mean"], r["sd"], r["n"] = float(r["mean"]), float(r["sd"]), int(r["n"])
+        r["seeds"] = [int(s) for s in r["seeds"].split(";") if s]
+        r["values"] = [float(v) for v in r["values"].split(";") if v]
+    return rows
 
 
 def read_cells(out: Path) -> List[dict]:
