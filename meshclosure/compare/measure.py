@@ -14,7 +14,7 @@ True
 >>> step_seconds(None, {}, 0.0, 1.0)
 Traceback (most recent call last):
 ...
-meshclosure.errors.ArgumentError: model=None: must have rhs(t, state) (a coarse model); pass coarse_model_for(scenario, closure).
+meshclosure.errors.ArgumentError: model=None: must have rhs(t, state) (a coarse model); ...
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ __all__ = ["count_parameters", "PeakRSS", "step_seconds", "coarse_model_for",
 
 #: How peak memory is measured (quoted in the table's notes).
 MEMORY_METHOD = ("peak resident-set-size growth of the process during the call "
-                 "(/proc/self/statm sampled every 5 ms after glibc malloc_trim; ru_maxrss growth where "
-                 "/proc is absent)")
+                 "(/proc/self/statm sampled every 5 ms after glibc malloc_trim; "
+                 "ru_maxrss growth where /proc is absent)")
 
 
 def count_parameters(model: Any) -> int:

@@ -13,7 +13,7 @@ Examples
 >>> spread("x")
 Traceback (most recent call last):
 ...
-meshclosure.errors.ArgumentError: values='x': must be a sequence of numbers (one per seed); pass e.g. [0.1, 0.2, 0.3].
+meshclosure.errors.ArgumentError: values='x': must be a sequence of numbers (one per seed); ...
 """
 from __future__ import annotations
 
