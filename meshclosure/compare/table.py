@@ -10,6 +10,8 @@ Examples
 (inf, 0.0, 2)
 >>> cell_text(*spread([0.5, 0.7]))
 '0.6 ± 0.14 (n=2)'
+>>> cell_text(*spread([197379, 197379, 197379]))
+'197379 ± 0 (n=3)'
 >>> spread("x")
 Traceback (most recent call last):
 ...
@@ -69,6 +71,8 @@ def spread(values: Sequence[float]) -> Tuple[float, float, int]:
 def _num(v: float) -> str:
     if math.isinf(v):
         return "∞" if v > 0 else "−∞"
+    if v.is_integer() and abs(v) < 1e9:
+        return str(int(v))                               # counts: 197379, not 1.97e+05
     return f"{v:.3g}"
 
 
