@@ -124,6 +124,8 @@ def test_bad_arguments_before_any_work(tmp_path):
         compare(**{**_python_args(tmp_path / "a"), "models": "mgn,nope"})
     with pytest.raises(ArgumentError, match="patience"):
         compare(**{**_python_args(tmp_path / "a"), "train": {"patience": 2}})
+    with pytest.raises(ArgumentError, match="model_config=.*must hold settings cnn accepts"):
+        compare(**{**_python_args(tmp_path / "a"), "model_config": {"cnn": {"nope": 1}}})
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "other.txt").write_text("x")
     with pytest.raises(OutputExistsError, match="not a comparison folder"):

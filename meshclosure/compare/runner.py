@@ -148,7 +148,6 @@ def compare(scenario: str, models: Any, meshes: Any, seeds: int = 3, *,
                       fractions, train, model_config, scenario_config, n_initial, n_steps,
                       audit_steps, stages, allow_unconverged)
     from ..data import get_scenario
-    from ..nn import model_families
 
     scenarios = {}
     for mesh in args["meshes"]:                          # bad specs fail before any work
@@ -160,21 +159,22 @@ def compare(scenario: str, models: Any, meshes: Any, seeds: int = 3, *,
         except (ValueError, TypeError) as err:
             raise ArgumentError("meshes", mesh, f"must build the scenario ({err})",
                                 "pass a mesh spec the scenario accepts") from None
+    runnable = {mesh: [] for mesh in args["meshes"]}
+    unsupported = []
+    for mesh in args["meshes"]:                          # and bad model settings too
+        for m in args["models"]:
+            reason = _unsupported(m, scenarios[mesh], args["model_config"].get(m, {}))
+            if reason:
+                unsupported.append(f"{m} on {mesh}: {reason}")
+            else:
+                runnable[mesh].append(m)
     out = Path(out)
     check_out(out, args)
     (out / "cells").mkdir(exist_ok=True)
-    result = CompareResult(out=out, rows=[])
+    result = CompareResult(out=out, rows=[], unsupported=unsupported)
     for mesh in args["meshes"]:
-        family = scenarios[mesh].coarse.family
-        runnable = []
-        for m in args["models"]:
-            if family in model_families(m):
-                runnable.append(m)
-            else:
-                result.unsupported.append(f"{m} on {mesh}: supports {model_families(m)}, not "
-                                          f"the coarse family {family!r}")
         for seed in range(seeds):
-            _mesh_seed(args, mesh, seed, runnable, out, result, say, progress)
+            _mesh_seed(args, mesh, seed, runnable[mesh], out, result, say, progress)
     r2 = "step_mean." if args["train"].get("target") == "step_mean" else ""
     result.rows = collect(read_cells(out), args["meshes"], args["models"], range(seeds),
                           required=[k for k, _ in md_columns(r2)])
@@ -189,6 +189,29 @@ def compare(scenario: str, models: Any, meshes: Any, seeds: int = 3, *,
     say(f"wrote {result.paths['md']} ({len(result.computed)} cells computed, "
         f"{len(result.skipped)} resumed, {result.wall_s:.1f} s)")
     return result
+
+
+def _unsupported(model: str, scenario: Any, config: Mapping[str, Any]) -> str:
+    """Why ``model`` cannot run on the scenario's coarse mesh ("" if it can): its families
+    exclude the mesh's, or building it there raises :class:`UnsupportedMeshError`. Other
+    errors of the build are bad ``model_config`` settings, refused here before any work."""
+    from ..closures import FeaturePipeline
+    from ..nn import build_model, model_families
+    from ..nn.registry import UnsupportedMeshError
+
+    mesh = scenario.coarse
+    if mesh.family not in model_families(model):
+        return f"supports {model_families(model)}, not the coarse family {mesh.family!r}"
+    try:
+        build_model(model, mesh, in_features=FeaturePipeline.from_scenario(scenario).n_features,
+                    n_vars=len(scenario.variables), **config)
+    except UnsupportedMeshError as err:
+        return str(err)
+    except (TypeError, ValueError) as err:
+        raise ArgumentError("model_config", {model: dict(config)}, f"must hold settings "
+                            f"{model} accepts on {mesh!r} ({err})",
+                            "fix or drop them (see the model's docstring)") from None
+    return ""
 
 
 def _cell_path(out: Path, mesh: str, seed: int, cell: str) -> Path:
