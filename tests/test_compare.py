@@ -71,7 +71,7 @@ def test_outputs_and_every_column(run):
     # every number in the Markdown table is one the CSV holds (as the README check will do)
     for r in read_table(run):
         if r["metric"] in keys and r["n"]:
-            assert cell_text(r["mean"], r["sd"], r["n"]) in md, r
+            assert cell_text(r["mean"], r["sd"], r["n"], r["values"]) in md, r
     for _, header in COLUMNS:
         assert header in md
     assert md.count("| mgn |") == 1 and md.count("| replay |") == 1

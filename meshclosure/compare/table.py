@@ -12,6 +12,9 @@ Examples
 '0.6 ± 0.14 (n=2)'
 >>> cell_text(*spread([197379, 197379, 197379]))
 '197379 ± 0 (n=3)'
+>>> blowup = [float("inf"), 0.58]                        # one seed blew up at t = 0.58
+>>> cell_text(*spread(blowup), values=blowup)
+'0.58 (n=1) + 1× ∞'
 >>> spread("x")
 Traceback (most recent call last):
 ...
@@ -76,8 +79,20 @@ def _num(v: float) -> str:
     return f"{v:.3g}"
 
 
-def cell_text(mean: float, sd: float, n: int) -> str:
-    """One Markdown cell: ``mean ± sd (n=N)``; ``n/a`` when nothing applies."""
+def cell_text(mean: float, sd: float, n: int, values: Any = None) -> str:
+    """One Markdown cell: ``mean ± sd (n=N)``; ``n/a`` when nothing applies. With the
+    per-seed ``values`` (a list, or the CSV's ``;``-joined text), a mix of finite and
+    infinite values (some seeds blew up) shows the finite ones' spread and counts the
+    others: ``0.58 (n=1) + 1× ∞``."""
+    if values is not None:
+        vals = [float(v) for v in (values.split(";") if isinstance(values, str) else values)
+                if v != ""]
+        vals = [v for v in vals if not math.isnan(v)]
+        finite = [v for v in vals if math.isfinite(v)]
+        if finite and len(finite) < len(vals):
+            extra = " + ".join(f"{sum(1 for v in vals if v == x)}× {_num(x)}"
+                               for x in (math.inf, -math.inf) if x in vals)
+            return cell_text(*spread(finite)) + " + " + extra
     if n == 0 or math.isnan(mean):
         return "n/a"
     if math.isnan(sd) or (math.isinf(mean) and sd == 0.0):
@@ -194,7 +209,8 @@ def markdown(rows: Sequence[Mapping], meshes: Sequence[str], notes: Sequence[str
             cells = []
             for key, _ in cols:
                 r = index.get((mesh, name, key))
-                cells.append(cell_text(r["mean"], r["sd"], r["n"]) if r else "n/a")
+                cells.append(cell_text(r["mean"], r["sd"], r["n"], r["values"]) if r
+                             else "n/a")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     if notes:
