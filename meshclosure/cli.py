@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 from . import __version__
-from ._cli_compare import add_compare_parser
+from ._cli_compare import COMPARE_FLAGS, add_compare_parser
 from ._cli_train import TRAIN_FLAGS, add_train_parser
 from ._cli_validate import VALIDATE_FLAGS, add_validate_parser
 from .errors import ArgumentError, MeshclosureError
@@ -51,7 +51,7 @@ from .mesh.spec import parse_mesh_spec
 
 __all__ = ["main", "build_parser", "parse_mesh_spec", "cli_spelling", "GENERATE_FLAGS",
            "MESH_FLAGS", "CALIBRATE_FLAGS", "TRAIN_FLAGS",
-           "VALIDATE_FLAGS"]
+           "VALIDATE_FLAGS", "COMPARE_FLAGS"]
 
 log = logging.getLogger("meshclosure.cli")
 
