@@ -29,7 +29,7 @@ COMPARE_FLAGS = {"scenario": "--scenario", "models": "--models", "meshes": "--me
                  "target": "--target", "n_initial": "--initial", "n_steps": "--steps",
                  "audit_steps": "--audit-steps", "model_config": "--model-config",
                  "scenario_config": "--scenario-config",
-                 "allow_unconverged": "--allow-unconverged"}
+                 "allow_unconverged": "--allow-unconverged", "rotation": "--rotation"}
 
 
 def _json(flag: str, text: str) -> dict:
@@ -43,6 +43,20 @@ def _json(flag: str, text: str) -> dict:
     return value
 
 
+def _rotation(text):
+    """``--rotation``: ``DEG`` (a tilt) or ``TILT,AZIMUTH`` (degrees); None when absent."""
+    if text is None:
+        return None
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise ArgumentError("--rotation", text, "must be a tilt in degrees or TILT,AZIMUTH",
+                            "write e.g. --rotation 30 or --rotation 30,90")
+    return parts[0] if len(parts) == 1 else parts
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
 
@@ -54,6 +68,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                      scenario_config=_json("--scenario-config", args.scenario_config),
                      n_initial=args.initial, n_steps=args.steps,
                      audit_steps=args.audit_steps, allow_unconverged=args.allow_unconverged,
+                     rotation=_rotation(args.rotation),
                      progress=not args.quiet, echo=None)
     print(result.paths["md"].read_text())
     log.info("wrote %s, %s and %s (%d cells computed, %d resumed)", result.paths["csv"],
@@ -112,4 +127,8 @@ def add_compare_parser(sub: Any, common: argparse.ArgumentParser,
                    help="more online steps past the truth (default: %(default)s)")
     p.add_argument("--allow-unconverged", action="store_true",
                    help="keep samples of a spin-up that did not reach equilibrium")
+    p.add_argument("--rotation", default=None, metavar="DEG",
+                   help="symmetry test on sphere meshes: also validate every model (trained "
+                   "at the default axis) on a dataset whose axes are tilted by DEG degrees "
+                   "(or TILT,AZIMUTH); default: none")
     p.set_defaults(func=_cmd_compare, flags=COMPARE_FLAGS)

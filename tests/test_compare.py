@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from meshclosure.cli import main
-from meshclosure.compare import COLUMNS, cell_text, compare, read_cells, read_table, spread
+from meshclosure.compare import (COLUMNS, TILTED_COLUMNS, cell_text, compare, read_cells,
+                                 read_table, spread, tilted_closure)
 from meshclosure.compare.table import md_columns
 from meshclosure.errors import ArgumentError, OutputExistsError
 
@@ -133,3 +134,111 @@ def test_bad_arguments_before_any_work(tmp_path):
     assert not (tmp_path / "a").exists()
     saved = json.dumps(_python_args("x")["model_config"])
     assert "hidden" in saved
+
+
+# ------------------------------------------------------------ the symmetry test (rotation)
+#: A plane and a sphere, one tiny model, tested also on a tilted dataset (30°).
+TILTED_FLAGS = ["--scenario", "kinematic", "--models", "mgn", "--meshes",
+                "cartesian:16,healpix:4", "--seeds", "2", "--factor", "2", "--samples", "17",
+                "--ood", "3", "--epochs", "1", "--updates", "3", "--batch-size", "4",
+                "--initial", "2", "--model-config", '{"mgn": {"hidden": 8, "n_blocks": 1}}',
+                "--scenario-config", '{"spinup_time": 0.5}', "--rotation", "30"]
+
+
+@pytest.fixture(scope="module")
+def tilted_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare_tilted") / "cmp"
+    assert main(["-q", "compare", *TILTED_FLAGS, "--out", str(out)]) == 0
+    return out
+
+
+def test_tilted_columns_finite_on_the_sphere_and_na_on_the_plane(tilted_run):
+    rows = {(r["mesh"], r["closure"], r["metric"]): r for r in read_table(tilted_run)}
+    keys = ("tilted.offline.step_mean.r2", "tilted.online.similarity_mean")
+    for name in ("mgn", "constant", "power_law", "none", "replay"):
+        for key in keys:
+            sphere = rows[("healpix:4", name, key)]
+            assert sphere["n"] == 2 and all(math.isfinite(v) for v in sphere["values"]), (
+                name, key, sphere)
+            assert rows[("cartesian:16", name, key)]["n"] == 0                 # n/a
+    # the references keep their meaning on the tilted data: none 0, replay its own target
+    assert rows[("healpix:4", "none", keys[1])]["values"] == [0.0, 0.0]
+    assert rows[("healpix:4", "replay", keys[0])]["mean"] == 1.0
+    assert all(v > 0.5 for v in rows[("healpix:4", "replay", keys[1])]["values"])
+    # a tilted dataset per sphere seed, none for the plane
+    data = sorted(p.name for p in (tilted_run / "data").glob("*_tilted.nc"))
+    assert data == ["healpix-4_s0_tilted.nc", "healpix-4_s1_tilted.nc"]
+    md = (tilted_run / "table.md").read_text()
+    for _, header in TILTED_COLUMNS:
+        assert header in md
+    assert "tilted (rotation=30.0°)" in md and "planes: n/a" in md
+    for r in read_table(tilted_run):
+        if r["metric"] in keys and r["n"]:
+            assert cell_text(r["mean"], r["sd"], r["n"], r["values"]) in md, r
+    # without rotation the table has no tilted columns (the plain run above)
+
+
+def test_tilted_arguments_saved_resumed_and_refused(tilted_run, capsys):
+    saved = json.loads((tilted_run / "arguments.json").read_text())
+    assert saved["rotation"] == 30.0
+    before = {p.name: p.read_bytes() for p in (tilted_run / "cells").glob("*.json")}
+    assert main(["-q", "compare", *TILTED_FLAGS, "--out", str(tilted_run)]) == 0
+    assert {p.name: p.read_bytes() for p in (tilted_run / "cells").glob("*.json")} == before
+    capsys.readouterr()
+    flags = TILTED_FLAGS[:-1] + ["40,90"]
+    assert main(["-q", "compare", *flags, "--out", str(tilted_run)]) == 2
+    err = capsys.readouterr().err
+    assert "--rotation '[40.0, 90.0]': must be 30.0" in err and "pass --rotation 30.0" in err
+    with pytest.raises(ArgumentError, match="rotation=.*must be 30.0"):
+        compare(**{**_python_args(tilted_run), "models": "mgn",
+                   "meshes": "cartesian:16,healpix:4", "model_config": {
+                       "mgn": {"hidden": 8, "n_blocks": 1}}})
+
+
+def test_bad_rotation_refused_before_any_work(tmp_path):
+    with pytest.raises(ArgumentError, match="rotation=0.0: must tilt the axis"):
+        compare(**{**_python_args(tmp_path / "a"), "rotation": 0})
+    with pytest.raises(ArgumentError, match="rotation="):
+        compare(**{**_python_args(tmp_path / "a"), "rotation": [30]})
+    with pytest.raises(ArgumentError, match="scenario_config=.*must not set 'rotation'"):
+        compare(**{**_python_args(tmp_path / "a"), "rotation": 30,
+                   "scenario_config": {"rotation": 10}})
+    assert not (tmp_path / "a").exists()
+
+
+def test_plain_table_has_no_tilted_columns(run):
+    md = (run / "table.md").read_text()
+    assert "tilted" not in md
+    assert json.loads((run / "arguments.json").read_text())["rotation"] is None
+
+
+def test_rebuilt_pipeline_reads_the_tilted_N(tilted_run):
+    """The model trained at the default axis, rebuilt for the tilted scenario, gets the
+    tilted N at the coarse cell centres: the default N at Rᵀx (its saved pipeline would
+    compute the untilted N)."""
+    import torch
+
+    from meshclosure.data import get_scenario
+    from meshclosure.data.scenarios import rotation_matrix
+    from meshclosure.validate import load_closure
+
+    kw = dict(factor=2, seed=0, spinup_time=0.5)
+    s0 = get_scenario("kinematic", "healpix:4", **kw)
+    s1 = get_scenario("kinematic", "healpix:4", rotation=30, **kw)
+    path = tilted_run / "work" / "healpix-4_s0" / "mgn" / "model.pt"
+    mesh = s1.coarse
+    state = {"q": torch.linspace(-1, 1, mesh.n_cells, dtype=torch.float64)}
+    U = torch.zeros(mesh.n_faces, dtype=torch.float64)
+    saved = load_closure(path, mesh)[0]
+    col = saved.features.names.index("input_N")
+    x = mesh.cell_center.double()
+    R = rotation_matrix(30)
+    t = 1.3
+    default_N = saved.features(mesh, state, t, U)[:, col].double()
+    assert torch.allclose(default_N, s0.N(x, t).to(default_N), atol=1e-6)
+    tilted = tilted_closure(load_closure(path, mesh)[0], s1)
+    got = tilted.features(mesh, state, t, U)[:, col].double()
+    assert torch.allclose(got, s0.N(x @ R, t), atol=1e-6)              # default N at Rᵀx
+    assert torch.allclose(got, s1.N(x, t), atol=1e-6)
+    assert float((got - default_N).abs().max()) > 0.1                  # really moved
+    assert tilted.features.names == saved.features.names

@@ -11,16 +11,22 @@ parameters, training time, the wall time of one coarse solver step, offline R²
 memory, each as mean ± standard deviation over seeds with ``n``
 (:mod:`~meshclosure.compare.table`). Every finished (mesh, seed, model) cell is
 a JSON file under ``OUT/cells/``: a rerun with the same arguments skips it.
+With ``rotation`` (the symmetry test) every sphere mesh and seed also gets a
+tilted dataset, on which the models trained at the default axis and the
+baselines calibrated there are validated (columns ``offline R² tilted`` and
+``online similarity tilted``; n/a on planes).
 
 Command line: ``meshclosure compare --scenario kinematic --models mgn,cnn
 --meshes cartesian:32,healpix:8 --seeds 3 --out DIR``.
 """
 from .measure import MEMORY_METHOD, PeakRSS, coarse_model_for, count_parameters, step_seconds
-from .runner import DEFAULT_TRAIN, REFERENCES, CompareResult, compare
-from .table import (COLUMNS, CSV_FIELDS, cell_text, collect, markdown, read_cells, read_table,
+from .runner import DEFAULT_TRAIN, REFERENCES, CompareResult, compare, tilted_closure
+from .table import (COLUMNS, CSV_FIELDS, TILTED_COLUMNS, cell_text, collect, markdown,
+                    read_cells, read_table,
                     spread, write_table)
 
 __all__ = ["compare", "CompareResult", "DEFAULT_TRAIN", "REFERENCES", "COLUMNS", "CSV_FIELDS",
+           "TILTED_COLUMNS", "tilted_closure",
            "spread", "cell_text", "collect", "read_cells", "read_table", "markdown",
            "write_table", "count_parameters",
            "PeakRSS", "step_seconds", "coarse_model_for", "MEMORY_METHOD"]

@@ -13,6 +13,11 @@ Examples
 Traceback (most recent call last):
 ...
 meshclosure.errors.ArgumentError: models='mgn,mgn': must be a non-empty list without repeats; ...
+>>> check_arguments("convection", "mgn", "column:64", 2, 2, 17, 3, (0.4, 0.1, 0.5),
+...                 {}, None, None, 2, None, 0, ("offline",), False, rotation=30)
+Traceback (most recent call last):
+...
+meshclosure.errors.ArgumentError: rotation=30.0: is a parameter of the sphere scenarios ...
 """
 from __future__ import annotations
 
@@ -48,7 +53,8 @@ def _names(value: Any, argument: str, example: str) -> List[str]:
 
 def check_arguments(scenario, models, meshes, seeds, factor, n_samples, ood_samples, fractions,
                train, model_config, scenario_config, n_initial, n_steps, audit_steps,
-               stages, allow_unconverged) -> Dict[str, Any]:
+               stages, allow_unconverged, rotation=None) -> Dict[str, Any]:
+    from ..data.scenarios.base import _canonical_rotation
     from ..nn import list_models
     from ..train import TrainConfig
 
@@ -95,13 +101,28 @@ def check_arguments(scenario, models, meshes, seeds, factor, n_samples, ood_samp
     if isinstance(stages, str) or not set(stages) <= {"offline", "coupled", "online"}:
         raise ArgumentError("stages", stages, "must be a list of 'offline', 'coupled', "
                             "'online'", "pass e.g. stages=('offline', 'online')")
+    if rotation is not None:
+        rotation = _canonical_rotation(rotation)
+        if rotation == 0.0:
+            raise ArgumentError("rotation", rotation, "must tilt the axis (0 is the default "
+                                "axis the models are trained at)", "pass e.g. {rotation}=30, "
+                                "or None for no tilted test")
+        if str(scenario) not in ("kinematic", "barotropic"):
+            raise ArgumentError("rotation", rotation, f"is a parameter of the sphere scenarios "
+                                f"('kinematic', 'barotropic'), not of {str(scenario)!r}",
+                                "leave {rotation} out")
+        if "rotation" in dict(scenario_config or {}):
+            raise ArgumentError("scenario_config", dict(scenario_config), "must not set "
+                                "'rotation' together with {rotation} (the models are trained "
+                                "at the default axis and tested at {rotation})",
+                                "drop 'rotation' from {scenario_config}")
     return {"format": FORMAT, "scenario": str(scenario), "models": models, "meshes": meshes,
             "seeds": seeds, "factor": factor, "n_samples": n_samples,
             "ood_samples": ood_samples, "fractions": [float(f) for f in fractions],
             "train": settings, "model_config": model_config,
             "scenario_config": dict(scenario_config or {}), "n_initial": n_initial,
             "n_steps": n_steps, "audit_steps": audit_steps, "stages": list(stages),
-            "allow_unconverged": bool(allow_unconverged)}
+            "allow_unconverged": bool(allow_unconverged), "rotation": rotation}
 
 
 def check_out(out: Path, args: Mapping[str, Any]) -> None:

@@ -31,7 +31,8 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 from .._files import atomic_path
 from ..errors import ArgumentError
 
-__all__ = ["COLUMNS", "CSV_FIELDS", "spread", "cell_text", "collect", "write_table",
+__all__ = ["COLUMNS", "TILTED_COLUMNS", "CSV_FIELDS", "spread", "cell_text", "collect",
+           "write_table",
            "read_cells", "read_table", "md_columns", "markdown"]
 
 #: The table's columns: (metric key, header). ``offline.*.r2`` follow the training target
@@ -46,6 +47,13 @@ COLUMNS: Tuple[Tuple[str, str], ...] = (
     ("online.time_to_blowup", "time to blow-up"),
     ("online.conservation_drift", "conservation drift"),
     ("peak_memory_mib", "peak memory (MiB)"),
+)
+
+#: The columns of the symmetry test (``rotation``): every model trained at the default axis
+#: and every baseline calibrated there, tested on a tilted dataset; n/a on planes.
+TILTED_COLUMNS: Tuple[Tuple[str, str], ...] = (
+    ("tilted.offline.r2", "offline R² tilted"),
+    ("tilted.online.similarity_mean", "online similarity tilted"),
 )
 
 CSV_FIELDS = ("mesh", "closure", "kind", "metric", "mean", "sd", "n", "seeds", "values")
@@ -185,17 +193,24 @@ def write_table(rows: Sequence[Mapping], out: Path, meshes: Sequence[str], notes
     return paths
 
 
-def md_columns(r2_key: str = "") -> List[Tuple[str, str]]:
-    """:data:`COLUMNS` with the offline R² keys of the training target."""
-    return [(k.replace("offline.", f"offline.{r2_key}") if k == "offline.r2" else
+def md_columns(r2_key: str = "", tilted: bool = False) -> List[Tuple[str, str]]:
+    """:data:`COLUMNS` with the offline R² keys of the training target; with ``tilted``
+    the :data:`TILTED_COLUMNS` follow the online similarity."""
+    cols: List[Tuple[str, str]] = []
+    for k, h in COLUMNS:
+        cols.append((k, h))
+        if tilted and k == "online.similarity_mean":
+            cols += list(TILTED_COLUMNS)
+    return [(k.replace("offline.", f"offline.{r2_key}") if k.endswith("offline.r2") else
              k.replace("offline.ood.", f"offline.ood.{r2_key}") if k == "offline.ood.r2"
-             else k, h) for k, h in COLUMNS]
+             else k, h) for k, h in cols]
 
 
 def markdown(rows: Sequence[Mapping], meshes: Sequence[str], notes: Sequence[str] = (),
              header: Sequence[str] = (), r2_key: str = "") -> str:
-    """The table as Markdown: one table per mesh, one row per closure."""
-    cols = md_columns(r2_key)
+    """The table as Markdown: one table per mesh, one row per closure (the tilted columns
+    when the rows hold them)."""
+    cols = md_columns(r2_key, any(str(r["metric"]).startswith("tilted.") for r in rows))
     lines = list(header)
     index = {(r["mesh"], r["closure"], r["metric"]): r for r in rows}
     for mesh in meshes:
