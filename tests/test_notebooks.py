@@ -24,6 +24,7 @@ FIGURES = {
     "04_conservative_closures.ipynb": 1,          # conservation drift
     "05_training_and_uncertainty.ipynb": 5,       # K_eff; constraints; online; split; fallback
     "06_validation_hierarchy.ipynb": 5,           # bands; spectra; coupled; online; statistics
+    "07_comparing_architectures.ipynb": 4,        # committed bars; seeds; cost; tiny run
 }
 
 
