@@ -54,7 +54,7 @@ def _names(value: Any, argument: str, example: str) -> List[str]:
 def check_arguments(scenario, models, meshes, seeds, factor, n_samples, ood_samples, fractions,
                train, model_config, scenario_config, n_initial, n_steps, audit_steps,
                stages, allow_unconverged, rotation=None) -> Dict[str, Any]:
-    from ..data.scenarios.base import _canonical_rotation
+    from ..data.scenarios import canonical_rotation
     from ..nn import list_models
     from ..train import TrainConfig
 
@@ -102,7 +102,7 @@ def check_arguments(scenario, models, meshes, seeds, factor, n_samples, ood_samp
         raise ArgumentError("stages", stages, "must be a list of 'offline', 'coupled', "
                             "'online'", "pass e.g. stages=('offline', 'online')")
     if rotation is not None:
-        rotation = _canonical_rotation(rotation)
+        rotation = canonical_rotation(rotation)
         if rotation == 0.0:
             raise ArgumentError("rotation", rotation, "must tilt the axis (0 is the default "
                                 "axis the models are trained at)", "pass e.g. {rotation}=30, "

@@ -47,12 +47,13 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from .barotropic import BarotropicScenario
-from .base import Scenario, ood_seed, rotation_matrix
+from .base import Scenario, canonical_rotation, ood_seed, rotation_matrix
 from .convection import ConvectionScenario
 from .kinematic import KinematicScenario
 
 __all__ = ["SCENARIOS", "get_scenario", "Scenario", "KinematicScenario", "BarotropicScenario",
-           "ConvectionScenario", "ood_seed", "rotation_matrix"]
+           "ConvectionScenario", "ood_seed", "rotation_matrix",
+           "canonical_rotation"]
 
 SCENARIOS: Dict[str, type] = {cls.name: cls for cls in (KinematicScenario, BarotropicScenario,
                                                         ConvectionScenario)}

@@ -38,9 +38,17 @@ def ood_seed(seed: int) -> int:
     child = np.random.SeedSequence(int(seed)).spawn(1)[0]
     return int(child.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
-def _canonical_rotation(value: Any) -> Any:
+def canonical_rotation(value: Any) -> Any:
     """``rotation`` as :attr:`Scenario.config` records it: a float tilt (azimuth 0, or
-    tilt 0: the identity), else ``[tilt, azimuth]``; raises ArgumentError for others."""
+    tilt 0: the identity), else ``[tilt, azimuth]``; raises ArgumentError for others.
+
+    >>> canonical_rotation(30), canonical_rotation([30, 0]), canonical_rotation((30, 90))
+    (30.0, 30.0, [30.0, 90.0])
+    >>> canonical_rotation("30")
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: rotation='30': must be a tilt in degrees ...
+    """
     rule = ("must be a tilt in degrees (a finite number) or a pair [tilt, azimuth] of "
             "finite numbers in degrees")
     fix = "pass e.g. {rotation}=30 or {rotation}=[30, 90]"
@@ -85,7 +93,7 @@ def rotation_matrix(rotation: Any = 0.0) -> Tensor:
     ...
     meshclosure.errors.ArgumentError: rotation=[30, 0, 1]: must be a tilt in degrees ...
     """
-    canon = _canonical_rotation(rotation)
+    canon = canonical_rotation(rotation)
     tilt, azimuth = (canon, 0.0) if isinstance(canon, float) else canon
     if tilt == 0:
         return torch.eye(3, dtype=torch.float64)
@@ -170,7 +178,7 @@ class Scenario:
         self.seed, self.factor = int(seed), int(factor)
         params = {**self.parameters, **config}
         if "rotation" in params:
-            params["rotation"] = _canonical_rotation(params["rotation"])
+            params["rotation"] = canonical_rotation(params["rotation"])
             if params["rotation"] != 0 and not self.fine.is_sphere:
                 raise ArgumentError("rotation", config["rotation"], f"tilts the axes of a sphere "
                                     f"scenario; mesh {spec!r} is not a sphere", "use a "
@@ -509,7 +517,7 @@ def _tracer_target(mesh: Mesh, rotation: Any = 0.0) -> Tensor:
     Sphere: ``q*(x) = (x_z + x_x/2)/R``, or for a ``rotation`` ``R`` (:func:`rotation_matrix`)
     ``q*(Rᵀ x) = x·(R c)/R`` with ``c = (1/2, 0, 1)``. Plane: ``rotation`` must be 0."""
     store = per_mesh(mesh, "scenarios.diffusion", dict)
-    rotation = _canonical_rotation(rotation)
+    rotation = canonical_rotation(rotation)
     if rotation != 0:
         if not mesh.is_sphere:
             raise ArgumentError("rotation", rotation, "tilts a pattern on the sphere; this "
