@@ -75,6 +75,22 @@ class CompareResult:
         return float("nan")
 
 
+
+def _generate_once(scenario, data: Path, args: Dict[str, Any], info: Path, progress: bool,
+                   say) -> None:
+    """Write the trajectory dataset ``data`` of ``scenario`` with the comparison's sizes,
+    unless it exists (a rerun reuses it); its generation time goes to ``info``."""
+    from ..data import generate
+
+    if data.is_file():
+        return
+    t0 = time.perf_counter()
+    generate(scenario, data, n_samples=args["n_samples"], ood_samples=args["ood_samples"],
+             fractions=tuple(args["fractions"]), trajectory=True, progress=progress,
+             allow_unconverged=args["allow_unconverged"])
+    _write_json(info, {"generate_s": time.perf_counter() - t0})
+    say(f"generated {data.name} ({time.perf_counter() - t0:.1f} s)")
+
 def _tag(mesh: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", mesh).strip("-")
 
@@ -242,7 +258,7 @@ def _mesh_seed(args, mesh, seed, models, out, result, say, progress) -> None:
             result.skipped.append(f"{mesh} seed {seed} {c}")
     if not todo:
         return
-    from ..data import generate, get_scenario
+    from ..data import get_scenario
     from ..nn.registry import UnsupportedMeshError
     from ..train import calibrate, save_calibration, train
     from ..validate import load_closure, validate
@@ -254,13 +270,8 @@ def _mesh_seed(args, mesh, seed, models, out, result, say, progress) -> None:
     data = out / "data" / f"{tag}.nc"
     sc = get_scenario(args["scenario"], mesh, factor=args["factor"], seed=seed,
                       **args["scenario_config"])
-    if not data.is_file():
-        t0 = time.perf_counter()
-        generate(sc, data, n_samples=args["n_samples"], ood_samples=args["ood_samples"],
-                 fractions=tuple(args["fractions"]), trajectory=True, progress=progress,
-                 allow_unconverged=args["allow_unconverged"])
-        _write_json(work / "data_info.json", {"generate_s": time.perf_counter() - t0})
-        say(f"{mesh} seed {seed}: generated {data.name} ({time.perf_counter() - t0:.1f} s)")
+    _generate_once(sc, data, args, work / "data_info.json", progress,
+                   lambda s: say(f"{mesh} seed {seed}: {s}"))
     cal_path = work / "calibration.json"
     cal_info = work / "calibration_info.json"
     if not (cal_path.is_file() and cal_info.is_file()):
@@ -352,19 +363,14 @@ def _tilted(args, mesh, seed, models, work, cal, out, say, progress) -> Dict[str
     model's closure with its feature pipeline rebuilt for the tilted scenario, the
     baselines calibrated at the default axis (``cal``; :func:`validate` rebuilds them for
     the tilted scenario of the data). Returns ``validate``'s summary ``{row: {metric}}``."""
-    from ..data import generate, get_scenario
+    from ..data import get_scenario
     from ..validate import load_closure, validate
 
     sc = get_scenario(args["scenario"], mesh, factor=args["factor"], seed=seed,
                       **args["scenario_config"], rotation=args["rotation"])
     data = out / "data" / f"{_tag(mesh)}_s{seed}_tilted.nc"
-    if not data.is_file():
-        t0 = time.perf_counter()
-        generate(sc, data, n_samples=args["n_samples"], ood_samples=args["ood_samples"],
-                 fractions=tuple(args["fractions"]), trajectory=True, progress=progress,
-                 allow_unconverged=args["allow_unconverged"])
-        _write_json(work / "data_tilted_info.json", {"generate_s": time.perf_counter() - t0})
-        say(f"{mesh} seed {seed}: generated {data.name} ({time.perf_counter() - t0:.1f} s)")
+    _generate_once(sc, data, args, work / "data_tilted_info.json", progress,
+                   lambda s: say(f"{mesh} seed {seed}: {s}"))
     closures = {m: tilted_closure(load_closure(work / m / "model.pt", sc.coarse)[0], sc)
                 for m in models}
     val = validate(str(data), closures=closures, baselines=cal, n_initial=args["n_initial"],
