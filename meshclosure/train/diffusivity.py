@@ -186,33 +186,47 @@ def load_table(data: Any, split: str = "train", max_samples: Optional[int] = Non
         input_names=tuple(names), flux_mean=flux_mean)
 
 
-def _batched_model_fluxes(closure: Any, table: SampleTable, var: str,
-                          batch_size: int) -> Optional[Tensor]:
-    """``(S, n_faces)`` from a feed-forward :class:`~meshclosure.closures.ModelClosure` in
-    batches of the stored inputs (the same features the pipeline computes, and for the
-    OOD run the OOD scenario's inputs); ``None`` when that does not apply."""
+def batched_outputs(closure: Any, table: SampleTable, batch_size: int = 16
+                    ) -> Optional[Tuple[Tensor, Optional[Tensor]]]:
+    """``(mean, log_var)`` ``(S, n_faces, V)`` (physical units, float64; ``log_var`` None
+    for a deterministic head) of a feed-forward :class:`~meshclosure.closures.ModelClosure`
+    run in batches on the stored inputs of ``table`` (the same features the pipeline
+    computes, and for the OOD run the OOD scenario's inputs); ``None`` when that does not
+    apply (not a ModelClosure, recurrent, or other input names than the table's)."""
     from ..closures import ModelClosure
 
     if not (isinstance(closure, ModelClosure) and not closure.recurrent
-            and closure.mode == "mean" and table.x is not None
-            and tuple(closure.features.names) == tuple(table.input_names)
-            and var in closure.variables):
+            and table.x is not None
+            and tuple(closure.features.names) == tuple(table.input_names)):
         return None
     dtype = next((p.dtype for p in closure.model.parameters() if p.is_floating_point()),
                  torch.float64)
-    col = closure.variables.index(var)
-    out = []
+    means, log_vars = [], []
     with torch.no_grad():
         for i in range(0, len(table), batch_size):
             x = table.x[i:i + batch_size]
             if closure.normalizer is not None:
                 x = closure.normalizer.normalize_inputs(x)
-            y = closure.model(table.mesh, x.to(dtype))
-            mean = y[0] if isinstance(y, tuple) else y
+            out = closure.model(table.mesh, x.to(dtype))
+            mean, log_var = (out[0], out[1]) if isinstance(out, tuple) else (out, None)
             if closure.normalizer is not None:
                 mean = closure.normalizer.denormalize_flux(mean)
-            out.append(mean[..., col].double())
-    return torch.cat(out)
+                log_var = None if log_var is None else \
+                    closure.normalizer.denormalize_log_var(log_var)
+            means.append(mean.double())
+            log_vars.append(None if log_var is None else log_var.double())
+    lv = None if any(v is None for v in log_vars) else torch.cat(log_vars)
+    return torch.cat(means), lv
+
+
+def _batched_model_fluxes(closure: Any, table: SampleTable, var: str,
+                          batch_size: int) -> Optional[Tensor]:
+    """``(S, n_faces)`` of ``var`` from :func:`batched_outputs` (mean mode only)."""
+    if getattr(closure, "mode", "mean") != "mean" or var not in getattr(closure, "variables",
+                                                                        ()):
+        return None
+    out = batched_outputs(closure, table, batch_size)
+    return None if out is None else out[0][..., list(closure.variables).index(var)]
 
 
 def _closure_fluxes(closure: Any, table: SampleTable, var: str, batch_size: int = 16

@@ -67,6 +67,7 @@ from torch import Tensor
 
 from ..errors import ArgumentError
 from ..fv import divergence
+from ..train.diffusivity import batched_outputs
 from ._online_runs import is_tendency
 from .metrics import skill, weighted_rmse
 from .spectra import band_filter, default_band_edges, spectral_kind
@@ -102,39 +103,10 @@ def _is_ensemble(closure: Any) -> bool:
     return isinstance(closure, EnsembleClosure)
 
 
-def _batched_outputs(closure: Any, table: Any, batch_size: int
-                     ) -> Optional[Tuple[Tensor, Optional[Tensor]]]:
-    """``(mean, log_var)`` ``(S, n_faces, V)`` of a feed-forward ModelClosure on the stored
-    inputs, physical units; ``None`` when that path does not apply."""
-    from ..closures import ModelClosure
-
-    if not (isinstance(closure, ModelClosure) and not closure.recurrent
-            and table.x is not None and tuple(closure.features.names) == tuple(table.input_names)):
-        return None
-    dtype = next((p.dtype for p in closure.model.parameters() if p.is_floating_point()),
-                 torch.float64)
-    means, log_vars = [], []
-    with torch.no_grad():
-        for i in range(0, len(table), batch_size):
-            x = table.x[i:i + batch_size]
-            if closure.normalizer is not None:
-                x = closure.normalizer.normalize_inputs(x)
-            out = closure.model(table.mesh, x.to(dtype))
-            mean, log_var = (out[0], out[1]) if isinstance(out, tuple) else (out, None)
-            if closure.normalizer is not None:
-                mean = closure.normalizer.denormalize_flux(mean)
-                log_var = None if log_var is None else \
-                    closure.normalizer.denormalize_log_var(log_var)
-            means.append(mean.double())
-            log_vars.append(None if log_var is None else log_var.double())
-    lv = None if any(v is None for v in log_vars) else torch.cat(log_vars)
-    return torch.cat(means), lv
-
-
 def _model_outputs(closure: Any, table: Any, batch_size: int
                    ) -> Tuple[Tensor, Optional[Tensor]]:
     """``(mean, log_var)`` ``(S, n_faces, V)`` of a closure with ``predict()``."""
-    batched = _batched_outputs(closure, table, batch_size)
+    batched = batched_outputs(closure, table, batch_size)
     if batched is not None:
         return batched
     if callable(getattr(closure, "reset", None)):
@@ -218,7 +190,7 @@ def predict_tendencies(closure: Any, table: Any, batch_size: int = 16) -> Dict[s
 
     S, nc = len(table), table.mesh.n_cells
     if isinstance(closure, TendencyClosure):
-        batched = _batched_outputs(closure.inner, table, batch_size)
+        batched = batched_outputs(closure.inner, table, batch_size)
         if batched is not None:
             cols = list(closure.variables)
             return {v: (batched[0][..., cols.index(v)] if v in cols
