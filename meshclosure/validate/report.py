@@ -158,8 +158,15 @@ def _line_figure(series: Mapping[str, Any], xlabel: str, ylabel: str, title: str
         if logy:
             y = np.where(y > 0, y, np.nan)
         ax.plot(x, y, label=name, color=_color(name, k),
-                lw=2.0 if name in ("truth",) else 1.3)
+                lw=2.0 if name == "truth" else 1.3, ls="--" if name == "replay" else "-",
+                zorder=5 if name == "truth" else 2)      # the truth on top, replay dashed
     ax.set_xscale("log" if logx else "linear")
+    if logx:                                             # integer wavenumbers, not 2×10⁰
+        from matplotlib.ticker import ScalarFormatter
+
+        for axis in (ax.xaxis,):
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(ScalarFormatter())
     ax.set_yscale("log" if logy else "linear")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -187,7 +194,8 @@ def _fig_spectra(result, folder: Path) -> List[tuple]:
     out = []
     for var, series in _per_var(spectra).items():
         series = {n: (np.asarray(k)[1:], np.asarray(P)[..., 1:]) for n, (k, P) in series.items()}
-        fig = _line_figure(series, "wavenumber / degree", "power",
+        fig = _line_figure(series, "wavenumber |k| (units of 2π/L) or degree l",
+                           f"power (sums to the area mean of {var}²)",
                            f"spectrum of {var} over the online window", logx=True, logy=True)
         out.append((_save(fig, folder, f"spectrum_{var or 'all'}.png"),
                     f"Power spectrum of {var} (Fourier on planes, angular power on spheres)."))
