@@ -40,7 +40,7 @@ from torch import Tensor
 from ..mesh import Mesh
 
 __all__ = ["OrnsteinUhlenbeck", "fourier_basis", "spherical_harmonic_basis", "mode_basis",
-           "band_variances"]
+           "ModeSynthesis", "band_variances"]
 
 
 class OrnsteinUhlenbeck:
@@ -112,6 +112,19 @@ class OrnsteinUhlenbeck:
             self._recent.pop(self._head - self.window, None)
         return self._value.copy()
 
+    def samples(self, start: int, stop: int) -> np.ndarray:
+        """Amplitudes ``a(t_n)`` for ``start <= n < stop``, shape ``(stop − start, n_modes)``:
+        row ``n − start`` equals :meth:`sample` ``(n)`` bit for bit (a block API for
+        synthesising many future samples at once; keep ``window >= stop − start`` plus
+        the look-back you need, or older samples are replayed from the seed)."""
+        if not (0 <= start <= stop):
+            raise ValueError(f"need 0 <= start <= stop (sample indices); got start={start}, "
+                             f"stop={stop}.")
+        out = np.empty((stop - start, self.n_modes))
+        for i, n in enumerate(range(start, stop)):
+            out[i] = self._recent[n] if n in self._recent else self.sample(n)
+        return out
+
     def stencil(self, t: float) -> Tuple[Tuple[int, float], ...]:
         """Sample indices and weights ``((n, w), ...)`` with ``a(t) = Σ w a(t_n)``:
         one pair on the sample grid, two (linear interpolation) in between.
@@ -135,6 +148,27 @@ class OrnsteinUhlenbeck:
         return w0 * self.sample(n0) + w1 * self.sample(n1)
 
 
+def _fourier_waves(lx: float, ly: float, kmin: float, kmax: float) -> list:
+    """Integer wave numbers ``(m, n)`` of :func:`fourier_basis`'s modes, in its order
+    (``k = 2π (m/lx, n/ly)``; ``m >= 0``, and ``n > 0`` when ``m = 0``)."""
+    k0 = 2 * math.pi / max(lx, ly)
+    mmax, nmax = int(math.ceil(kmax * k0 * lx / (2 * math.pi))), \
+        int(math.ceil(kmax * k0 * ly / (2 * math.pi)))
+    waves = []
+    for m in range(0, mmax + 1):
+        for n in range(-nmax, nmax + 1):
+            if m == 0 and n <= 0:
+                continue
+            kx, ky = 2 * math.pi * m / lx, 2 * math.pi * n / ly
+            kk = math.hypot(kx, ky) / k0
+            if kmin - 1e-9 <= kk <= kmax + 1e-9:
+                waves.append((m, n))
+    if not waves:
+        raise ValueError(f"the band [{kmin}, {kmax}] (units of 2π/max(lx, ly)) holds no Fourier "
+                         "mode of this periodic domain; widen it (e.g. kmax >= 1).")
+    return waves
+
+
 def fourier_basis(points: Tensor, lx: float, ly: float, kmin: float, kmax: float):
     """Real Fourier modes on the periodic plane with ``kmin ≤ |k|/k0 ≤ kmax``.
 
@@ -155,21 +189,8 @@ def fourier_basis(points: Tensor, lx: float, ly: float, kmin: float, kmax: float
     kappa : Tensor, shape (n_modes,)
         ``|k|``.
     """
-    k0 = 2 * math.pi / max(lx, ly)
-    mmax, nmax = int(math.ceil(kmax * k0 * lx / (2 * math.pi))), \
-        int(math.ceil(kmax * k0 * ly / (2 * math.pi)))
-    waves = []
-    for m in range(0, mmax + 1):
-        for n in range(-nmax, nmax + 1):
-            if m == 0 and n <= 0:
-                continue
-            kx, ky = 2 * math.pi * m / lx, 2 * math.pi * n / ly
-            kk = math.hypot(kx, ky) / k0
-            if kmin - 1e-9 <= kk <= kmax + 1e-9:
-                waves.append((kx, ky))
-    if not waves:
-        raise ValueError(f"the band [{kmin}, {kmax}] (units of 2π/max(lx, ly)) holds no Fourier "
-                         "mode of this periodic domain; widen it (e.g. kmax >= 1).")
+    waves = [(2 * math.pi * m / lx, 2 * math.pi * n / ly)
+             for m, n in _fourier_waves(lx, ly, kmin, kmax)]
     k = torch.tensor(waves, dtype=torch.float64)
     phase = points.double() @ k.T
     values = math.sqrt(2.0) * torch.stack([torch.cos(phase), torch.sin(phase)], 2)
@@ -261,6 +282,206 @@ def mode_basis(mesh: Mesh, band: Sequence[float], points: Optional[Tensor] = Non
                          "(periodic=True), healpix(nside) or icosahedral(level).")
     lx, ly = (float(p) for p in mesh.period)
     return fourier_basis(pts, lx, ly, float(lo), float(hi))
+
+
+class ModeSynthesis:
+    """Fast, exact evaluation of ``φ = Σ_k a_k e_k`` at fixed points for many amplitude vectors.
+
+    The same values as ``amplitudes @ mode_basis(mesh, band, points)[0].T`` (to
+    rounding: the sums are reordered, ~1e-15 relative), at a fraction of the cost:
+
+    * ``"fft"``: points on a uniform grid of a periodic plane (the vertices or
+      the cell centres of ``cartesian:NXxNY``, in row-major order, any offset
+      ``x0``): with ``k = 2π (m/lx, n/ly)`` and ``x = x0 + (i lx/nx, j ly/ny)``,
+      ``√2 (a_c cos k·x + a_s sin k·x) = Re[√2 (a_c − i a_s) e^{ik·x0} e^{2πi(mi/nx + nj/ny)}]``,
+      so ``φ`` is the real part of one inverse 2-D FFT of the coefficients
+      binned at ``(n mod ny, m mod nx)`` (aliases add up in their bin).
+    * ``"symmetric"``: points invariant under coordinate reflections
+      (``x → −x``, ``y → −y``, ``z → −z`` on a sphere; HEALPix has all three,
+      the icosahedral meshes ``y → −y`` and the inversion) under which every mode is
+      even or odd (real spherical harmonics are): with the modes grouped by
+      parity, each group is summed at one point per orbit only (one GEMM of
+      ``1/2^s`` the size for ``s`` reflections) and the other orbit points get
+      the signed sums of the groups.
+    * ``"dense"``: one GEMM with the whole basis (any other point set).
+
+    Parameters
+    ----------
+    mesh : Mesh
+        Its domain sets the modes (:func:`mode_basis`).
+    band : (float, float)
+        As in :func:`mode_basis`.
+    points : Tensor, shape (n_points, dim), optional
+        Default: the vertices.
+    device : torch.device or str, optional
+        Where the synthesis runs (its tables are built on the CPU, then moved).
+
+    Attributes
+    ----------
+    lam, kappa : Tensor, shape (n_modes,)
+        As returned by :func:`mode_basis` (CPU).
+    method : {"fft", "symmetric", "dense"}
+
+    Examples
+    --------
+    >>> from meshclosure.mesh.spec import parse_mesh_spec
+    >>> mesh = parse_mesh_spec("cartesian:8x4")
+    >>> syn = ModeSynthesis(mesh, (1, 2))
+    >>> a = torch.linspace(-1, 1, 2 * syn.n_modes, dtype=torch.float64).reshape(2, -1)
+    >>> B = mode_basis(mesh, (1, 2))[0]
+    >>> syn.method, bool(torch.allclose(syn(a), a @ B.T, rtol=0, atol=1e-13))
+    ('fft', True)
+    >>> syn(torch.zeros(3))
+    Traceback (most recent call last):
+    ...
+    ValueError: amplitudes must have shape (..., n_modes) = (..., 6); got (3,). ...
+    """
+
+    def __init__(self, mesh: Mesh, band: Sequence[float], points: Optional[Tensor] = None,
+                 device=None) -> None:
+        pts = (mesh.vertex_pos if points is None else points).detach().to("cpu", torch.float64)
+        values, self.lam, self.kappa = mode_basis(mesh.to("cpu"), band, pts)
+        self.n_points, self.n_modes = values.shape
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.method = "dense"
+        if not mesh.is_sphere and self._setup_fft(mesh, band, pts):
+            self.method = "fft"
+        elif mesh.is_sphere and self._setup_symmetric(pts, values):
+            self.method = "symmetric"
+        else:
+            self._basis_t = values.T.contiguous().to(self.device)
+
+    # -------------------------------------------------------------------- fft
+    def _setup_fft(self, mesh: Mesh, band, pts: Tensor) -> bool:
+        nx, ny = mesh.info.get("nx"), mesh.info.get("ny")
+        if not nx or not ny or pts.shape != (int(nx) * int(ny), 2):
+            return False
+        nx, ny = int(nx), int(ny)
+        lx, ly = (float(p) for p in mesh.period)
+        x0 = pts[0]
+        i = torch.arange(nx, dtype=torch.float64).repeat(ny)
+        j = torch.arange(ny, dtype=torch.float64).repeat_interleave(nx)
+        grid = torch.stack([x0[0] + i * lx / nx, x0[1] + j * ly / ny], 1)
+        d = pts - grid
+        d = d - torch.round(d / torch.tensor([lx, ly], dtype=torch.float64)) \
+            * torch.tensor([lx, ly], dtype=torch.float64)
+        if float(d.abs().max()) > 1e-9 * max(lx, ly):
+            return False
+        waves = _fourier_waves(lx, ly, float(band[0]), float(band[1]))
+        m = torch.tensor([w[0] for w in waves], dtype=torch.float64)
+        n = torch.tensor([w[1] for w in waves], dtype=torch.float64)
+        phase = 2 * math.pi * (m * float(x0[0]) / lx + n * float(x0[1]) / ly)
+        # c_w = √2 e^{ik·x0} (a_cos − i a_sin) = a_cos·coef + a_sin·(−i coef)
+        coef = math.sqrt(2.0) * torch.polar(torch.ones_like(phase), phase)
+        self._fft_coef = torch.stack([coef, -1j * coef], 1).reshape(-1).to(self.device)
+        bins = (torch.remainder(n, ny) * nx + torch.remainder(m, nx)).long()
+        self._fft_bins = bins.repeat_interleave(2).to(self.device)
+        self._fft_shape = (ny, nx)
+        return True
+
+    def _fft(self, a: Tensor) -> Tensor:
+        ny, nx = self._fft_shape
+        X = torch.zeros(a.shape[0], ny * nx, dtype=torch.complex128, device=a.device)
+        X.index_add_(1, self._fft_bins, a * self._fft_coef)
+        return torch.fft.ifft2(X.reshape(-1, ny, nx), norm="forward").real.reshape(-1, ny * nx)
+
+    # -------------------------------------------------------------- symmetric
+    def _setup_symmetric(self, pts: Tensor, values: Tensor) -> bool:
+        scale = float(pts.abs().max())
+        key = lambda x: [tuple(r) for r in torch.round(x / scale * 1e8).long().tolist()]
+        where = {k: i for i, k in enumerate(key(pts))}
+        if len(where) != len(pts):
+            return False
+        tol = 1e-12 * max(float(values.abs().max()), 1.0)
+        perms, parities, flips = [], [], []
+        dim = pts.shape[1]
+        candidates = [[-1.0 if a == b else 1.0 for b in range(dim)] for a in range(dim)]
+        for flip in candidates + [[-1.0] * dim]:          # the axis reflections, the inversion
+            if flip == [-1.0] * dim and len(flips) == dim:
+                continue                                  # the product of the three: redundant
+            flip_t = torch.tensor(flip, dtype=torch.float64)
+            found = [where.get(k) for k in key(pts * flip_t)]
+            if any(f is None for f in found):
+                continue
+            perm = torch.tensor(found)
+            # the mirrored points must be the points to rounding (a few ulps), else the
+            # values would differ from the dense sum by more than rounding
+            if float((pts[perm] - pts * flip_t).abs().max()) > 8 * 2.2e-16 * scale:
+                continue
+            moved = values[perm]
+            even = (moved - values).abs().amax(0) <= tol
+            odd = (moved + values).abs().amax(0) <= tol
+            if not bool((even | odd).all()):
+                continue
+            perms.append(perm)
+            flips.append(flip)
+            parities.append(torch.where(even, 1.0, -1.0).double())
+        if not perms:
+            return False
+        s = len(perms)
+        # group elements: subsets of the reflections (bit i: reflection i applied)
+        elem_perm = []
+        for e in range(2 ** s):
+            perm = torch.arange(len(pts))
+            for b in range(s):
+                if e >> b & 1:
+                    perm = perms[b][perm]
+            elem_perm.append(perm)
+        lists = [perm.tolist() for perm in elem_perm]
+        owner, source, reps = [-1] * len(pts), [0] * len(pts), []
+        for p in range(len(pts)):
+            if owner[p] >= 0:
+                continue
+            reps.append(p)
+            for e in range(2 ** s):
+                q = lists[e][p]
+                if owner[q] < 0:
+                    owner[q], source[q] = len(reps) - 1, e     # point q = element e of the rep
+        n_reps = len(reps)
+        source = torch.tensor(source) * n_reps + torch.tensor(owner)  # into (element, rep)
+        signature = torch.stack(parities, 1)            # (n_modes, s), ±1
+        codes = ((signature < 0).long() * (2 ** torch.arange(s))).sum(1)
+        reps_t = torch.tensor(reps)
+        classes, blocks, chars = [], [], []
+        for c in sorted(set(codes.tolist())):
+            modes = torch.nonzero(codes == c).reshape(-1)
+            classes.append(modes)
+            blocks.append(values[reps_t][:, modes].T.contiguous())
+            # χ_c(e) = Π_{b in e} parity_b(c)
+            chars.append([(-1.0) ** bin(c & e).count("1") for e in range(2 ** s)])
+        self._sym_order = torch.cat(classes).to(self.device)
+        self._sym_sizes = [len(m) for m in classes]
+        self._sym_blocks = [b.to(self.device) for b in blocks]
+        self._sym_chars = torch.tensor(chars, dtype=torch.float64).T.contiguous().to(self.device)
+        self._sym_source = source.to(self.device)
+        self._sym_n_reps = n_reps
+        return True
+
+    def _symmetric(self, a: Tensor) -> Tensor:
+        parts = torch.split(a.index_select(1, self._sym_order), self._sym_sizes, 1)
+        F = torch.stack([p @ b for p, b in zip(parts, self._sym_blocks)])   # (c, K, reps)
+        n_c, K, R = F.shape
+        vals = (self._sym_chars @ F.reshape(n_c, K * R)).reshape(-1, K, R)  # (e, K, reps)
+        vals = vals.permute(1, 0, 2).reshape(K, -1)
+        return vals.index_select(1, self._sym_source)
+
+    # ------------------------------------------------------------------- call
+    def __call__(self, amplitudes: Tensor) -> Tensor:
+        """``φ`` at the points, shape ``(..., n_points)``, for ``amplitudes (..., n_modes)``
+        (float64; on :attr:`device`)."""
+        a = torch.as_tensor(amplitudes)
+        if a.dim() == 0 or a.shape[-1] != self.n_modes:
+            raise ValueError(f"amplitudes must have shape (..., n_modes) = (..., {self.n_modes}); "
+                             f"got {tuple(a.shape)}. Pass one amplitude per mode (the last axis).")
+        lead = a.shape[:-1]
+        a = a.to(device=self.device, dtype=torch.float64).reshape(-1, self.n_modes)
+        if self.method == "fft":
+            out = self._fft(a)
+        elif self.method == "symmetric":
+            out = self._symmetric(a)
+        else:
+            out = a @ self._basis_t
+        return out.reshape(lead + (self.n_points,))
 
 
 def band_variances(lam: Tensor, kappa: Tensor, rms: float, slope: float = -5.0 / 3.0,

@@ -106,6 +106,11 @@ def rotation_matrix(rotation: Any = 0.0) -> Tensor:
             + (1 - math.cos(th)) * torch.outer(u, u))
 
 
+BLOCK = 64
+"""OU samples whose random fields a scenario synthesises at once (one batched transform,
+:class:`~meshclosure.data.random_flows.ModeSynthesis`), in blocks aligned to absolute sample
+indices so that no value depends on where a run starts or resumes."""
+
 _MESH_HELP = ("write the fine mesh as 'cartesian:64' (or 'cartesian:64x64'), 'healpix:32' or "
               "'icosahedral:5'")
 

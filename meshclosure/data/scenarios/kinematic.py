@@ -12,8 +12,8 @@ from ...fv.operators import transport_from_streamfunction
 from ...mesh import Coarsening
 from ...solver import TracerModel
 from ...solver.tracer import SCHEMES
-from ..random_flows import OrnsteinUhlenbeck, band_variances, mode_basis
-from .base import (Scenario, State, _Augmented, _coarse_every, _dx, _noise_window,
+from ..random_flows import ModeSynthesis, OrnsteinUhlenbeck, band_variances, mode_basis
+from .base import (BLOCK, Scenario, State, _Augmented, _coarse_every, _dx, _noise_window,
                    _resolution_wavenumber, _tracer_target)
 
 __all__ = ["KinematicScenario"]
@@ -191,73 +191,109 @@ class KinematicScenario(Scenario):
 
     def _setup(self) -> None:
         p, mesh = self.params, self.fine
-        Bl, lam_l, k_l = mode_basis(mesh, p["large_band"])
-        Bs, lam_s, k_s = mode_basis(mesh, p["small_band"])
-        var_l = band_variances(lam_l, k_l, p["u_large"], p["spectral_slope"])
-        var_s = band_variances(lam_s, k_s, p["u_small"], p["spectral_slope"])
-        self._basis_large, self._basis_small = Bl, Bs
+        syn_l = ModeSynthesis(mesh, p["large_band"], device=mesh.device)
+        syn_s = ModeSynthesis(mesh, p["small_band"], device=mesh.device)
+        var_l = band_variances(syn_l.lam, syn_l.kappa, p["u_large"], p["spectral_slope"])
+        var_s = band_variances(syn_s.lam, syn_s.kappa, p["u_small"], p["spectral_slope"])
+        self._synthesis = (syn_l, syn_s)
         self.ou = OrnsteinUhlenbeck(
             np.sqrt(np.r_[var_l, var_s]),
             np.r_[np.full(len(var_l), p["tau_large"]), np.full(len(var_s), p["tau_small"])],
-            self.dt, seed=[self.seed, 1], window=_noise_window(p))
+            self.dt, seed=[self.seed, 1], window=_noise_window(p) + BLOCK)
         self._n_large = len(var_l)
         self._last: Dict[float, Tensor] = {}
-        self._band_sums: Dict[int, Tuple[Tensor, Tensor]] = {}
+        self._blocks: Dict[int, Tuple[Tensor, Tensor]] = {}
+        self._face_vertices = (mesh.face_vertices[0].contiguous(),
+                               mesh.face_vertices[1].contiguous())
+        x = mesh.vertex_pos.double()
+        if mesh.is_sphere:
+            self._vertex_unit = (x / mesh.radius).contiguous()
+        else:       # cos(a − w) cos b = cos w (cos a cos b) + sin w (sin a cos b)
+            lx, ly = (float(v) for v in mesh.period)
+            a, cb = 2 * math.pi * x[:, 0] / lx, torch.cos(2 * math.pi * x[:, 1] / ly)
+            self._vertex_trig = (torch.cos(a) * cb, torch.sin(a) * cb)
         self.base = TracerModel(mesh, self._transport_at,
                                 relaxation=(p["relax_rate"], self._target(mesh)),
                                 scheme=p["scheme"])
         self._model = _Augmented(self.base, mesh, {"q": p["kappa"]})
 
+    def _axis(self, t: float) -> Tensor:
+        """Sphere: the axis ``n̂(t)`` of the pattern ``P = n̂·x/R`` (rotated), shape (3,)."""
+        a, w = math.pi / 4, 2 * math.pi * t / self.params["N_period"]
+        axis = torch.tensor([math.sin(a) * math.cos(w), math.sin(a) * math.sin(w),
+                             math.cos(a)], dtype=torch.float64)
+        if self.rotation is not None:
+            axis = self.rotation @ axis
+        return axis
+
     def N(self, points: Tensor, t: float) -> Tensor:
         """The resolved field ``N(x, t)`` at ``points (n, d)``."""
         p = self.params
         x = points.double()
-        w = 2 * math.pi * t / p["N_period"]
         if self.fine.is_sphere:
-            a = math.pi / 4
-            axis = torch.tensor([math.sin(a) * math.cos(w), math.sin(a) * math.sin(w),
-                                 math.cos(a)], dtype=torch.float64)
-            if self.rotation is not None:
-                axis = self.rotation @ axis
-            P = x @ axis / self.fine.radius
+            P = x @ self._axis(t).to(x.device) / self.fine.radius
         else:
+            w = 2 * math.pi * t / p["N_period"]
             lx, ly = (float(v) for v in self.fine.period)
             P = torch.cos(2 * math.pi * x[:, 0] / lx - w) * torch.cos(2 * math.pi * x[:, 1] / ly)
         return p["N_mean"] * (1 + p["N_amplitude"] * P)
+
+    def _vertex_modulation(self, t: float) -> Tensor:
+        """``g(N(x, t))`` at the fine vertices ``(n_vertices,)``: :meth:`N` and
+        :meth:`modulation` from cached functions of the fixed vertex coordinates
+        (equal to them to rounding)."""
+        p = self.params
+        if self.fine.is_sphere:
+            P = self._vertex_unit @ self._axis(t).to(self._vertex_unit.device)
+        else:
+            w = 2 * math.pi * t / p["N_period"]
+            cc, sc = self._vertex_trig
+            P = torch.mul(cc, math.cos(w)).add_(sc, alpha=math.sin(w))
+        r = P.mul_(p["N_amplitude"]).add_(1.0).mul_(p["N_mean"] / p["N0"])
+        return torch.mul(r, r).add_(1.0).rsqrt_().mul_(r)
+
+    def _sample_fields(self, n: int) -> Tuple[Tensor, Tensor]:
+        """Large- and small-band sums ``(n_vertices,)`` at OU sample ``n``. Synthesised a block
+        of :data:`~meshclosure.data.scenarios.base.BLOCK` samples at a time
+        (:class:`~meshclosure.data.random_flows.ModeSynthesis`), the blocks aligned to
+        absolute sample indices (block ``b``: samples ``b·BLOCK … b·BLOCK + BLOCK − 1``), so
+        the values never depend on where a run starts or resumes."""
+        b, i = divmod(int(n), BLOCK)
+        fields = self._blocks.get(b)
+        if fields is None:
+            a = torch.as_tensor(self.ou.samples(b * BLOCK, (b + 1) * BLOCK))
+            syn_l, syn_s = self._synthesis
+            fields = (syn_l(a[:, :self._n_large]), syn_s(a[:, self._n_large:]))
+            if len(self._blocks) > 1:
+                self._blocks.pop(next(iter(self._blocks)))
+            self._blocks[b] = fields
+        return fields[0][i], fields[1][i]
 
     def psi_vertex(self, t: float, parts: Tuple[str, ...] = ("large", "small")) -> Tensor:
         """Streamfunction at the fine vertices ``(n_vertices,)`` (``parts`` selects the bands).
 
         The band sums are linear in the OU amplitudes, so they are computed
-        once per OU sample index and interpolated in time with
-        :meth:`~meshclosure.data.random_flows.OrnsteinUhlenbeck.stencil`
-        (one matrix product per time step instead of one per Runge–Kutta stage).
+        once per OU sample index (:meth:`_sample_fields`, a block of samples at a
+        time) and interpolated in time with
+        :meth:`~meshclosure.data.random_flows.OrnsteinUhlenbeck.stencil`.
         """
         large = small = None
         for n, w in self.ou.stencil(t):
-            fields = self._band_sums.get(n)
-            if fields is None:
-                a = torch.as_tensor(self.ou.sample(n))
-                fields = (self._basis_large @ a[:self._n_large],
-                          self._basis_small @ a[self._n_large:])
-                if len(self._band_sums) > 3:
-                    self._band_sums.pop(next(iter(self._band_sums)))
-                self._band_sums[n] = fields
-            large = w * fields[0] if large is None else large + w * fields[0]
-            small = w * fields[1] if small is None else small + w * fields[1]
-        psi = torch.zeros(self.fine.n_vertices, dtype=torch.float64)
-        if "large" in parts:
-            psi = psi + large
+            fl, fs = self._sample_fields(n)
+            large = fl if w == 1.0 else (w * fl if large is None else large.add(fl, alpha=w))
+            small = fs if w == 1.0 else (w * fs if small is None else small.add(fs, alpha=w))
         if "small" in parts:
-            g = self.modulation(self.N(self.fine.vertex_pos, t), self.params["N0"])
-            psi = psi + g * small
-        return psi
+            g = self._vertex_modulation(t)
+            return torch.addcmul(large, g, small) if "large" in parts else g.mul_(small)
+        return large.clone() if "large" in parts else torch.zeros_like(large)
 
     def _transport_at(self, t: float) -> Tensor:
         t = float(t)
         U = self._last.get(t)
-        if U is None:
-            U = transport_from_streamfunction(self.fine, self.psi_vertex(t))
+        if U is None:       # transport_from_streamfunction, by index_select (faster, same values)
+            psi = self.psi_vertex(t)
+            v0, v1 = self._face_vertices
+            U = torch.index_select(psi, 0, v0).sub_(torch.index_select(psi, 0, v1))
             if len(self._last) > 4:
                 self._last.pop(next(iter(self._last)))
             self._last[t] = U
