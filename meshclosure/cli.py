@@ -63,6 +63,9 @@ GENERATE_FLAGS = {
     "gap": "--gap", "format": "--format", "out": "--out", "overwrite": "--overwrite",
     "resume": "--no-resume", "progress": "--no-progress",
     "allow_unconverged": "--allow-unconverged", "trajectory": "--trajectory",
+    "runs": "--runs", "workers": "--workers", "scheduler": "--scheduler",
+    "ood_runs": "--ood-runs", "split_by": "--split-by", "threads": "--threads",
+    "timeout": "--scheduler-timeout",
 }
 
 #: Parameters of ``generate`` that no flag sets (an error about one says so).
@@ -230,6 +233,17 @@ An interrupted run keeps its checkpoints in OUT.partial/; rerunning the same
 command resumes from the last sample (--no-resume starts afresh). The output
 appears only when complete, and an existing one is replaced only with
 --overwrite. Every argument is checked before the first sample runs.
+
+Many runs in parallel (dask.distributed): --runs R writes R independent runs
+(seeds from one SeedSequence of --seed) and --ood-runs K out-of-distribution
+runs into one zarr store, one dask task per run:
+
+  meshclosure generate --scenario kinematic --runs 8 --workers 4 --out runs.zarr
+  meshclosure generate --scenario kinematic --runs 16 --scheduler tcp://A:8786 \
+      --out /shared/data.zarr      # workers must see /shared at the same path
+
+--split-by run puts whole runs into train/val/test (needs --runs >= 3). A
+rerun of an interrupted command skips the runs already finished.
 """
 
 #: flag -> (lowest value, what to do instead) for the integer flags that the scenario
@@ -261,11 +275,56 @@ def _generate_module():
     return importlib.import_module("meshclosure.data.generate")
 
 
+#: The flags of many runs (dest -> flag); each needs --runs.
+_RUNS_FLAGS = {"workers": "--workers", "scheduler": "--scheduler", "ood_runs": "--ood-runs",
+               "split_by": "--split-by", "threads": "--threads",
+               "scheduler_timeout": "--scheduler-timeout"}
+
+
+def _cmd_generate_runs(args: argparse.Namespace, out: str) -> int:
+    """``generate --runs R``: many runs on dask into one zarr store (:func:`generate_runs`)."""
+    from .data.multirun import check_runs_arguments, generate_runs
+    from .data.scenarios import get_scenario
+
+    split_by = args.split_by or "time"
+    threads = 1 if args.threads is None else args.threads
+    timeout = 30.0 if args.scheduler_timeout is None else args.scheduler_timeout
+    check_runs_arguments(args.runs, workers=args.workers, scheduler=args.scheduler,
+                         ood_runs=args.ood_runs, ood_samples=args.ood, split_by=split_by,
+                         threads=threads, timeout=timeout)
+    _generate_module().check_generate_arguments(
+        n_samples=args.samples, every=args.every, ood_samples=args.ood,
+        gap=0 if split_by == "run" else args.gap, format=args.format, out=out,
+        overwrite=args.overwrite, resume=not args.no_resume, trajectory=args.trajectory)
+    scenario = get_scenario(args.scenario, mesh=args.mesh, factor=args.factor, seed=args.seed)
+    try:
+        generate_runs(scenario, out, runs=args.runs, n_samples=args.samples, every=args.every,
+                      ood_samples=args.ood, ood_runs=args.ood_runs, split_by=split_by,
+                      workers=args.workers, scheduler=args.scheduler, threads=threads,
+                      gap=args.gap, overwrite=args.overwrite, resume=not args.no_resume,
+                      progress=not (args.no_progress or args.quiet), trajectory=args.trajectory,
+                      allow_unconverged=args.allow_unconverged,
+                      timeout=timeout)
+    except KeyboardInterrupt:
+        print(f"meshclosure generate: interrupted; nothing was written to {out}. The finished "
+              f"runs are kept in {out}.partial/runs/: rerun the same command to compute only "
+              "the missing ones (--no-resume starts afresh).", file=sys.stderr)
+        return 130
+    return 0
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from .data.scenarios import get_scenario
 
     gen = _generate_module()
     _check_generate_flags(args)
+    if args.runs is not None:
+        out = args.out or f"meshclosure_{args.scenario}.zarr"
+        return _cmd_generate_runs(args, out)
+    for dest, flag in _RUNS_FLAGS.items():
+        if getattr(args, dest) is not None:
+            raise ArgumentError(flag, getattr(args, dest), "applies to many runs only",
+                                f"add --runs R (e.g. --runs 4) to use {flag}, or leave it out")
     out = args.out or f"meshclosure_{args.scenario}" + (".zarr" if args.format == "zarr"
                                                         else ".nc")
     # every check before the first sample (and before the fine mesh is built)
@@ -442,6 +501,28 @@ def build_parser() -> argparse.ArgumentParser:
                      "(step-mean subgrid flux, step-mean forcing, and for kinematic the coarse "
                      "transport at every stage time), so one file serves calibrate, train and "
                      "validate, and unrolled training (TrajectoryDataset)")
+    many = gen.add_argument_group(
+        "many runs in parallel (dask.distributed; one zarr store)",
+        "R independent runs, one dask task each, into one zarr store with a run dimension")
+    many.add_argument("--runs", type=_integer("--runs"), default=None, metavar="R",
+                      help="main runs, >= 1, seeded from one SeedSequence of --seed (default: "
+                      "one run, no dask)")
+    many.add_argument("--workers", type=_integer("--workers"), default=None, metavar="N",
+                      help="start a local dask cluster of N worker processes (default 1)")
+    many.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                      help="submit to a running dask scheduler, e.g. tcp://host:8786 (its "
+                      "workers must see the output folder at the same path)")
+    many.add_argument("--scheduler-timeout", type=float, default=None, metavar="S",
+                      help="seconds to wait for --scheduler to answer (default 30)")
+    many.add_argument("--ood-runs", type=_integer("--ood-runs"), default=None, metavar="K",
+                      help="out-of-distribution runs, the ood() variants of main runs 0..K-1, "
+                      "--ood samples each (default: 1 when --ood > 0, else 0)")
+    many.add_argument("--split-by", choices=("time", "run"), default=None,
+                      help="time: every main run split by time (default); run: whole runs "
+                      "to train/val/test (needs --runs >= 3)")
+    many.add_argument("--threads", type=_integer("--threads"), default=None, metavar="T",
+                      help="torch threads per run (default 1; the same count gives the same "
+                      "bits)")
     gen.set_defaults(func=_cmd_generate, flags=GENERATE_FLAGS)
     cal = sub.add_parser("calibrate", parents=[common],
                          help="fit the physics baselines (constant, power law, Smagorinsky, "

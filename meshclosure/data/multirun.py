@@ -83,7 +83,8 @@ import numpy as np
 
 from .._files import check_folder
 from ..errors import ArgumentError, MeshclosureError
-from .dataset import SPLIT_CODES, DatasetError, _digest, sample_variables, split_boundaries
+from .dataset import (SPLIT_CODES, DatasetError, _digest, _versions, sample_variables,
+                      split_boundaries)
 from .generate import (_PARTIAL_FORMAT, ResumeError, _open_partial, check_generate_arguments,
                        generate, partial_dir)
 from .store import _encoding, _for_writing, _replace_folder, _umask, default_chunk_time
@@ -199,8 +200,8 @@ def check_runs_arguments(runs: Any = 1, *, workers: Any = None, scheduler: Any =
     _integer("runs", runs, 1, "ask for at least one run, e.g. {runs}=4")
     if workers is not None and scheduler is not None:
         raise ArgumentError("workers", workers, f"cannot be combined with scheduler="
-                            f"{scheduler!r}: {{workers}} starts a local cluster, {{scheduler}} "
-                            "uses a running one", "pass only one of {workers} and {scheduler}")
+                            f"{scheduler!r}: the one starts a local cluster, the other uses a "
+                            "running one", "pass only one of {workers} and {scheduler}")
     if workers is not None:
         _integer("workers", workers, 1, "pass a number of worker processes, e.g. {workers}=2")
     if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.strip()):
@@ -216,7 +217,7 @@ def check_runs_arguments(runs: Any = 1, *, workers: Any = None, scheduler: Any =
              "<= {runs}")
     if ood_runs > runs:
         raise ArgumentError("ood_runs", ood_runs, f"must be <= runs={runs}: the OOD runs are "
-                            "the ood() variants of main runs 0 .. ood_runs-1",
+                            "the ood() variants of the first main runs, one each",
                             f"pass {{ood_runs}} <= {runs}, or more {{runs}}")
     if ood_runs and not ood_samples:
         raise ArgumentError("ood_runs", ood_runs, "needs ood_samples > 0 (samples of each "
@@ -398,7 +399,6 @@ def _combined_template(first, stores: List[Any], specs: List[Dict[str, Any]],
                        split_by: str, fractions: Sequence[float]):
     """The combined dataset: small variables in memory, the samples as NaN placeholders."""
     import dask.array as da
-    import xarray as xr
 
     n_runs = len(specs)
     n_time = max(s.sizes["time"] for s in stores)
@@ -607,67 +607,43 @@ def generate_runs(scenario, out: str | os.PathLike, runs: int = 4, n_samples: in
     check_folder(out, "out")
     folder = partial_dir(out)
     specs = _per_run_specs(scenario, folder, args, gen, allow_unconverged)
-    from .dataset import _versions
     meta = {"format": _PARTIAL_FORMAT, "multirun": 1, "config": scenario.config,
             "runs": args["runs"], "ood_runs": args["ood_runs"], "split_by": args["split_by"],
             "n_samples": gen["n_samples"], "every": gen["every"],
             "ood_samples": gen["ood_samples"], "fractions": list(gen["fractions"]),
             "gap": gen["gap"], "trajectory": gen["trajectory"], "threads": args["threads"],
-            "versions": _versions()}
+            "versions": _versions()}      # an upgrade between interruption and resume: refused
     meta = json.loads(json.dumps(meta, sort_keys=True, default=str))
-    _open_partial(folder, meta, resume)
-    (folder / "runs").mkdir(exist_ok=True)
-
     start = time.perf_counter()
-    done = [s for s in specs if _complete(s)]
-    todo = [s for s in specs if s not in done]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(specs), initial=len(done), desc=f"generate {scenario.name} runs",
-                   unit="run", disable=None)
-    results: Dict[int, Dict[str, Any]] = {}
-    try:
-        with _client(args["workers"], args["scheduler"], args["timeout"]) as client:
-            from distributed import as_completed
-
-            n_workers = len(client.scheduler_info().get("workers", {}))
-            token = os.urandom(4).hex()
-            futures = [client.submit(_run_task, s, key=f"meshclosure-run-{s['run']:03d}-{token}",
-                                     pure=False, retries=args["retries"]) for s in todo]
-            for k, fut in enumerate(as_completed(futures), 1):
-                res = fut.result()
-                results[res["run"]] = res
-                if bar is not None:
-                    bar.update(1)
-                if callback is not None:
-                    callback(res["run"], k, len(todo))
-            wall_runs = time.perf_counter() - start
-            samples = sum(r["samples"] for r in results.values())
-            per_run = [{"run": s["run"], "kind": s["kind"], "seed": s["seed"],
-                        "skipped": s["run"] not in results,
-                        **({k: results[s["run"]][k] for k in ("wall_s", "worker", "host",
-                                                             "samples")}
-                           if s["run"] in results else {})} for s in specs]
-            generation = {"runs": per_run, "n_runs": len(specs), "workers": n_workers,
-                          "scheduler": args["scheduler"] or "LocalCluster",
-                          "threads": args["threads"], "computed_runs": sorted(results),
-                          "skipped_runs": [s["run"] for s in done], "samples": samples,
-                          "runs_wall_s": wall_runs,
-                          "samples_per_min": 60 * samples / max(wall_runs, 1e-12)}
-            attrs = {"seed": int(scenario.config.get("seed", getattr(scenario, "seed", 0))),
-                     "run_configs": json.dumps([s["config"] for s in specs], sort_keys=True),
-                     "n_runs": len(specs), "n_main_runs": args["runs"],
-                     "n_ood_runs": args["ood_runs"], "split_by": args["split_by"],
-                     "split_runs": json.dumps(_split_runs(args, gen["fractions"])),
-                     }
-            if args["split_by"] == "run":
-                attrs.update({"split_gap": 0, "split_boundaries": json.dumps(split_boundaries(
-                    args["runs"], gen["fractions"]))})
-            _combine(specs, folder, out, client, args, gen, attrs, generation, start, overwrite)
-    finally:
-        if bar is not None:
-            bar.close()
+    with _client(args["workers"], args["scheduler"], args["timeout"]) as client:
+        _open_partial(folder, meta, resume)            # after the scheduler answered
+        (folder / "runs").mkdir(exist_ok=True)
+        done = [s for s in specs if _complete(s)]
+        todo = [s for s in specs if s not in done]
+        results = _compute_runs(client, todo, len(specs), len(done), args["retries"],
+                                f"generate {scenario.name} runs" if progress else None, callback)
+        wall_runs = time.perf_counter() - start
+        samples = sum(r["samples"] for r in results.values())
+        per_run = [{"run": s["run"], "kind": s["kind"], "seed": s["seed"],
+                    "skipped": s["run"] not in results,
+                    **({k: results[s["run"]][k] for k in ("wall_s", "worker", "host", "samples")}
+                       if s["run"] in results else {})} for s in specs]
+        generation = {"runs": per_run, "n_runs": len(specs),
+                      "workers": len(client.scheduler_info().get("workers", {})),
+                      "scheduler": args["scheduler"] or "LocalCluster",
+                      "threads": args["threads"], "computed_runs": sorted(results),
+                      "skipped_runs": [s["run"] for s in done], "samples": samples,
+                      "runs_wall_s": wall_runs,
+                      "samples_per_min": 60 * samples / max(wall_runs, 1e-12)}
+        attrs = {"seed": int(scenario.config.get("seed", getattr(scenario, "seed", 0))),
+                 "run_configs": json.dumps([s["config"] for s in specs], sort_keys=True),
+                 "n_runs": len(specs), "n_main_runs": args["runs"],
+                 "n_ood_runs": args["ood_runs"], "split_by": args["split_by"],
+                 "split_runs": json.dumps(_split_runs(args, gen["fractions"]))}
+        if args["split_by"] == "run":
+            attrs.update({"split_gap": 0, "split_boundaries": json.dumps(split_boundaries(
+                args["runs"], gen["fractions"]))})
+        _combine(specs, folder, out, client, args, gen, attrs, generation, start, overwrite)
     shutil.rmtree(folder, ignore_errors=True)
     line = (f"wrote {out}: {args['runs']} runs (+{args['ood_runs']} ood) of {n_samples} "
             f"samples on {generation['workers']} workers; computed {len(results)} runs "
@@ -677,6 +653,39 @@ def generate_runs(scenario, out: str | os.PathLike, runs: int = 4, n_samples: in
     if echo is not None:
         echo(line)
     return out
+
+
+def _compute_runs(client, todo: List[Dict[str, Any]], total: int, skipped: int, retries: int,
+                  desc: Optional[str], callback) -> Dict[int, Dict[str, Any]]:
+    """Submit one task per run in ``todo``; gather their results as they finish (one bar).
+
+    On any error or interruption the runs still queued are cancelled (a run
+    already running on a worker of an external scheduler ends on its own)."""
+    from distributed import as_completed
+
+    bar = None
+    if desc is not None:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=skipped, desc=desc, unit="run", disable=None)
+    token = os.urandom(4).hex()
+    futures = [client.submit(_run_task, s, key=f"meshclosure-run-{s['run']:03d}-{token}",
+                             pure=False, retries=retries) for s in todo]
+    results: Dict[int, Dict[str, Any]] = {}
+    try:
+        for k, fut in enumerate(as_completed(futures), 1):
+            res = fut.result()
+            results[res["run"]] = res
+            if bar is not None:
+                bar.update(1)
+            if callback is not None:
+                callback(res["run"], k, len(todo))
+    except BaseException:
+        client.cancel(futures)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
 
 
 def _split_runs(args: Dict[str, Any], fractions: Sequence[float]) -> Dict[str, List[int]]:
