@@ -11,7 +11,10 @@
 * :mod:`~meshclosure.data.trajectory`: coarse steps of a truth run with their
   step means (what the coarse model replays), :func:`trajectory_windows`.
 * :mod:`~meshclosure.data.generate`: :func:`generate` and
-  :func:`check_generate_arguments`, behind ``meshclosure generate``.
+  :func:`check_generate_arguments`, behind ``meshclosure generate``;
+  :mod:`~meshclosure.data.multirun`: :func:`generate_runs`, many runs on
+  dask.distributed into one zarr store (``generate --runs R``), :func:`run_seeds`,
+  :func:`scenario_for_run`.
 * :mod:`~meshclosure.data.scenarios`: the truth runs (``kinematic``,
   ``barotropic``, ``convection``): :func:`get_scenario`, ``SCENARIOS``.
 """
@@ -21,6 +24,7 @@ from .dataset import (FORMAT_VERSION, SPLIT_CODES, SPLITS, DatasetError, Normali
                       SubgridDataset, build_dataset, check_compatible, mesh_from_dataset,
                       read_dataset, split_boundaries, write_dataset)
 from .generate import ResumeError, check_generate_arguments, check_output_path, generate
+from .multirun import SharedPathError, generate_runs, run_seeds, scenario_for_run
 from .scenarios import SCENARIOS, Scenario, get_scenario
 from .targets import SubgridSample, check_identity, coarse_inputs, subgrid_targets
 from .torch_dataset import GraphBatch, TrajectoryDataset
@@ -33,6 +37,7 @@ __all__ = [
     "NormalizationStats", "SubgridDataset", "generate", "check_generate_arguments",
     "check_output_path", "ResumeError", "get_scenario", "SCENARIOS", "Scenario",
     "TrajectoryDataset", "GraphBatch", "trajectory_windows", "trajectory_samples",
-    "coarse_steps", "replay",
+    "coarse_steps", "replay", "generate_runs", "run_seeds", "scenario_for_run",
+    "SharedPathError",
 ]
 
