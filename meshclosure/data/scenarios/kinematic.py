@@ -207,7 +207,9 @@ class KinematicScenario(Scenario):
                                mesh.face_vertices[1].contiguous())
         x = mesh.vertex_pos.double()
         if mesh.is_sphere:
-            self._vertex_unit = (x / mesh.radius).contiguous()
+            self._vertex_unit = tuple((x[:, i] / mesh.radius).contiguous() for i in range(3))
+            if self.rotation is not None:
+                self._rotation_rows = self.rotation.tolist()
         else:       # cos(a − w) cos b = cos w (cos a cos b) + sin w (sin a cos b)
             lx, ly = (float(v) for v in mesh.period)
             a, cb = 2 * math.pi * x[:, 0] / lx, torch.cos(2 * math.pi * x[:, 1] / ly)
@@ -217,13 +219,13 @@ class KinematicScenario(Scenario):
                                 scheme=p["scheme"])
         self._model = _Augmented(self.base, mesh, {"q": p["kappa"]})
 
-    def _axis(self, t: float) -> Tensor:
-        """Sphere: the axis ``n̂(t)`` of the pattern ``P = n̂·x/R`` (rotated), shape (3,)."""
+    def _axis(self, t: float) -> Tuple[float, float, float]:
+        """Sphere: the axis ``n̂(t)`` of the pattern ``P = n̂·x/R`` (rotated), as floats."""
         a, w = math.pi / 4, 2 * math.pi * t / self.params["N_period"]
-        axis = torch.tensor([math.sin(a) * math.cos(w), math.sin(a) * math.sin(w),
-                             math.cos(a)], dtype=torch.float64)
+        axis = (math.sin(a) * math.cos(w), math.sin(a) * math.sin(w), math.cos(a))
         if self.rotation is not None:
-            axis = self.rotation @ axis
+            R = self._rotation_rows
+            axis = tuple(sum(R[i][j] * axis[j] for j in range(3)) for i in range(3))
         return axis
 
     def N(self, points: Tensor, t: float) -> Tensor:
@@ -231,7 +233,8 @@ class KinematicScenario(Scenario):
         p = self.params
         x = points.double()
         if self.fine.is_sphere:
-            P = x @ self._axis(t).to(x.device) / self.fine.radius
+            axis = torch.tensor(self._axis(t), dtype=torch.float64, device=x.device)
+            P = x @ axis / self.fine.radius
         else:
             w = 2 * math.pi * t / p["N_period"]
             lx, ly = (float(v) for v in self.fine.period)
@@ -244,7 +247,9 @@ class KinematicScenario(Scenario):
         (equal to them to rounding)."""
         p = self.params
         if self.fine.is_sphere:
-            P = self._vertex_unit @ self._axis(t).to(self._vertex_unit.device)
+            ux, uy, uz = self._vertex_unit
+            ax, ay, az = self._axis(t)
+            P = torch.mul(ux, ax).add_(uy, alpha=ay).add_(uz, alpha=az)
         else:
             w = 2 * math.pi * t / p["N_period"]
             cc, sc = self._vertex_trig
