@@ -11,8 +11,8 @@ from torch import Tensor
 
 from ...mesh import Mesh
 from ...solver import BarotropicModel
-from ..random_flows import OrnsteinUhlenbeck, mode_basis
-from .base import (Scenario, State, _Augmented, _coarse_every, _dx, _noise_window,
+from ..random_flows import ModeSynthesis, OrnsteinUhlenbeck
+from .base import (BLOCK, Scenario, State, _Augmented, _coarse_every, _dx, _noise_window,
                    _resolution_wavenumber, _tracer_target)
 
 __all__ = ["BarotropicScenario"]
@@ -155,21 +155,44 @@ class BarotropicScenario(Scenario):
 
     def _setup(self) -> None:
         p, mesh = self.params, self.fine
-        B, lam, k = mode_basis(mesh, p["forcing_band"], mesh.cell_center)
+        syn = ModeSynthesis(mesh, p["forcing_band"], mesh.cell_center, device=mesh.device)
+        lam = syn.lam
         share = np.full(len(lam), 1.0 / len(lam))
         var = share * p["epsilon"] * lam.numpy() / p["tau_forcing"]
-        self._forcing_basis = B
+        self._forcing_synthesis = syn
+        self._forcing_blocks: Dict[int, Tensor] = {}
         self.ou = OrnsteinUhlenbeck(np.sqrt(var), p["tau_forcing"], self.dt, seed=[self.seed, 2],
-                                     window=_noise_window(p))
+                                     window=_noise_window(p) + BLOCK)
         kw = {"omega": p["omega"]} if mesh.is_sphere else {"f0": p["f0"]}
         self.base = self._rotated(BarotropicModel(mesh, drag=p["drag"], forcing=self.forcing,
                                                   scheme=p["scheme"], **kw))
         self._model = _Augmented(self.base, mesh, {"zeta": p["nu"], "q": p["kappa"]},
                                  self._tracer_sources)
 
+    def _forcing_sample(self, n: int) -> Tensor:
+        """``F`` at the fine cells at OU sample ``n``, ``(n_fine_cells,)``: synthesised a block
+        of :data:`~meshclosure.data.scenarios.base.BLOCK` samples at a time, blocks
+        aligned to absolute sample indices (so independent of where a run starts)."""
+        b, i = divmod(int(n), BLOCK)
+        block = self._forcing_blocks.get(b)
+        if block is None:
+            a = torch.as_tensor(self.ou.samples(b * BLOCK, (b + 1) * BLOCK))
+            block = self._forcing_synthesis(a)
+            if len(self._forcing_blocks) > 1:
+                self._forcing_blocks.pop(next(iter(self._forcing_blocks)))
+            self._forcing_blocks[b] = block
+        return block[i]
+
     def forcing(self, t: float, state=None) -> Tensor:
-        """Vorticity forcing ``F (n_fine_cells,)`` at time ``t``."""
-        return self._forcing_basis @ torch.as_tensor(self.ou(t))
+        """Vorticity forcing ``F (n_fine_cells,)`` at time ``t``: ``Σ_k a_k(t) e_k`` at the
+        cells, its per-sample values (:meth:`_forcing_sample`) interpolated in time with
+        :meth:`~meshclosure.data.random_flows.OrnsteinUhlenbeck.stencil` (the forcing is
+        linear in the amplitudes)."""
+        st = self.ou.stencil(t)
+        if len(st) == 1:
+            return self._forcing_sample(st[0][0]).clone()
+        (n0, w0), (n1, w1) = st
+        return torch.mul(self._forcing_sample(n0), w0).add_(self._forcing_sample(n1), alpha=w1)
 
     def _tracer_sources(self, t, state):
         return {"q": -self.params["relax_rate"] * (state["q"] - self._target(self.fine))}
