@@ -191,7 +191,7 @@ def fourier_basis(points: Tensor, lx: float, ly: float, kmin: float, kmax: float
     """
     waves = [(2 * math.pi * m / lx, 2 * math.pi * n / ly)
              for m, n in _fourier_waves(lx, ly, kmin, kmax)]
-    k = torch.tensor(waves, dtype=torch.float64)
+    k = torch.tensor(waves, dtype=torch.float64, device=points.device)
     phase = points.double() @ k.T
     values = math.sqrt(2.0) * torch.stack([torch.cos(phase), torch.sin(phase)], 2)
     values = values.reshape(points.shape[0], -1)

@@ -65,9 +65,10 @@ ValueError: state_fine['q'] must have shape (n_fine_cells,) = (64,); got (5,). .
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
+import torch
 from torch import Tensor
 
 from ..closures.features import FeaturePipeline
@@ -126,6 +127,33 @@ class SubgridSample:
     @property
     def variables(self) -> tuple:
         return tuple(self.flux)
+
+    def to(self, device: Any) -> "SubgridSample":
+        """A copy with every tensor on ``device`` (``self`` when all are there already):
+        a scenario on a GPU computes its samples there, and the writer moves only
+        the coarse results with ``sample.to("cpu")``.
+
+        >>> import torch
+        >>> s = SubgridSample(0.0, {"q": torch.ones(2)}, torch.ones(3), {}, {}, {})
+        >>> s.to("cpu") is s
+        True
+        """
+        dev = torch.device(device)
+        tensors = [self.transport, self.transport_stages, *self.state.values(),
+                   *self.flux.values(), *self.tendency.values(), *self.boundary_flux.values(),
+                   *self.inputs.values(), *self.step_flux.values(),
+                   *self.step_boundary_flux.values(), *self.step_forcing.values()]
+        if all(x is None or x.device == dev for x in tensors):
+            return self
+        move = lambda d: {k: v.to(dev) for k, v in d.items()}  # noqa: E731
+        return replace(self, state=move(self.state), transport=self.transport.to(dev),
+                       flux=move(self.flux), tendency=move(self.tendency),
+                       boundary_flux=move(self.boundary_flux), inputs=move(self.inputs),
+                       step_flux=move(self.step_flux),
+                       step_boundary_flux=move(self.step_boundary_flux),
+                       step_forcing=move(self.step_forcing),
+                       transport_stages=None if self.transport_stages is None
+                       else self.transport_stages.to(dev))
 
 
 def _check_state(state: Mapping[str, Tensor], variables: Sequence[str], n: int) -> None:

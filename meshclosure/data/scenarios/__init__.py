@@ -61,7 +61,7 @@ SCENARIOS: Dict[str, type] = {cls.name: cls for cls in (KinematicScenario, Barot
 
 
 def get_scenario(name: str, mesh: Optional[str] = None, factor: int = 4, seed: int = 0,
-                 **config: Any) -> Scenario:
+                 device: Any = None, **config: Any) -> Scenario:
     """Build a named truth scenario.
 
     Parameters
@@ -77,6 +77,10 @@ def get_scenario(name: str, mesh: Optional[str] = None, factor: int = 4, seed: i
         fine levels per column cell).
     seed : int
         Seed of every random number in the run.
+    device : str or torch.device, optional
+        Where the fine run lives (mesh, random-field tables, fine model; default
+        the CPU). Not a scenario parameter: it is not in :attr:`Scenario.config`,
+        and results agree across devices to rounding.
     **config
         Scenario parameters (see each class; unknown keys are an error), e.g.
         ``rotation=30`` (degrees) for ``kinematic`` and ``barotropic`` on the sphere.
@@ -100,4 +104,5 @@ def get_scenario(name: str, mesh: Optional[str] = None, factor: int = 4, seed: i
     if name not in SCENARIOS:
         raise ValueError(f"name must be one of {sorted(SCENARIOS)}; got {name!r}. Pick a "
                          "scenario from meshclosure.data.SCENARIOS.")
-    return SCENARIOS[name](mesh=mesh, factor=factor, seed=seed, **config)
+    kw = {} if device is None else {"device": device}
+    return SCENARIOS[name](mesh=mesh, factor=factor, seed=seed, **kw, **config)

@@ -216,13 +216,13 @@ class BarotropicScenario(Scenario):
         if "f" not in store:
             x = mesh.cell_center.double()
             if mesh.is_sphere and self.rotation is not None:
-                pole = self.rotation[:, 2]
+                pole = self.rotation[:, 2].to(x.device)
                 store["f"] = 2 * self.params["omega"] * (x @ pole) / mesh.radius
             elif mesh.is_sphere:
                 store["f"] = 2 * self.params["omega"] * x[:, 2] / mesh.radius
             else:
                 store["f"] = torch.full((mesh.n_cells,), float(self.params["f0"]),
-                                        dtype=torch.float64)
+                                        dtype=torch.float64, device=x.device)
         return store["f"]
 
     def initial_state(self) -> State:
@@ -230,7 +230,7 @@ class BarotropicScenario(Scenario):
         mean removed (``∫ζ dA = 0``: on the closed plane and sphere the
         circulation of a non-divergent flow vanishes), and ``q = q*``."""
         rng = self._rng(3)
-        noise = torch.as_tensor(rng.standard_normal(self.fine.n_cells))
+        noise = torch.as_tensor(rng.standard_normal(self.fine.n_cells)).to(self.fine.device)
         V = self.fine.cell_volume.double()
         noise = noise - (V * noise).sum() / V.sum()
         return {"zeta": self.params["initial_noise"] * noise,

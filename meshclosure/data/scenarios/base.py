@@ -116,6 +116,31 @@ _MESH_HELP = ("write the fine mesh as 'cartesian:64' (or 'cartesian:64x64'), 'he
               "'icosahedral:5'")
 
 
+def _check_device(device: Any) -> torch.device:
+    """``device`` as a ``torch.device`` (None: the CPU); ArgumentError when it is not one
+    this process can use.
+
+    >>> _check_device(None), _check_device("cpu")
+    (device(type='cpu'), device(type='cpu'))
+    >>> _check_device("gpu")
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: device='gpu': must be a torch device ...
+    """
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ArgumentError("device", device, "must be a torch device ('cpu', 'cuda', "
+                            "'cuda:1')", "pass e.g. {device}='cuda' or leave it out (CPU)") \
+            from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError("device", device, "is a CUDA device, and this torch build or "
+                            "machine has none", "leave {device} out (CPU)")
+    return dev
+
+
 def _json_ready(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return [_json_ready(v) for v in value]
@@ -145,6 +170,11 @@ class Scenario:
     coarsening : Coarsening
     dt : float
         Fine time step.
+    device : torch.device
+        Where the fine mesh, the random-field tables and the fine model live
+        (``device=`` of :func:`get_scenario`; not part of :attr:`config`: a run's
+        values agree across devices to rounding). The OU amplitudes are drawn
+        by NumPy on the CPU and moved a block at a time.
     spinup_info : dict
         Filled by :meth:`spin_up` (time reached, diagnostics, criterion).
     """
@@ -157,8 +187,8 @@ class Scenario:
     parameters: Dict[str, Any] = {}
     ood_change: Dict[str, Any] = {}
 
-    def __init__(self, mesh: Optional[str] = None, factor: int = 4, seed: int = 0,
-                 **config: Any) -> None:
+    def __init__(self, mesh: Optional[str] = None, factor: int = 4, seed: int = 0, *,
+                 device: Any = None, **config: Any) -> None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ArgumentError("seed", seed, "must be an integer >= 0", "pass e.g. {seed}=0")
         if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
@@ -178,7 +208,9 @@ class Scenario:
         if not isinstance(spec, str):
             raise ValueError(f"mesh must be a mesh spec string or None; got {mesh!r}; "
                              f"{_MESH_HELP}.")
+        self.device = _check_device(device)
         self.fine, spec = self._build_mesh(spec)
+        self.fine = self.fine.to(self.device)
         self.coarsening = self._build_coarsening(int(factor))
         self.coarse = self.coarsening.coarse
         self.seed, self.factor = int(seed), int(factor)
@@ -227,8 +259,11 @@ class Scenario:
         return mesh, spec
 
     def _build_coarsening(self, factor: int) -> Coarsening:
-        try:
-            return Coarsening.native(self.fine, factor)
+        from ...mesh.coarsening import native_parent
+
+        try:        # the parent map from the CPU copy; the coarsening lives on the device
+            parent, info = native_parent(self.fine.to("cpu"), factor, return_info=True)
+            return Coarsening(self.fine, parent, info=info)
         except ValueError as err:
             valid = _valid_factors(self.fine)
             fix = (f"use one of the factors that coarsen it: {valid}" if valid else
@@ -245,13 +280,14 @@ class Scenario:
         raise NotImplementedError
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "Scenario":
-        """Rebuild a scenario from its :attr:`config` (e.g. read from a dataset's attributes)."""
+    def from_config(cls, config: Mapping[str, Any], device: Any = None) -> "Scenario":
+        """Rebuild a scenario from its :attr:`config` (e.g. read from a dataset's attributes),
+        on ``device`` (not part of the config: results agree across devices to rounding)."""
         from . import get_scenario        # the registry imports this module
 
         config = dict(config)
         name = config.pop("scenario", None)
-        return get_scenario(name, **config)
+        return get_scenario(name, device=device, **config)
 
     # ----------------------------------------------------------------- helpers
     def _cache(self, mesh: Mesh) -> dict:
@@ -456,8 +492,9 @@ class Scenario:
                   if k not in ("dt", "sample_every", "coarse_every")}
         for key, rule in self.ood_change.items():
             config[key] = rule(self.params[key])
+        kw = {} if self.device.type == "cpu" else {"device": self.device}
         out = type(self)(mesh=self.config["mesh"], factor=self.factor,
-                         seed=ood_seed(self.seed), **config)
+                         seed=ood_seed(self.seed), **kw, **config)
         interval = self.params["sample_every"] * self.dt
         out.params["sample_every"] = out.config["sample_every"] = max(1, int(round(interval
                                                                                   / out.dt)))
@@ -531,7 +568,7 @@ def _tracer_target(mesh: Mesh, rotation: Any = 0.0) -> Tensor:
         key = f"q*@{json.dumps(rotation)}"
         if key not in store:
             axis = rotation_matrix(rotation) @ torch.tensor([0.5, 0.0, 1.0], dtype=torch.float64)
-            store[key] = mesh.cell_center.double() @ axis / mesh.radius
+            store[key] = mesh.cell_center.double() @ axis.to(mesh.device) / mesh.radius
         return store[key]
     if "q*" not in store:
         x = mesh.cell_center.double()

@@ -330,8 +330,9 @@ class KinematicScenario(Scenario):
         store = self._cache(coarse)
         if "basis_large" not in store:
             store["basis_large"] = mode_basis(coarse, self.params["large_band"])[0]
-        a = torch.as_tensor(self.ou(t))[:self._n_large]
-        psi = store["basis_large"] @ a
+        basis = store["basis_large"]
+        a = torch.as_tensor(self.ou(t))[:self._n_large].to(basis.device)
+        psi = basis @ a
         return transport_from_streamfunction(coarse, psi).to(transport.dtype)
 
     def coarse_model(self, closure=None, forcing=None):
