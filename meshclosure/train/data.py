@@ -70,6 +70,7 @@ class TrainingData:
         self.state_scale = {v: float(self.stats.input_scale[i])
                             for v, i in zip(self.variables, self.state_cols)}
         self._scenario: Optional[Scenario] = None
+        self._by_run: Dict[int, Scenario] = {}
         self.tendency_scale, self.production_scale = self._loss_scales()
 
     def _loss_scales(self, n: int = 32) -> tuple:
@@ -95,9 +96,24 @@ class TrainingData:
 
     @property
     def scenario(self) -> Scenario:
+        """The scenario of the dataset's first run (its features and coarse mesh serve all runs)."""
         if self._scenario is None:
             self._scenario = Scenario.from_config(self.config)
         return self._scenario
+
+    def scenario_for(self, run: int) -> Scenario:
+        """The scenario of run ``run`` (its own seed: a dataset of many runs,
+        :func:`~meshclosure.data.generate_runs`), built once per run.
+
+        The online loss unrolls each window with its run's coarse model (the
+        prescribed transport and the random forcing are the run's own)."""
+        from ..data import scenario_for_run
+
+        run = int(run)
+        if run not in self._by_run:
+            ref = self.online_train if self.online_train is not None else self.train
+            self._by_run[run] = scenario_for_run(ref.ds, run)
+        return self._by_run[run]
 
     def batch(self, ds, idx: Sequence[int], target: str) -> Dict[str, Any]:
         """Offline batch: ``x (B, n_cells, F)``, ``y (B, n_faces, V)`` and ``s (B, n_cells, V)``

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -83,6 +83,14 @@ def _as_scenario(scenario: Any):
                             "must be a Scenario (with coarse_model) or its config dict",
                             "pass Scenario.from_config(dataset.scenario_config)")
     return scenario
+
+
+def _window_scenario(scenario, scenarios: Optional[Callable[[int], Any]],
+                     window: Mapping[str, Any]):
+    """The scenario of ``window``'s run: ``scenarios(run)`` when given, else ``scenario``."""
+    if scenarios is None or "run" not in window:
+        return scenario
+    return _as_scenario(scenarios(int(window["run"])))
 
 
 def _window_length(window: Mapping[str, Any]) -> int:
@@ -233,7 +241,8 @@ def _unroll_window(scenario, closure, window: Mapping[str, Any], steps: int, tru
 
 def unroll(scenario: Any, closure: Any, window: Mapping[str, Any], steps: int,
            truncation: Optional[int] = None, checkpoint: bool = False,
-           forcing: str = "replay") -> List[State]:
+           forcing: str = "replay", scenarios: Optional[Callable[[int], Any]] = None
+           ) -> List[State]:
     """Run the coarse hybrid model ``steps`` coarse steps from a window's start state.
 
     Parameters
@@ -262,6 +271,12 @@ def unroll(scenario: Any, closure: Any, window: Mapping[str, Any], steps: int,
     forcing : {"replay", "model"}
         ``"replay"``: the window's stored step-mean forcing, constant over each step;
         ``"model"``: the coarse model's own ``restrict(F(t))`` at its stage times.
+    scenarios : callable ``run -> Scenario``, optional
+        The scenario of each window's run (``window["run"]``), for datasets of many
+        runs (:func:`~meshclosure.data.generate_runs`: every run has its own seed, so
+        its own prescribed transport and random forcing;
+        :func:`~meshclosure.data.scenario_for_run`). Default: ``scenario`` for every
+        window.
 
     Returns
     -------
@@ -288,8 +303,8 @@ def unroll(scenario: Any, closure: Any, window: Mapping[str, Any], steps: int,
                             "numbers and the gradient would be wrong)", "pass {checkpoint}=False, "
                             "or build the ModelClosure without a generator (global RNG)")
     windows = _split_batch(window)
-    runs = [_unroll_window(scenario, closure, w, steps, truncation, bool(checkpoint), forcing)
-            for w in windows]
+    runs = [_unroll_window(_window_scenario(scenario, scenarios, w), closure, w, steps,
+                           truncation, bool(checkpoint), forcing) for w in windows]
     if window["t"].dim() == 1:
         return runs[0]
     return [{v: torch.stack([run[j][v] for run in runs]) for v in runs[0][j]}
@@ -323,12 +338,13 @@ def online_loss(scenario: Any, closure: Any, batch: Mapping[str, Any], steps: in
                 truncation: Optional[int] = None, checkpoint: bool = False,
                 state_scale: Union[None, Mapping[str, float], Any] = None,
                 weights: Optional[Sequence[float]] = None,
-                forcing: str = "replay") -> Tuple[Tensor, Dict[str, Any]]:
+                forcing: str = "replay", scenarios: Optional[Callable[[int], Any]] = None
+                ) -> Tuple[Tensor, Dict[str, Any]]:
     """The online loss ``L(θ)`` of the module docstring on a batch of trajectory windows.
 
     Parameters
     ----------
-    scenario, closure, steps, truncation, checkpoint, forcing
+    scenario, closure, steps, truncation, checkpoint, forcing, scenarios
         As in :func:`unroll`.
     batch : dict
         A collated batch of :class:`~meshclosure.data.TrajectoryDataset` windows (or one
@@ -361,7 +377,8 @@ def online_loss(scenario: Any, closure: Any, batch: Mapping[str, Any], steps: in
         if not (math.isfinite(s) and s > 0):
             raise ArgumentError("state_scale", scales, f"must be finite and > 0 for every "
                                 f"variable ({v!r}: {s})", "pass state_scales(dataset.stats)")
-    states = unroll(scenario, closure, batch, steps, truncation, checkpoint, forcing)
+    states = unroll(scenario, closure, batch, steps, truncation, checkpoint, forcing,
+                    scenarios)
     K = len(states)
     if weights is None:
         w = torch.ones(K, dtype=torch.float64)

@@ -306,7 +306,8 @@ class Trainer:
         loss, info = online_loss(self.data.scenario, closure, window, steps,
                                  truncation=self.cfg.truncation,
                                  checkpoint=self.cfg.checkpoint_steps,
-                                 state_scale=self.data.state_scale)
+                                 state_scale=self.data.state_scale,
+                                 scenarios=self.data.scenario_for)
         return {"online": self.cfg.online_weight * loss, "_finite": bool(info.get("finite", True))}
 
     # --------------------------------------------------------------- epoch
@@ -408,7 +409,7 @@ class Trainer:
             ds = d.online_val
             w = ds.collate([ds[i] for i in range(len(ds))])
             loss, _ = online_loss(d.scenario, self._closure(net), w, steps,
-                                  state_scale=d.state_scale)
+                                  state_scale=d.state_scale, scenarios=d.scenario_for)
             out["val_online"] = float(loss)
         return out
 

@@ -2,7 +2,6 @@
 :mod:`meshclosure.validate.online`."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
@@ -63,17 +62,11 @@ class Truth:
         return len(self.t) - 1
 
 
-def _attr_json(ds, key: str) -> Any:
-    value = ds.attrs.get(key)
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def load_truth(data: Any, split: str) -> Truth:
     """Read the states of ``split`` (one contiguous block of one run) from a trajectory
     dataset (path or ``xarray.Dataset``) and rebuild its scenario."""
-    from ..data import read_dataset
+    from ..data import read_dataset, scenario_for_run
     from ..data.dataset import SPLIT_CODES, SPLITS
-    from ..data.scenarios import Scenario
 
     if split not in SPLITS:
         raise ArgumentError("split", split, f"must be one of {SPLITS}",
@@ -104,8 +97,7 @@ def load_truth(data: Any, split: str) -> Truth:
     if len(block) < 2:
         raise ArgumentError("split", split, f"must hold at least 2 consecutive states (it holds "
                             f"{len(block)})", "generate more samples or pick another {split}")
-    key = "ood_config" if split == "ood" else "scenario_config"
-    scenario = Scenario.from_config(_attr_json(ds, key))
+    scenario = scenario_for_run(ds, run)        # the run's own seed (many-run datasets)
     variables = tuple(scenario.variables)
     mesh = scenario.coarse
     n_int = mesh.n_faces

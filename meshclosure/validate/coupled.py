@@ -174,7 +174,7 @@ def prescribed_flow(data: Any, closures: Optional[Mapping[str, Any]] = None,
     -------
     CoupledResult
     """
-    from ..data import TrajectoryDataset
+    from ..data import TrajectoryDataset, scenario_for_run
     from ..data.scenarios import Scenario
 
     n_initial = check_count("n_initial", n_initial)
@@ -196,6 +196,14 @@ def prescribed_flow(data: Any, closures: Optional[Mapping[str, Any]] = None,
     traj = TrajectoryDataset(data, split, n_steps)
     chosen = select_windows(traj, n_initial)
     scenario = Scenario.from_config(traj.scenario_config)
+    by_run: Dict[int, Any] = {}
+
+    def run_scenario(run: int):
+        """The scenario of a window's run: its own seed, so its own prescribed flow
+        (datasets of many runs, :func:`~meshclosure.data.generate_runs`)."""
+        if run not in by_run:
+            by_run[run] = scenario_for_run(traj.ds, run)
+        return by_run[run]
     prescribed = PRESCRIBED[name]
     evolved = tuple(v for v in scenario.variables if v not in prescribed)
     runs: Dict[str, Any] = {"none": None, "replay": "replay", **closures}
@@ -210,8 +218,8 @@ def prescribed_flow(data: Any, closures: Optional[Mapping[str, Any]] = None,
             starts.append(float(w["t"][0]))
             truth = {v: torch.cat([w["state"][v][None], w["states"][v]]) for v in w["state"]}
             for n, closure in runs.items():
-                out, bad, why = _run(scenario, closure, w, truth, prescribed, evolved,
-                                     growth_bound)
+                out, bad, why = _run(run_scenario(int(w["run"])), closure, w, truth,
+                                     prescribed, evolved, growth_bound)
                 if bad is not None and bad < blowup[n][0]:
                     blowup[n] = (float(bad), why)
                 for v in evolved:
