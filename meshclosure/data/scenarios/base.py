@@ -584,28 +584,19 @@ def _tracer_target(mesh: Mesh, rotation: Any = 0.0) -> Tensor:
 def _diffusion_matrix(mesh: Mesh, kappa: float, dtype: torch.dtype, device) -> Tensor:
     """CSR ``M (n_cells, n_cells)`` with ``M q = −div(diffusive_flux(q, κ))`` (cached per mesh).
 
-    The diffusive flux is linear in ``q`` with fixed coefficients,
-    ``Φ = −κ A ⊙ (D q)`` (``D`` the corrected normal derivative of
-    :func:`~meshclosure.fv.diffusion.face_normal_derivative`), so its tendency is one
-    assembled sparse product ``M = V⁻¹ S diag(κA) D`` (``S`` the signed face-to-cell
-    incidence): the same values to rounding, one product per stage instead of a
-    product, a scaling, two ``index_add`` and a division."""
+    The diffusive flux is linear in ``q`` with fixed coefficients, so its tendency
+    is ``κ L q`` with ``L`` the assembled Laplacian with walls
+    (:func:`~meshclosure.fv.laplacian_matrix`, ``dirichlet=False``: no flux through
+    boundary faces, as ``divergence(mesh, diffusive_flux(...))``): the same values to
+    rounding, one sparse product per stage instead of a product, a scaling, two
+    ``index_add`` and a division."""
     def build() -> Tensor:
-        import scipy.sparse as sp
+        from ...fv import laplacian_matrix
 
-        from ...fv.diffusion import _normal_derivative_matrix
-
-        D = _normal_derivative_matrix(mesh, torch.float64, torch.device("cpu"))
-        n, nf = mesh.n_cells, mesh.n_faces
-        Dsp = sp.csr_matrix((D.values().numpy(), D.col_indices().numpy(),
-                             D.crow_indices().numpy()), shape=(nf, n))
-        a, b = (x.cpu().numpy() for x in mesh.face_cells)
-        w = kappa * mesh.face_area.double().cpu().numpy()
-        f = np.arange(nf)
-        S = sp.csr_matrix((np.r_[w, -w], (np.r_[a, b], np.r_[f, f])), shape=(n, nf))
-        M = (sp.diags(1.0 / mesh.cell_volume.double().cpu().numpy()) @ S @ Dsp).tocoo()
-        return _csr(torch.as_tensor(M.row, dtype=torch.long), torch.as_tensor(M.col, dtype=torch.long),
-                    torch.as_tensor(M.data), (n, n)).to(device=device, dtype=dtype)
+        L = (kappa * laplacian_matrix(mesh, dirichlet=False)).tocoo()
+        return _csr(torch.as_tensor(L.row, dtype=torch.long),
+                    torch.as_tensor(L.col, dtype=torch.long), torch.as_tensor(L.data),
+                    L.shape).to(device=device, dtype=dtype)
 
     return per_mesh(mesh, ("scenarios.diffusion_matrix", float(kappa), dtype,
                            torch.device(device)), build)
