@@ -15,7 +15,11 @@ training losses, the number of updates and the world size. With
 ``RESULTS/out<i>_rank<r>``, so the test sees which ranks wrote
 ``model.pt`` and ``metrics.csv``. With ``--primitives`` the process first
 checks :class:`~meshclosure.train.distributed.Distributed` itself on a
-linear model and saves ``RESULTS/primitives_rank<r>.pt``.
+linear model and saves ``RESULTS/primitives_rank<r>.pt``. With
+``--record-reads`` every stored sample the trainer reads during ``fit`` is
+recorded as ``(dataset, run, time index)`` (``dataset``: ``train``, ``val``,
+``online_train`` or ``online_val``) in ``"reads"``, to show that each rank
+reads only its shard.
 """
 from __future__ import annotations
 
@@ -57,7 +61,24 @@ def primitives(results: Path) -> None:
     torch.save(out, results / f"primitives_rank{d.rank}.pt")
 
 
-def run(data: Any, results: Path, configs: List[Dict[str, Any]], write: bool = False) -> None:
+def _record_reads(trainer, reads: List[tuple]):
+    """Patch the readers of ``trainer``'s datasets to append ``(dataset, run, time)`` to
+    ``reads`` for every stored sample read (each reader its own patch)."""
+    for name in ("train", "val", "online_train", "online_val"):
+        ds = getattr(trainer.data, name, None)
+        reader = getattr(ds, "_reader", ds)
+        if reader is None or not hasattr(reader, "read"):
+            continue
+
+        def read(run, time_index, _orig=reader.read, _name=name):
+            reads.append((_name, int(run), int(time_index)))
+            return _orig(run, time_index)
+
+        reader.read = read
+
+
+def run(data: Any, results: Path, configs: List[Dict[str, Any]], write: bool = False,
+        record_reads: bool = False) -> None:
     """Train each config and save this rank's results (module docstring)."""
     from meshclosure.train.config import TrainConfig
     from meshclosure.train.outputs import prepare_out
@@ -73,12 +94,15 @@ def run(data: Any, results: Path, configs: List[Dict[str, Any]], write: bool = F
             prepare_out(out, resume=False, overwrite=False)
         trainer = Trainer(data, cfg, out, progress=False)
         initial = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        reads: List[tuple] = []
+        if record_reads:
+            _record_reads(trainer, reads)
         res = trainer.fit(resume=False)
         state = {"initial": initial,
                  "model": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
                  "eval": {k: v.detach().clone() for k, v in res.model.state_dict().items()},
                  "train_loss": [float(r["train_loss"]) for r in res.metrics],
-                 "updates": trainer.updates, "world": trainer.dist.world}
+                 "updates": trainer.updates, "world": trainer.dist.world, "reads": reads}
         torch.save(state, results / f"run{i}_rank{rank}.pt")
 
 
@@ -89,7 +113,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     if "--primitives" in flags:
         primitives(Path(results))
-    run(data, Path(results), json.loads(configs), write="--write" in flags)
+    run(data, Path(results), json.loads(configs), write="--write" in flags,
+        record_reads="--record-reads" in flags)
     from meshclosure.train.distributed import shutdown
 
     shutdown()
