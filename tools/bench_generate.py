@@ -27,7 +27,7 @@ are what to compare; the machine is shared):
 * ``convection``: ``BoussinesqModel(fine, scheme)`` on ``(ζ, b)``, no boundary flux,
   diffusion or relaxation.
 
-    python tools/bench_generate.py --fine-step [--threads 1] [--repeats 30] [--device cuda]
+    python tools/bench_generate.py --fine-step [--threads 1] [--repeats 30] [--device cpu --device cuda]
 """
 from __future__ import annotations
 
@@ -122,14 +122,20 @@ def main(argv=None) -> None:
                         help="time one fine step of each scenario against the bare solver step "
                              f"(default cases {' '.join(FINE_STEP_CASES)})")
     parser.add_argument("--repeats", type=int, default=30, help="timed steps (--fine-step)")
-    parser.add_argument("--device", default="cpu", help="device of --fine-step (e.g. cuda)")
+    parser.add_argument("--device", action="append", default=None,
+                        help="device(s) of --fine-step (repeatable; default: cpu, and cuda "
+                             "when a GPU is present)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.fine_step:
-        device = torch.device(args.device)
-        print(f"# one fine SSP-RK3 step, median of {args.repeats}; {args.threads} thread(s); "
-              f"device {device}; torch {torch.__version__}")
-        fine_step(args.cases or FINE_STEP_CASES, args.factor, args.repeats, device)
+        devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+        if not torch.cuda.is_available():
+            print("# no CUDA device here: CPU figures only")
+        for name in devices:
+            device = torch.device(name)
+            print(f"# one fine SSP-RK3 step, median of {args.repeats}; {args.threads} "
+                  f"thread(s); device {device}; torch {torch.__version__}")
+            fine_step(args.cases or FINE_STEP_CASES, args.factor, args.repeats, device)
         return
     print(f"{'scenario':11s} {'fine mesh':20s} {'cells':>15s} {'every':>5s} "
           f"{'steps/s':>8s} {'samples/min':>11s} {'spin-up s':>9s} {'total s':>8s} {'MB':>7s}")
