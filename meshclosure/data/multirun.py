@@ -259,7 +259,18 @@ def _check_visible(folder: str) -> None:
 
 
 def _run_task(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """One run on a worker: the single-run :func:`generate` into its own zarr store."""
+    """One run on a worker: the single-run :func:`generate` into its own zarr store.
+
+    Any dask computation inside stays in the task (synchronous scheduler): a task
+    that called the cluster would secede from its worker's thread, and runs would
+    then share one core."""
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        return _run(spec)
+
+
+def _run(spec: Dict[str, Any]) -> Dict[str, Any]:
     import torch
 
     from .scenarios import Scenario
@@ -268,7 +279,7 @@ def _run_task(spec: Dict[str, Any]) -> Dict[str, Any]:
     _check_visible(spec["folder"])
     torch.set_num_threads(spec["threads"])
     path = Path(spec["path"])
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     if not path.exists():
         scenario = Scenario.from_config(spec["config"])
         generate(scenario, path, n_samples=spec["n_samples"], every=spec["every"],
@@ -284,6 +295,7 @@ def _run_task(spec: Dict[str, Any]) -> Dict[str, Any]:
     except (ImportError, ValueError):
         worker = "local"
     return {"run": spec["run"], "wall_s": time.perf_counter() - start, "worker": worker,
+            "started": started, "ended": time.time(),
             "host": socket.gethostname(), "samples": int(info.get("samples", 0)),
             "generation": info}
 
@@ -319,7 +331,7 @@ def _client(workers: Optional[int], scheduler: Optional[str], timeout: float) ->
 
     if scheduler is not None:
         try:
-            client = Client(scheduler, timeout=timeout)
+            client = Client(scheduler, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as err:
             raise ArgumentError(
                 "scheduler", scheduler, f"no dask scheduler answered there within {timeout:g} s "
@@ -331,14 +343,33 @@ def _client(workers: Optional[int], scheduler: Optional[str], timeout: float) ->
         finally:
             client.close()
         return
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
-    client = Client(cluster)
+    with warnings.catch_warnings():    # "Port 8787 is already in use": another port is taken
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+    client = Client(cluster, set_as_default=False)   # dask.compute here stays local
     try:
         yield client
+    except BaseException:
+        _stop_workers(cluster)      # an error or Ctrl-C: the runs stop now, checkpointed
+        raise
     finally:
         client.close()
         cluster.close()
+
+
+def _stop_workers(cluster) -> None:
+    """Kill the worker processes of our own LocalCluster at once (a graceful close would
+    let every running run finish first); their runs keep their per-sample checkpoints."""
+    import signal
+
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        pid = getattr(getattr(getattr(nanny, "process", None), "process", None), "pid", None)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def _per_run_specs(scenario, folder: Path, args: Dict[str, Any], gen: Dict[str, Any],
@@ -672,7 +703,9 @@ def _compute_runs(client, todo: List[Dict[str, Any]], total: int, skipped: int, 
                              pure=False, retries=retries) for s in todo]
     results: Dict[int, Dict[str, Any]] = {}
     try:
-        for k, fut in enumerate(as_completed(futures), 1):
+        with client.as_current():                       # as_completed finds it
+            finished = as_completed(futures)
+        for k, fut in enumerate(finished, 1):
             res = fut.result()
             results[res["run"]] = res
             if bar is not None:
