@@ -371,18 +371,31 @@ class ModeSynthesis:
         m = torch.tensor([w[0] for w in waves], dtype=torch.float64)
         n = torch.tensor([w[1] for w in waves], dtype=torch.float64)
         phase = 2 * math.pi * (m * float(x0[0]) / lx + n * float(x0[1]) / ly)
-        # c_w = √2 e^{ik·x0} (a_cos − i a_sin) = a_cos·coef + a_sin·(−i coef)
-        coef = math.sqrt(2.0) * torch.polar(torch.ones_like(phase), phase)
-        self._fft_coef = torch.stack([coef, -1j * coef], 1).reshape(-1).to(self.device)
-        bins = (torch.remainder(n, ny) * nx + torch.remainder(m, nx)).long()
-        self._fft_bins = bins.repeat_interleave(2).to(self.device)
+        # c_w = √2 e^{ik·x0} (a_cos − i a_sin), binned at (n mod ny, m mod nx)
+        self._fft_coef = (math.sqrt(2.0) * torch.polar(torch.ones_like(phase), phase)
+                          ).to(self.device)
+        bins = (torch.remainder(n, ny) * nx + torch.remainder(m, nx)).long().tolist()
+        # aliases share a bin: add them layer by layer (layer j: the j-th wave of each bin),
+        # each layer a copy to distinct bins, so the sum has a fixed order on every device
+        seen: dict = {}
+        layer = [seen.setdefault(b, []).append(w) or len(seen[b]) - 1
+                 for w, b in enumerate(bins)]
+        self._fft_layers = []
+        for j in range(max(layer) + 1):
+            waves_j = [w for w in range(len(bins)) if layer[w] == j]
+            self._fft_layers.append((torch.tensor(waves_j, device=self.device),
+                                     torch.tensor([bins[w] for w in waves_j],
+                                                  device=self.device)))
         self._fft_shape = (ny, nx)
         return True
 
     def _fft(self, a: Tensor) -> Tensor:
         ny, nx = self._fft_shape
+        c = torch.complex(a[:, 0::2], -a[:, 1::2]) * self._fft_coef          # (K, n_waves)
         X = torch.zeros(a.shape[0], ny * nx, dtype=torch.complex128, device=a.device)
-        X.index_add_(1, self._fft_bins, a * self._fft_coef)
+        for j, (waves, bins) in enumerate(self._fft_layers):
+            values = c.index_select(1, waves)
+            X.index_copy_(1, bins, values if j == 0 else X.index_select(1, bins) + values)
         return torch.fft.ifft2(X.reshape(-1, ny, nx), norm="forward").real.reshape(-1, ny * nx)
 
     # -------------------------------------------------------------- symmetric
