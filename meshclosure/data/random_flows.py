@@ -340,16 +340,19 @@ class ModeSynthesis:
     def __init__(self, mesh: Mesh, band: Sequence[float], points: Optional[Tensor] = None,
                  device=None) -> None:
         pts = (mesh.vertex_pos if points is None else points).detach().to("cpu", torch.float64)
-        values, self.lam, self.kappa = mode_basis(mesh.to("cpu"), band, pts)
-        self.n_points, self.n_modes = values.shape
+        cpu_mesh = mesh.to("cpu")
+        self._basis = lambda x: mode_basis(cpu_mesh, band, x)[0]   # (n, n_modes) at points x
+        _, self.lam, self.kappa = mode_basis(cpu_mesh, band, pts[:1])
+        self.n_points, self.n_modes = len(pts), len(self.lam)
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.method = "dense"
         if not mesh.is_sphere and self._setup_fft(mesh, band, pts):
             self.method = "fft"
-        elif mesh.is_sphere and self._setup_symmetric(pts, values):
+        elif mesh.is_sphere and self._setup_symmetric(pts):
             self.method = "symmetric"
         else:
-            self._basis_t = values.T.contiguous().to(self.device)
+            self._basis_t = self._basis(pts).T.contiguous().to(self.device)
+        del self._basis                                   # holds a CPU copy of the mesh
 
     # -------------------------------------------------------------------- fft
     def _setup_fft(self, mesh: Mesh, band, pts: Tensor) -> bool:
@@ -399,14 +402,19 @@ class ModeSynthesis:
         return torch.fft.ifft2(X.reshape(-1, ny, nx), norm="forward").real.reshape(-1, ny * nx)
 
     # -------------------------------------------------------------- symmetric
-    def _setup_symmetric(self, pts: Tensor, values: Tensor) -> bool:
+    def _setup_symmetric(self, pts: Tensor) -> bool:
         scale = float(pts.abs().max())
         key = lambda x: [tuple(r) for r in torch.round(x / scale * 1e8).long().tolist()]
         where = {k: i for i, k in enumerate(key(pts))}
         if len(where) != len(pts):
             return False
+        # parities from a spread subset of the points (the modes are analytic and the
+        # mirrored points match to rounding, so a mode even or odd there is so everywhere);
+        # the basis is then evaluated at one point per orbit only (1/2^s of the memory)
+        probe = torch.unique(torch.linspace(0, len(pts) - 1, min(len(pts), 512)).long())
+        values = self._basis(pts[probe])
         tol = 1e-12 * max(float(values.abs().max()), 1.0)
-        perms, parities, flips = [], [], []
+        perms, parities, flips = [], [], []             # flips: the accepted reflections
         dim = pts.shape[1]
         candidates = [[-1.0 if a == b else 1.0 for b in range(dim)] for a in range(dim)]
         for flip in candidates + [[-1.0] * dim]:          # the axis reflections, the inversion
@@ -421,7 +429,7 @@ class ModeSynthesis:
             # values would differ from the dense sum by more than rounding
             if float((pts[perm] - pts * flip_t).abs().max()) > 8 * 2.2e-16 * scale:
                 continue
-            moved = values[perm]
+            moved = self._basis(pts[perm[probe]])
             even = (moved - values).abs().amax(0) <= tol
             odd = (moved + values).abs().amax(0) <= tol
             if not bool((even | odd).all()):
@@ -455,11 +463,12 @@ class ModeSynthesis:
         signature = torch.stack(parities, 1)            # (n_modes, s), ±1
         codes = ((signature < 0).long() * (2 ** torch.arange(s))).sum(1)
         reps_t = torch.tensor(reps)
+        values = self._basis(pts[reps_t])                      # (n_reps, n_modes)
         classes, blocks, chars = [], [], []
         for c in sorted(set(codes.tolist())):
             modes = torch.nonzero(codes == c).reshape(-1)
             classes.append(modes)
-            blocks.append(values[reps_t][:, modes].T.contiguous())
+            blocks.append(values[:, modes].T.contiguous())
             # χ_c(e) = Π_{b in e} parity_b(c)
             chars.append([(-1.0) ** bin(c & e).count("1") for e in range(2 ** s)])
         self._sym_order = torch.cat(classes).to(self.device)
