@@ -24,6 +24,12 @@ A random field is a finite sum of modes with time-dependent amplitudes ::
   The sequence is a pure function of the seed: bit-for-bit reproducible,
   whatever order the times are asked in.
 
+* Synthesis (:class:`ModeSynthesis`): ``φ`` at fixed points for a block of
+  amplitude vectors at once, by an inverse FFT on uniform periodic grids and
+  by a parity-reduced GEMM on spheres, equal to the dense sum to rounding
+  (the scenarios synthesise blocks of OU samples aligned to absolute sample
+  indices, :meth:`OrnsteinUhlenbeck.samples`).
+
 :func:`band_variances` sets ``σ_k`` from a target rms of the velocity
 ``u = k × ∇ψ`` (for a streamfunction) or of the field itself, with a power-law
 shell spectrum.
