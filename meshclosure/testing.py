@@ -486,14 +486,14 @@ def small_meshes() -> dict[str, Mesh]:
 
     ``cartesian-8x8`` (periodic), ``cartesian-channel-6x4`` (walls in y),
     ``healpix-2``, ``icosahedral-2``, ``dual-1`` (hexagons/pentagons),
-    ``coarsened`` (``icosahedral(2)`` agglomerated to 40 cells). Built once
-    and cached.
+    ``coarsened`` (``icosahedral(2)`` agglomerated to 40 cells), ``cubed-3``
+    (equiangular cubed sphere, 54 quads). Built once and cached.
 
     >>> sorted({m.family for m in small_meshes().values()})
-    ['cartesian', 'coarsened', 'healpix', 'icosahedral']
+    ['cartesian', 'coarsened', 'cubed', 'healpix', 'icosahedral']
     """
     if not _SMALL:
-        from .mesh import Coarsening, agglomerate, cartesian, healpix, icosahedral
+        from .mesh import Coarsening, agglomerate, cartesian, cubed_sphere, healpix, icosahedral
 
         ico = icosahedral(2)
         _SMALL.update({
@@ -503,6 +503,7 @@ def small_meshes() -> dict[str, Mesh]:
             "icosahedral-2": ico,
             "dual-1": icosahedral(1, dual=True),
             "coarsened": Coarsening(ico, agglomerate(ico, 40)).coarse,
+            "cubed-3": cubed_sphere(3),
         })
     return dict(_SMALL)
 

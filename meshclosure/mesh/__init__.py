@@ -2,6 +2,7 @@
 from ._build import PolygonGeometry, from_polygons
 from ._mesh import Mesh, MeshError
 from .cartesian import cartesian, cells_to_grid, grid_to_cells
+from .cubed import cubed_sphere
 from .coarsening import Coarsening, agglomerate, column_parent, native_parent
 from .healpix import healpix
 from .icosahedral import icosahedral
@@ -9,7 +10,8 @@ from .meshio_adapter import from_meshio
 from .spec import parse_mesh_spec
 
 __all__ = [
-    "Mesh", "MeshError", "from_polygons", "cartesian", "healpix", "icosahedral", "from_meshio",
+    "Mesh", "MeshError", "from_polygons", "cartesian", "healpix", "icosahedral", "cubed_sphere",
+    "from_meshio",
     "Coarsening", "native_parent", "agglomerate", "column_parent", "grid_to_cells",
     "cells_to_grid", "parse_mesh_spec", "PolygonGeometry",
 ]

@@ -326,8 +326,21 @@ def native_parent(mesh: Mesh, factor: int, return_info: bool = False):
     Cartesian: ``factor × factor`` blocks (``factor`` divides ``nx`` and ``ny``);
     column: blocks of ``factor`` levels; HEALPix: ``nside -> nside/factor``
     (nested index ``// factor²``); icosahedral triangles: ``level -> level -
-    log2(factor)`` (index ``// factor²``). Icosahedral duals do not nest: use
-    :func:`agglomerate`.
+    log2(factor)`` (index ``// factor²``); cubed sphere: ``n -> n/factor`` for
+    any ``factor`` dividing ``n`` (cell ``(p, j, i)`` into ``(p, j // factor,
+    i // factor)``, :func:`meshclosure.mesh.cubed.cubed_parent`). Icosahedral
+    duals do not nest: use :func:`agglomerate`.
+
+    Examples
+    --------
+    >>> from meshclosure.mesh import cubed_sphere
+    >>> parent, info = native_parent(cubed_sphere(6), 3, return_info=True)
+    >>> int(parent.max()) + 1, info["n"]
+    (24, 2)
+    >>> native_parent(cubed_sphere(6), 4)
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: factor=4: must divide the cells per panel edge n=6 for nested cubed-sphere coarsening; use one of 1, 2, 3, 6.
     """
     fam, info = mesh.family, dict(mesh.info)
     if not (isinstance(factor, (int, np.integer)) and factor >= 1):
@@ -368,6 +381,11 @@ def native_parent(mesh: Mesh, factor: int, return_info: bool = False):
                              f"({size}={info[size]}) for nested {fam} coarsening.")
         parent = idx // factor**2
         info[size] = info["nside"] // factor if fam == "healpix" else info["level"] - levels
+    elif fam == "cubed":
+        from .cubed import cubed_parent
+
+        parent = cubed_parent(info["n"], factor)
+        info["n"] = info["n"] // factor
     else:
         raise ValueError(f"mesh family {fam!r} has no native nesting (icosahedral duals, meshio "
                          "and coarsened meshes do not nest); use agglomerate(mesh, n_coarse).")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ArgumentError
 from .cartesian import cartesian
+from .cubed import cubed_sphere
 from .healpix import check_nside, healpix
 from .icosahedral import icosahedral
 
@@ -16,7 +18,8 @@ __all__ = ["parse_mesh_spec"]
 
 def parse_mesh_spec(spec: str):
     """Build a mesh from ``cartesian:NXxNY``, ``healpix:NSIDE``, ``icosahedral:LEVEL``,
-    ``icosahedral-dual:LEVEL`` or the path of a mesh file: any file
+    ``icosahedral-dual:LEVEL``, ``cubed:N`` (equiangular cubed sphere, ``N × N``
+    cells per panel) or the path of a mesh file: any file
     :func:`meshclosure.io.read_mesh` reads (``.vtu`` and UGRID ``.nc`` written
     by meshclosure, datasets ``.nc``/``.zarr``, and every format meshio reads).
 
@@ -26,6 +29,12 @@ def parse_mesh_spec(spec: str):
     Traceback (most recent call last):
     ...
     ValueError: mesh spec 'healpix:6': nside must be a power of 2 (1, 2, 4, 8, ...) for NESTED HEALPix; got 6. Use e.g. healpix:16 (3072 cells); ...
+    >>> parse_mesh_spec("cubed:8").n_cells
+    384
+    >>> parse_mesh_spec("cubed:0")
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: spec='cubed:0': in cubed:N, the number of cells per panel edge must be an integer from 1 to 2048 (the cubed sphere has 6 n² cells); write e.g. cubed:16 (1,536 cells) or cubed:32 (6,144 cells).
     >>> parse_mesh_spec("hexagonal:3")
     Traceback (most recent call last):
     ...
@@ -45,6 +54,14 @@ def parse_mesh_spec(spec: str):
                                  f"...) for NESTED HEALPix; got {nside}. Use e.g. healpix:16 "
                                  "(3072 cells); the cell count is 12 * nside**2.") from err
             return healpix(nside)
+        if family == "cubed" and arg:
+            n = int(arg)
+            try:
+                return cubed_sphere(n)
+            except ArgumentError as err:   # the fix is spelled as a spec, as it was given
+                raise ArgumentError("spec", spec, f"in cubed:N, {err.rule}",
+                                    "write e.g. cubed:16 (1,536 cells) or cubed:32 (6,144 "
+                                    "cells)") from err
         if family in ("icosahedral", "icosahedral-dual") and arg:
             return icosahedral(int(arg), dual=family.endswith("dual"))
     except ValueError as err:
@@ -57,6 +74,6 @@ def parse_mesh_spec(spec: str):
 
         return read_mesh(spec)
     raise ValueError(f"mesh spec {spec!r} is not a known family or an existing file; use "
-                     "cartesian:NXxNY, healpix:NSIDE, icosahedral:LEVEL, icosahedral-dual:LEVEL "
-                     "or the path of a mesh file (.vtu, UGRID or dataset .nc/.zarr, or any format "
-                     "meshio reads).")
+                     "cartesian:NXxNY, healpix:NSIDE, icosahedral:LEVEL, icosahedral-dual:LEVEL, "
+                     "cubed:N or the path of a mesh file (.vtu, UGRID or dataset .nc/.zarr, or any "
+                     "format meshio reads).")
