@@ -1,11 +1,13 @@
 """Meshes as finite-volume geometry: the `Mesh`, its adapters, and coarsening."""
 from ._build import PolygonGeometry, from_polygons
 from ._mesh import Mesh, MeshError
+from ._validate import MeshQualityWarning
 from .cartesian import cartesian, cells_to_grid, grid_to_cells
 from .cubed import cubed_sphere
 from .coarsening import Coarsening, agglomerate, column_parent, native_parent
 from .healpix import healpix
 from .icosahedral import icosahedral
+from .irregular import irregular_sphere
 from .meshio_adapter import from_meshio
 from .spec import parse_mesh_spec
 
@@ -14,4 +16,5 @@ __all__ = [
     "from_meshio",
     "Coarsening", "native_parent", "agglomerate", "column_parent", "grid_to_cells",
     "cells_to_grid", "parse_mesh_spec", "PolygonGeometry",
+    "irregular_sphere", "MeshQualityWarning",
 ]

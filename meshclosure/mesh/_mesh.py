@@ -242,8 +242,9 @@ class Mesh:
         )
 
     # ------------------------------------------------------------ validation
-    def validate(self, raise_on_error: bool = True, tol: float | None = None) -> list[str]:
-        """Check the finite-volume contract (DESIGN.md §3).
+    def validate(self, raise_on_error: bool = True, tol: float | None = None,
+                 warn: bool = True) -> list[str]:
+        """Check the finite-volume contract (DESIGN.md §3), and warn of poor quality.
 
         Checks: nothing NaN/Inf; every face joins two distinct, existing cells;
         cells are closed and consistently oriented (the transport of a random
@@ -252,6 +253,16 @@ class Mesh:
         point owner -> neighbour; the volumes sum to the domain area; a closed
         sphere has Euler characteristic 2.
 
+        A mesh that passes may still be hard for some schemes. When its
+        smallest interior angle is below 10° (slivers) or its cell areas vary
+        by more than 10³ (see :meth:`quality`), a
+        :class:`~meshclosure.mesh.MeshQualityWarning` names the numbers, the
+        risk and the schemes to use: the unlimited linear scheme
+        (``scheme="linear"``) can grow a mode on sliver cells at any time step
+        (random data grew ×3.7·10³ per revolution on a Delaunay mesh with 0.5°
+        angles), while ``"quadratic"``, ``"limited"`` and ``"upwind"`` stay
+        stable there. The built-in families never warn.
+
         Parameters
         ----------
         raise_on_error : bool
@@ -259,15 +270,76 @@ class Mesh:
             otherwise return the list of problems (empty when valid).
         tol : float, optional
             Relative tolerance; default 1e-10 in float64, 1e-4 in float32.
+        warn : bool
+            Warn of poor quality on a valid mesh (default); ``False`` checks only.
 
         Returns
         -------
         list of str
             Problems found (empty when valid).
+
+        Warns
+        -----
+        MeshQualityWarning
+            On a valid 2-D mesh with slivers or widely varying cell areas.
+
+        Examples
+        --------
+        >>> import warnings
+        >>> from meshclosure.mesh import icosahedral, irregular_sphere
+        >>> icosahedral(2).validate()
+        []
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     irregular_sphere(500, seed=1).validate()
+        []
+        >>> print(str(caught[0].message)[:43])
+        mesh has slivers: smallest interior angle 0
         """
         from ._validate import validate_mesh
 
-        return validate_mesh(self, raise_on_error=raise_on_error, tol=tol)
+        return validate_mesh(self, raise_on_error=raise_on_error, tol=tol, warn=warn)
+
+    def quality(self) -> dict:
+        """Shape measures of the mesh, for choosing a scheme (see :meth:`validate`).
+
+        Angles are interior polygon angles: on the plane between the straight
+        edges, on the sphere between the great-circle edges (their tangents at
+        the vertex). Centre-to-centre vectors and face normals are compared in
+        the tangent plane at the face centre on the sphere.
+
+        Returns
+        -------
+        dict
+            ``min_angle``, ``max_angle`` : float, degrees
+                Smallest / largest interior angle over all cells (``None`` on a
+                1-D column); ``min_angle_cell`` the cell with the smallest.
+            ``area_ratio`` : float
+                ``max V_i / min V_i``.
+            ``face_length_ratio`` : float
+                Longest / shortest face (interior and boundary).
+            ``distance_ratio`` : float
+                Longest / shortest centre-to-centre distance.
+            ``max_non_orthogonality``, ``mean_non_orthogonality`` : float, degrees
+                Angle between the owner-to-neighbour centre vector and the face
+                normal (0 on orthogonal meshes such as Cartesian grids).
+            ``max_skewness`` : float
+                Distance from the face centre to the point where the
+                centre-to-centre line crosses the face, over the face length
+                (0 when the line crosses at the midpoint, 0.5 at an end).
+
+        Examples
+        --------
+        >>> from meshclosure.mesh import cartesian
+        >>> q = cartesian(4, 4, 4.0, 2.0).quality()
+        >>> q["min_angle"], q["max_angle"], q["area_ratio"], q["face_length_ratio"]
+        (90.0, 90.0, 1.0, 2.0)
+        >>> q["max_non_orthogonality"], q["max_skewness"]
+        (0.0, 0.0)
+        """
+        from ._validate import mesh_quality
+
+        return mesh_quality(self)
 
     def euler_characteristic(self) -> int:
         """For 2-D meshes, ``V - E + F`` with V the vertices that end a face, E all faces

@@ -1,0 +1,124 @@
+"""Irregular sphere meshes: Delaunay triangulations of clustered random points.
+
+The meshes users make with their own tools (a Delaunay triangulation of
+observation sites, a jittered or refined point set) are not the smooth families
+meshclosure builds itself: they have *slivers* (triangles with a tiny angle)
+and cell areas varying by orders of magnitude. :func:`irregular_sphere` makes
+such a mesh, deterministically from a seed, to test the solver where it is
+weakest (see :meth:`meshclosure.mesh.Mesh.quality` and the warning of
+:meth:`meshclosure.mesh.Mesh.validate`).
+
+The triangulation is the convex hull of the points (for points on a sphere the
+hull's facets are exactly the spherical Delaunay triangles: no point lies
+inside any facet's circumcircle on the sphere), each triangle oriented
+counter-clockwise seen from outside, and the mesh is built by
+:func:`~meshclosure.mesh.from_polygons` (exact spherical geometry).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ArgumentError
+from ._mesh import Mesh
+
+__all__ = ["irregular_sphere"]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def irregular_sphere(n_points: int, seed: int = 0, clusters: int = 4,
+                     cluster_fraction: float = 0.6, spread: float = 0.08,
+                     radius: float = 1.0) -> Mesh:
+    """Delaunay triangulation of a clustered random point set on the sphere.
+
+    ``n_points`` points: a fraction ``1 − cluster_fraction`` uniform on the
+    sphere, the rest split evenly between ``clusters`` clusters, each a
+    Gaussian blob of angular standard deviation ``spread`` (radians, in the
+    tangent plane of a random centre, mapped back with the exponential map).
+    The triangulation has ``2 n_points − 4`` triangles (Euler). Random points
+    give slivers (a few thousand points give smallest angles well below 1°)
+    and the clusters give areas varying by far more than 10³ (see
+    :meth:`~meshclosure.mesh.Mesh.quality`); :meth:`Mesh.validate` warns on
+    such meshes with :class:`~meshclosure.mesh.MeshQualityWarning`.
+
+    Parameters
+    ----------
+    n_points : int
+        Number of points (mesh vertices), ``>= 4``.
+    seed : int
+        Seed of the NumPy generator; the mesh is a pure function of the
+        arguments (same seed, same mesh, bit for bit).
+    clusters : int
+        Number of clusters, ``>= 0`` (0: uniform random points).
+    cluster_fraction : float
+        Fraction of the points in clusters, in ``[0, 1]``.
+    spread : float
+        Angular standard deviation of each cluster in radians, ``> 0``.
+    radius : float
+        Sphere radius.
+
+    Returns
+    -------
+    Mesh
+        ``info = {"family": "irregular", "n_points": ..., "seed": ..., "clusters": ...,
+        "cluster_fraction": ..., "spread": ...}``; ``2 n_points − 4`` triangular cells.
+
+    Examples
+    --------
+    >>> mesh = irregular_sphere(500, seed=1)
+    >>> mesh.n_cells, mesh.euler_characteristic()
+    (996, 2)
+    >>> q = mesh.quality()
+    >>> q["min_angle"] < 5.0 and q["area_ratio"] > 100
+    True
+    >>> irregular_sphere(3)
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: n_points=3: must be an integer >= 4 (a closed triangulated sphere needs 4 points); pass e.g. n_points=2000.
+    """
+    from scipy.spatial import ConvexHull
+
+    from ._build import from_polygons
+
+    if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 4:
+        raise ArgumentError("n_points", n_points, "must be an integer >= 4 (a closed "
+                            "triangulated sphere needs 4 points)", "pass e.g. n_points=2000")
+    if isinstance(clusters, bool) or not isinstance(clusters, (int, np.integer)) or clusters < 0:
+        raise ArgumentError("clusters", clusters, "must be an integer >= 0",
+                            "pass e.g. clusters=4, or 0 for uniform random points")
+    if not 0.0 <= float(cluster_fraction) <= 1.0:
+        raise ArgumentError("cluster_fraction", cluster_fraction, "must lie in [0, 1]",
+                            "pass e.g. cluster_fraction=0.6")
+    if not (float(spread) > 0 and np.isfinite(spread)):
+        raise ArgumentError("spread", spread, "must be a positive finite angle in radians",
+                            "pass e.g. spread=0.08")
+    rng = np.random.default_rng(seed)
+    n_points = int(n_points)
+    n_cluster = int(round(cluster_fraction * n_points)) if clusters else 0
+    n_uniform = n_points - n_cluster
+    points = [_unit(rng.standard_normal((n_uniform, 3)))]
+    centres = _unit(rng.standard_normal((max(clusters, 1), 3)))
+    sizes = np.full(max(clusters, 1), n_cluster // max(clusters, 1))
+    sizes[: n_cluster - sizes.sum()] += 1
+    for c, m in zip(centres, sizes if clusters else []):
+        # orthonormal tangent basis at c, Gaussian offsets, exponential map
+        e1 = _unit(np.cross(c, [1.0, 0.0, 0.0] if abs(c[0]) < 0.9 else [0.0, 1.0, 0.0]))
+        e2 = np.cross(c, e1)
+        xy = float(spread) * rng.standard_normal((int(m), 2))
+        angle = np.linalg.norm(xy, axis=1, keepdims=True)
+        direction = np.where(angle > 0, xy / np.where(angle > 0, angle, 1.0), 0.0)
+        tangent = direction[:, :1] * e1 + direction[:, 1:] * e2
+        points.append(_unit(np.cos(angle) * c + np.sin(angle) * tangent))
+    v = np.concatenate(points)
+    tri = ConvexHull(v).simplices.astype(np.int64)
+    # counter-clockwise seen from outside: (b - a) x (c - a) points away from the origin
+    a, b, c = v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]
+    flip = (np.cross(b - a, c - a) * (a + b + c)).sum(1) < 0
+    tri[flip] = tri[flip][:, ::-1]
+    tri = tri[np.lexsort(tri.T[::-1])]           # a fixed cell order, independent of qhull's
+    info = {"family": "irregular", "n_points": n_points, "seed": int(seed),
+            "clusters": int(clusters), "cluster_fraction": float(cluster_fraction),
+            "spread": float(spread)}
+    return from_polygons(v * float(radius), tri, radius=float(radius), info=info)
