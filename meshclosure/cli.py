@@ -65,7 +65,7 @@ GENERATE_FLAGS = {
     "allow_unconverged": "--allow-unconverged", "trajectory": "--trajectory",
     "runs": "--runs", "workers": "--workers", "scheduler": "--scheduler",
     "ood_runs": "--ood-runs", "split_by": "--split-by", "threads": "--threads",
-    "timeout": "--scheduler-timeout",
+    "scheduler_timeout": "--scheduler-timeout",
 }
 
 #: Parameters of ``generate`` that no flag sets (an error about one says so).
@@ -291,7 +291,7 @@ def _cmd_generate_runs(args: argparse.Namespace, out: str) -> int:
     timeout = 30.0 if args.scheduler_timeout is None else args.scheduler_timeout
     check_runs_arguments(args.runs, workers=args.workers, scheduler=args.scheduler,
                          ood_runs=args.ood_runs, ood_samples=args.ood, split_by=split_by,
-                         threads=threads, timeout=timeout)
+                         threads=threads, scheduler_timeout=timeout)
     _generate_module().check_generate_arguments(
         n_samples=args.samples, every=args.every, ood_samples=args.ood,
         gap=0 if split_by == "run" else args.gap, format=args.format, out=out,
@@ -304,7 +304,7 @@ def _cmd_generate_runs(args: argparse.Namespace, out: str) -> int:
                       gap=args.gap, overwrite=args.overwrite, resume=not args.no_resume,
                       progress=not (args.no_progress or args.quiet), trajectory=args.trajectory,
                       allow_unconverged=args.allow_unconverged,
-                      timeout=timeout)
+                      scheduler_timeout=timeout)
     except KeyboardInterrupt:
         print(f"meshclosure generate: interrupted; nothing was written to {out}. The finished "
               f"runs are kept in {out}.partial/runs/: rerun the same command to compute only "

@@ -175,19 +175,19 @@ def _integer(name: str, value: Any, low: int, fix: str) -> None:
 
 def check_runs_arguments(runs: Any = 1, *, workers: Any = None, scheduler: Any = None,
                          ood_runs: Any = None, ood_samples: Any = 0, split_by: Any = "time",
-                         threads: Any = 1, timeout: Any = 30.0,
+                         threads: Any = 1, scheduler_timeout: Any = 30.0,
                          retries: Any = 1) -> Dict[str, Any]:
     """Check the arguments of :func:`generate_runs` that ``generate`` does not have.
 
     Returns ``runs``, ``workers`` (1 when neither ``workers`` nor ``scheduler``
     is given), ``scheduler``, ``ood_runs`` (default 1 when ``ood_samples`` > 0,
-    else 0), ``split_by``, ``threads``, ``timeout`` and ``retries``.
+    else 0), ``split_by``, ``threads``, ``scheduler_timeout`` and ``retries``.
 
     Raises
     ------
     ArgumentError
         Naming the argument (``runs``, ``workers``, ``scheduler``, ``ood_runs``,
-        ``ood_samples``, ``split_by``, ``threads``, ``timeout``, ``retries``),
+        ``ood_samples``, ``split_by``, ``threads``, ``scheduler_timeout``, ``retries``),
         the value, the rule and the fix.
 
     Examples
@@ -235,13 +235,14 @@ def check_runs_arguments(runs: Any = 1, *, workers: Any = None, scheduler: Any =
         raise ArgumentError("split_by", split_by, f"needs at least 3 main runs (one each for "
                             f"train, val and test); got runs={runs}",
                             "pass {runs} >= 3, or {split_by}='time'")
+    timeout = scheduler_timeout
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ArgumentError("timeout", timeout, "must be a positive number of seconds",
-                            "pass e.g. {timeout}=30")
+        raise ArgumentError("scheduler_timeout", timeout, "must be a positive number of seconds",
+                            "pass e.g. {scheduler_timeout}=30")
     return {"runs": int(runs), "workers": int(workers) if workers is not None else
             (None if scheduler is not None else 1), "scheduler": scheduler,
             "ood_runs": int(ood_runs), "split_by": split_by, "threads": int(threads),
-            "timeout": float(timeout), "retries": int(retries)}
+            "scheduler_timeout": float(timeout), "retries": int(retries)}
 
 
 # ------------------------------------------------------------------ dask tasks
@@ -555,7 +556,8 @@ def generate_runs(scenario, out: str | os.PathLike, runs: int = 4, n_samples: in
                   threads: int = 1, fractions: Sequence[float] = (0.7, 0.15, 0.15),
                   gap: Optional[int] = None, overwrite: bool = False, resume: bool = True,
                   progress: bool = True, trajectory: bool = False,
-                  allow_unconverged: bool = False, timeout: float = 30.0, retries: int = 1,
+                  allow_unconverged: bool = False, scheduler_timeout: float = 30.0,
+                  retries: int = 1,
                   callback: Optional[Callable[[int, int, int], None]] = None,
                   echo: Optional[Callable[[str], None]] = None) -> Path:
     """Generate ``runs`` independent runs (and ``ood_runs`` OOD runs) on dask into one zarr store.
@@ -592,7 +594,7 @@ def generate_runs(scenario, out: str | os.PathLike, runs: int = 4, n_samples: in
         same bits as a serial run).
     overwrite, resume, progress
         As in :func:`~meshclosure.data.generate`; ``progress`` shows one bar over runs.
-    timeout : float
+    scheduler_timeout : float
         Seconds to wait for ``scheduler`` to answer.
     retries : int
         Retries of a run task that raises (a run whose worker dies is
@@ -613,7 +615,7 @@ def generate_runs(scenario, out: str | os.PathLike, runs: int = 4, n_samples: in
     ArgumentError
         Bad arguments (:func:`check_runs_arguments`,
         :func:`~meshclosure.data.check_generate_arguments`), a netCDF ``out``,
-        or a ``scheduler`` that does not answer within ``timeout``.
+        or a ``scheduler`` that does not answer within ``scheduler_timeout``.
     ResumeError
         ``<out>.partial`` holds runs of other arguments (left untouched).
     SharedPathError
@@ -621,7 +623,7 @@ def generate_runs(scenario, out: str | os.PathLike, runs: int = 4, n_samples: in
     """
     args = check_runs_arguments(runs, workers=workers, scheduler=scheduler, ood_runs=ood_runs,
                                 ood_samples=ood_samples, split_by=split_by, threads=threads,
-                                timeout=timeout, retries=retries)
+                                scheduler_timeout=scheduler_timeout, retries=retries)
     if split_by == "run" and gap not in (None, 0):
         raise ArgumentError("gap", gap, "applies to split_by='time' only (whole runs are "
                             "the blocks with split_by='run')", "leave {gap} out, or pass "
@@ -646,7 +648,8 @@ def generate_runs(scenario, out: str | os.PathLike, runs: int = 4, n_samples: in
             "versions": _versions()}      # an upgrade between interruption and resume: refused
     meta = json.loads(json.dumps(meta, sort_keys=True, default=str))
     start = time.perf_counter()
-    with _client(args["workers"], args["scheduler"], args["timeout"]) as client:
+    with _client(args["workers"], args["scheduler"],
+                 args["scheduler_timeout"]) as client:
         _open_partial(folder, meta, resume)            # after the scheduler answered
         (folder / "runs").mkdir(exist_ok=True)
         done = [s for s in specs if _complete(s)]
