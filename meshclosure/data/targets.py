@@ -210,7 +210,7 @@ def _fluxes(fn: FluxFn, mesh: Mesh, t: float, state, U, variables) -> Dict[str, 
 def subgrid_targets(scenario_or_fluxfn: Any, coarsening: Coarsening, t: float,
                     state_fine: Mapping[str, Tensor], transport_fine: Tensor,
                     variables: Optional[Sequence[str]] = None,
-                    inputs: bool = True) -> SubgridSample:
+                    inputs: bool = True, tendency: bool = True) -> SubgridSample:
     """Coarse state, coarse transport and subgrid flux/tendency targets of one fine snapshot.
 
     Parameters
@@ -235,6 +235,10 @@ def subgrid_targets(scenario_or_fluxfn: Any, coarsening: Coarsening, t: float,
         key of ``state_fine`` for a flux function).
     inputs : bool
         Compute the resolved inputs (gradients, scenario inputs).
+    tendency : bool
+        Compute ``s^sgs``; ``False`` leaves :attr:`SubgridSample.tendency` empty (the
+        step means of :func:`~meshclosure.data.trajectory.coarse_steps` need only the
+        fluxes: two divergences and a restriction fewer per fine stage).
 
     Returns
     -------
@@ -271,24 +275,26 @@ def subgrid_targets(scenario_or_fluxfn: Any, coarsening: Coarsening, t: float,
     b_f = boundary_fn(fine, t, state_fine) or {}
     b_c = boundary_fn(coarse, t, Q) or {}
 
-    flux, tendency, bflux = {}, {}, {}
+    flux, tend, bflux = {}, {}, {}
     for var in variables:
         dtype = phi_f[var].dtype
         bf = b_f.get(var)
         bc = b_c.get(var)
         bf = bf if bf is not None else phi_f[var].new_zeros(fine.n_boundary_faces)
         bc = bc if bc is not None else phi_c[var].new_zeros(coarse.n_boundary_faces)
-        T_f = -divergence(fine, phi_f[var], bf.to(dtype) if fine.n_boundary_faces else None)
-        T_c = -divergence(coarse, phi_c[var], bc.to(dtype) if coarse.n_boundary_faces else None)
         flux[var] = coarsening.restrict_flux(phi_f[var]) - phi_c[var]
         bflux[var] = coarsening.restrict_boundary_flux(bf.to(dtype)) - bc.to(dtype)
-        tendency[var] = coarsening.restrict(T_f) - T_c
+        if tendency:
+            T_f = -divergence(fine, phi_f[var], bf.to(dtype) if fine.n_boundary_faces else None)
+            T_c = -divergence(coarse, phi_c[var],
+                              bc.to(dtype) if coarse.n_boundary_faces else None)
+            tend[var] = coarsening.restrict(T_f) - T_c
     extra: Dict[str, Tensor] = {}
     if inputs:
         resolved = sc.resolved_inputs(coarse, t, Q, Uc) if is_scenario else {}
         extra = coarse_inputs(coarse, Q, variables, resolved)
     return SubgridSample(t=float(t), state={v: Q[v] for v in variables}, transport=Uc,
-                         flux=flux, tendency=tendency, boundary_flux=bflux, inputs=extra)
+                         flux=flux, tendency=tend, boundary_flux=bflux, inputs=extra)
 
 
 def check_identity(sample: SubgridSample, coarse: Mesh) -> float:

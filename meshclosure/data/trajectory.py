@@ -148,7 +148,7 @@ def coarse_steps(scenario, t: float, state: Mapping[str, Tensor], n_steps: int,
             new = ssprk3_step(rhs, t0 + k * dt, state, dt)
             for (ts, s), b in zip(stages, STAGES["ssprk3"].b):
                 sample = subgrid_targets(scenario, c, ts, s, scenario.transport(ts, s),
-                                         inputs=False)
+                                         inputs=False, tendency=False)
                 f = {k_: c.restrict(v) for k_, v in scenario.random_forcing(ts).items()}
                 if not flux_start:
                     flux_start = dict(sample.flux)
