@@ -49,7 +49,14 @@ configuration).
 
 * ``run`` 0 is the main run (split by time into train / val / test blocks,
   optionally with ``gap`` samples set aside between them, code 4), run 1 the
-  out-of-distribution run (all code 3). Runs never share a time axis.
+  out-of-distribution run (all code 3). Runs never share a time axis. A store
+  of many runs (:func:`~meshclosure.data.multirun.generate_runs`, same layout
+  version) holds main runs ``0 .. R-1`` (each split by time, or whole runs per
+  split: attribute ``split_by``), then the OOD runs, with ``run_seed (run,)``,
+  ``run_kind (run,)`` (0 main, 1 OOD) and the attribute ``run_configs`` (every
+  run's scenario config; :func:`~meshclosure.data.multirun.scenario_for_run`).
+  Readers index samples by ``(run, time index)`` and the split codes, so they
+  read either.
 * ``time`` is the time since the run's first sample (identical for all
   runs when they share the sample interval ``every · dt``; the OOD run's
   ``every`` is chosen so that it does to within one fine step, and
