@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._cache import per_mesh
+from .._sparse import csr, sparse_ok, spmm
 from ..mesh import Mesh
 from .gradients import cell_to_vertex
 from .diffusion import _geometry
@@ -589,13 +591,41 @@ class PoissonSolver:
     __call__ = solve
 
 
+def _vertex_matrix(mesh: Mesh, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """CSR ``(n_vertices, n_cells)``: :func:`~meshclosure.fv.gradients.cell_to_vertex`'s
+    weights ``V_i / Σ V`` with the rows of wall vertices empty."""
+    def build() -> Tensor:
+        cv = mesh.cell_vertices.cpu()
+        mask = cv >= 0
+        cells = torch.arange(mesh.n_cells)[:, None].expand_as(cv)[mask]
+        verts = cv[mask]
+        vol = mesh.cell_volume.detach().cpu().double()[cells]
+        total = torch.zeros(mesh.n_vertices, dtype=torch.float64).index_add(0, verts, vol)
+        weight = vol / total[verts].clamp_min(torch.finfo(torch.float64).tiny)
+        if mesh.n_boundary_faces:
+            keep = ~torch.isin(verts, mesh.boundary_face_vertices.cpu().reshape(-1))
+            cells, verts, weight = cells[keep], verts[keep], weight[keep]
+        return csr(verts.to(device), cells.to(device), weight.to(device=device, dtype=dtype),
+                   (mesh.n_vertices, mesh.n_cells))
+
+    return per_mesh(mesh, ("fv.poisson.vertex", dtype, str(device)), build)
+
+
+def _walls(mesh: Mesh, device: torch.device) -> Tensor:
+    """Indices of the vertices on boundary faces (cached)."""
+    return per_mesh(mesh, ("fv.poisson.walls", str(device)),
+                    lambda: mesh.boundary_face_vertices.reshape(-1).unique().to(device))
+
+
 def vertex_streamfunction(mesh: Mesh, psi_cell: Tensor, wall_value: float = 0.0) -> Tensor:
     """Streamfunction at vertices for :func:`~meshclosure.fv.transport_from_streamfunction`.
 
     :func:`~meshclosure.fv.gradients.cell_to_vertex` (area-weighted mean of the
     cells around each vertex), then ``wall_value`` on every vertex of a
     boundary face, so that walls carry no transport (``U_b = ψ(v0) − ψ(v1) = 0``).
-    On closed meshes this is ``cell_to_vertex``.
+    On closed meshes this is ``cell_to_vertex``. Float32/float64 tensors on
+    the CPU or CUDA go through one cached sparse matrix (the same weights; the
+    sum over a vertex's cells may be ordered differently: equal to rounding).
 
     Parameters
     ----------
@@ -623,8 +653,13 @@ def vertex_streamfunction(mesh: Mesh, psi_cell: Tensor, wall_value: float = 0.0)
     ...
     ValueError: q must have n_cells = 36 rows (dim 0); got shape (3,). ...
     """
-    out = cell_to_vertex(mesh, psi_cell)
-    if mesh.n_boundary_faces:
-        walls = mesh.boundary_face_vertices.reshape(-1).unique().to(out.device)
-        out = out.index_fill(0, walls, float(wall_value))
+    _check_rows("q", psi_cell, mesh.n_cells, "n_cells")
+    if not sparse_ok(psi_cell):
+        out = cell_to_vertex(mesh, psi_cell)
+        if mesh.n_boundary_faces:
+            out = out.index_fill(0, _walls(mesh, out.device), float(wall_value))
+        return out
+    out = spmm(_vertex_matrix(mesh, psi_cell.dtype, psi_cell.device), psi_cell)
+    if mesh.n_boundary_faces and wall_value != 0:
+        out = out.index_fill(0, _walls(mesh, out.device), float(wall_value))
     return out
