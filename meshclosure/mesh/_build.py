@@ -8,9 +8,16 @@ Every adapter ends here, so the geometry is computed in one place:
   solid angles, doi:10.1109/TBME.1983.325207), exact centroids
   (``∫ r̂ dA = ½ Σ_e θ_e û_e`` over the great-circle edges), great-circle face
   lengths, normals tangent to the sphere at the face midpoint.
+
+Small cells keep their digits: every sum that would cancel is taken relative
+to a local origin (the plane's shoelace and the sphere's solid angle from the
+first vertex, the sphere's centroid from the vertex mean, see
+:func:`_sphere_centroid`; arc lengths from ``a × (b − a)``), so the rounding
+error stays at a few ulp of the coordinates instead of growing like ε/h.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -123,27 +130,17 @@ class PolygonGeometry:
                 cen = ((a + b) * cross[..., None]).sum(1) / (6.0 * area[:, None])
             return area, self.into_domain(p0 + cen)
         u = v / self.radius
-        # signed solid angle of the fan (u0, u_k, u_k+1)
+        # signed solid angle of the fan (u0, u_k, u_k+1); the triple product is taken of
+        # the differences from the apex u0 (the same number, without the cancellation)
         u0 = u[first[:, 0]]
         uk = u[np.where(mask, padded, 0)]
         uk1 = u[np.where(mask, nxt, 0)]
-        num = np.einsum("cd,ckd->ck", u0, np.cross(uk, uk1))
+        num = np.einsum("cd,ckd->ck", u0, np.cross(uk - u0[:, None], uk1 - u0[:, None]))
         den = 1.0 + np.einsum("cd,ckd->ck", u0, uk) + (uk * uk1).sum(-1) \
             + np.einsum("cd,ckd->ck", u0, uk1)
         omega = 2.0 * np.arctan2(num, den) * mask
         area = omega.sum(1) * self.radius**2
-        # exact centroid direction: 1/2 sum_e theta_e * unit(a x b)
-        ab = np.cross(uk, uk1)
-        s = np.linalg.norm(ab, axis=-1)
-        theta = np.arctan2(s, (uk * uk1).sum(-1))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            unit = np.where(s[..., None] > 0, ab / s[..., None], 0.0)
-        direction = (theta[..., None] * unit * mask[..., None]).sum(1)
-        norm = np.linalg.norm(direction, axis=1, keepdims=True)
-        fallback = (uk * mask[..., None]).sum(1)
-        direction = np.where(norm > 0, direction, fallback)
-        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-        return area, self.radius * direction
+        return area, self.radius * _sphere_centroid(uk, uk1, mask)
 
     def segment(self, p: np.ndarray, q: np.ndarray):
         """Length, midpoint and unit normal (right of p -> q) of faces."""
@@ -155,7 +152,7 @@ class PolygonGeometry:
                 normal = np.stack([t[:, 1], -t[:, 0]], 1) / length[:, None]
             return length, mid, normal
         a, b = p / self.radius, q / self.radius
-        ab = np.cross(a, b)
+        ab = np.cross(a, b - a)        # = a x b, without cancellation for short arcs
         s = np.linalg.norm(ab, axis=1)
         length = self.radius * np.arctan2(s, (a * b).sum(1))
         mid = a + b
@@ -168,7 +165,85 @@ class PolygonGeometry:
         if self.radius is None:
             return np.linalg.norm(self.wrap(q - p), axis=1)
         a, b = p / self.radius, q / self.radius
-        return self.radius * np.arctan2(np.linalg.norm(np.cross(a, b), axis=1), (a * b).sum(1))
+        return self.radius * np.arctan2(np.linalg.norm(np.cross(a, b - a), axis=1),
+                                        (a * b).sum(1))
+
+
+def _theta_minus_sin(theta: np.ndarray) -> np.ndarray:
+    """``θ − sin θ`` to full relative precision (Taylor series below 1, direct above)."""
+    t2 = theta * theta
+    series = np.zeros_like(theta)
+    for k in range(10, 0, -1):         # Σ_k (−1)^(k+1) θ^(2k+1) / (2k+1)!, Horner in θ²
+        series = t2 * (1.0 / math.factorial(2 * k + 1) * (-1) ** (k + 1) + series)
+    series = theta * series
+    return np.where(theta < 1.0, series, theta - np.sin(theta))
+
+
+def _norm2_minus_1(u: np.ndarray) -> np.ndarray:
+    """``|u|² − 1`` of near-unit vectors ``(..., 3)`` to ~ε² (error-free products and sums).
+
+    Each coordinate is split into 26-bit halves (Veltkamp), so ``x² = h² + 2hl + l²``
+    with each product exact; the nine products are added with TwoSum (Knuth),
+    carrying the errors.
+    Deterministic in plain float64 arithmetic (no FMA, no extended precision).
+    """
+    hi = u * 134217729.0
+    hi = hi - (hi - u)
+    lo = u - hi
+    total = np.full(u.shape[:-1], -1.0)
+    err = np.zeros(u.shape[:-1])
+    for i in range(u.shape[-1]):             # nine exact products, added with TwoSum
+        for x in (hi[..., i] * hi[..., i], 2.0 * hi[..., i] * lo[..., i], lo[..., i] * lo[..., i]):
+            s_ = total + x
+            bb = s_ - total
+            err += (total - (s_ - bb)) + (x - bb)
+            total = s_
+    return total + err
+
+
+def _sphere_centroid(uk: np.ndarray, uk1: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Unit centroid directions ``(n_cells, 3)`` of spherical polygons with near-unit corners.
+
+    ``∫ r̂ dA = ½ Σ_e θ_e (a_e × b_e) / sin θ_e`` over the great-circle edges
+    ``a -> b``. For a small cell each term is O(h) and the sum O(h²), so the
+    plain sum loses digits (relative error ε/h). It is evaluated relative to the
+    local origin ``c`` (the vertex mean), with ``d = a − c`` and ``w = θ / sin θ``:
+    ``a × b = c × (b − a) + d_a × d_b`` and ``Σ_e (b − a) = 0`` around a closed
+    loop give ::
+
+        Σ_e w_e a_e × b_e = c × Σ_e (w_e − 1)(d_b − d_a) + Σ_e w_e d_a × d_b
+
+    whose terms are O(h³) and O(h²), with ``w − 1 = (θ − sin θ)/sin θ`` from its
+    series and ``θ = 2 asin(|d_b − d_a| / 2)``. The offsets ``d`` are those of the
+    exactly normalised corners, ``d = a − c − ½(|a|² − 1) a`` with ``|a|² − 1``
+    from :func:`_norm2_minus_1`: a corner off the unit sphere by ε would
+    otherwise shift the result by ε/h. Exact for any ``c``; the choice only sets
+    the rounding, which stays at ε relative to the cell size (ε h²/A for a
+    sliver of area A ≪ h², where the centroid itself is that ill-conditioned).
+    """
+    m = mask[..., None]
+    c = (uk * m).sum(1) / m.sum(1)
+    du = 0.5 * _norm2_minus_1(uk)[..., None]
+    d = (uk - c[:, None] - du * uk) * m
+    d1 = np.take_along_axis(d, _roll_index(mask)[..., None], axis=1) * m
+    edge = d1 - d
+    theta = 2.0 * np.arcsin(np.minimum(0.5 * np.linalg.norm(edge, axis=-1), 1.0))
+    sin = np.sin(theta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_minus_1 = np.where(sin > 0, _theta_minus_sin(theta) / sin, 0.0)
+    direction = 0.5 * (np.cross(c, (w_minus_1[..., None] * edge).sum(1))
+                       + ((1.0 + w_minus_1)[..., None] * np.cross(d, d1)).sum(1))
+    size = np.linalg.norm(direction, axis=1, keepdims=True)
+    fallback = (uk * m).sum(1)
+    direction = np.where(size > 0, direction, fallback)
+    return direction / np.linalg.norm(direction, axis=1, keepdims=True)
+
+
+def _roll_index(mask: np.ndarray) -> np.ndarray:
+    """Slot of the next corner of each polygon slot ``(n_cells, k)`` (wrapping per polygon)."""
+    n_per = mask.sum(1)
+    k = np.arange(mask.shape[1])[None, :]
+    return np.where(k + 1 < n_per[:, None], k + 1, 0)
 
 
 def _check_vertices(v: np.ndarray, radius: float | None) -> np.ndarray:
