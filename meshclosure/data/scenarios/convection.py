@@ -118,10 +118,10 @@ class ConvectionScenario(Scenario):
         mesh = cartesian(nx, nz, H * nx / nz, H, periodic=(True, False))
         return mesh, f"cartesian:{nx}x{nz}"
 
-    def __init__(self, mesh=None, factor=4, seed=0, **config):
+    def __init__(self, mesh=None, factor=4, seed=0, *, device=None, **config):
         # _build_mesh runs before the parameters are merged and needs the height
         self._pending_height = config.get("height", self.parameters["height"])
-        super().__init__(mesh=mesh, factor=factor, seed=seed, **config)
+        super().__init__(mesh=mesh, factor=factor, seed=seed, device=device, **config)
 
     def _build_coarsening(self, factor: int) -> Coarsening:
         nz = self.fine.info["ny"]
@@ -168,10 +168,13 @@ class ConvectionScenario(Scenario):
         return float(min(h, 0.9 * H))
 
     def reference_profile(self, mesh: Mesh) -> Tensor:
-        """``b_r = N2 max(z − h0, 0)`` at the cells of ``mesh`` ``(n_cells,)``."""
-        z = mesh.cell_center[:, 1].double()
-        p = self.params
-        return p["stratification"] * torch.clamp(z - p["mixed_layer"], min=0.0)
+        """``b_r = N2 max(z − h0, 0)`` at the cells of ``mesh`` ``(n_cells,)`` (cached)."""
+        store = self._cache(mesh)
+        if "b_r" not in store:
+            z = mesh.cell_center[:, 1].double()
+            p = self.params
+            store["b_r"] = p["stratification"] * torch.clamp(z - p["mixed_layer"], min=0.0)
+        return store["b_r"]
 
     def _level_mean(self, b: Tensor) -> Tensor:
         """Horizontal mean of ``b`` over each fine level, at every fine cell ``(n_cells,)``."""
@@ -219,12 +222,13 @@ class ConvectionScenario(Scenario):
         p = self.params
         z = self.fine.cell_center[:, 1].double()
         rng = self._rng(4)
-        noise = torch.as_tensor(rng.uniform(-1.0, 1.0, self.fine.n_cells))
+        noise = torch.as_tensor(rng.uniform(-1.0, 1.0, self.fine.n_cells)).to(z.device)
         h = self.equilibrium_depth()
         b_mixed = p["stratification"] * max(h - p["mixed_layer"], 0.0)
         b = torch.clamp(self.reference_profile(self.fine), min=b_mixed)
         b = b + p["noise"] * noise * (z < h)
-        return {"zeta": torch.zeros(self.fine.n_cells, dtype=torch.float64), "b": b}
+        return {"zeta": torch.zeros(self.fine.n_cells, dtype=torch.float64, device=z.device),
+                "b": b}
 
     def spin_up(self, state, progress: bool = False):
         """Run ``spinup_time`` (a fixed time: ``"converged": None``), recording the
@@ -257,7 +261,8 @@ class ConvectionScenario(Scenario):
         (the horizontal mean of ``w`` vanishes on every level of the periodic slice, so
         ``restrict_flux(U)`` is zero up to rounding); on a coarse slice, ``restrict_flux(U)``."""
         if self._is_column(coarsening.coarse):
-            return torch.zeros(coarsening.coarse.n_faces, dtype=transport.dtype)
+            return torch.zeros(coarsening.coarse.n_faces, dtype=transport.dtype,
+                               device=transport.device)
         return coarsening.restrict_flux(transport)
 
     def _is_column(self, mesh: Mesh) -> bool:
@@ -273,7 +278,7 @@ class ConvectionScenario(Scenario):
         if not self._is_column(c.coarse):
             raise ValueError("coarse_model is the single-column model; this scenario's coarse "
                              f"mesh {c.coarse!r} is not a column.")
-        zero = torch.zeros(c.coarse.n_faces, dtype=torch.float64)
+        zero = torch.zeros(c.coarse.n_faces, dtype=torch.float64, device=c.coarse.device)
         base = TracerModel(c.coarse, zero, scheme=p["scheme"], closure=closure, var="b",
                            boundary_flux=self._bottom_flux(c.coarse),
                            relaxation=(p["relax_rate"], c.restrict(self.reference_profile(
@@ -301,16 +306,17 @@ class ConvectionScenario(Scenario):
         if "vertical" not in store:
             nz = mesh.face_normal[:, 1].double()
             horizontal = nz.abs() > 0.5
-            count = torch.zeros(mesh.n_cells, dtype=torch.float64)
+            count = torch.zeros(mesh.n_cells, dtype=torch.float64, device=mesh.device)
             for row in mesh.face_cells:
-                count = count.index_add(0, row[horizontal],
-                                        torch.ones(int(horizontal.sum()), dtype=torch.float64))
+                count = count.index_add(0, row[horizontal], torch.ones(
+                    int(horizontal.sum()), dtype=torch.float64, device=mesh.device))
             store["vertical"] = (horizontal, torch.sign(nz) / mesh.cell_distance.double(),
                                  count.clamp_min(1.0))
         horizontal, scale, count = store["vertical"]
         a, c = mesh.face_cells[0], mesh.face_cells[1]
         g = torch.where(horizontal, (b[c] - b[a]) * scale.to(b.dtype), torch.zeros_like(scale))
-        out = torch.zeros(mesh.n_cells, dtype=b.dtype).index_add(0, a, g).index_add(0, c, g)
+        out = torch.zeros(mesh.n_cells, dtype=b.dtype, device=b.device).index_add(0, a, g) \
+            .index_add(0, c, g)
         return out / count.to(b.dtype)
 
     def column_profile(self, state: Mapping[str, Tensor]) -> Tuple[Tensor, Tensor]:
