@@ -29,7 +29,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def irregular_sphere(n_points: int, seed: int = 0, clusters: int = 4,
-                     cluster_fraction: float = 0.6, spread: float = 0.08,
+                     cluster_fraction: float = 0.5, spread: float = 0.15,
                      radius: float = 1.0) -> Mesh:
     """Delaunay triangulation of a clustered random point set on the sphere.
 
@@ -90,10 +90,10 @@ def irregular_sphere(n_points: int, seed: int = 0, clusters: int = 4,
                             "pass e.g. clusters=4, or 0 for uniform random points")
     if not 0.0 <= float(cluster_fraction) <= 1.0:
         raise ArgumentError("cluster_fraction", cluster_fraction, "must lie in [0, 1]",
-                            "pass e.g. cluster_fraction=0.6")
+                            "pass e.g. cluster_fraction=0.5")
     if not (float(spread) > 0 and np.isfinite(spread)):
         raise ArgumentError("spread", spread, "must be a positive finite angle in radians",
-                            "pass e.g. spread=0.08")
+                            "pass e.g. spread=0.15")
     rng = np.random.default_rng(seed)
     n_points = int(n_points)
     n_cluster = int(round(cluster_fraction * n_points)) if clusters else 0
