@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -54,7 +55,7 @@ from .._files import atomic_path, check_folder, refuse_existing
 from ..errors import ArgumentError, MeshclosureError
 from ..solver import STAGES
 from .dataset import _versions, build_dataset, check_split_arguments, max_gap
-from .store import _is_zarr_store, dataset_format, write_dataset
+from .store import _is_zarr_store, _umask, dataset_format, write_dataset
 from .targets import SubgridSample, subgrid_targets
 from .trajectory import STEPPER, trajectory_samples
 
@@ -280,6 +281,8 @@ def _open_partial(folder: Path, meta: dict, resume: bool) -> None:
     deleted: :class:`ResumeError` names what differs. ``resume=False``
     discards it."""
     meta_path = folder / "meta.json"
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()                   # an empty folder holds nothing to resume
     if folder.exists() and resume:
         try:
             old = json.loads(meta_path.read_text())
@@ -300,9 +303,16 @@ def _open_partial(folder: Path, meta: dict, resume: bool) -> None:
             + _RESUME_FIX.format(folder=folder)[0].lower() + _RESUME_FIX.format(folder=folder)[1:])
     if folder.exists():
         shutil.rmtree(folder)
-    folder.mkdir()
-    with atomic_path(meta_path, ".json") as tmp:
-        Path(tmp).write_text(json.dumps(meta, sort_keys=True))
+    # the folder appears with its meta.json (a process killed in between leaves only a
+    # temporary folder, never a folder of checkpoints without meta.json)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True))
+        os.chmod(tmp, 0o777 & ~_umask())
+        os.rename(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _run(scenario, folder: Path, prefix: str, n: int, every: int, progress: bool, bar,
