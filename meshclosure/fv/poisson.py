@@ -387,9 +387,12 @@ class PoissonSolver:
     method : {"auto", "fft", "fft_walls", "splu", "dense"}
         Solve path; ``"auto"`` (default) chooses as in the Notes. Forcing a
         Fourier path on a mesh whose matrix lacks its structure raises.
-    dense_limit : int
-        Largest ``n_cells`` for the dense device inverse (``n_cells²`` float64
-        numbers on the device; 20000 cells is 3.2 GB).
+    dense_limit : int, optional
+        Largest ``n_cells`` for the dense inverse on a CUDA device
+        (``n_cells²`` float64 numbers there). Default: the size whose matrix
+        takes a sixth of the device's memory (about 55 000 cells on a 139 GiB
+        H200; 20 000 without CUDA); a forced ``method="dense"`` may exceed
+        20 000 only when it is given explicitly.
 
     Attributes
     ----------
@@ -450,15 +453,16 @@ class PoissonSolver:
     """
 
     def __init__(self, mesh: Mesh, correction: bool = True, method: str = "auto",
-                 dense_limit: int = 20000) -> None:
+                 dense_limit: int | None = None) -> None:
         from ..errors import ArgumentError
 
         if method not in METHODS:
             raise ArgumentError("method", method, f"must be one of {METHODS}",
                                 "use 'auto' to let the solver choose")
-        if not isinstance(dense_limit, int) or isinstance(dense_limit, bool) or dense_limit < 1:
+        if dense_limit is not None and (not isinstance(dense_limit, int)
+                                        or isinstance(dense_limit, bool) or dense_limit < 1):
             raise ArgumentError("dense_limit", dense_limit, "must be an integer >= 1",
-                                "pass e.g. 20000 (cells)")
+                                "pass e.g. 20000 (cells), or None (by device memory)")
         self.mesh = mesh
         self.correction = bool(correction)
         self.closed = mesh.n_boundary_faces == 0
@@ -474,9 +478,10 @@ class PoissonSolver:
             raise ArgumentError("method", method, "needs a uniform periodic cartesian grid "
                                 f"with that structure; this mesh: {got}",
                                 "use method='auto' (it falls back to 'splu')")
-        if method == "dense" and mesh.n_cells > dense_limit:
+        if method == "dense" and mesh.n_cells > (dense_limit or 20000):
             raise ArgumentError("method", method, f"needs n_cells={mesh.n_cells} <= "
-                                f"dense_limit={dense_limit}", "raise {dense_limit} or use 'auto'")
+                                f"dense_limit={dense_limit or 20000}",
+                                "raise {dense_limit} or use 'auto'")
         self._forced = method if method != "auto" else None
         self.method = self._fourier.kind if (method == "auto" and self._fourier is not None) \
             else ("splu" if method == "auto" else method)
@@ -487,7 +492,7 @@ class PoissonSolver:
         """The path a tensor on ``device`` takes (see Notes)."""
         if self._forced is not None or torch.device(device).type == "cpu":
             return self.method
-        if self.method == "splu" and self.mesh.n_cells <= self.dense_limit:
+        if self.method == "splu" and self.mesh.n_cells <= self._dense_cells(device):
             return "dense"
         return self.method
 
@@ -530,13 +535,27 @@ class PoissonSolver:
         out[1:] = self._lu().solve(np.ascontiguousarray(rhs[1:]), trans)
         return out
 
+    def _dense_cells(self, device: Any) -> int:
+        """``dense_limit``, or the cells whose ``G`` fills a sixth of ``device``'s memory."""
+        if self.dense_limit is not None:
+            return self.dense_limit
+        device = torch.device(device)
+        if device.type != "cuda" or not torch.cuda.is_available():
+            return 20000
+        total = torch.cuda.get_device_properties(device).total_memory
+        return int((total / 6 / 8) ** 0.5)
+
     def _dense_matrix(self, device: torch.device) -> Tensor:
         """``G (n_cells, n_cells)`` of :meth:`_sparse_apply`, built on ``device``."""
         key = str(device)
         if key not in self._dense:
             n = self.mesh.n_cells
             vol = torch.as_tensor(self.volume, device=device)
-            scaled = torch.as_tensor(self._scaled().toarray(), device=device)
+            coo = self._scaled().tocoo()              # assembled densely on the device
+            scaled = torch.zeros(coo.shape, dtype=torch.float64, device=device)
+            scaled.index_put_((torch.as_tensor(coo.row, dtype=torch.long, device=device),
+                               torch.as_tensor(coo.col, dtype=torch.long, device=device)),
+                              torch.as_tensor(coo.data, device=device), accumulate=True)
             inv = torch.zeros(n, n, dtype=torch.float64, device=device)
             if self.closed:
                 inv[1:, 1:] = torch.linalg.inv(scaled)
