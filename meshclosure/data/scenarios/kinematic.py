@@ -243,18 +243,19 @@ class KinematicScenario(Scenario):
 
     def _vertex_modulation(self, t: float) -> Tensor:
         """``g(N(x, t))`` at the fine vertices ``(n_vertices,)``: :meth:`N` and
-        :meth:`modulation` from cached functions of the fixed vertex coordinates
-        (equal to them to rounding)."""
+        :meth:`modulation` from cached functions of the fixed vertex coordinates, the
+        constants folded in (``r = N/N0 = a + b P``; equal to them to rounding)."""
         p = self.params
+        b = p["N_mean"] * p["N_amplitude"] / p["N0"]
         if self.fine.is_sphere:
             ux, uy, uz = self._vertex_unit
             ax, ay, az = self._axis(t)
-            P = torch.mul(ux, ax).add_(uy, alpha=ay).add_(uz, alpha=az)
+            r = torch.mul(ux, b * ax).add_(uy, alpha=b * ay).add_(uz, alpha=b * az)
         else:
             w = 2 * math.pi * t / p["N_period"]
             cc, sc = self._vertex_trig
-            P = torch.mul(cc, math.cos(w)).add_(sc, alpha=math.sin(w))
-        r = P.mul_(p["N_amplitude"]).add_(1.0).mul_(p["N_mean"] / p["N0"])
+            r = torch.mul(cc, b * math.cos(w)).add_(sc, alpha=b * math.sin(w))
+        r.add_(p["N_mean"] / p["N0"])
         return torch.mul(r, r).add_(1.0).rsqrt_().mul_(r)
 
     def _sample_fields(self, n: int) -> Tuple[Tensor, Tensor]:
@@ -282,11 +283,13 @@ class KinematicScenario(Scenario):
         time) and interpolated in time with
         :meth:`~meshclosure.data.random_flows.OrnsteinUhlenbeck.stencil`.
         """
-        large = small = None
-        for n, w in self.ou.stencil(t):
-            fl, fs = self._sample_fields(n)
-            large = fl if w == 1.0 else (w * fl if large is None else large.add(fl, alpha=w))
-            small = fs if w == 1.0 else (w * fs if small is None else small.add(fs, alpha=w))
+        st = self.ou.stencil(t)
+        if len(st) == 1:
+            large, small = self._sample_fields(st[0][0])
+        else:
+            (n0, _), (n1, w1) = st
+            (l0, s0), (l1, s1) = self._sample_fields(n0), self._sample_fields(n1)
+            large, small = torch.lerp(l0, l1, w1), torch.lerp(s0, s1, w1)
         if "small" in parts:
             g = self._vertex_modulation(t)
             return torch.addcmul(large, g, small) if "large" in parts else g.mul_(small)
