@@ -5,7 +5,7 @@
 * Every sphere mesh shares one map style: matplotlib ``"mollweide"`` axes with
   a graticule (meridians every 60°, parallels every 30°, labelled). HEALPix
   maps are sampled per image pixel by healpy (``healpy.projector.MollweideProj``,
-  exact pixel shapes); any other sphere mesh (icosahedral, meshio, coarsened)
+  exact pixel shapes); any other sphere mesh (icosahedral, cubed, meshio, coarsened)
   is drawn as cell polygons, cells crossing the antimeridian drawn twice
   (shifted by 2π and clipped by the map outline), cells around a pole closed
   through the pole.
