@@ -529,8 +529,46 @@ def outflow_courant(mesh: Mesh, U: Tensor, dt: float = 1.0,
     return dt * out / mesh.cell_volume.to(U.dtype)
 
 
-def cfl_dt(mesh: Mesh, U: Tensor, courant: float = 0.5,
-           boundary_transport: Optional[Tensor] = None) -> float:
+def _sample_times(t0, t1, n_samples, sample_step) -> list:
+    """Sample times of the window ``[t0, t1]`` for :func:`cfl_dt` (both ends included)."""
+    import numbers
+
+    from ..errors import ArgumentError
+
+    for name, value in (("t0", t0), ("t1", t1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not math.isfinite(value):
+            raise ArgumentError(name, value, "must be a finite time",
+                                "pass the window as numbers, e.g. t0=0.0, t1=T")
+    t0, t1 = float(t0), float(t1)
+    if t1 < t0:
+        raise ArgumentError("t1", t1, f"must be >= t0={t0!r}", "swap {t0} and {t1}")
+    if n_samples is not None and sample_step is not None:
+        raise ArgumentError("sample_step", sample_step, "cannot be combined with n_samples",
+                            "pass one of {n_samples} or {sample_step}")
+    if t1 == t0:
+        return [t0]
+    if sample_step is not None:
+        step = float(sample_step)
+        if not (step > 0 and math.isfinite(step)):
+            raise ArgumentError("sample_step", sample_step, "must be a positive finite time",
+                                "pass e.g. sample_step=(t1 - t0) / 100")
+        n = int(math.ceil((t1 - t0) / step - 1e-9)) + 1
+        if n > 10_000_000:
+            raise ArgumentError("sample_step", sample_step, f"gives {n} sample times (limit "
+                                "10,000,000)", "pass a larger sample_step or n_samples")
+        return [t0 + k * step for k in range(n - 1)] + [t1]
+    n = 101 if n_samples is None else n_samples
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
+        raise ArgumentError("n_samples", n_samples, "must be an integer >= 2 (both ends of "
+                            "the window are sampled)", "pass e.g. n_samples=101")
+    return [t0 + (t1 - t0) * k / (int(n) - 1) for k in range(int(n))]
+
+
+def cfl_dt(mesh: Mesh, U, courant: float = 0.5,
+           boundary_transport=None, *, t0: Optional[float] = None, t1: Optional[float] = None,
+           n_samples: Optional[int] = None, sample_step: Optional[float] = None,
+           return_time: bool = False):
     """Largest time step with outflow Courant number ``max_i ν_i ≤ courant``.
 
     ``Δt = courant / max_i (Σ_{outflow f} |U_f| / V_i)``. Forward Euler and
@@ -538,44 +576,109 @@ def cfl_dt(mesh: Mesh, U: Tensor, courant: float = 0.5,
     the Barth–Jespersen limited scheme for ``courant ≤ 1 / k_max`` (``k_max``
     faces per cell: 3 triangles, 4 quadrilaterals/HEALPix, 6 hexagons).
 
+    A time-dependent transport ``U(t)`` is sampled over the window
+    ``[t0, t1]``: ``n_samples`` equally spaced times (default 101, both ends
+    included), or every ``sample_step`` from ``t0`` plus ``t1``; the result
+    is the smallest step over the samples.
+
+    What the bound guarantees: the outflow Courant number of every cell is at
+    most ``courant`` at the sampled times (for a fixed ``U``, at all times).
+    Between samples it is an estimate: a flow that peaks between two sample
+    times can exceed it there (sample finer, or lower ``courant``). It bounds
+    the time step only: whether a scheme is stable at that step is a property
+    of the scheme and the mesh. The unlimited linear scheme can grow a mode on
+    meshes with slivers at any time step; :meth:`Mesh.validate` warns of
+    such meshes and names the stable schemes (``"quadratic"``, ``"limited"``,
+    ``"upwind"``).
+
     Parameters
     ----------
     mesh : Mesh
-    U : Tensor, shape (n_faces,)
-        Integrated face transports. For a time-dependent flow pass the
-        transport of largest magnitude.
+    U : Tensor, shape (n_faces,), or callable ``t -> Tensor (n_faces,)``
+        Integrated face transports; a callable for a time-dependent flow
+        (then ``t0`` is required).
     courant : float
         Target outflow Courant number, > 0.
+    boundary_transport : Tensor, shape (n_boundary_faces,), or callable, optional
+        Outward transports through boundary faces; a callable ``t -> Tensor``
+        is sampled with ``U``.
+    t0, t1 : float, optional
+        The time window; ``t1`` defaults to ``t0`` (one instant).
+    n_samples : int, optional
+        Number of equally spaced sample times in ``[t0, t1]`` (>= 2; default 101).
+    sample_step : float, optional
+        Spacing of the sample times instead of ``n_samples``.
+    return_time : bool
+        Also return the sample time at which the smallest step is attained
+        (the first one on ties; ``t0`` or ``None`` for a fixed ``U``).
 
     Returns
     -------
-    float
+    float, or (float, float) with ``return_time``
 
     Examples
     --------
-    >>> import torch
+    >>> import math, torch
     >>> from meshclosure.mesh import cartesian
     >>> mesh = cartesian(10, 10, 1.0, 1.0)
     >>> U = 0.1 * mesh.face_normal[:, 0] * mesh.face_area   # u = (0.1, 0), dx = 0.1
     >>> round(cfl_dt(mesh, U, courant=0.5), 12)
     0.5
+    >>> pulse = lambda t: (1 + math.sin(t) ** 2) * U          # twice as fast at t = π/2
+    >>> dt, when = cfl_dt(mesh, pulse, 0.5, t0=0.0, t1=math.pi, n_samples=3, return_time=True)
+    >>> round(dt, 12), round(when, 6)
+    (0.25, 1.570796)
     >>> cfl_dt(mesh, U, courant=0.0)
     Traceback (most recent call last):
     ...
     ValueError: courant must be a positive finite number; got 0.0. ...
+    >>> cfl_dt(mesh, pulse, 0.5)
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: t0=None: must be given when U is a callable (a time-dependent transport); pass the window, e.g. t0=0.0, t1=T (n_samples=101 times by default), or U(t) for one instant.
     """
+    from ..errors import ArgumentError
+
     c = float(courant)
     if not (c > 0 and c < float("inf")):
         raise ValueError(f"courant must be a positive finite number; got {courant!r}. "
                          "Use e.g. courant=0.5 (or 1/k_max for the limited scheme).")
-    rate = float(outflow_courant(mesh, U.detach(), 1.0, boundary_transport).max())
-    if not math.isfinite(rate):
-        raise ValueError(f"U has NaN or infinite transports (outflow rate {rate!r}); fix the "
-                         "flow before choosing a time step.")
-    if rate <= 0:
-        raise ValueError("U is zero everywhere, so no advective CFL limit exists; choose dt "
-                         "from the other processes (e.g. diffusion) instead.")
-    return c / rate
+    timed = callable(U) or callable(boundary_transport)
+    if timed and t0 is None:
+        raise ArgumentError("t0", t0, "must be given when U is a callable (a time-dependent "
+                            "transport)", "pass the window, e.g. t0=0.0, t1=T (n_samples=101 "
+                            "times by default), or U(t) for one instant")
+    if t0 is None:
+        if t1 is not None or n_samples is not None or sample_step is not None:
+            raise ArgumentError("t0", t0, "must be given with t1, n_samples or sample_step",
+                                "pass t0 (the start of the window)")
+        times = [None]
+    else:
+        times = _sample_times(t0, t0 if t1 is None else t1, n_samples, sample_step)
+        if not timed:
+            times = times[:1]                 # a fixed transport: every sample is the same
+    best_rate, best_time = -1.0, None
+    for t in times:
+        Ut = U(t) if callable(U) else U
+        bt = boundary_transport(t) if callable(boundary_transport) else boundary_transport
+        if not isinstance(Ut, Tensor):
+            raise ArgumentError("U", type(Ut).__name__, "must be a Tensor (n_faces,) or a "
+                                "callable returning one", "pass face transports, e.g. from "
+                                "meshclosure.fv.transport_from_streamfunction")
+        rate = float(outflow_courant(mesh, Ut.detach(), 1.0,
+                                     None if bt is None else bt.detach()).max())
+        if not math.isfinite(rate):
+            at = "" if t is None else f" at t={t!r}"
+            raise ValueError(f"U has NaN or infinite transports{at} (outflow rate {rate!r}); "
+                             "fix the flow before choosing a time step.")
+        if rate > best_rate:
+            best_rate, best_time = rate, t
+    if best_rate <= 0:
+        raise ValueError("U is zero everywhere" + ("" if times == [None] else " at every sample "
+                         "time") + ", so no advective CFL limit exists; choose dt from the "
+                         "other processes (e.g. diffusion) instead.")
+    dt = c / best_rate
+    return (dt, best_time) if return_time else dt
 
 
 def max_faces_per_cell(mesh: Mesh) -> int:

@@ -305,12 +305,32 @@ class TracerModel(torch.nn.Module):
         V = self.mesh.cell_volume.to(q.dtype)
         return (V.reshape((-1,) + (1,) * (q.dim() - 1)) * q).sum(0)
 
-    def cfl_dt(self, courant: Optional[float] = None, t: float = 0.0) -> float:
-        """A stable advective time step: outflow Courant number ``courant`` (default
-        ``1/k_max`` for ``"limited"``, the no-new-extrema bound; 0.5 otherwise)."""
+    def cfl_dt(self, courant: Optional[float] = None, t: float = 0.0,
+               t1: Optional[float] = None, n_samples: Optional[int] = None,
+               sample_step: Optional[float] = None, return_time: bool = False):
+        """An advective time step: outflow Courant number ``courant`` (default
+        ``1/k_max`` for ``"limited"``, the no-new-extrema bound; 0.5 otherwise).
+
+        For a time-dependent transport, pass the window ``[t, t1]``: the
+        transport is sampled at ``n_samples`` equally spaced times (default
+        101) or every ``sample_step``, and the smallest step is returned (with
+        the time where it is attained if ``return_time``); see
+        :func:`meshclosure.fv.advection.cfl_dt`.
+
+        What it guarantees: every cell's outflow Courant number is at most
+        ``courant`` at the sampled times (between samples an estimate). It
+        does not make an unstable scheme stable: on meshes with slivers the
+        unlimited ``"linear"`` scheme can grow at any step (``mesh.validate()``
+        warns and names ``"quadratic"``, ``"limited"`` or ``"upwind"``).
+        """
         if courant is None:
             if self.scheme == "limited":
                 courant = 1.0 / max_faces_per_cell(self.mesh)
             else:
                 courant = 0.5
-        return cfl_dt(self.mesh, self.face_transport(t), courant)
+        if t1 is None and n_samples is None and sample_step is None:
+            dt = cfl_dt(self.mesh, self.face_transport(t), courant)
+            return (dt, t) if return_time else dt
+        U = self.face_transport if callable(self.transport) else self.face_transport(t)
+        return cfl_dt(self.mesh, U, courant, t0=t, t1=t1,
+                      n_samples=n_samples, sample_step=sample_step, return_time=return_time)
