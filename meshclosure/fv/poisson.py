@@ -128,7 +128,10 @@ def _cached(store: dict, device: torch.device, arrays: tuple) -> tuple:
 def _groups(keys: np.ndarray, values: np.ndarray, count: int, scale: float):
     """The distinct rows of ``keys (nnz, k)`` and their common value, or ``None``
     unless every key occurs exactly ``count`` times with values equal to ``_ENTRY_TOL``."""
-    uniq, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    low = keys.min(0)
+    code = np.ravel_multi_index(tuple((keys - low).T), tuple(keys.max(0) - low + 1))
+    codes, inverse, counts = np.unique(code, return_inverse=True, return_counts=True)
+    uniq = np.stack(np.unravel_index(codes, tuple(keys.max(0) - low + 1)), 1) + low
     inverse = inverse.reshape(-1)
     if (counts != count).any():
         return None
