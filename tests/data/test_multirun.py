@@ -192,7 +192,7 @@ def test_scheduler_by_address_split_by_run_and_trajectory_windows(cluster, tmp_p
 
 def test_worker_killed_mid_run_still_gives_the_uninterrupted_store(cluster, tmp_path) -> None:
     lc, client = cluster
-    n, every = 10, 16
+    n, every = 8, 12
     reference = []
     for r, seed in enumerate(run_seeds(0, 2)):
         generate(_tiny(seed), tmp_path / f"ref_{r}.zarr", n_samples=n, every=every,
@@ -231,7 +231,7 @@ def test_worker_killed_mid_run_still_gives_the_uninterrupted_store(cluster, tmp_
 
 def test_rerun_after_an_interruption_computes_only_the_missing_runs(cluster, tmp_path) -> None:
     lc, _ = cluster
-    kw = dict(runs=3, n_samples=N, every=40, progress=False)     # runs of about a second
+    kw = dict(runs=3, n_samples=N, every=20, progress=False)     # runs of about half a second
     out = tmp_path / "resumed.zarr"
     runs_dir = tmp_path / "resumed.zarr.partial" / "runs"
     first = []
