@@ -490,6 +490,7 @@ class PoissonSolver:
             else ("splu" if method == "auto" else method)
         self._sparse: _SparseLU | None = None
         self._dense: dict = {}
+        self._dense_size: dict = {}
 
     def method_for(self, device: Any) -> str:
         """The path a tensor on ``device`` takes (see Notes)."""
@@ -545,8 +546,11 @@ class PoissonSolver:
         device = torch.device(device)
         if device.type != "cuda" or not torch.cuda.is_available():
             return 20000
-        total = torch.cuda.get_device_properties(device).total_memory
-        return int((total / 6 / 8) ** 0.5)
+        key = str(device)
+        if key not in self._dense_size:
+            total = torch.cuda.get_device_properties(device).total_memory
+            self._dense_size[key] = int((total / 6 / 8) ** 0.5)
+        return self._dense_size[key]
 
     def _dense_matrix(self, device: torch.device) -> Tensor:
         """``G (n_cells, n_cells)`` of :meth:`_sparse_apply`, built on ``device``."""
