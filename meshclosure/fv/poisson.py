@@ -159,7 +159,8 @@ class _Fourier:
     """
 
     def __init__(self, kind: str, shape: tuple, swap: bool, arrays: tuple, thomas: bool = False):
-        self.kind, self.shape, self.swap, self.arrays, self.thomas = kind, shape, swap, arrays, thomas
+        self.kind, self.shape, self.swap = kind, shape, swap
+        self.arrays, self.thomas = arrays, thomas
         self._device: dict = {}
 
     # --------------------------------------------------------------- build
@@ -427,7 +428,10 @@ class PoissonSolver:
       solve, no host round trip), else ``"splu"`` through the CPU (a
       synchronisation per solve).
 
-    The Fourier paths equal the SuperLU solution to ~1e-13 relative (tested).
+    The Fourier and dense paths equal the SuperLU solution to ~1e-13 relative
+    (tested to 1e-12). Every path is a fixed linear map (no iteration, no warm
+    start), so a result never depends on earlier calls: resumed runs stay
+    bit-identical to uninterrupted ones on the same device.
 
     Examples
     --------
