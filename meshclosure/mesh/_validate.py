@@ -6,6 +6,7 @@ import warnings
 
 import torch
 
+from ..errors import MeshclosureError
 from ._mesh import _FLOAT_FIELDS, Mesh, MeshError
 
 __all__ = ["validate_mesh", "mesh_quality", "MeshQualityWarning", "SLIVER_ANGLE",
@@ -18,13 +19,15 @@ AREA_RATIO_LIMIT = 1.0e3
 """Largest ratio of cell areas (max/min) above which :meth:`Mesh.validate` warns."""
 
 
-class MeshQualityWarning(UserWarning):
+class MeshQualityWarning(MeshclosureError, UserWarning):
     """A valid mesh whose shape puts some schemes at risk (slivers, wildly varying sizes).
 
-    Raised as a warning by :meth:`Mesh.validate`; the message names the measured
+    Issued as a warning by :meth:`Mesh.validate`; the message names the measured
     numbers, the risk and the schemes to use. Silence it with
     ``warnings.simplefilter("ignore", MeshQualityWarning)`` once you have chosen
-    a stable scheme.
+    a stable scheme. It derives from :class:`~meshclosure.errors.MeshclosureError`
+    too, so where warnings are turned into errors ``except MeshclosureError``
+    catches it.
     """
 
 
