@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError
 from ..mesh import Mesh
 
 __all__ = ["OrnsteinUhlenbeck", "fourier_basis", "spherical_harmonic_basis", "mode_basis",
@@ -321,6 +322,9 @@ class ModeSynthesis:
         Default: the vertices.
     device : torch.device or str, optional
         Where the synthesis runs (its tables are built on the CPU, then moved).
+    method : {"fft", "symmetric", "dense"}, optional
+        Force a method (an :class:`~meshclosure.errors.ArgumentError` where it does
+        not apply); default: the fastest that applies (dense for few modes).
 
     Attributes
     ----------
@@ -332,7 +336,7 @@ class ModeSynthesis:
     --------
     >>> from meshclosure.mesh.spec import parse_mesh_spec
     >>> mesh = parse_mesh_spec("cartesian:8x4")
-    >>> syn = ModeSynthesis(mesh, (1, 2))
+    >>> syn = ModeSynthesis(mesh, (1, 2), method="fft")
     >>> a = torch.linspace(-1, 1, 2 * syn.n_modes, dtype=torch.float64).reshape(2, -1)
     >>> B = mode_basis(mesh, (1, 2))[0]
     >>> syn.method, bool(torch.allclose(syn(a), a @ B.T, rtol=0, atol=1e-13))
@@ -343,19 +347,35 @@ class ModeSynthesis:
     ValueError: amplitudes must have shape (..., n_modes) = (..., 6); got (3,). ...
     """
 
+    METHODS = ("fft", "symmetric", "dense")
+
     def __init__(self, mesh: Mesh, band: Sequence[float], points: Optional[Tensor] = None,
-                 device=None) -> None:
+                 device=None, method: Optional[str] = None) -> None:
+        if method is not None and method not in self.METHODS:
+            raise ArgumentError("method", method, f"must be one of {list(self.METHODS)} or "
+                                "None (the fastest that applies)", "leave {method} out")
         pts = (mesh.vertex_pos if points is None else points).detach().to("cpu", torch.float64)
         cpu_mesh = mesh.to("cpu")
         self._basis = lambda x: mode_basis(cpu_mesh, band, x)[0]   # (n, n_modes) at points x
         _, self.lam, self.kappa = mode_basis(cpu_mesh, band, pts[:1])
         self.n_points, self.n_modes = len(pts), len(self.lam)
         self.device = torch.device("cpu") if device is None else torch.device(device)
+        # measured break-even (1 thread): a GEMM of the whole basis costs ~n·n_modes, an
+        # FFT ~8 n log2(n) flops-equivalent, the parity reduction a fixed ~4 passes over
+        # the output; few modes are fastest dense
+        want = method or ("fft" if self.n_modes >= 8 * math.log2(max(self.n_points, 2))
+                          and not mesh.is_sphere else
+                          "symmetric" if self.n_modes >= 128 and mesh.is_sphere else "dense")
         self.method = "dense"
-        if not mesh.is_sphere and self._setup_fft(mesh, band, pts):
+        if want == "fft" and not mesh.is_sphere and self._setup_fft(mesh, band, pts):
             self.method = "fft"
-        elif mesh.is_sphere and self._setup_symmetric(pts):
+        elif want == "symmetric" and mesh.is_sphere and self._setup_symmetric(pts):
             self.method = "symmetric"
+        elif method not in (None, "dense"):
+            raise ArgumentError("method", method, "does not apply to these points ('fft': "
+                                "a uniform grid of a periodic plane; 'symmetric': points of a "
+                                "sphere invariant under a coordinate reflection)",
+                                "leave {method} out")
         else:
             self._basis_t = self._basis(pts).T.contiguous().to(self.device)
         del self._basis                                   # holds a CPU copy of the mesh

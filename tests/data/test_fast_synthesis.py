@@ -26,7 +26,7 @@ TOL = 1e-13      # relative to the field's largest value: a reordered sum
 
 
 def _check_against_dense(mesh, band, points=None, method=None):
-    syn = ModeSynthesis(mesh, band, points)
+    syn = ModeSynthesis(mesh, band, points, method=method)
     B = mode_basis(mesh, band, points)[0]
     a = torch.as_tensor(np.random.default_rng(3).standard_normal((5, syn.n_modes)))
     ref = a @ B.T
@@ -65,18 +65,25 @@ def test_symmetric_synthesis_equals_dense_on_spheres(spec, n_flips):
         assert syn._sym_chars.shape[0] == n_flips
         assert syn._sym_n_reps < mesh.n_vertices / 2
     _check_against_dense(mesh, (2, 5), mesh.cell_center)        # any method, same values
+    auto = ModeSynthesis(mesh, (1, 2))
+    assert auto.method == "dense"                                # few modes: dense is fastest
 
 
 def test_dense_fallback_for_scattered_points():
     mesh = cartesian(8, 8)
     pts = torch.as_tensor(np.random.default_rng(0).uniform(0, 1, (50, 2)))
     _check_against_dense(mesh, (1, 3), pts, method="dense")
+    assert ModeSynthesis(mesh, (1, 6), pts).method == "dense"    # not a grid: dense
 
 
-def test_synthesis_rejects_wrong_amplitude_shape():
+def test_synthesis_rejects_wrong_amplitude_shape_and_method():
     syn = ModeSynthesis(cartesian(8, 8), (1, 2))
     with pytest.raises(ValueError, match="amplitudes must have shape"):
         syn(torch.zeros(syn.n_modes + 1))
+    with pytest.raises(ArgumentError, match="method='fft': does not apply"):
+        ModeSynthesis(parse_mesh_spec("healpix:2"), (1, 2), method="fft")
+    with pytest.raises(ArgumentError, match="method='sht'"):
+        ModeSynthesis(cartesian(8, 8), (1, 2), method="sht")
 
 
 def test_ou_block_equals_single_samples():
