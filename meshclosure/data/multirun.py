@@ -566,7 +566,9 @@ def generate_runs(scenario, out: str | os.PathLike, runs: int = 4, n_samples: in
     ----------
     scenario : Scenario
         The configuration of every run; its seed is the root of :func:`run_seeds`
-        (run ``r`` is ``Scenario.from_config({**scenario.config, "seed": run_seeds(seed, runs)[r]})``).
+        (run ``r`` is ``Scenario.from_config({**scenario.config, "seed": s_r})`` with
+        ``s_r = run_seeds(seed, runs)[r]``: the scenario ``get_scenario`` builds with
+        that seed, since no derived parameter (``dt``, ``sample_every``) depends on it).
     out : path-like
         The zarr store to write (``*.zarr``); its folder must exist.
     runs : int

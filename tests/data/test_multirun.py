@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from meshclosure.cli import main
-from meshclosure.data import (ResumeError, SharedPathError, SubgridDataset, TrajectoryDataset, generate,
-                              generate_runs, get_scenario, read_dataset, run_seeds,
+from meshclosure.data import (ResumeError, SharedPathError, SubgridDataset, TrajectoryDataset,
+                              generate, generate_runs, get_scenario, read_dataset, run_seeds,
                               scenario_for_run)
 from meshclosure.data.dataset import SPLIT_CODES, sample_variables
 from meshclosure.data.multirun import _run_task, check_runs_arguments
