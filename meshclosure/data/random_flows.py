@@ -503,15 +503,23 @@ class ModeSynthesis:
         self._sym_chars = torch.tensor(chars, dtype=torch.float64).T.contiguous().to(self.device)
         self._sym_source = source.to(self.device)
         self._sym_n_reps = n_reps
+        self._sym_take: dict = {}
         return True
 
     def _symmetric(self, a: Tensor) -> Tensor:
+        K, R = a.shape[0], self._sym_n_reps
         parts = torch.split(a.index_select(1, self._sym_order), self._sym_sizes, 1)
-        F = torch.stack([p @ b for p, b in zip(parts, self._sym_blocks)])   # (c, K, reps)
-        n_c, K, R = F.shape
-        vals = (self._sym_chars @ F.reshape(n_c, K * R)).reshape(-1, K, R)  # (e, K, reps)
-        vals = vals.permute(1, 0, 2).reshape(K, -1)
-        return vals.index_select(1, self._sym_source)
+        F = a.new_empty((len(parts), K, R))                               # (c, K, reps)
+        for c, (p, b) in enumerate(zip(parts, self._sym_blocks)):
+            torch.mm(p, b, out=F[c])
+        vals = self._sym_chars @ F.reshape(len(parts), K * R)             # (e, K·reps)
+        # point p of row k is element e_p of rep r_p: flat index e_p·K·R + k·R + r_p
+        index = self._sym_take.get(K)
+        if index is None:
+            e, r = torch.div(self._sym_source, R, rounding_mode="floor"), self._sym_source % R
+            index = (e * K * R + r)[None, :] + (torch.arange(K, device=r.device) * R)[:, None]
+            self._sym_take = {K: index}                                   # the last K only
+        return torch.take(vals, index)
 
     # ------------------------------------------------------------------- call
     def __call__(self, amplitudes: Tensor) -> Tensor:
