@@ -335,13 +335,18 @@ class _SparseLU:
         S = S.tocsc()
         self.order = _nested_dissection(S, points)
         permuted = S[self.order][:, self.order].tocsc()
-        self.lu = splu(permuted, permc_spec="NATURAL", diag_pivot_thresh=0.0,
-                       options={"SymmetricMode": True})
-        probe = np.random.default_rng(0).standard_normal(S.shape[0])
-        x = self.solve(probe, "N")
-        scale = abs(S).max() * np.abs(x).max()
-        if not np.isfinite(x).all() or np.abs(S @ x - probe).max() > 1e-10 * max(scale, 1.0):
-            self.order = np.arange(S.shape[0])
+        self.pivoting = False
+        try:
+            self.lu = splu(permuted, permc_spec="NATURAL", diag_pivot_thresh=0.0,
+                           options={"SymmetricMode": True})
+            probe = np.random.default_rng(0).standard_normal(S.shape[0])
+            x = self.solve(probe, "N")
+            scale = abs(S).max() * np.abs(x).max()
+            good = np.isfinite(x).all() and np.abs(S @ x - probe).max() <= 1e-10 * max(scale, 1.0)
+        except RuntimeError:                   # a zero pivot: "Factor is exactly singular"
+            good = False
+        if not good:
+            self.order, self.pivoting = np.arange(S.shape[0]), True
             self.lu = splu(S)
 
     def solve(self, rhs: np.ndarray, trans: str) -> np.ndarray:

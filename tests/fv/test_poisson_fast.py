@@ -212,3 +212,26 @@ def test_dtype_and_device_in_and_out():
     assert out.shape == z32.shape
     ref = PoissonSolver(mesh, method="splu")(z32.double())
     assert _relative(out.double(), ref) < 1e-6
+
+
+def test_sparse_lu_falls_back_to_pivoting():
+    """A matrix that needs row exchanges (a tiny pivot: the unpivoted LU is inaccurate,
+    its residual check fails) is factorised with SuperLU's partial pivoting."""
+    import scipy.sparse as sp
+
+    S = sp.csc_matrix(np.array([[1e-20, 2.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 3.0]]))
+    lu = poisson._SparseLU(S, np.eye(3))
+    assert lu.pivoting
+    b = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(S @ lu.solve(b, "N"), b, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(S.T @ lu.solve(b, "T"), b, rtol=0, atol=1e-14)
+    assert not poisson._SparseLU(PoissonSolver(healpix(2))._scaled(),
+                                 healpix(2).cell_center.numpy()[1:]).pivoting
+
+
+def test_dense_limit_default_without_cuda():
+    solver = PoissonSolver(healpix(2))
+    assert solver._dense_cells("cpu") == 20000
+    assert PoissonSolver(healpix(2), dense_limit=5)._dense_cells("cuda") == 5
+    with pytest.raises(ArgumentError, match="dense_limit=0"):
+        PoissonSolver(healpix(2), dense_limit=0)
