@@ -83,11 +83,11 @@ import numpy as np
 
 from .._files import check_folder
 from ..errors import ArgumentError, MeshclosureError
-from .dataset import (SPLIT_CODES, DatasetError, _digest, _versions, sample_variables,
-                      split_boundaries)
+from .dataset import SPLIT_CODES, DatasetError, _versions, split_boundaries
 from .generate import (_PARTIAL_FORMAT, ResumeError, _open_partial, check_generate_arguments,
                        generate, partial_dir)
-from .store import _encoding, _for_writing, _replace_folder, _umask, default_chunk_time
+from .store import (_encoding, _for_writing, _replace_folder, _umask, default_chunk_time,
+                    runs_template, write_run_region)
 
 __all__ = ["generate_runs", "run_seeds", "scenario_for_run", "check_runs_arguments",
            "SharedPathError", "SPLIT_BY", "RUN_KINDS"]
@@ -301,27 +301,13 @@ def _run(spec: Dict[str, Any]) -> Dict[str, Any]:
             "generation": info}
 
 
-def _region_task(target: str, r: int, path: str, n_time: int, chunk_time: int) -> int:
-    """Write run ``r``'s samples (its per-run store, padded with NaN) into the template."""
+def _region_task(target: str, run: int, source: str, n_time: int, chunk_time: int) -> int:
+    """:func:`~meshclosure.data.store.write_run_region` on a worker (no dask calls out)."""
     import dask
-    import xarray as xr
-
-    from .store import read_dataset
 
     with dask.config.set(scheduler="synchronous"):
-        ds = read_dataset(path, verify=False)
-        out = xr.Dataset()
-        for name in sample_variables(ds):
-            v = ds[name].variable
-            pad = n_time - v.shape[1]
-            if pad:
-                v = v.pad(time=(0, pad), constant_values=np.nan)
-            v = v.chunk({"run": 1, "time": chunk_time})
-            v.attrs, v.encoding = {}, {}
-            out[name] = v
-        out.to_zarr(target, region={"run": slice(r, r + 1)}, mode="r+", consolidated=False)
-        ds.close()
-    return r
+        write_run_region(target, run, source, n_time, chunk_time)
+    return run
 
 
 # ------------------------------------------------------------------ the client
@@ -427,63 +413,6 @@ def _complete(spec: Dict[str, Any]) -> bool:
 
 
 # ------------------------------------------------------------------ combining
-def _combined_template(first, stores: List[Any], specs: List[Dict[str, Any]],
-                       split_by: str, fractions: Sequence[float]):
-    """The combined dataset: small variables in memory, the samples as NaN placeholders."""
-    import dask.array as da
-
-    n_runs = len(specs)
-    n_time = max(s.sizes["time"] for s in stores)
-    names = sample_variables(first)
-    base = first.drop_vars([n for n, v in first.variables.items()
-                            if "run" in v.dims or "time" in v.dims])
-    base.attrs = {k: v for k, v in first.attrs.items() if k != "source_path"}
-    n_main = sum(s["kind"] == "main" for s in specs)
-    model_time = np.full((n_runs, n_time), np.nan)
-    split = np.full((n_runs, n_time), SPLIT_CODES["absent"], np.int8)
-    checksum = np.zeros((n_runs, n_time), np.uint64)
-    run_blocks = split_boundaries(n_main, fractions) if split_by == "run" else None
-    for r, (ds, spec) in enumerate(zip(stores, specs)):
-        n = ds.sizes["time"]
-        model_time[r, :n] = ds["model_time"].values[0]
-        checksum[r, :n] = ds["sample_checksum"].values[0]
-        if spec["kind"] == "ood":
-            split[r, :n] = SPLIT_CODES["ood"]
-        elif run_blocks is not None:
-            split[r, :n] = int(np.searchsorted(run_blocks, r, side="right") - 1)
-        else:
-            split[r, :n] = ds["split"].values[0]
-    if n_time > min(s.sizes["time"] for s in stores):
-        pad = _digest({n: np.full(first[n].shape[2:], np.nan, first[n].dtype) for n in names})
-        for r, ds in enumerate(stores):
-            checksum[r, ds.sizes["time"]:] = pad
-    small = {k: np.array([ds[k].values[0] for ds in stores])
-             for k in ("run_start_time", "run_dt", "run_every")}
-    ds = base.assign_coords(
-        run=("run", np.arange(n_runs, dtype=np.int32),
-             {"long_name": f"run index: 0 .. {n_main - 1} main runs, then the "
-                           "out-of-distribution runs (run_kind)"}),
-        time=("time", model_time[0] - model_time[0, 0], dict(first["time"].attrs)),
-        model_time=(("run", "time"), model_time, dict(first["model_time"].attrs)))
-    for k, v in small.items():
-        ds[k] = ("run", v, dict(first[k].attrs))
-    ds["run_seed"] = ("run", np.array([s["seed"] for s in specs], np.int64),
-                      {"long_name": "seed of the run's scenario (main runs: run_seeds(seed, "
-                                    "n_main_runs); OOD run k: ood_seed of main run k)"})
-    ds["run_kind"] = ("run", np.array([RUN_KINDS[s["kind"]] for s in specs], np.int8),
-                      {"long_name": "kind of run: 0 main, 1 out-of-distribution (ood() of the "
-                                    "main run of the same index minus n_main_runs)",
-                       "flag_values": np.array([0, 1], np.int8), "flag_meanings": "main ood"})
-    ds["split"] = (("run", "time"), split, dict(first["split"].attrs))
-    ds["sample_checksum"] = (("run", "time"), checksum, dict(first["sample_checksum"].attrs))
-    for name in names:
-        v = first[name]
-        shape = (n_runs, n_time) + v.shape[2:]
-        ds[name] = (v.dims, da.full(shape, np.nan, dtype=v.dtype,
-                                    chunks=(1, n_time) + v.shape[2:]), dict(v.attrs))
-    return ds
-
-
 def _combine(specs: List[Dict[str, Any]], folder: Path, out: Path, client, args: Dict[str, Any],
              gen: Dict[str, Any], attrs: Dict[str, Any], generation: Dict[str, Any],
              start: float, overwrite: bool) -> None:
@@ -495,9 +424,17 @@ def _combine(specs: List[Dict[str, Any]], folder: Path, out: Path, client, args:
     from .torch_dataset import NormalizationStats
 
     stores = [read_dataset(s["path"], verify=False, chunks=None) for s in specs]
-    first = stores[0]
-    tmpl = _for_writing(_combined_template(first, stores, specs, args["split_by"],
-                                           gen["fractions"]))
+    n_main = args["runs"]
+    blocks = split_boundaries(n_main, gen["fractions"]) if args["split_by"] == "run" else None
+    codes = [SPLIT_CODES["ood"] if s["kind"] == "ood" else None if blocks is None else
+             int(np.searchsorted(blocks, s["run"], side="right") - 1) for s in specs]
+    tmpl = _for_writing(runs_template(stores, [RUN_KINDS[s["kind"]] for s in specs],
+                                      [s["seed"] for s in specs], codes))
+    tmpl["run"].attrs["long_name"] = (f"run index: 0 .. {n_main - 1} main runs, then the "
+                                      "out-of-distribution runs (run_kind)")
+    tmpl["run_seed"].attrs["long_name"] = ("seed of the run's scenario (main runs: run_seeds("
+                                           "seed, n_main_runs); OOD run k: ood_seed of main "
+                                           "run k)")
     chunk_time = default_chunk_time(tmpl)
     encoding = _encoding(tmpl, "zarr", chunk_time)
     ood = [s for s in specs if s["kind"] == "ood"]
@@ -675,7 +612,8 @@ def generate_runs(scenario, out: str | os.PathLike, runs: int = 4, n_samples: in
                  "run_configs": json.dumps([s["config"] for s in specs], sort_keys=True),
                  "n_runs": len(specs), "n_main_runs": args["runs"],
                  "n_ood_runs": args["ood_runs"], "split_by": args["split_by"],
-                 "split_runs": json.dumps(_split_runs(args, gen["fractions"]))}
+                 "split_runs": json.dumps(_split_runs(args, gen["fractions"])),
+                 "split_fractions": json.dumps([float(f) for f in gen["fractions"]])}
         if args["split_by"] == "run":
             attrs.update({"split_gap": 0, "split_boundaries": json.dumps(split_boundaries(
                 args["runs"], gen["fractions"]))})

@@ -15,18 +15,19 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
 from .._files import check_folder, refuse_existing
 from ..errors import ArgumentError
 from ..mesh import Mesh
-from .dataset import (_REGENERATE, FORMAT_VERSION, FORMATS, DatasetError,
+from .dataset import (_REGENERATE, FORMAT_VERSION, FORMATS, SPLIT_CODES, DatasetError,
                       _digest, _is_sample_variable, sample_variables, static_hash)
 
 __all__ = ["dataset_format", "default_chunk_time", "write_dataset", "read_dataset",
-           "verify_dataset", "mesh_from_dataset", "check_compatible"]
+           "verify_dataset", "mesh_from_dataset", "check_compatible", "runs_template",
+           "write_run_region"]
 
 
 # ------------------------------------------------------------- file I/O
@@ -166,6 +167,92 @@ def write_dataset(ds, path: str | os.PathLike, overwrite: bool = False,
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+# ------------------------------------------------------------- many runs, one store
+def runs_template(stores: Sequence[Any], kinds: Sequence[int], seeds: Sequence[int],
+                  split: Optional[Sequence[Optional[int]]] = None):
+    """One dataset of the runs of several single-run datasets: the small variables in
+    memory, the samples as NaN placeholders (dask), for :func:`write_run_region`.
+
+    Parameters
+    ----------
+    stores : sequence of xarray.Dataset, one per run
+        Single-run datasets (``run`` size 1) of the same scenario and mesh; the
+        first gives the mesh, the attributes and the variables.
+    kinds, seeds : sequence of int, one per run
+        ``run_kind`` (0 main, 1 out-of-distribution) and ``run_seed``.
+    split : sequence of int or None, one per run, optional
+        The split code of every present sample of the run; None: the run's own
+        ``split`` (default for every run).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``(run, time)`` with ``time`` the longest run's; shorter runs padded
+        (split -1, the ``sample_checksum`` of NaN samples), ``model_time``,
+        ``run_start_time``, ``run_dt``, ``run_every``, ``sample_checksum`` from the
+        runs, ``run_seed``, ``run_kind``; the sample variables are NaN placeholders
+        chunked one run per chunk (write with ``compute=False``, then each run's region).
+    """
+    import dask.array as da
+
+    first = stores[0]
+    n_runs, n_time = len(stores), max(s.sizes["time"] for s in stores)
+    split = list(split) if split is not None else [None] * n_runs
+    names = sample_variables(first)
+    base = first.drop_vars([n for n, v in first.variables.items()
+                            if "run" in v.dims or "time" in v.dims])
+    base.attrs = {k: v for k, v in first.attrs.items() if k != "source_path"}
+    model_time = np.full((n_runs, n_time), np.nan)
+    codes = np.full((n_runs, n_time), SPLIT_CODES["absent"], np.int8)
+    checksum = np.zeros((n_runs, n_time), np.uint64)
+    pad = _digest({n: np.full(first[n].shape[2:], np.nan, first[n].dtype) for n in names})
+    for r, ds in enumerate(stores):
+        n = ds.sizes["time"]
+        model_time[r, :n] = ds["model_time"].values[0]
+        checksum[r, :n] = ds["sample_checksum"].values[0]
+        checksum[r, n:] = pad
+        codes[r, :n] = ds["split"].values[0] if split[r] is None else split[r]
+    out = base.assign_coords(
+        run=("run", np.arange(n_runs, dtype=np.int32), {"long_name": "run index"}),
+        time=("time", model_time[0] - model_time[0, 0], dict(first["time"].attrs)),
+        model_time=(("run", "time"), model_time, dict(first["model_time"].attrs)))
+    for k in ("run_start_time", "run_dt", "run_every"):
+        out[k] = ("run", np.array([ds[k].values[0] for ds in stores]), dict(first[k].attrs))
+    out["run_seed"] = ("run", np.asarray(seeds, np.int64), {"long_name": "seed of the run"})
+    out["run_kind"] = ("run", np.asarray(kinds, np.int8),
+                       {"long_name": "kind of run: 0 main, 1 out-of-distribution",
+                        "flag_values": np.array([0, 1], np.int8), "flag_meanings": "main ood"})
+    out["split"] = (("run", "time"), codes, dict(first["split"].attrs))
+    out["sample_checksum"] = (("run", "time"), checksum, dict(first["sample_checksum"].attrs))
+    for name in names:
+        v = first[name]
+        shape = (n_runs, n_time) + v.shape[2:]
+        out[name] = (v.dims, da.full(shape, np.nan, dtype=v.dtype,
+                                     chunks=(1, n_time) + v.shape[2:]), dict(v.attrs))
+    return out
+
+
+def write_run_region(target: str | os.PathLike, run: int, source: str | os.PathLike,
+                     n_time: int, chunk_time: int) -> None:
+    """Write the samples of the single-run dataset ``source`` as run ``run`` of the zarr
+    store ``target`` (a :func:`runs_template` written with ``compute=False``), padded
+    with NaN to ``n_time``; ``to_zarr(region={"run": slice(run, run + 1)})``, chunks of
+    ``(1, chunk_time)``, so two runs never write the same chunk."""
+    import xarray as xr
+
+    ds = read_dataset(source, verify=False)
+    out = xr.Dataset()
+    for name in sample_variables(ds):
+        v = ds[name].variable
+        if n_time > v.shape[1]:
+            v = v.pad(time=(0, n_time - v.shape[1]), constant_values=np.nan)
+        v = v.chunk({"run": 1, "time": chunk_time})
+        v.attrs, v.encoding = {}, {}
+        out[name] = v
+    out.to_zarr(target, region={"run": slice(run, run + 1)}, mode="r+", consolidated=False)
+    ds.close()
 
 
 def _umask() -> int:

@@ -174,6 +174,8 @@ def test_scheduler_by_address_split_by_run_and_trajectory_windows(cluster, tmp_p
     ds = read_dataset(out, verify=True)
     assert ds["split"].values.tolist() == [[0] * 6, [1] * 6, [2] * 6]    # whole runs per split
     assert json.loads(ds.attrs["split_runs"]) == {"train": [0], "val": [1], "test": [2]}
+    assert json.loads(ds.attrs["split_fractions"]) == [0.7, 0.15, 0.15]
+    assert json.loads(ds.attrs["split_boundaries"]) == [0, 1, 2, 3]        # over runs
     assert json.loads(ds.attrs["generation"])["scheduler"] == lc.scheduler_address
     for split, run in (("train", 0), ("val", 1), ("test", 2)):
         windows = TrajectoryDataset(out, split, length=2)
