@@ -8,8 +8,10 @@ discretised in flux form on any :class:`~meshclosure.mesh.Mesh` ::
 
     dζ_i/dt = −div(U (ζ + f)|_f + Φ^visc + Φ^closure + Φ^noise)_i − μ ζ_i + F_i
 
-with ``ψ`` solved at cells by the once-factorised :class:`~meshclosure.fv.poisson.PoissonSolver`,
-interpolated to vertices, and ``U_f = ψ(v0) − ψ(v1)`` (exactly non-divergent).
+with ``ψ`` solved at cells by :class:`~meshclosure.fv.poisson.PoissonSolver` (FFTs on
+periodic Cartesian grids and slices, SuperLU on the CPU or a dense inverse on CUDA
+otherwise: one exact linear map), interpolated to vertices, and
+``U_f = ψ(v0) − ψ(v1)`` (exactly non-divergent).
 Because ``∇·u = 0``, ``∇·(u f) = u·∇f``: the planetary vorticity is advected
 with the relative one, which keeps ``Σ V ζ`` exact to rounding. Coriolis:
 ``f = 2Ω sin(lat)`` on the sphere; ``f = f0 + β (y − y0)`` on the plane.
