@@ -53,7 +53,7 @@ __all__ = ["chebyshev_laplacian", "ChebConv", "ChebNetClosure", "LAPLACIAN_WEIGH
 
 #: Edge-weight choices of :func:`chebyshev_laplacian`.
 LAPLACIAN_WEIGHTS = ("gaussian", "fv")
-_SPHERE_FAMILIES = ("healpix", "icosahedral", "meshio", "coarsened")
+_SPHERE_FAMILIES = ("healpix", "icosahedral", "cubed", "meshio", "coarsened")
 
 
 def _edge_weights(geo: FaceGeometry, weights: str, length_scale: float) -> Tensor:

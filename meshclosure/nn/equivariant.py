@@ -68,7 +68,7 @@ from .registry import UnsupportedMeshError, register
 
 __all__ = ["EquivariantGNN", "EquivariantConv", "input_irreps"]
 
-_SPHERE_FAMILIES = ("healpix", "icosahedral", "meshio", "coarsened")
+_SPHERE_FAMILIES = ("healpix", "icosahedral", "cubed", "meshio", "coarsened")
 _HEADS = ("vector", "pairwise")
 
 

@@ -1,7 +1,7 @@
 """The model registry: ``build_model(name, mesh, **config)`` and ``list_models()``.
 
 Every model declares the mesh families it supports (``mesh.family``:
-``"cartesian"``, ``"healpix"``, ``"icosahedral"`` (including duals),
+``"cartesian"``, ``"healpix"``, ``"icosahedral"`` (including duals), ``"cubed"``,
 ``"meshio"``, ``"coarsened"``, ``"column"``); :func:`build_model` refuses a
 mesh of any other family with an :class:`UnsupportedMeshError` that names the
 supported families and the registered models that do fit.
@@ -31,7 +31,7 @@ __all__ = ["register", "build_model", "list_models", "model_families", "check_fa
            "UnsupportedMeshError", "UnknownModelError", "ALL_FAMILIES"]
 
 #: Every mesh family the adapters produce.
-ALL_FAMILIES = ("cartesian", "healpix", "icosahedral", "meshio", "coarsened", "column")
+ALL_FAMILIES = ("cartesian", "healpix", "icosahedral", "cubed", "meshio", "coarsened", "column")
 
 
 class UnsupportedMeshError(MeshclosureError, ValueError):

@@ -23,9 +23,9 @@ from meshclosure.data.trajectory import coarse_steps, replay
 
 STAGEWISE = [
     ("kinematic", "cartesian:16", 2), ("kinematic", "healpix:4", 2),
-    ("kinematic", "icosahedral:3", 2),
+    ("kinematic", "icosahedral:3", 2), ("kinematic", "cubed:8", 2),
     ("barotropic", "cartesian:16", 2), ("barotropic", "healpix:4", 2),
-    ("barotropic", "icosahedral:3", 2),
+    ("barotropic", "icosahedral:3", 2), ("barotropic", "cubed:8", 2),
     ("convection", "cartesian:16x8", 2),
 ]
 
@@ -72,6 +72,7 @@ STEP_MEAN = [
     ("kinematic", "cartesian:32", 4, 3.0),
     ("kinematic", "healpix:8", 2, 3.0),
     ("kinematic", "icosahedral:3", 2, 3.0),
+    ("kinematic", "cubed:12", 2, 3.0),
     ("barotropic", "cartesian:32", 4, 0.5),
     ("barotropic", "healpix:32", 4, 0.25),     # m = 2: coarse_dt <= tau_forcing binds
     ("convection", "cartesian:32x16", 4, 5.0),

@@ -17,9 +17,11 @@ TINY = {
     ("kinematic", "cartesian"): dict(mesh="cartesian:16", factor=4),
     ("kinematic", "healpix"): dict(mesh="healpix:4", factor=2),
     ("kinematic", "icosahedral"): dict(mesh="icosahedral:2", factor=2),
+    ("kinematic", "cubed"): dict(mesh="cubed:4", factor=2),
     ("barotropic", "cartesian"): dict(mesh="cartesian:16", factor=4),
     ("barotropic", "healpix"): dict(mesh="healpix:4", factor=2),
     ("barotropic", "icosahedral"): dict(mesh="icosahedral:2", factor=2),
+    ("barotropic", "cubed"): dict(mesh="cubed:4", factor=2),
     ("convection", "slice"): dict(mesh="cartesian:16x8", factor=2),
 }
 _BUILT = {}

@@ -224,7 +224,7 @@ def test_families_and_errors():
     with pytest.raises(UnsupportedMeshError) as err:
         build_model("e3nn", cartesian(4, 4))
     msg = str(err.value)
-    assert "('healpix', 'icosahedral', 'meshio', 'coarsened')" in msg and "'mgn'" in msg
+    assert "('healpix', 'icosahedral', 'cubed', 'meshio', 'coarsened')" in msg and "'mgn'" in msg
     plane = cartesian(8, 8)
     with pytest.raises(UnsupportedMeshError, match="needs a sphere mesh"):
         build_model("e3nn", Coarsening(plane, agglomerate(plane, 16)).coarse)

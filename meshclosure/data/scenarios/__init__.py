@@ -22,15 +22,15 @@ Scenarios (:data:`SCENARIOS`, :func:`get_scenario`), all non-dimensional
 
 * ``"kinematic"`` (:class:`KinematicScenario`): passive tracer in a prescribed
   multiscale Ornstein–Uhlenbeck flow whose small-scale intensity follows a
-  resolved field ``N``; families cartesian, healpix, icosahedral.
+  resolved field ``N``; families cartesian, healpix, icosahedral, cubed.
 * ``"barotropic"`` (:class:`BarotropicScenario`): forced–dissipative 2-D
   turbulence with a passive tracer, spun up to statistical equilibrium;
-  cartesian (f-plane), healpix and icosahedral (rotating sphere).
+  cartesian (f-plane), healpix, icosahedral and cubed (rotating sphere).
 * ``"convection"`` (:class:`ConvectionScenario`): Boussinesq convection in an
   x–z slice heated from below, averaged horizontally onto a column.
 
-The sphere scenarios (``kinematic``, ``barotropic`` on ``healpix`` and
-``icosahedral`` meshes) take a ``rotation`` (degrees: a tilt, or ``[tilt,
+The sphere scenarios (``kinematic``, ``barotropic`` on ``healpix``,
+``icosahedral`` and ``cubed`` meshes) take a ``rotation`` (degrees: a tilt, or ``[tilt,
 azimuth]``; :func:`rotation_matrix`) that tilts the axes of their physics (the
 ``N`` pattern, the tracer's relaxation pattern, the planetary rotation axis)
 while the mesh, the seeds and the random modes stay: the out-of-distribution

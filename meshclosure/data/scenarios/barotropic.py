@@ -101,10 +101,10 @@ class BarotropicScenario(Scenario):
 
     name = "barotropic"
     variables = ("zeta", "q")
-    families = ("cartesian", "healpix", "icosahedral")
+    families = ("cartesian", "healpix", "icosahedral", "cubed")
     default_mesh = "cartesian:64x64"
     family_default_mesh = {"cartesian": "cartesian:64x64", "healpix": "healpix:16",
-                           "icosahedral": "icosahedral:4"}
+                           "icosahedral": "icosahedral:4", "cubed": "cubed:24"}
     parameters = {
         "epsilon": 16.0, "drag": 16.0, "nu": None, "kappa": None, "omega": 2.0, "f0": 0.0,
         "forcing_band": None, "tau_forcing": 0.01, "relax_rate": 0.5, "initial_noise": 1e-2,

@@ -112,8 +112,8 @@ BLOCK = 64
 :class:`~meshclosure.data.random_flows.ModeSynthesis`), in blocks aligned to absolute sample
 indices so that no value depends on where a run starts or resumes."""
 
-_MESH_HELP = ("write the fine mesh as 'cartesian:64' (or 'cartesian:64x64'), 'healpix:32' or "
-              "'icosahedral:5'")
+_MESH_HELP = ("write the fine mesh as 'cartesian:64' (or 'cartesian:64x64'), 'healpix:32', "
+              "'icosahedral:5' or 'cubed:32'")
 
 
 def _check_device(device: Any) -> torch.device:
@@ -196,8 +196,8 @@ class Scenario:
                                 "factor in linear resolution)", "pass e.g. {factor}=4")
         if "rotation" in config and "rotation" not in self.parameters:
             raise ArgumentError("rotation", config["rotation"], f"is a parameter of the sphere "
-                                f"scenarios ('kinematic', 'barotropic' on healpix and "
-                                f"icosahedral meshes); the {self.name!r} scenario has none",
+                                f"scenarios ('kinematic', 'barotropic' on healpix, "
+                                f"icosahedral and cubed meshes); the {self.name!r} scenario has none",
                                 "leave {rotation} out")
         unknown = sorted(set(config) - set(self.parameters))
         if unknown:
@@ -220,7 +220,7 @@ class Scenario:
             if params["rotation"] != 0 and not self.fine.is_sphere:
                 raise ArgumentError("rotation", config["rotation"], f"tilts the axes of a sphere "
                                     f"scenario; mesh {spec!r} is not a sphere", "use a "
-                                    "'healpix:N' or 'icosahedral:L' mesh, or leave {rotation} "
+                                    "'healpix:N', 'icosahedral:L' or 'cubed:N' mesh, or leave {rotation} "
                                     "at 0")
         params = self._resolve(params)
         self.params = params
@@ -511,7 +511,7 @@ def _valid_factors(mesh: Mesh, limit: int = 1024) -> list:
     """Every factor ``2..limit`` with which :meth:`Coarsening.native` coarsens ``mesh``."""
     from ...mesh.coarsening import native_parent
 
-    n = int(max(mesh.info.get(k) or 0 for k in ("nx", "ny", "nz", "nside"))
+    n = int(max(mesh.info.get(k) or 0 for k in ("nx", "ny", "nz", "nside", "n"))
             or 2 ** int(mesh.info.get("level") or 0))
     out = []
     for f in range(2, min(n, limit) + 1):

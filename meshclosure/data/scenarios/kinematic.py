@@ -119,10 +119,10 @@ class KinematicScenario(Scenario):
 
     name = "kinematic"
     variables = ("q",)
-    families = ("cartesian", "healpix", "icosahedral")
+    families = ("cartesian", "healpix", "icosahedral", "cubed")
     default_mesh = "cartesian:64x64"
     family_default_mesh = {"cartesian": "cartesian:64x64", "healpix": "healpix:16",
-                           "icosahedral": "icosahedral:4"}
+                           "icosahedral": "icosahedral:4", "cubed": "cubed:24"}
     parameters = {
         "u_large": 0.25, "u_small": 2.0, "tau_large": 1.0, "tau_small": None,
         "large_band": None, "small_band": None, "spectral_slope": -5.0 / 3.0,
