@@ -65,7 +65,7 @@ GENERATE_FLAGS = {
     "allow_unconverged": "--allow-unconverged", "trajectory": "--trajectory",
     "runs": "--runs", "workers": "--workers", "scheduler": "--scheduler",
     "ood_runs": "--ood-runs", "split_by": "--split-by", "threads": "--threads",
-    "scheduler_timeout": "--scheduler-timeout",
+    "scheduler_timeout": "--scheduler-timeout", "device": "--device",
 }
 
 #: Parameters of ``generate`` that no flag sets (an error about one says so).
@@ -296,7 +296,8 @@ def _cmd_generate_runs(args: argparse.Namespace, out: str) -> int:
         n_samples=args.samples, every=args.every, ood_samples=args.ood,
         gap=0 if split_by == "run" else args.gap, format=args.format, out=out,
         overwrite=args.overwrite, resume=not args.no_resume, trajectory=args.trajectory)
-    scenario = get_scenario(args.scenario, mesh=args.mesh, factor=args.factor, seed=args.seed)
+    scenario = get_scenario(args.scenario, mesh=args.mesh, factor=args.factor, seed=args.seed,
+                            device=args.device)
     try:
         generate_runs(scenario, out, runs=args.runs, n_samples=args.samples, every=args.every,
                       ood_samples=args.ood, ood_runs=args.ood_runs, split_by=split_by,
@@ -332,7 +333,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         n_samples=args.samples, every=args.every, ood_samples=args.ood, gap=args.gap,
         format=args.format, out=out, overwrite=args.overwrite, resume=not args.no_resume,
         trajectory=args.trajectory)
-    scenario = get_scenario(args.scenario, mesh=args.mesh, factor=args.factor, seed=args.seed)
+    scenario = get_scenario(args.scenario, mesh=args.mesh, factor=args.factor, seed=args.seed,
+                            device=args.device)
     kwargs = dict(n_samples=args.samples, every=args.every, overwrite=args.overwrite,
                   progress=not (args.no_progress or args.quiet), resume=not args.no_resume,
                   ood_samples=args.ood, allow_unconverged=args.allow_unconverged,
@@ -475,6 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--every", type=_integer("--every"), default=None,
                      help="fine time steps between samples (default: the scenario's "
                      "sample_every: samples about as far apart as the flow decorrelates)")
+    gen.add_argument("--device", default=None,
+                     help="torch device of the fine run, e.g. cuda (default: the CPU); the "
+                     "samples are written from the CPU either way, and a run resumes on any "
+                     "device (results agree to rounding across devices, bit for bit on one)")
     gen.add_argument("--seed", type=_integer("--seed"), default=0,
                      help="random seed (default: %(default)s)")
     gen.add_argument("--ood", type=_integer("--ood"), default=4,

@@ -219,7 +219,7 @@ def _save(obj: Any, path: Path) -> None:
 
 def _load(path: Path) -> Any:
     try:
-        return torch.load(path, weights_only=True)
+        return torch.load(path, weights_only=True, map_location="cpu")
     except FileNotFoundError:
         raise ResumeError(f"the checkpoint {str(path)!r} of an unfinished run is missing; "
                           f"{_RESUME_FIX.format(folder=path.parent)}") from None
@@ -334,7 +334,9 @@ def _run(scenario, folder: Path, prefix: str, n: int, every: int, progress: bool
                           f"run are there. {_RESUME_FIX.format(folder=folder)}")
     if fine_path.is_file():
         ck = _load(fine_path)
-        t, state, done = float(ck["t"]), dict(ck["state"]), int(ck["done"])
+        device = getattr(scenario, "device", None)       # checkpoints live on the CPU
+        t, done = float(ck["t"]), int(ck["done"])
+        state = {k: v.to(device) if device is not None else v for k, v in ck["state"].items()}
         info = ck["spinup_info"]
     else:
         t0 = time.perf_counter()
@@ -342,7 +344,8 @@ def _run(scenario, folder: Path, prefix: str, n: int, every: int, progress: bool
         timing["spin_up_s"] += time.perf_counter() - t0
         done = 0
         info = json.dumps(getattr(scenario, "spinup_info", {}), default=str)
-        _save({"t": float(t), "state": state, "done": 0, "spinup_info": info}, fine_path)
+        _save({"t": float(t), "state": {k: v.cpu() for k, v in state.items()}, "done": 0,
+               "spinup_info": info}, fine_path)
     _check_spin_up(scenario, json.loads(info), prefix, allow_unconverged)
     if bar is not None:
         bar.update(done)
@@ -361,8 +364,9 @@ def _run(scenario, folder: Path, prefix: str, n: int, every: int, progress: bool
         timing["advance_s"] += t1 - t0
         timing["sample_s"] += time.perf_counter() - t0
         timing["samples"] += 1
-        _save(_sample_dict(sample), folder / f"{prefix}_sample_{i:06d}.pt")
-        _save({"t": float(t), "state": state, "done": i + 1, "spinup_info": info}, fine_path)
+        _save(_sample_dict(sample.to("cpu")), folder / f"{prefix}_sample_{i:06d}.pt")
+        _save({"t": float(t), "state": {k: v.cpu() for k, v in state.items()}, "done": i + 1,
+               "spinup_info": info}, fine_path)
         if bar is not None:
             bar.update(1)
         if callback is not None:

@@ -282,7 +282,7 @@ def _run(spec: Dict[str, Any]) -> Dict[str, Any]:
     path = Path(spec["path"])
     start, started = time.perf_counter(), time.time()
     if not path.exists():
-        scenario = Scenario.from_config(spec["config"])
+        scenario = Scenario.from_config(spec["config"], device=spec.get("device"))
         generate(scenario, path, n_samples=spec["n_samples"], every=spec["every"],
                  ood_samples=0, fractions=spec["fractions"], gap=spec["gap"], progress=False,
                  resume=True, allow_unconverged=spec["allow_unconverged"], format="zarr",
@@ -379,7 +379,8 @@ def _per_run_specs(scenario, folder: Path, args: Dict[str, Any], gen: Dict[str, 
     gap = 0 if args["split_by"] == "run" else gen["gap"]
     specs = []
     common = {"folder": str(folder), "threads": args["threads"], "trajectory": gen["trajectory"],
-              "allow_unconverged": bool(allow_unconverged)}
+              "allow_unconverged": bool(allow_unconverged),
+              "device": str(getattr(scenario, "device", "cpu"))}   # every run on the same kind
     for r, sc in enumerate(mains):
         specs.append({**common, "run": r, "kind": "main", "seed": seeds[r],
                       "config": sc.config, "n_samples": gen["n_samples"],
