@@ -479,8 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "sample_every: samples about as far apart as the flow decorrelates)")
     gen.add_argument("--device", default=None,
                      help="torch device of the fine run, e.g. cuda (default: the CPU); the "
-                     "samples are written from the CPU either way, and a run resumes on any "
-                     "device (results agree to rounding across devices, bit for bit on one)")
+                     "samples are written from the CPU either way. Results agree to rounding "
+                     "across devices and bit for bit on one, so an interrupted run resumes "
+                     "only on the same kind of device (and torch thread count)")
     gen.add_argument("--seed", type=_integer("--seed"), default=0,
                      help="random seed (default: %(default)s)")
     gen.add_argument("--ood", type=_integer("--ood"), default=4,

@@ -424,7 +424,8 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
     for r, run in enumerate(runs):
         model_time[r, :len(run)] = [s.t for s in run]
     start_time = model_time[:, 0].copy()
-    offsets = model_time[0] - start_time[0]
+    longest = int(np.argmax([len(r) for r in runs]))     # the time axis spans every run
+    offsets = model_time[longest] - start_time[longest]
 
     unit = {"units": _NONDIM}
     ds = xr.Dataset(coords={

@@ -212,6 +212,12 @@ def check_generate_arguments(scenario: Any = None, *, n_samples: Any = 24, every
             "out": path, "trajectory": trajectory}
 
 
+def _device_kind(scenario) -> str:
+    """``"cpu"`` or ``"cuda"``: where the fine run computes (a resume must match it)."""
+    device = getattr(scenario, "device", None)
+    return "cpu" if device is None else torch.device(device).type
+
+
 def _save(obj: Any, path: Path) -> None:
     with atomic_path(path, ".pt") as tmp:
         torch.save(obj, tmp)
@@ -476,6 +482,8 @@ def generate(scenario, out: str | os.PathLike, n_samples: int = 24, every: Optio
     meta = {"format": _PARTIAL_FORMAT, "config": scenario.config, "every": every,
             "n_samples": n_samples, "ood_samples": ood_samples, "ood_every": ood_every,
             "ood_config": ood.config if ood is not None else None,
+            # the same bits need the same device kind and torch thread count
+            "device": _device_kind(scenario), "threads": torch.get_num_threads(),
             "versions": _versions()}      # an upgrade between interruption and resume: refused
     if trajectory:
         meta["trajectory"] = True

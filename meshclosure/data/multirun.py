@@ -107,21 +107,26 @@ class SharedPathError(MeshclosureError, FileNotFoundError):
 
 # ------------------------------------------------------------------ seeds, scenarios
 def run_seeds(seed: int, runs: int) -> List[int]:
-    """Seeds of ``runs`` independent main runs from ONE ``SeedSequence(seed).spawn(runs)``.
+    """Seeds of ``runs`` independent main runs, spawned from ONE ``SeedSequence(seed)``.
 
-    Run ``r``'s seed is the first 63 bits of ``children[r].generate_state(1,
-    uint64)`` (as :func:`~meshclosure.data.scenarios.base.ood_seed` does), so
-    the runs draw from independent streams, none equals ``seed`` or another
-    run's OOD seed by construction, and the list for ``runs`` is a prefix of
-    the list for more runs.
+    The children of the root's second child (``SeedSequence(seed,
+    spawn_key=(1,)).spawn(runs)``; the first child is the stream of
+    :func:`~meshclosure.data.scenarios.base.ood_seed`, the out-of-distribution
+    run of a single-run dataset with the same ``seed``): run ``r``'s seed is the
+    first 63 bits of ``children[r].generate_state(1, uint64)``. So the runs draw
+    from independent streams, none shares the stream of ``seed``'s OOD run, and
+    the list for ``runs`` is a prefix of the list for more runs.
 
+    >>> from meshclosure.data.scenarios.base import ood_seed
     >>> a, b = run_seeds(7, 2), run_seeds(7, 4)
-    >>> b[:2] == a and all(0 <= s < 2**63 for s in b)
+    >>> b[:2] == a and all(0 <= s < 2**63 for s in b) and ood_seed(7) not in b
     True
     """
     _integer("runs", runs, 1, "ask for at least one run, e.g. {runs}=4")
     _integer("seed", seed, 0, "pass a seed such as {seed}=0")
-    children = np.random.SeedSequence(int(seed)).spawn(int(runs))
+    # children of the root's SECOND child: the first child, spawn_key (0,), is the plain
+    # run's OOD stream (ood_seed), which a main run must never share
+    children = np.random.SeedSequence(int(seed), spawn_key=(1,)).spawn(int(runs))
     return [int(c.generate_state(1, np.uint64)[0] >> np.uint64(1)) for c in children]
 
 
@@ -374,22 +379,24 @@ def _per_run_specs(scenario, folder: Path, args: Dict[str, Any], gen: Dict[str, 
 
     seed = int(scenario.config.get("seed", getattr(scenario, "seed", 0)))
     seeds = run_seeds(seed, args["runs"])
-    mains = [Scenario.from_config({**scenario.config, "seed": s}) for s in seeds]
+    # a main run's config is the scenario's with its seed (nothing derived depends on the
+    # seed), so only the OOD runs' scenarios are built here, not one full scenario per run
+    mains = [{**scenario.config, "seed": int(s)} for s in seeds]
     fractions = (1.0, 0.0, 0.0) if args["split_by"] == "run" else gen["fractions"]
     gap = 0 if args["split_by"] == "run" else gen["gap"]
     specs = []
     common = {"folder": str(folder), "threads": args["threads"], "trajectory": gen["trajectory"],
               "allow_unconverged": bool(allow_unconverged),
               "device": str(getattr(scenario, "device", "cpu"))}   # every run on the same kind
-    for r, sc in enumerate(mains):
+    for r, config in enumerate(mains):
         specs.append({**common, "run": r, "kind": "main", "seed": seeds[r],
-                      "config": sc.config, "n_samples": gen["n_samples"],
+                      "config": config, "n_samples": gen["n_samples"],
                       "every": None if gen["trajectory"] else gen["every"],
                       "fractions": fractions, "gap": gap})
     for k in range(args["ood_runs"]):
-        ood = mains[k].ood()
+        ood = Scenario.from_config(mains[k]).ood()
         every = None if gen["trajectory"] else max(1, int(round(
-            gen["every"] * float(mains[k].dt) / float(ood.dt))))
+            gen["every"] * float(scenario.dt) / float(ood.dt))))
         specs.append({**common, "run": args["runs"] + k, "kind": "ood", "seed": int(ood.seed),
                       "config": ood.config, "n_samples": gen["ood_samples"], "every": every,
                       "fractions": (1.0, 0.0, 0.0), "gap": 0})
@@ -593,6 +600,7 @@ def generate_runs(scenario, out: str | os.PathLike, runs: int = 4, n_samples: in
             "n_samples": gen["n_samples"], "every": gen["every"],
             "ood_samples": gen["ood_samples"], "fractions": list(gen["fractions"]),
             "gap": gen["gap"], "trajectory": gen["trajectory"], "threads": args["threads"],
+            "device": str(getattr(scenario, "device", "cpu")),
             "versions": _versions()}      # an upgrade between interruption and resume: refused
     meta = json.loads(json.dumps(meta, sort_keys=True, default=str))
     start = time.perf_counter()

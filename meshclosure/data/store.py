@@ -214,9 +214,10 @@ def runs_template(stores: Sequence[Any], kinds: Sequence[int], seeds: Sequence[i
         checksum[r, :n] = ds["sample_checksum"].values[0]
         checksum[r, n:] = pad
         codes[r, :n] = ds["split"].values[0] if split[r] is None else split[r]
+    longest = int(np.argmax([ds.sizes["time"] for ds in stores]))   # spans every run
     out = base.assign_coords(
         run=("run", np.arange(n_runs, dtype=np.int32), {"long_name": "run index"}),
-        time=("time", model_time[0] - model_time[0, 0], dict(first["time"].attrs)),
+        time=("time", model_time[longest] - model_time[longest, 0], dict(first["time"].attrs)),
         model_time=(("run", "time"), model_time, dict(first["model_time"].attrs)))
     for k in ("run_start_time", "run_dt", "run_every"):
         out[k] = ("run", np.array([ds[k].values[0] for ds in stores]), dict(first[k].attrs))

@@ -308,6 +308,7 @@ def _nested_dissection(pattern, points: np.ndarray, leaf: int = 32) -> np.ndarra
             continue
         pts = points[idx] - points[idx].mean(0)
         axis = np.linalg.svd(pts, full_matrices=False)[2][0]
+        axis = axis * np.sign(axis[np.argmax(np.abs(axis))])   # one sign on every LAPACK
         proj = pts @ axis
         left = proj <= np.median(proj)
         if left.all() or not left.any():
@@ -399,8 +400,8 @@ class PoissonSolver:
     dense_limit : int, optional
         Largest ``n_cells`` for the dense inverse on a CUDA device
         (``n_cells²`` float64 numbers there). Default: the size whose matrix
-        takes a sixth of the device's memory (about 55 000 cells on a 139 GiB
-        H200; 20 000 without CUDA); a forced ``method="dense"`` may exceed
+        takes a twelfth of the device's memory (about 39 000 cells on a 139 GiB
+        H200; 20 000 without CUDA; building it holds about four such matrices); a forced ``method="dense"`` may exceed
         20 000 only when it is given explicitly.
 
     Attributes
@@ -549,7 +550,8 @@ class PoissonSolver:
         return out
 
     def _dense_cells(self, device: Any) -> int:
-        """``dense_limit``, or the cells whose ``G`` fills a sixth of ``device``'s memory."""
+        """``dense_limit``, or the cells whose ``G`` fills a twelfth of ``device``'s memory
+        (building it holds the assembled matrix, its inverse and ``G``: about four copies)."""
         if self.dense_limit is not None:
             return self.dense_limit
         device = torch.device(device)
@@ -558,7 +560,7 @@ class PoissonSolver:
         key = str(device)
         if key not in self._dense_size:
             total = torch.cuda.get_device_properties(device).total_memory
-            self._dense_size[key] = int((total / 6 / 8) ** 0.5)
+            self._dense_size[key] = int((total / 12 / 8) ** 0.5)
         return self._dense_size[key]
 
     def _dense_matrix(self, device: torch.device) -> Tensor:
@@ -572,15 +574,16 @@ class PoissonSolver:
             scaled.index_put_((torch.as_tensor(coo.row, dtype=torch.long, device=device),
                                torch.as_tensor(coo.col, dtype=torch.long, device=device)),
                               torch.as_tensor(coo.data, device=device), accumulate=True)
-            inv = torch.zeros(n, n, dtype=torch.float64, device=device)
             if self.closed:
-                inv[1:, 1:] = torch.linalg.inv(scaled)
+                G = torch.zeros(n, n, dtype=torch.float64, device=device)
+                G[1:, 1:] = torch.linalg.inv(scaled)
             else:
-                inv = torch.linalg.inv(scaled)
-            G = inv * vol[None, :]                                   # E S_r⁻¹ E' diag(V)
+                G = torch.linalg.inv(scaled)
+            del scaled, coo                  # peak memory: a few n x n copies, not more
+            G.mul_(vol[None, :])                                     # E S_r⁻¹ E' diag(V)
             if self.closed:
-                G = G - G.sum(1, keepdim=True) * (vol / vol.sum())[None, :]     # ... P
-                G = G - (vol @ G)[None, :] / vol.sum()                          # P ...
+                G.addr_(G.sum(1), vol / vol.sum(), alpha=-1)                   # ... P
+                G.addr_(torch.ones_like(vol), (vol @ G) / vol.sum(), alpha=-1)  # P ...
             self._dense[key] = G
         return self._dense[key]
 

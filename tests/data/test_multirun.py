@@ -314,10 +314,15 @@ def test_a_worker_that_cannot_see_the_folder_names_it(tmp_path) -> None:
 
 
 def test_run_seeds_are_spawned_from_one_seed_sequence() -> None:
+    from meshclosure.data.scenarios.base import ood_seed
+
     seeds = run_seeds(3, 5)
-    children = np.random.SeedSequence(3).spawn(5)
+    children = np.random.SeedSequence(3, spawn_key=(1,)).spawn(5)
     assert seeds == [int(c.generate_state(1, np.uint64)[0] >> np.uint64(1)) for c in children]
     assert run_seeds(3, 2) == seeds[:2] and len(set(seeds)) == 5 and 3 not in seeds
+    # no main run shares the stream of a single-run dataset's OOD run with the same seed
+    for root in (0, 3, 7):
+        assert ood_seed(root) not in run_seeds(root, 8)
 
 
 def test_sample_variables_are_chunked_one_run_per_chunk(multi) -> None:

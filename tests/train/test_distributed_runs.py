@@ -100,3 +100,23 @@ def test_each_rank_reads_only_its_shard(two, one, i):
     assert a + b == whole                           # together exactly one process's reads
     assert sum(a.values()) < sum(whole.values()) and sum(b.values()) < sum(whole.values())
     assert {run for _, run, _ in whole} == set(range(RUNS))     # every run is trained on
+
+
+def test_online_windows_use_their_own_runs_scenario(store):
+    """A window of run 1 unrolled with run 0's scenario is refused (its stored prescribed
+    flow is another realisation's); with ``scenarios=`` each window gets its run's."""
+    from meshclosure.data import TrajectoryDataset, scenario_for_run
+    from meshclosure.errors import ArgumentError
+    from meshclosure.train.online import unroll
+
+    traj = TrajectoryDataset(store, "train", 2)
+    i = next(k for k, (run, _) in enumerate(traj.windows) if run == 1)
+    window = traj[i]
+    run0, run1 = scenario_for_run(traj.ds, 0), scenario_for_run(traj.ds, 1)
+    with pytest.raises(ArgumentError, match="scenario"):
+        unroll(run0, None, window, 2)
+    picked = unroll(run0, None, window, 2, scenarios=lambda r: scenario_for_run(traj.ds, r))
+    own = unroll(run1, None, window, 2)
+    for a, b in zip(picked, own):
+        assert all(torch.equal(a[v], b[v]) for v in a)
+    assert float((own[-1]["q"] - window["states"]["q"][-1]).abs().max()) > 0   # no closure
