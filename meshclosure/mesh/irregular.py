@@ -88,6 +88,13 @@ def irregular_sphere(n_points: int, seed: int = 0, clusters: int = 4,
     if isinstance(clusters, bool) or not isinstance(clusters, (int, np.integer)) or clusters < 0:
         raise ArgumentError("clusters", clusters, "must be an integer >= 0",
                             "pass e.g. clusters=4, or 0 for uniform random points")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ArgumentError("seed", seed, "must be an integer >= 0", "pass e.g. seed=0")
+    for name, value in (("cluster_fraction", cluster_fraction), ("spread", spread)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                             np.floating)):
+            raise ArgumentError(name, value, "must be a number", f"pass e.g. {name}="
+                                + ("0.5" if name == "cluster_fraction" else "0.15"))
     if not 0.0 <= float(cluster_fraction) <= 1.0:
         raise ArgumentError("cluster_fraction", cluster_fraction, "must lie in [0, 1]",
                             "pass e.g. cluster_fraction=0.5")
@@ -112,7 +119,14 @@ def irregular_sphere(n_points: int, seed: int = 0, clusters: int = 4,
         tangent = direction[:, :1] * e1 + direction[:, 1:] * e2
         points.append(_unit(np.cos(angle) * c + np.sin(angle) * tangent))
     v = np.concatenate(points)
-    tri = ConvexHull(v).simplices.astype(np.int64)
+    hull = ConvexHull(v)
+    if not (hull.equations[:, 3] < 0).all():     # the origin inside: the points surround it
+        raise ArgumentError("cluster_fraction", cluster_fraction, f"with spread={spread} "
+                            f"leaves the {n_points} points in part of the sphere only (their "
+                            "hull does not enclose the centre, so they triangulate no closed "
+                            "sphere)", "lower cluster_fraction (keep uniform points) or raise "
+                            "spread")
+    tri = hull.simplices.astype(np.int64)
     # counter-clockwise seen from outside: (b - a) x (c - a) points away from the origin
     a, b, c = v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]
     flip = (np.cross(b - a, c - a) * (a + b + c)).sum(1) < 0

@@ -324,6 +324,6 @@ class BoussinesqModel(BarotropicModel):
             # divergence(mesh, 0, bflux) without the interior faces: the same values
             _check_rows("boundary_flux", bflux, self.mesh.n_boundary_faces, "n_boundary_faces")
             total = b.new_zeros(self.mesh.n_cells).index_add(
-                0, self.mesh.boundary_face_cell.to(b.device), bflux.to(b.dtype))
+                0, self.mesh.boundary_face_cell.to(b.device), bflux.to(device=b.device, dtype=b.dtype))
             out["b"] = out["b"] - total / self.mesh.cell_volume.to(b.dtype)
         return out

@@ -211,3 +211,15 @@ def test_old_default_grows_on_slivers_not_on_icosahedral(small_sliver_mesh):
     measured = _power_iteration(small_sliver_mesh, "linear")
     assert measured > 3 and abs(measured / linear[0.5] - 1) < 0.25
     assert _power_iteration(icosahedral(3, dual=True), "linear", n_steps=1000) < 1e-2
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(clusters=1, cluster_fraction=1.0, spread=0.05), "cluster_fraction=1.0: with spread"),
+    (dict(seed=-1), "seed=-1: must be an integer >= 0"),
+    (dict(cluster_fraction="x"), "cluster_fraction='x': must be a number"),
+])
+def test_irregular_sphere_refuses_bad_arguments_by_name(kw, match):
+    from meshclosure.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match=match):
+        irregular_sphere(60, **kw)
