@@ -51,7 +51,8 @@ DEFAULT_CASES = ("kinematic@cartesian:64", "kinematic@healpix:16", "kinematic@ic
                  "convection@cartesian:64x32", "barotropic@cartesian:64")
 FINE_STEP_CASES = ("kinematic@cartesian:64", "kinematic@healpix:16", "kinematic@icosahedral:4",
                    "barotropic@cartesian:64", "barotropic@healpix:16",
-                   "barotropic@icosahedral:4", "convection@cartesian:64x32")
+                   "barotropic@icosahedral:4", "kinematic@cubed:24", "barotropic@cubed:24",
+                   "convection@cartesian:64x32")
 
 
 BLOCK = 64
