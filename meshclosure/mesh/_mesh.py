@@ -261,7 +261,8 @@ class Mesh:
         (``scheme="linear"``) can grow a mode on sliver cells at any time step
         (random data grew ×3.7·10³ per revolution on a Delaunay mesh with 0.5°
         angles), while ``"quadratic"``, ``"limited"`` and ``"upwind"`` stay
-        stable there. The built-in families never warn.
+        stable there. The built-in families (cartesian, healpix, icosahedral,
+        cubed) never warn; :func:`irregular_sphere` meshes are made to.
 
         Parameters
         ----------
