@@ -401,7 +401,8 @@ class PoissonSolver:
         Largest ``n_cells`` for the dense inverse on a CUDA device
         (``n_cells²`` float64 numbers there). Default: the size whose matrix
         takes a twelfth of the device's memory (about 39 000 cells on a 139 GiB
-        H200; 20 000 without CUDA; building it holds about four such matrices); a forced ``method="dense"`` may exceed
+        H200; 20 000 without CUDA; building it holds about four such matrices);
+        a forced ``method="dense"`` may exceed
         20 000 only when it is given explicitly.
 
     Attributes

@@ -197,7 +197,8 @@ class Scenario:
         if "rotation" in config and "rotation" not in self.parameters:
             raise ArgumentError("rotation", config["rotation"], f"is a parameter of the sphere "
                                 f"scenarios ('kinematic', 'barotropic' on healpix, "
-                                f"icosahedral and cubed meshes); the {self.name!r} scenario has none",
+                                f"icosahedral and cubed meshes); the {self.name!r} scenario "
+                                "has none",
                                 "leave {rotation} out")
         unknown = sorted(set(config) - set(self.parameters))
         if unknown:
@@ -220,8 +221,8 @@ class Scenario:
             if params["rotation"] != 0 and not self.fine.is_sphere:
                 raise ArgumentError("rotation", config["rotation"], f"tilts the axes of a sphere "
                                     f"scenario; mesh {spec!r} is not a sphere", "use a "
-                                    "'healpix:N', 'icosahedral:L' or 'cubed:N' mesh, or leave {rotation} "
-                                    "at 0")
+                                    "'healpix:N', 'icosahedral:L' or 'cubed:N' mesh, or leave "
+                                    "{rotation} at 0")
         params = self._resolve(params)
         self.params = params
         self.dt = float(params["dt"])
