@@ -61,6 +61,17 @@ def _worker():
     return mod
 
 
+def _one_process(data, results, configs, **kw):
+    """Train ``configs`` in this process (world size 1) as the DDP tests' reference; the
+    worker sets one torch thread, restored afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        _worker().run(data, results, configs, **kw)
+    finally:
+        torch.set_num_threads(threads)
+    return results
+
+
 def _max_diff(a, b):
     assert a.keys() == b.keys()
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
@@ -78,13 +89,7 @@ def two(kinematic_traj, tmp_path_factory):
 @pytest.fixture(scope="module")
 def one(kinematic_traj, tmp_path_factory):
     """The same configs in this process (no torchrun: world size 1)."""
-    res = tmp_path_factory.mktemp("ddp_one")
-    threads = torch.get_num_threads()
-    try:
-        _worker().run(kinematic_traj, res, CONFIGS + [UNEVEN])
-    finally:
-        torch.set_num_threads(threads)
-    return res
+    return _one_process(kinematic_traj, tmp_path_factory.mktemp("ddp_one"), CONFIGS + [UNEVEN])
 
 
 # ------------------------------------------------------------------ Distributed alone

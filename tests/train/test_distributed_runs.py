@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import small_kinematic
-from test_distributed import TINY, TOL, _max_diff, _torchrun, _worker, WORKER
+from test_distributed import TINY, TOL, WORKER, _max_diff, _one_process, _torchrun
 
 pytest.importorskip("distributed")
 
@@ -50,13 +50,8 @@ def two(store, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one(store, tmp_path_factory):
-    res = tmp_path_factory.mktemp("ddp_runs_one")
-    threads = torch.get_num_threads()
-    try:
-        _worker().run(store, res, CONFIGS, record_reads=True)
-    finally:
-        torch.set_num_threads(threads)
-    return res
+    return _one_process(store, tmp_path_factory.mktemp("ddp_runs_one"), CONFIGS,
+                        record_reads=True)
 
 
 def test_store_holds_independent_runs(store):
