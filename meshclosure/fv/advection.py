@@ -64,7 +64,9 @@ import torch
 from torch import Tensor
 
 from ..mesh import Mesh
-from .gradients import LeastSquaresGradient, _cached, _expand, displacement, gradient
+from .gradients import _cached, _expand, displacement, gradient, least_squares
+from .reconstruction import QuadraticFit, quadratic_fit
+from .versions import check_operators, operator_set
 from .operators import _check_float, _check_rows, _csr, _sparse_cached, _sparse_ok, _spmm
 
 __all__ = ["upwind_flux", "linear_flux", "quadratic_flux", "limiter_coefficient",
@@ -201,7 +203,7 @@ def upwind_flux(mesh: Mesh, q: Tensor, U: Tensor) -> Tensor:
 
 
 def linear_flux(mesh: Mesh, q: Tensor, U: Tensor, grad: Optional[Tensor] = None,
-                limiter: Optional[str] = None) -> Tensor:
+                limiter: Optional[str] = None, operators: Optional[str] = None) -> Tensor:
     """Second-order advective face flux from the upwind cell's linear reconstruction.
 
     ``Φ_f = U_f (q_up + φ_up ∇q_up · r_{up,f})``: equation (1) of the module
@@ -220,6 +222,9 @@ def linear_flux(mesh: Mesh, q: Tensor, U: Tensor, grad: Optional[Tensor] = None,
         ``None``: unlimited (linear, not monotone). ``"barth_jespersen"``: no
         new extrema for ``k_i ν_i ≤ 1`` (see module docstring).
         ``"venkatakrishnan"``: smooth.
+    operators : str, optional
+        Operator version of the gradient stencil (:mod:`meshclosure.fv.versions`;
+        default the current one, vertex neighbours).
 
     Returns
     -------
@@ -250,15 +255,16 @@ def linear_flux(mesh: Mesh, q: Tensor, U: Tensor, grad: Optional[Tensor] = None,
     _check_rows("U", U, mesh.n_faces, "n_faces")
     _check_float("q", q)
     _check_float("U", U)
+    operators = check_operators(operators)
     if grad is None and limiter is None and _sparse_ok(q) and q.numel():
         # unlimited: both reconstructions are linear in q, one CSR product
         # (precomputed per mesh) instead of a gradient and four gathers
-        qab = _spmm(_reconstruction_matrix(mesh, q.dtype, q.device), q)
+        qab = _spmm(_reconstruction_matrix(mesh, q.dtype, q.device, "linear", operators), q)
         qa, qb = qab[:mesh.n_faces], qab[mesh.n_faces:]
         Ue = _expand(U.to(q.dtype), qa)
         return Ue * torch.where(Ue >= 0, qa, qb)
     if grad is None:
-        grad = gradient(mesh, q)
+        grad = gradient(mesh, q, operators=operators)
     elif grad.shape[:2] != (mesh.n_cells, mesh.dim) or grad.shape[2:] != q.shape[1:]:
         raise ValueError(f"grad must have shape (n_cells, d, ...) = "
                          f"{(mesh.n_cells, mesh.dim) + tuple(q.shape[1:])}; got "
@@ -276,40 +282,11 @@ def linear_flux(mesh: Mesh, q: Tensor, U: Tensor, grad: Optional[Tensor] = None,
     return torch.where(Ue >= 0, Ue * qa, Ue * qb)
 
 
-class _QuadraticGeometry:
-    """Per-mesh pieces of (3): the fit of :mod:`meshclosure.fv.diffusion` and, per face
-    and side, the monomials ``φ(s_{c,f})`` of the displacement to the face centre."""
-
-    def __init__(self, mesh: Mesh) -> None:
-        from .diffusion import _geometry, _local_basis, _monomials
-
-        m = mesh.double()
-        fit = _geometry(mesh)
-        self.i, self.j, self.coef = fit.i, fit.j, fit.coef           # (pairs,), (pairs, k)
-        basis = _local_basis(m)
-        self.phi = []
-        for c, r in zip(m.face_cells, face_displacement(m)):
-            self.phi.append(_monomials(torch.einsum("ftd,fd->ft", basis[c], r.double())))
-        self._cast: dict = {}
-
-    def get(self, name: str, like: Tensor):
-        key = (name, like.dtype, like.device)
-        if key not in self._cast:
-            value = getattr(self, name)
-            if isinstance(value, list):
-                value = [v.to(device=like.device, dtype=like.dtype) for v in value]
-            else:
-                value = value.to(device=like.device, dtype=like.dtype) \
-                    if value.is_floating_point() else value.to(device=like.device)
-            self._cast[key] = value
-        return self._cast[key]
+def _quadratic(mesh: Mesh, operators: Optional[str] = None) -> QuadraticFit:
+    return quadratic_fit(mesh, operator_set(operators).quadratic)
 
 
-def _quadratic(mesh: Mesh) -> _QuadraticGeometry:
-    return _cached(mesh, "quadratic_reconstruction", lambda: _QuadraticGeometry(mesh))
-
-
-def quadratic_flux(mesh: Mesh, q: Tensor, U: Tensor) -> Tensor:
+def quadratic_flux(mesh: Mesh, q: Tensor, U: Tensor, operators: Optional[str] = None) -> Tensor:
     """Advective face flux from the upwind cell's quadratic reconstruction, eq. (3).
 
     ``Φ_f = U_f q_f`` with ``q_f`` the upwind cell's weighted quadratic
@@ -346,11 +323,12 @@ def quadratic_flux(mesh: Mesh, q: Tensor, U: Tensor) -> Tensor:
     _check_rows("U", U, mesh.n_faces, "n_faces")
     _check_float("q", q)
     _check_float("U", U)
+    operators = check_operators(operators)
     if _sparse_ok(q) and q.numel():
-        qab = _spmm(_reconstruction_matrix(mesh, q.dtype, q.device, "quadratic"), q)
+        qab = _spmm(_reconstruction_matrix(mesh, q.dtype, q.device, "quadratic", operators), q)
         qa, qb = qab[:mesh.n_faces], qab[mesh.n_faces:]
     else:
-        geo = _quadratic(mesh)
+        geo = _quadratic(mesh, operators)
         i, j = geo.get("i", q), geo.get("j", q)
         coef = geo.get("coef", q)
         diff = q[j] - q[i]                                           # (pairs, ...)
@@ -366,7 +344,7 @@ def quadratic_flux(mesh: Mesh, q: Tensor, U: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------ sparse operators
-def _reconstruction_scipy(mesh: Mesh, scheme: str):
+def _reconstruction_scipy(mesh: Mesh, scheme: str, operators: Optional[str] = None):
     """Face values from the owner and the neighbour as scipy CSR ``(n_faces, n_cells)`` each.
 
     ``"quadratic"``: the same with the quadratic fit of eq. (3).
@@ -388,7 +366,7 @@ def _reconstruction_scipy(mesh: Mesh, scheme: str):
         if scheme == "upwind":
             return sel_a, sel_b
         if scheme == "quadratic":
-            geo = _quadratic(mesh)
+            geo = _quadratic(mesh, operators)
             i, j = geo.i.cpu().numpy(), geo.j.cpu().numpy()
             coef = geo.coef.cpu().numpy()
             fits = []
@@ -403,7 +381,7 @@ def _reconstruction_scipy(mesh: Mesh, scheme: str):
                     mat = mat + sparse.diags(phi[:, k]) @ (sel @ fk)
                 out.append(_prune(mat))
             return tuple(out)
-        lsq = _cached(mesh, "lsq", lambda: LeastSquaresGradient(mesh))
+        lsq = least_squares(mesh, operators)
         cell = lsq.cell.cpu().numpy()
         nb = lsq.neighbour.cpu().numpy()
         coef = lsq.coefficients(False, torch.float64, lsq.cell.device).cpu().numpy()
@@ -417,7 +395,8 @@ def _reconstruction_scipy(mesh: Mesh, scheme: str):
                 mat = mat + sparse.diags(r[:, k]) @ (sel @ gk)
             out.append(_prune(mat))
         return tuple(out)
-    return _sparse_cached(mesh, ("reconstruction_scipy", scheme), build)
+    operators = check_operators(operators)
+    return _sparse_cached(mesh, ("reconstruction_scipy", scheme, operators), build)
 
 
 def _prune(mat):
@@ -452,16 +431,19 @@ def _torch_csr(mat, dtype: torch.dtype, device) -> Tensor:
 
 
 def _reconstruction_matrix(mesh: Mesh, dtype: torch.dtype, device,
-                           scheme: str = "linear") -> Tensor:
+                           scheme: str = "linear", operators: Optional[str] = None) -> Tensor:
     """``[R_a; R_b]`` as a torch CSR ``(2 n_faces, n_cells)`` in ``dtype`` on ``device``."""
     def build() -> Tensor:
         from scipy import sparse
-        ra, rb = _reconstruction_scipy(mesh, scheme)
+        ra, rb = _reconstruction_scipy(mesh, scheme, operators)
         return _torch_csr(sparse.vstack([ra, rb]).tocsr(), dtype, device)
-    return _sparse_cached(mesh, ("reconstruction", scheme, dtype, torch.device(device)), build)
+    operators = check_operators(operators)
+    return _sparse_cached(mesh, ("reconstruction", scheme, operators, dtype,
+                                 torch.device(device)), build)
 
 
-def advection_matrix(mesh: Mesh, U: Tensor, scheme: str = "linear") -> Tensor:
+def advection_matrix(mesh: Mesh, U: Tensor, scheme: str = "linear",
+                     operators: Optional[str] = None) -> Tensor:
     """The advective tendency ``−div(Φ(q))`` as a CSR matrix ``(n_cells, n_cells)``.
 
     For a fixed transport ``U`` the upwind and the unlimited linear schemes are
@@ -477,6 +459,8 @@ def advection_matrix(mesh: Mesh, U: Tensor, scheme: str = "linear") -> Tensor:
     mesh : Mesh
     U : Tensor, shape (n_faces,)
     scheme : {"linear", "upwind", "quadratic"}
+    operators : str, optional
+        Operator version (:mod:`meshclosure.fv.versions`); default the current one.
 
     Returns
     -------
@@ -489,7 +473,7 @@ def advection_matrix(mesh: Mesh, U: Tensor, scheme: str = "linear") -> Tensor:
     import numpy as np
     from scipy import sparse
 
-    ra, rb = _reconstruction_scipy(mesh, scheme)
+    ra, rb = _reconstruction_scipy(mesh, scheme, operators)
     u = U.detach().double().cpu().numpy()
     up = np.where(u >= 0, u, 0.0)
     flux = sparse.diags(up) @ ra + sparse.diags(u - up) @ rb

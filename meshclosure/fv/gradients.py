@@ -22,6 +22,16 @@ The vectors ``c_ij = M_i⁻¹ w_ij r_ij`` are precomputed once per mesh by
 :class:`LeastSquaresGradient`; a call is then two gathers and one
 ``index_add``.
 
+The neighbours ``j`` are the cells sharing a vertex with ``i`` (operator
+version ``fv2``, the default; see :mod:`meshclosure.fv.versions`) or only
+those sharing a face (``fv1``). Face neighbours are a poor stencil where they
+are few or nearly collinear: three neighbours of a sliver triangle make
+``M_i`` ill-conditioned, the gradient huge along the sliver, and the
+unlimited linear advection scheme unstable (random data grew ×10¹² per
+revolution on ``irregular_sphere(250)``); over the vertex neighbours (about
+12 for triangles, 8 for quadrilaterals) the fit is well-posed on such
+meshes, and the scheme does not grow there.
+
 Green–Gauss (Moukalled, Mangani & Darwish 2016, *The Finite Volume Method in
 Computational Fluid Dynamics*, §9.2, doi:10.1007/978-3-319-16874-6)::
 
@@ -42,12 +52,13 @@ from torch import Tensor
 from .._cache import per_mesh
 from .._checks import check_float, check_rows
 from ..mesh import Mesh
+from .versions import check_operators, operator_set
 
 _check_rows = check_rows
 
 __all__ = [
     "gradient", "LeastSquaresGradient", "face_interpolate", "face_gradient_normal",
-    "cell_to_vertex", "displacement",
+    "cell_to_vertex", "displacement", "neighbour_pairs",
 ]
 
 def _cached(mesh: Mesh, key: str, build: Callable[[], Any]) -> Any:
@@ -92,6 +103,48 @@ def displacement(mesh: Mesh, origin: Tensor, target: Tensor) -> Tensor:
     return r
 
 
+def neighbour_pairs(mesh: Mesh, stencil: str = "vertex") -> tuple[Tensor, Tensor]:
+    """Directed cell pairs ``(i, j)`` of a gradient stencil, sorted by ``i`` then ``j``.
+
+    ``"face"``: ``j`` shares a face with ``i`` (each interior face twice, once
+    per direction). ``"vertex"``: ``j ≠ i`` shares at least one vertex with
+    ``i`` (every face neighbour, plus the cells across the corners).
+
+    Examples
+    --------
+    >>> from meshclosure.mesh import cartesian
+    >>> mesh = cartesian(4, 4)
+    >>> [len(neighbour_pairs(mesh, s)[0]) // mesh.n_cells for s in ("face", "vertex")]
+    [4, 8]
+    """
+    if stencil not in ("face", "vertex"):
+        raise ValueError(f"stencil must be 'face' or 'vertex'; got {stencil!r}. "
+                         "Use 'vertex' (the operator version fv2 stencil).")
+
+    def build() -> tuple[Tensor, Tensor]:
+        import numpy as np
+        from scipy import sparse
+
+        n = mesh.n_cells
+        fc = mesh.face_cells.cpu().numpy()
+        if stencil == "face":
+            i, j = np.r_[fc[0], fc[1]], np.r_[fc[1], fc[0]]
+        else:
+            cv = mesh.cell_vertices.cpu().numpy()
+            rows = np.broadcast_to(np.arange(n)[:, None], cv.shape)[cv >= 0]
+            inc = sparse.csr_matrix((np.ones(len(rows)), (rows, cv[cv >= 0])),
+                                    shape=(n, mesh.n_vertices))
+            adj = sparse.csr_matrix((np.ones(2 * fc.shape[1]), (np.r_[fc[0], fc[1]],
+                                                                np.r_[fc[1], fc[0]])), shape=(n, n))
+            pattern = (inc @ inc.T + adj).tocoo()   # + adj: faces whatever the vertex lists say
+            keep = pattern.row != pattern.col
+            i, j = pattern.row[keep], pattern.col[keep]
+        order = np.lexsort((j, i))
+        return (torch.as_tensor(i[order], dtype=torch.long, device=mesh.device),
+                torch.as_tensor(j[order], dtype=torch.long, device=mesh.device))
+    return _cached(mesh, ("pairs", stencil), build)
+
+
 def _tangent_projector(mesh: Mesh, x: Tensor) -> Tensor | None:
     """``I − n̂ n̂ᵀ`` at points ``x`` (n, 3, 3) on the sphere, ``None`` elsewhere."""
     if not mesh.is_sphere:
@@ -109,6 +162,9 @@ class LeastSquaresGradient:
     weight_power : float
         ``p`` in the weights ``w_ij = |r_ij|^(−p)`` (default 2: inverse
         distance squared, which makes the fit scale-free; 0: unweighted).
+    stencil : {"vertex", "face"}, optional
+        The neighbours of the fit (:func:`neighbour_pairs`); default: that of
+        the current operator version (``"vertex"``).
 
     Notes
     -----
@@ -137,7 +193,8 @@ class LeastSquaresGradient:
     ValueError: q must have n_cells = 36 rows (dim 0); got shape (5,). ...
     """
 
-    def __init__(self, mesh: Mesh, weight_power: float = 2.0) -> None:
+    def __init__(self, mesh: Mesh, weight_power: float = 2.0,
+                 stencil: str | None = None) -> None:
         # keep only what __call__ needs: holding the mesh would keep it alive in the
         # per-mesh (weak-key) cache forever
         self.n_cells, self.dim = mesh.n_cells, mesh.dim
@@ -145,12 +202,11 @@ class LeastSquaresGradient:
         self.boundary_face_cell = mesh.boundary_face_cell
         self.device = mesh.device
         self.weight_power = float(weight_power)
+        self.stencil = operator_set().gradient_stencil if stencil is None else stencil
         m = mesh.double()
-        a, b = m.face_cells[0], m.face_cells[1]
         x = m.cell_center
-        # directed interior edges: cell -> neighbour
-        self.cell = torch.cat([a, b])
-        self.neighbour = torch.cat([b, a])
+        # directed pairs: cell -> neighbour
+        self.cell, self.neighbour = neighbour_pairs(mesh, self.stencil)
         r = displacement(m, x[self.cell], x[self.neighbour])
         rb = displacement(m, x[m.boundary_face_cell], m.boundary_face_center)
         self._coef: dict[tuple, Tensor] = {}
@@ -299,8 +355,14 @@ def _green_gauss(mesh: Mesh, q: Tensor, boundary_value: Tensor | None) -> Tensor
     return out
 
 
+def least_squares(mesh: Mesh, operators: str | None = None) -> LeastSquaresGradient:
+    """The cached :class:`LeastSquaresGradient` of ``mesh`` for an operator version."""
+    stencil = operator_set(operators).gradient_stencil
+    return _cached(mesh, ("lsq", stencil), lambda: LeastSquaresGradient(mesh, stencil=stencil))
+
+
 def gradient(mesh: Mesh, q: Tensor, method: str = "least_squares",
-             boundary_value: Tensor | None = None) -> Tensor:
+             boundary_value: Tensor | None = None, operators: str | None = None) -> Tensor:
     """Cell-centred gradient of a cell field, tangent to the surface.
 
     Parameters
@@ -309,7 +371,7 @@ def gradient(mesh: Mesh, q: Tensor, method: str = "least_squares",
     q : Tensor, shape (n_cells, ...)
         Cell values (any float dtype, any device; differentiable).
     method : {"least_squares", "green_gauss"}
-        Weighted least squares over the face neighbours (default; exact for
+        Weighted least squares over the vertex neighbours (default; exact for
         linear fields on any mesh) or Green–Gauss with linear face values
         (exact for linear fields where face centres lie midway between cell
         centres). See the module docstring for the equations.
@@ -318,6 +380,10 @@ def gradient(mesh: Mesh, q: Tensor, method: str = "least_squares",
         carries no data: least squares leaves boundary faces out of the fit
         (a one-sided fit, still exact for linear fields) and Green–Gauss uses
         the zero-gradient face value ``q_f = q_i``.
+    operators : str, optional
+        Operator version (:mod:`meshclosure.fv.versions`): ``"fv2"`` fits over
+        the vertex neighbours, ``"fv1"`` over the face neighbours. Default:
+        the current version.
 
     Returns
     -------
@@ -344,11 +410,12 @@ def gradient(mesh: Mesh, q: Tensor, method: str = "least_squares",
     ...
     meshclosure.errors.ArgumentTypeError: q=Tensor(shape=(1024,), dtype=int64): must be a floating-point (or complex) tensor; convert it with q.double() (or .float()).
     """
+    check_operators(operators)
     if method in ("least_squares", "green_gauss"):
         _check_rows("q", q, mesh.n_cells, "n_cells")
         check_float("q", q, complex_ok=True)    # integers would be truncated, bools meaningless
     if method == "least_squares":
-        return _cached(mesh, "lsq", lambda: LeastSquaresGradient(mesh))(q, boundary_value)
+        return least_squares(mesh, operators)(q, boundary_value)
     if method == "green_gauss":
         return _green_gauss(mesh, q, boundary_value)
     raise ValueError(f"method must be 'least_squares' or 'green_gauss'; got {method!r}. "

@@ -283,7 +283,7 @@ def williamson_test1(mesh: Mesh, alpha: float = 0.0, scheme: str = "linear",
                      courant: Optional[float] = None, stepper: str = "ssprk3",
                      revolutions: float = 1.0, n_steps: Optional[int] = None,
                      dtype: torch.dtype = torch.float64, progress: bool = False,
-                     shape: str = "cosine_bell") -> Dict:
+                     shape: str = "cosine_bell", operators: Optional[str] = None) -> Dict:
     """Run Williamson test 1 on ``mesh`` and return its error norms.
 
     Parameters
@@ -310,6 +310,8 @@ def williamson_test1(mesh: Mesh, alpha: float = 0.0, scheme: str = "linear",
         ``"gaussian"``: a smooth (C^∞) hill of the same centre and height,
         ``h0 exp(−|x̂ − ĉ|² / (2 σ²))`` with ``σ = 1/6``, for measuring the
         scheme's order on smooth data.
+    operators : str, optional
+        Operator version (:mod:`meshclosure.fv.versions`); default the current one.
 
     Returns
     -------
@@ -326,7 +328,7 @@ def williamson_test1(mesh: Mesh, alpha: float = 0.0, scheme: str = "linear",
                          "'cosine_bell' (Williamson 1992) or 'gaussian' (smooth).")
     mesh = mesh.to(dtype=dtype)
     U = solid_body_transport(mesh, alpha)
-    model = TracerModel(mesh, U, scheme=scheme)
+    model = TracerModel(mesh, U, scheme=scheme, operators=operators)
     T = revolutions * 12 * DAY
     if n_steps is None:
         if courant is None:

@@ -34,6 +34,7 @@ from ..fv.advection import (advection_matrix, cfl_dt, linear_flux, max_faces_per
                              quadratic_flux, upwind_flux)
 from ..fv.diffusion import check_coefficient
 from ..fv.operators import divergence
+from ..fv.versions import check_operators
 from ..mesh import Mesh
 from ._closure import (Closure, ClosureCalls, NonFinitePart, add_flux_noise, check_flux_noise,
                        closure_fluxes, first_nonfinite, recorded_or_fresh)
@@ -89,6 +90,10 @@ class TracerModel(torch.nn.Module):
         Name of the tracer in the state dict (default ``"q"``).
     generator : torch.Generator, optional
         Random generator for the flux noise.
+    operators : str, optional
+        Operator version of the reconstruction stencils
+        (:mod:`meshclosure.fv.versions`; default the current one, ``"fv2"``).
+        ``"fv1"`` reproduces data made before the vertex stencils.
 
     Examples
     --------
@@ -119,7 +124,8 @@ class TracerModel(torch.nn.Module):
                  scheme: str = "linear", closure: Optional[Closure] = None,
                  flux_noise: Union[float, Tensor] = 0.0,
                  boundary_flux: Union[Tensor, Callable, None] = None,
-                 var: str = "q", generator: Optional[torch.Generator] = None) -> None:
+                 var: str = "q", generator: Optional[torch.Generator] = None,
+                 operators: Optional[str] = None) -> None:
         super().__init__()
         if not isinstance(mesh, Mesh):
             raise TypeError(f"mesh must be a meshclosure.mesh.Mesh; got {type(mesh).__name__}.")
@@ -149,6 +155,7 @@ class TracerModel(torch.nn.Module):
         self.source = source
         self.relaxation = relaxation
         self.scheme = scheme
+        self.operators = check_operators(operators)
         self.closure = closure
         self.flux_noise = flux_noise
         self.boundary_flux = boundary_flux
@@ -179,7 +186,7 @@ class TracerModel(torch.nn.Module):
             return None
         if cache["matrix"] is None:
             cache["matrix"] = advection_matrix(self.mesh, U.to(device=q.device, dtype=q.dtype),
-                                               self.scheme)
+                                               self.scheme, self.operators)
         return cache["matrix"]
 
     # ----------------------------------------------------------------- pieces
@@ -197,9 +204,9 @@ class TracerModel(torch.nn.Module):
         if self.scheme == "upwind":
             return upwind_flux(self.mesh, q, U)
         if self.scheme == "quadratic":
-            return quadratic_flux(self.mesh, q, U)
+            return quadratic_flux(self.mesh, q, U, operators=self.operators)
         limiter = "barth_jespersen" if self.scheme == "limited" else None
-        return linear_flux(self.mesh, q, U, limiter=limiter)
+        return linear_flux(self.mesh, q, U, limiter=limiter, operators=self.operators)
 
     def resolved_flux(self, t: float, q: Tensor) -> Tensor:
         """Advective plus diffusive face flux ``(n_faces, ...)``."""
