@@ -75,7 +75,7 @@ def cell_moments(mesh: Mesh) -> tuple[Tensor, Tensor]:
     Examples
     --------
     >>> from meshclosure.mesh import cartesian
-    >>> c, M = cell_moments(cartesian(4, 2, 4.0, 1.0))    # cells 1 x 0.5
+    >>> c, M = cell_moments(cartesian(4, 4, 4.0, 2.0))    # cells 1 x 0.5
     >>> [round(float(v), 12) for v in (c.abs().max(), M[0, 0, 0], M[0, 1, 1], M[0, 0, 1])]
     [0.0, 0.083333333333, 0.020833333333, 0.0]
     """

@@ -257,11 +257,12 @@ class Mesh:
         smallest interior angle is below 10° (slivers) or its cell areas vary
         by more than 10³ (see :meth:`quality`), a
         :class:`~meshclosure.mesh.MeshQualityWarning` names the numbers, the
-        risk and the schemes to use: the unlimited linear scheme
-        (``scheme="linear"``) can grow a mode on sliver cells at any time step
-        (random data grew ×3.7·10³ per revolution on a Delaunay mesh with 0.5°
-        angles), while ``"quadratic"``, ``"limited"`` and ``"upwind"`` stay
-        stable there. The built-in families (cartesian, healpix, icosahedral,
+        risk and the schemes to use: with the old face-neighbour stencils
+        (``operators="fv1"``) the unlimited linear scheme can grow a mode on
+        sliver cells at any time step (random data grew ×3.7·10³ per revolution
+        on a Delaunay mesh with 0.5° angles); the default operators (``"fv2"``,
+        vertex-neighbour stencils) and the ``"quadratic"``, ``"limited"`` and
+        ``"upwind"`` schemes stay stable there. The built-in families (cartesian, healpix, icosahedral,
         cubed) never warn; :func:`irregular_sphere` meshes are made to.
 
         Parameters

@@ -289,8 +289,10 @@ def warn_quality(mesh: Mesh, quality: dict, stacklevel: int = 3) -> None:
     if not issues:
         return
     warnings.warn(
-        "mesh has " + " and ".join(issues) + ". Risk: the unlimited linear scheme "
-        "(scheme='linear') can grow a mode on the sliver cells, whatever the time step: "
-        "random data grew ×3.7e3 per revolution on such a mesh. Use scheme='quadratic', "
-        "'limited' or 'upwind' here (see Mesh.quality() for all measures).",
+        "mesh has " + " and ".join(issues) + ". Risk: with the old face-neighbour stencils "
+        "(operators='fv1') the unlimited linear scheme grows a mode on the sliver cells, "
+        "whatever the time step (random data grew ×3.7e3 per revolution on such a mesh); "
+        "keep the default operators ('fv2', vertex-neighbour stencils, stable here) or use "
+        "scheme='quadratic', 'limited' or 'upwind'. The smallest cells set the time step "
+        "(cfl_dt) and errors are largest where cell sizes jump (see Mesh.quality()).",
         MeshQualityWarning, stacklevel=stacklevel)
