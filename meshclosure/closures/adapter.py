@@ -168,6 +168,10 @@ class ModelClosure(torch.nn.Module, Closure):
     The parameters of ``model`` are this module's parameters, so a loss on a
     solver run that uses the closure trains the network (online training).
 
+    :attr:`operators` is the operator version of its features (``features.operators``,
+    :mod:`meshclosure.fv.versions`): the version of the data it was trained on.
+    ``scenario.coarse_model(closure=...)`` refuses a closure of another version.
+
     A recurrent model (one with ``step(mesh, x, h) -> (flux, h_new)``, the ``gru``)
     keeps its memory here, updated once per solver step: at stage 0 of a step
     (from the solver's :class:`~meshclosure.solver.ClosureContext`; every call made
@@ -196,6 +200,11 @@ class ModelClosure(torch.nn.Module, Closure):
             raise ArgumentError("normalizer", tuple(normalizer.input_names),
                                 f"must list the pipeline's features {tuple(features.names)} in "
                                 "the same order", "build both from the same dataset")
+
+    @property
+    def operators(self) -> Optional[str]:
+        """The operator version of the features (``None`` when they record none)."""
+        return getattr(self.features, "operators", None)
 
     def reset(self) -> None:
         """Forget a recurrent model's memory (before a new run)."""

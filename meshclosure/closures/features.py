@@ -12,7 +12,8 @@ Features, in this order (the names are the dataset's variable names)::
     state_<v>                       the coarse state Q_v                      [v]
     input_grad_<v>_1, _2            ∇Q_v in the local tangent frame           [v]/length
                                     (x, y on the plane; east, north on the sphere;
-                                    least squares, meshclosure.fv.gradient)
+                                    least squares, meshclosure.fv.gradient, of the
+                                    pipeline's operator version)
     input_<name>                    scenario inputs (N, f, N2, ...):
                                     scenario.resolved_inputs(mesh, t, state, U)
 
@@ -27,6 +28,8 @@ Examples
 >>> x = mesh.cell_center.double()[:, 0]
 >>> pipe(mesh, {"q": 3.0 * x})[:, 1].sub(3.0).abs().max() < 1e-12   # exact for linear fields
 tensor(True)
+>>> pipe.operators, FeaturePipeline.from_config({"variables": ["q"]}).operators
+('fv2', 'fv1')
 >>> pipe(mesh, {"b": x})
 Traceback (most recent call last):
 ...
@@ -41,6 +44,7 @@ from torch import Tensor
 
 from ..errors import ArgumentError
 from ..fv.gradients import gradient
+from ..fv.versions import check_operators
 from ..graph import local_frame
 from ..mesh import Mesh
 
@@ -67,6 +71,10 @@ class FeaturePipeline(torch.nn.Module):
         A scenario's complete config (``scenario.config``); the pipeline rebuilds
         the scenario from it to compute ``extra`` when no ``extra_fn`` is given
         (this is how a saved pipeline comes back, see :meth:`from_config`).
+    operators : str, optional
+        Operator version of the gradients (:mod:`meshclosure.fv.versions`;
+        default the current one). Recorded in :meth:`config`; a config without
+        it predates versions and comes back as ``"fv1"`` (:meth:`from_config`).
 
     Shapes
     ------
@@ -75,14 +83,18 @@ class FeaturePipeline(torch.nn.Module):
 
     def __init__(self, variables: Sequence[str], gradients: bool = True,
                  extra: Sequence[str] = (), extra_fn: Optional[ExtraFn] = None,
-                 scenario_config: Optional[Mapping[str, Any]] = None) -> None:
+                 scenario_config: Optional[Mapping[str, Any]] = None,
+                 operators: Optional[str] = None) -> None:
         super().__init__()
+        self.operators = check_operators(operators)
         variables = tuple(variables)
         if not variables or not all(isinstance(v, str) and v for v in variables):
             raise ArgumentError("variables", variables, "must be a non-empty sequence of "
                                 "variable names", "pass e.g. ['q'] or scenario.variables")
         self.variables, self.gradients, self.extra = variables, bool(gradients), tuple(extra)
         self.scenario_config = dict(scenario_config) if scenario_config else None
+        if self.scenario_config is not None and "operators" not in self.scenario_config:
+            self.scenario_config["operators"] = self.operators    # a config from before versions
         self._extra_fn = extra_fn
         if self.extra and extra_fn is None and self.scenario_config is None:
             raise ArgumentError("extra_fn", None, f"is needed to compute the inputs "
@@ -92,23 +104,28 @@ class FeaturePipeline(torch.nn.Module):
     # ------------------------------------------------------------------ building
     @classmethod
     def from_scenario(cls, scenario, gradients: bool = True) -> "FeaturePipeline":
-        """The pipeline of a scenario: its variables, their gradients, and its inputs."""
+        """The pipeline of a scenario: its variables, their gradients (of the scenario's
+        operator version), and its inputs."""
         mesh = scenario.coarse
         probe = {v: torch.zeros(mesh.n_cells, dtype=torch.float64) for v in scenario.variables}
         U = torch.zeros(mesh.n_faces, dtype=torch.float64)
         extra = tuple(scenario.resolved_inputs(mesh, 0.0, probe, U))
         return cls(scenario.variables, gradients, extra, scenario.resolved_inputs,
-                   scenario.config)
+                   scenario.config, getattr(scenario, "operators", None))
 
     def config(self) -> Dict[str, Any]:
         """JSON-able description; :meth:`from_config` rebuilds the pipeline from it."""
         return {"variables": list(self.variables), "gradients": self.gradients,
-                "extra": list(self.extra), "scenario_config": self.scenario_config}
+                "extra": list(self.extra), "scenario_config": self.scenario_config,
+                "operators": self.operators}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "FeaturePipeline":
+        """The pipeline of a :meth:`config`. A config without ``"operators"`` was saved
+        before operator versions existed: its gradients are ``"fv1"``'s."""
         return cls(config["variables"], config.get("gradients", True),
-                   config.get("extra", ()), None, config.get("scenario_config"))
+                   config.get("extra", ()), None, config.get("scenario_config"),
+                   config.get("operators", "fv1"))
 
     @property
     def names(self) -> tuple:
@@ -152,7 +169,7 @@ class FeaturePipeline(torch.nn.Module):
             geo = mesh.to(device=first.device, dtype=first.dtype)
             e1, e2 = local_frame(geo, geo.cell_center)
             for v in self.variables:
-                g = gradient(geo, cols[v])                     # (n_cells, d, ...)
+                g = gradient(geo, cols[v], operators=self.operators)   # (n_cells, d, ...)
                 if geo.dim == 1:
                     out += [g[:, 0], torch.zeros_like(g[:, 0])]
                     continue
@@ -181,4 +198,4 @@ class FeaturePipeline(torch.nn.Module):
         return [torch.stack(c, -1) if batched else c[0] for c in cols.values()]
 
     def extra_repr(self) -> str:
-        return f"names={self.names}"
+        return f"names={self.names}, operators={self.operators!r}"

@@ -312,7 +312,8 @@ def _mesh_seed(args, mesh, seed, models, out, result, say, progress) -> None:
             say(f"{mesh} seed {seed}: trained {m} ({time.perf_counter() - t0:.1f} s)")
         trained[m] = json.loads(info.read_text())
 
-    closures = {m: load_closure(work / m / "model.pt", sc.coarse)[0] for m in trained}
+    closures = {m: load_closure(work / m / "model.pt", sc.coarse, sc.operators)[0]
+                for m in trained}
     t0 = time.perf_counter()
     val = validate(str(data), closures=closures, baselines=cal, n_initial=args["n_initial"],
                    n_steps=args["n_steps"], audit_steps=args["audit_steps"],
@@ -371,7 +372,8 @@ def _tilted(args, mesh, seed, models, work, cal, out, say, progress) -> Dict[str
     data = out / "data" / f"{_tag(mesh)}_s{seed}_tilted.nc"
     _generate_once(sc, data, args, work / "data_tilted_info.json", progress,
                    lambda s: say(f"{mesh} seed {seed}: {s}"))
-    closures = {m: tilted_closure(load_closure(work / m / "model.pt", sc.coarse)[0], sc)
+    closures = {m: tilted_closure(load_closure(work / m / "model.pt", sc.coarse,
+                                               sc.operators)[0], sc)
                 for m in models}
     val = validate(str(data), closures=closures, baselines=cal, n_initial=args["n_initial"],
                    n_steps=args["n_steps"], audit_steps=args["audit_steps"],

@@ -78,11 +78,13 @@ dimensions, ``n_face``, ``n_interior_edge``, ``n_boundary_edge``,
 rebuilds it bit for bit) and as UGRID-1.0 variables
 (:func:`meshclosure.io.to_ugrid_dataset`: the coarse cells' own corners as
 nodes), so the file opens in uxarray. Attributes: ``scenario_config`` (JSON),
-``seed``, ``versions``, ``created`` (UTC), ``split_boundaries``, ``normalization`` (training split
-only), ``static_sha256`` (every variable that is not per sample, including
-``sample_checksum``) and the per-sample ``sample_checksum``: together an
-integrity check that :func:`read_dataset` verifies in one streaming pass and
-:class:`SubgridDataset` per sample it reads.
+``operator_version`` (the resolved operators' version, :mod:`meshclosure.fv.versions`,
+also ``scenario_config["operators"]``: see below), ``seed``, ``versions``, ``created``
+(UTC), ``split_boundaries``, ``normalization`` (training split only), ``static_sha256``
+(every variable that is not per sample, including ``sample_checksum``) and the
+per-sample ``sample_checksum``: together an integrity check that
+:func:`read_dataset` verifies in one streaming pass and :class:`SubgridDataset`
+per sample it reads.
 
 Storage (:mod:`meshclosure.data.store`): netCDF-4 (one file) or zarr (a
 folder store, ``.zarr``), both chunked along ``time`` and written atomically;
@@ -90,6 +92,17 @@ folder store, ``.zarr``), both chunked along ``time`` and written atomically;
 indexed arrays), so a dataset larger than memory can be inspected and trained
 on (:class:`SubgridDataset`, :mod:`meshclosure.data.torch_dataset`). Their
 names are importable from this module too.
+
+Operator version: ``Φ^res_coarse`` in the targets and the gradient inputs depend
+on the finite-volume stencils, so a dataset records their version
+(``operator_version``, and ``"operators"`` in every scenario config and feature
+pipeline it holds). A dataset written before versions existed has none:
+:func:`read_dataset` fills in ``"fv1"`` (the attribute, ``scenario_config``,
+``ood_config``, ``run_configs`` and the feature pipelines, in memory; the keys it
+filled and their stored values are in ``operator_version_filled``, so
+``static_sha256`` still checks the stored file), and every
+``Scenario.from_config(...)`` of its configs rebuilds the operators the data was
+made with.
 """
 from __future__ import annotations
 
@@ -103,13 +116,15 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError, MeshclosureError
+from ..fv.versions import check_operators
 from ..mesh import Mesh
 from .targets import SubgridSample
 
 __all__ = ["DatasetError", "SPLITS", "SPLIT_CODES", "FORMAT_VERSION", "FORMATS",
            "split_boundaries", "max_gap", "check_split_arguments", "build_dataset",
            "write_dataset", "read_dataset", "dataset_format", "mesh_from_dataset",
-           "check_compatible", "NormalizationStats", "SubgridDataset"]
+           "check_compatible", "NormalizationStats", "SubgridDataset", "OPERATORS_ATTR",
+           "LEGACY_OPERATORS", "fill_operator_version"]
 
 SPLITS = ("train", "val", "test", "ood")
 """Split names; the ``split`` variable stores their index."""
@@ -295,7 +310,28 @@ def _digest(arrays: Mapping[str, np.ndarray]) -> np.uint64:
     return np.frombuffer(h.digest()[:8], dtype="<u8")[0]
 
 
-_UNHASHED_ATTRS = ("created", "source_path", "static_sha256")
+OPERATORS_ATTR = "operator_version"
+"""Global attribute: the operator version of the data (:mod:`meshclosure.fv.versions`)."""
+LEGACY_OPERATORS = "fv1"
+"""The operator version of datasets, configs and model files that record none (made
+before versions existed)."""
+_FILLED_ATTR = "operator_version_filled"
+_UNHASHED_ATTRS = ("created", "source_path", "static_sha256", _FILLED_ATTR)
+
+
+def _stored_attrs(ds) -> dict:
+    """``ds.attrs`` as stored: the attributes :func:`read_dataset` filled in for a dataset
+    from before operator versions (``operator_version_filled``: ``{key: stored value or
+    None}``) back at their stored values, so :func:`static_hash` checks the file."""
+    attrs = dict(ds.attrs)
+    filled = attrs.get(_FILLED_ATTR)
+    if isinstance(filled, str):
+        for key, value in json.loads(filled).items():
+            if value is None:
+                attrs.pop(key, None)
+            else:
+                attrs[key] = value
+    return attrs
 
 
 def _attr_json(value: Any) -> str:
@@ -312,8 +348,9 @@ def static_hash(ds) -> str:
     """SHA-256 of the global attributes (but ``created``) and of every variable that is not
     per sample (mesh, split, times, checksums...)."""
     h = hashlib.sha256()
-    for key in sorted(k for k in ds.attrs if k not in _UNHASHED_ATTRS):
-        h.update(f"@{key}={_attr_json(ds.attrs[key])};".encode())
+    attrs = _stored_attrs(ds)
+    for key in sorted(k for k in attrs if k not in _UNHASHED_ATTRS):
+        h.update(f"@{key}={_attr_json(attrs[key])};".encode())
     for name in sorted(str(n) for n in ds.variables):
         if name in ds.data_vars and _is_sample_variable(ds, name):
             continue
@@ -350,7 +387,8 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
                   fractions: Sequence[float] = (0.7, 0.15, 0.15), gap: int = 0,
                   attrs: Optional[Mapping[str, Any]] = None,
                   run_dt: Optional[Sequence[float]] = None,
-                  run_every: Optional[Sequence[int]] = None):
+                  run_every: Optional[Sequence[int]] = None,
+                  operators: Optional[str] = None):
     """Collect subgrid samples into an ``xarray.Dataset`` (layout in the module docstring).
 
     Parameters
@@ -379,6 +417,10 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
     run_dt, run_every : sequence, one per run, optional
         Fine time step and fine steps between samples of each run (recorded
         as ``run_dt``/``run_every``; NaN / -1 when not given).
+    operators : str, optional
+        Operator version the samples were made with (recorded as the attribute
+        ``operator_version`` and in the feature pipelines). Default
+        ``config["operators"]`` (a scenario's config has it), else the current version.
 
     Returns
     -------
@@ -388,7 +430,8 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
     Raises
     ------
     ArgumentError
-        Bad ``fractions`` or ``gap``.
+        Bad ``fractions`` or ``gap``; an unknown ``operators``, or one other than
+        ``config["operators"]``.
     DatasetError
         Samples that differ in variables or inputs, non-monotonic times, or
         non-finite values (never written silently).
@@ -399,6 +442,7 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
         raise ArgumentError("n_samples", len(samples), "must be an integer >= 3 (train, val and "
                             "test each get a block)", "generate at least 3 samples")
     check_split_arguments(len(samples), fractions, gap)
+    version = _dataset_operators(config, operators)
     runs = [list(samples)] + ([list(ood_samples)] if len(ood_samples) else [])
     variables = samples[0].variables
     inputs = tuple(samples[0].inputs)
@@ -498,6 +542,7 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
         "unit_system": _UNIT_SYSTEM,
         "variables": json.dumps(list(variables)), "inputs": json.dumps(list(inputs)),
         "scenario_config": json.dumps(dict(config), sort_keys=True),
+        OPERATORS_ATTR: version,
         "ood_config": json.dumps(dict(ood_config or {}), sort_keys=True),
         "seed": int(seed), "versions": json.dumps(_versions()),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -507,11 +552,11 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
         **exact_attrs,            # mesh_radius, mesh_period, mesh_boundary_tag_names, mesh_info
         "mesh_signature": json.dumps(coarse.signature(), sort_keys=True),
     })
-    ds.attrs["feature_pipeline"] = json.dumps(_pipeline_config(variables, inputs, config),
-                                              sort_keys=True)
+    ds.attrs["feature_pipeline"] = json.dumps(
+        _pipeline_config(variables, inputs, config, version), sort_keys=True)
     if ood_config:
         ds.attrs["ood_feature_pipeline"] = json.dumps(
-            _pipeline_config(variables, inputs, ood_config), sort_keys=True)
+            _pipeline_config(variables, inputs, ood_config, version), sort_keys=True)
     for k, v in (attrs or {}).items():
         ds.attrs[k] = v if isinstance(v, (str, int, float)) else json.dumps(v)
     ds.attrs["normalization"] = json.dumps(NormalizationStats.from_dataset(ds).to_dict())
@@ -526,14 +571,87 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
     return ds
 
 
-def _pipeline_config(variables, inputs, config) -> dict:
+def _dataset_operators(config: Mapping[str, Any], operators: Optional[str]) -> str:
+    """The operator version :func:`build_dataset` records (see its ``operators``)."""
+    theirs = config.get("operators")
+    if operators is None:
+        return check_operators(theirs, "config['operators']")
+    operators = check_operators(operators)
+    if theirs is not None and theirs != operators:
+        raise ArgumentError("operators", operators, f"differs from config['operators'] = "
+                            f"{theirs!r} (the scenario's operator version)",
+                            "leave {operators} out (the config's is recorded)")
+    return operators
+
+
+def _pipeline_config(variables, inputs, config, operators: str) -> dict:
     """The :class:`~meshclosure.closures.FeaturePipeline` config whose ``names`` are the
-    dataset's ``state_*`` and ``input_*`` variables, in order."""
+    dataset's ``state_*`` and ``input_*`` variables, in order (gradients of ``operators``)."""
     grads = [f"grad_{v}_{k}" for v in variables for k in (1, 2)]
     gradients = all(g in inputs for g in grads)
     extra = [n for n in inputs if not (gradients and n in grads)]
     return {"variables": list(variables), "gradients": gradients, "extra": extra,
-            "scenario_config": dict(config) if extra else None}
+            "scenario_config": dict(config) if extra else None, "operators": operators}
+
+
+def fill_operator_version(ds) -> str:
+    """The dataset's operator version; a dataset from before versions gets ``"fv1"``.
+
+    Every config it holds without ``"operators"`` (``scenario_config``, ``ood_config``,
+    ``run_configs``, ``feature_pipeline``, ``ood_feature_pipeline`` and their scenario
+    configs) gets the dataset's version, in ``ds.attrs`` (memory only); the filled keys
+    and their stored values go to ``operator_version_filled``, which
+    :func:`static_hash` uses to check the attributes as stored.
+    :func:`~meshclosure.data.read_dataset` calls it on every dataset it opens.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = xr.Dataset(attrs={"scenario_config": '{"scenario": "kinematic"}'})
+    >>> fill_operator_version(ds), json.loads(ds.attrs["scenario_config"])["operators"]
+    ('fv1', 'fv1')
+    >>> sorted(json.loads(ds.attrs["operator_version_filled"]))
+    ['operator_version', 'scenario_config']
+    """
+    attrs = ds.attrs
+    filled = json.loads(attrs[_FILLED_ATTR]) if isinstance(attrs.get(_FILLED_ATTR), str) else {}
+    version = attrs.get(OPERATORS_ATTR)
+    if version is None:
+        version = LEGACY_OPERATORS
+        filled.setdefault(OPERATORS_ATTR, None)
+        attrs[OPERATORS_ATTR] = version
+    version = str(version)
+
+    def scenario(cfg: Any) -> bool:          # fill a scenario config in place; True if filled
+        if isinstance(cfg, dict) and cfg.get("scenario") and "operators" not in cfg:
+            cfg["operators"] = version
+            return True
+        return False
+
+    def pipeline(cfg: Any) -> bool:
+        if not isinstance(cfg, dict) or "variables" not in cfg:
+            return False
+        changed = scenario(cfg.get("scenario_config"))
+        if "operators" not in cfg:
+            cfg["operators"] = version
+            changed = True
+        return changed
+
+    fills = {"scenario_config": scenario, "ood_config": scenario,
+             "run_configs": lambda cfgs: isinstance(cfgs, list) and any(
+                 [scenario(c) for c in cfgs]),
+             "feature_pipeline": pipeline, "ood_feature_pipeline": pipeline}
+    for key, fill in fills.items():
+        stored = attrs.get(key)
+        if not isinstance(stored, str):
+            continue
+        value = json.loads(stored)
+        if fill(value):
+            filled.setdefault(key, stored)
+            attrs[key] = json.dumps(value, sort_keys=True)
+    if filled:
+        attrs[_FILLED_ATTR] = json.dumps(filled, sort_keys=True)
+    return version
 
 
 def _trajectory_variables(ds, runs, coarse: Mesh, variables, n_time: int) -> None:

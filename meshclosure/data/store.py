@@ -6,7 +6,8 @@ small ones) and renames a complete temporary file or folder onto the final
 name; :func:`read_dataset` opens either format without loading the samples
 (dask arrays, or lazily indexed arrays) and checks the format version, the
 ``static_sha256`` of the small variables and, in one streaming pass, every
-sample's ``sample_checksum``.
+sample's ``sample_checksum``. A dataset written before operator versions existed
+opens as ``"fv1"`` (:func:`~meshclosure.data.dataset.fill_operator_version`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from .._files import check_folder, refuse_existing
 from ..errors import ArgumentError
 from ..mesh import Mesh
 from .dataset import (_REGENERATE, FORMAT_VERSION, FORMATS, SPLIT_CODES, DatasetError,
-                      _digest, _is_sample_variable, sample_variables, static_hash)
+                      _digest, _is_sample_variable, fill_operator_version, sample_variables,
+                      static_hash)
 
 __all__ = ["dataset_format", "default_chunk_time", "write_dataset", "read_dataset",
            "verify_dataset", "mesh_from_dataset", "check_compatible", "runs_template",
@@ -310,6 +312,14 @@ def read_dataset(path: str | os.PathLike, verify: Any = True, chunks: Any = "dis
         ``"disk"``: dask arrays chunked as stored; ``None``: no dask; a dict is
         passed on to ``xarray.open_dataset``.
 
+    Returns
+    -------
+    xarray.Dataset
+        Its attribute ``operator_version`` (and ``"operators"`` in every config it
+        holds) says which operators made the data: ``"fv1"`` for a dataset written
+        before versions existed (filled in here, in memory;
+        :func:`~meshclosure.data.dataset.fill_operator_version`).
+
     Raises
     ------
     DatasetError
@@ -339,6 +349,7 @@ def read_dataset(path: str | os.PathLike, verify: Any = True, chunks: Any = "dis
         raise DatasetError(f"dataset {str(path)!r} has format version {version}; this meshclosure "
                            f"reads version {FORMAT_VERSION}.{old} {_REGENERATE}")
     ds.attrs["source_path"] = str(path)
+    fill_operator_version(ds)
     for name, v in ds.variables.items():       # the small tables: mesh, split, times, checksums
         if not (name in ds.data_vars and _is_sample_variable(ds, name)):
             v.load()

@@ -168,11 +168,13 @@ def _check_state(state: Mapping[str, Tensor], variables: Sequence[str], n: int) 
 
 
 def coarse_inputs(mesh: Mesh, state: Mapping[str, Tensor], variables: Sequence[str],
-                  extra: Optional[Mapping[str, Tensor]] = None) -> Dict[str, Tensor]:
+                  extra: Optional[Mapping[str, Tensor]] = None,
+                  operators: Optional[str] = None) -> Dict[str, Tensor]:
     """Resolved cell inputs on a (coarse) mesh: gradients in the local frame, plus ``extra``.
 
     ``grad_<var>_1`` and ``grad_<var>_2`` are the least-squares cell gradient
-    (:func:`meshclosure.fv.gradient`) projected on the local tangent frame
+    (:func:`meshclosure.fv.gradient`, of operator version ``operators``;
+    default the current one) projected on the local tangent frame
     (x, y on the plane; east, north on the sphere; see
     :func:`meshclosure.graph.local_frame`), units ``[q]/length``. The state
     itself is not repeated here.
@@ -191,7 +193,7 @@ def coarse_inputs(mesh: Mesh, state: Mapping[str, Tensor], variables: Sequence[s
                              f"({mesh.n_cells},); got {tuple(value.shape)}.")
     # one code path: the pipeline the online closure runs (meshclosure.closures.features)
     pipe = FeaturePipeline(variables, gradients=True, extra=tuple(extra),
-                           extra_fn=lambda *args: extra)
+                           extra_fn=lambda *args: extra, operators=operators)
     x = pipe(mesh, state)                                # (n_cells, F)
     return {name[len("input_"):]: x[:, k] for k, name in enumerate(pipe.names)
             if name.startswith("input_")}
@@ -292,7 +294,8 @@ def subgrid_targets(scenario_or_fluxfn: Any, coarsening: Coarsening, t: float,
     extra: Dict[str, Tensor] = {}
     if inputs:
         resolved = sc.resolved_inputs(coarse, t, Q, Uc) if is_scenario else {}
-        extra = coarse_inputs(coarse, Q, variables, resolved)
+        extra = coarse_inputs(coarse, Q, variables, resolved,
+                              getattr(sc, "operators", None) if is_scenario else None)
     return SubgridSample(t=float(t), state={v: Q[v] for v in variables}, transport=Uc,
                          flux=flux, tendency=tend, boundary_flux=bflux, inputs=extra)
 

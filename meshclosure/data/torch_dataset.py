@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError
-from .dataset import _REGENERATE, SPLIT_CODES, SPLITS, DatasetError, _digest, sample_variables
+from .dataset import (_REGENERATE, SPLIT_CODES, SPLITS, DatasetError, _digest,
+                      fill_operator_version, sample_variables)
 from .store import _chunk_time, mesh_from_dataset, read_dataset
 from .trajectory import trajectory_windows
 
@@ -191,6 +192,9 @@ class SubgridDataset(torch.utils.data.Dataset):
     batch_size=B, collate_fn=dataset.collate)`` gives :class:`GraphBatch` es.
 
     :attr:`indices` is ``(n_items, 2)``: the ``(run, time index)`` of each item.
+    :attr:`operators` is the operator version of the data (``"fv1"`` for datasets
+    made before versions existed): load models for it with
+    ``load_model(path, mesh, operators=dataset.operators)``.
 
     Examples
     --------
@@ -212,6 +216,7 @@ class SubgridDataset(torch.utils.data.Dataset):
         self.split = split
         self.mesh = mesh_from_dataset(ds)
         self.variables = tuple(json.loads(ds.attrs["variables"]))
+        self.operators = fill_operator_version(ds)       # read_dataset did, for a file
         self.config = json.loads(ds.attrs["scenario_config"])
         codes = np.asarray(ds["split"].values)
         keep = codes >= 0 if split == "all" else codes == SPLIT_CODES[split]
@@ -429,6 +434,7 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         self.mesh, self.variables = self._reader.mesh, self._reader.variables
         self.stats, self.dtype = self._reader.stats, dtype
         self.scenario_config = json.loads(ds.attrs["scenario_config"])
+        self.operators = self._reader.operators
         self.coarse_dt = float(ds.attrs["coarse_dt"])
         self.stage_times = tuple(json.loads(ds.attrs["stage_times"]))
         self.forced = tuple(n[len("forcing_mean_"):] for n in ds.data_vars

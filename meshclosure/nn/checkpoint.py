@@ -18,6 +18,14 @@ File layout (``format = "meshclosure-model"``, ``version = 1``)::
     state_dict                                the model's tensors
     features, normalizer                      JSON text of their configs ("" if none)
     extra                                     JSON text (the caller's metadata)
+    operators                                 operator version of the training data
+                                              (:mod:`meshclosure.fv.versions`; files
+                                              without it predate versions: "fv1")
+
+A model learns the subgrid flux left by one operator version's resolved flux,
+from that version's gradients: :func:`load_model` given the ``operators`` of the
+data it is to run on refuses a model of another version
+(:class:`OperatorMismatchError`, naming both).
 
 Examples
 --------
@@ -49,11 +57,12 @@ import torch
 
 from .._files import atomic_path, refuse_existing
 from ..errors import ArgumentError, MeshclosureError
+from ..fv.versions import OPERATOR_VERSIONS, OperatorVersionError, check_operators
 from ..mesh import Mesh
 from .registry import build_model
 
-__all__ = ["save_model", "load_model", "LoadedModel", "CheckpointError", "FORMAT",
-           "mesh_mismatch"]
+__all__ = ["save_model", "load_model", "LoadedModel", "CheckpointError",
+           "OperatorMismatchError", "FORMAT", "mesh_mismatch"]
 
 FORMAT = "meshclosure-model"
 _VERSION = 1
@@ -65,6 +74,12 @@ class CheckpointError(MeshclosureError, ValueError):
     """A model file is missing, unsafe, corrupt, or does not fit the mesh it is loaded on."""
 
 
+class OperatorMismatchError(CheckpointError, OperatorVersionError):
+    """A model file was trained on data of another operator version than it is loaded for
+    (both a :class:`CheckpointError` and an
+    :class:`~meshclosure.fv.versions.OperatorVersionError`)."""
+
+
 class LoadedModel(NamedTuple):
     """What :func:`load_model` returns."""
 
@@ -72,6 +87,7 @@ class LoadedModel(NamedTuple):
     features: Any          # FeaturePipeline or None
     normalizer: Any        # Normalizer or None
     extra: dict            # the caller's metadata saved with the model
+    operators: str = "fv1"  # operator version of its training data ("fv1": saved before versions)
 
     def closure(self, mode: str = "mean", generator: Optional[torch.Generator] = None):
         """The model as a :class:`~meshclosure.closures.ModelClosure` (needs its features);
@@ -106,7 +122,7 @@ def mesh_mismatch(saved: Mapping[str, Any], mesh: Mesh) -> dict:
 
 def save_model(model: torch.nn.Module, path: str | os.PathLike, features: Any = None,
                normalizer: Any = None, extra: Optional[Mapping[str, Any]] = None,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, operators: Optional[str] = None) -> Path:
     """Save a model built by :func:`build_model` (with its pipeline and normalizer), atomically.
 
     Parameters
@@ -120,11 +136,15 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, features: Any = 
         JSON-serialisable metadata (training config, metrics...).
     overwrite : bool
         Replace an existing file (default: refuse, leaving it untouched).
+    operators : str, optional
+        Operator version of the training data (:mod:`meshclosure.fv.versions`).
+        Default: ``features.operators``, else the current version. Recorded.
 
     Raises
     ------
     ArgumentError
-        A model not built by :func:`build_model`, or ``extra`` not JSON-serialisable.
+        A model not built by :func:`build_model`, ``extra`` not JSON-serialisable,
+        an unknown ``operators``, or ``operators`` other than ``features.operators``.
     OutputExistsError
         ``path`` exists and ``overwrite`` is False.
     """
@@ -138,6 +158,7 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, features: Any = 
     except TypeError as err:
         raise ArgumentError("extra", extra, f"must be JSON-serialisable ({err})",
                             "pass numbers, strings, lists and dicts") from None
+    ops = _save_operators(features, operators)
     path = refuse_existing(path, overwrite, name="path")
     params = [p for p in model.state_dict().values() if p.is_floating_point()]
     dtype = str(params[0].dtype).replace("torch.", "") if params else "float32"
@@ -155,10 +176,24 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, features: Any = 
         else "",
         "extra": extra_json,
         "versions": json.dumps({"meshclosure": __version__, "torch": torch.__version__}),
+        "operators": ops,
     }
     with atomic_path(path, ".pt") as tmp:
         torch.save(payload, tmp)
     return path
+
+
+def _save_operators(features: Any, operators: Optional[str]) -> str:
+    """The operator version :func:`save_model` records (see its ``operators``)."""
+    theirs = getattr(features, "operators", None)
+    if operators is None:
+        return check_operators(theirs)
+    operators = check_operators(operators)
+    if theirs is not None and theirs != operators:
+        raise ArgumentError("operators", operators, f"differs from the feature pipeline's "
+                            f"operator version {theirs!r} (the version of the training data)",
+                            "leave {operators} out (the pipeline's is recorded)")
+    return operators
 
 
 def load_weights_only(path: Path, what: str, kind: str, fix: str, fix_pickled: str) -> Any:
@@ -216,8 +251,26 @@ def load_weights_only(path: Path, what: str, kind: str, fix: str, fix_pickled: s
 
 
 def load_model(path: str | os.PathLike, mesh: Mesh,
-               device: Optional[torch.device | str] = None) -> LoadedModel:
+               device: Optional[torch.device | str] = None,
+               operators: Optional[str] = None) -> LoadedModel:
     """Rebuild a model saved by :func:`save_model` on ``mesh`` (weights only; no code runs).
+
+    Parameters
+    ----------
+    path : path-like
+    mesh : Mesh
+        The mesh the model was built for (for a dataset: ``mesh_from_dataset``).
+    device : torch.device or str, optional
+    operators : str, optional
+        The operator version of the data or scenario the model is loaded for
+        (``dataset.operators``, ``scenario.operators``). Given, a model trained
+        on another version is refused. ``None``: not checked.
+
+    Returns
+    -------
+    LoadedModel
+        ``.operators`` is the model's version (``"fv1"`` for files saved
+        before versions existed).
 
     Raises
     ------
@@ -225,7 +278,11 @@ def load_model(path: str | os.PathLike, mesh: Mesh,
         Missing, truncated or unsafe file (pickled objects), not a meshclosure model
         file, or a mesh other than the one the model was built for (the message names
         both meshes).
+    OperatorMismatchError
+        (a CheckpointError and an OperatorVersionError) ``operators`` differs from the
+        model's version; the message names both.
     """
+    wanted = None if operators is None else check_operators(operators)
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model file {str(path)!r} does not exist or is not a file; "
@@ -249,6 +306,20 @@ def load_model(path: str | os.PathLike, mesh: Mesh,
             f"but load_model was given {_short(mesh.signature())} (differences, saved vs given: "
             f"{diff}). Load it on the mesh it was trained on (for a dataset: "
             "meshclosure.data.mesh_from_dataset), or train a model for this mesh.")
+    saved_ops = str(payload.get("operators") or "fv1")        # no key: saved before versions
+    if saved_ops not in OPERATOR_VERSIONS:
+        raise CheckpointError(f"model {payload['name']!r} in {str(path)!r} was trained with "
+                              f"operator version {saved_ops!r}, which this meshclosure does not "
+                              f"know (it knows {tuple(OPERATOR_VERSIONS)}); load it with the "
+                              "meshclosure version that saved it.")
+    if wanted is not None and saved_ops != wanted:
+        raise OperatorMismatchError(
+            f"model {payload['name']!r} in {str(path)!r} was trained on data made with "
+            f"operator version {saved_ops!r}, but it is loaded for {wanted!r} data (its "
+            f"inputs would be other gradients and its target another resolved flux's "
+            f"remainder). Use data made with the model's operators (generate with "
+            f"operators={saved_ops!r}, or Scenario.from_config(..., operators={saved_ops!r})), "
+            f"or retrain the model on the {wanted!r} data.")
     model = build_model(payload["name"], mesh, **json.loads(payload["config"]))
     model = model.to(dtype=getattr(torch, payload["dtype"]))
     model.load_state_dict(payload["state_dict"])
@@ -256,7 +327,8 @@ def load_model(path: str | os.PathLike, mesh: Mesh,
     if payload.get("features"):
         from ..closures import FeaturePipeline
 
-        features = FeaturePipeline.from_config(json.loads(payload["features"]))
+        features = FeaturePipeline.from_config({"operators": saved_ops,
+                                                **json.loads(payload["features"])})
     if payload.get("normalizer"):
         from ..closures import Normalizer
 
@@ -264,4 +336,5 @@ def load_model(path: str | os.PathLike, mesh: Mesh,
     if device is not None:
         model = model.to(device)
         normalizer = normalizer.to(device) if normalizer is not None else None
-    return LoadedModel(model, features, normalizer, json.loads(payload.get("extra") or "{}"))
+    return LoadedModel(model, features, normalizer, json.loads(payload.get("extra") or "{}"),
+                       saved_ops)

@@ -42,10 +42,11 @@ from .._checks import check_float as _check_float
 from .._checks import check_rows as _check_rows
 from .._sparse import csr, sparse_ok
 from ..fv.advection import cfl_dt, linear_flux, quadratic_flux, upwind_flux
-from ..fv.gradients import LeastSquaresGradient, gradient
+from ..fv.gradients import gradient, least_squares
 from ..fv.diffusion import check_coefficient, diffusive_flux
 from ..fv.operators import divergence, transport_from_streamfunction
 from ..fv.poisson import PoissonSolver, vertex_streamfunction
+from ..fv.versions import check_operators
 from ..mesh import Mesh
 from ._closure import (Closure, ClosureCalls, NonFinitePart, add_flux_noise, check_flux_noise,
                        closure_fluxes, first_nonfinite, recorded_or_fresh)
@@ -58,22 +59,24 @@ EARTH_RADIUS = 6.37122e6
 """Earth's radius (m), as in Williamson et al. 1992."""
 
 
-def _x_gradient(mesh: Mesh, q: Tensor) -> Tensor:
+def _x_gradient(mesh: Mesh, q: Tensor, operators: Optional[str] = None) -> Tensor:
     """``∂q/∂x (n_cells,)``: the x row of :func:`~meshclosure.fv.gradients.gradient`
-    (least squares, the same differences ``q_j − q_i`` and weights) as one cached
-    sparse product; equal to ``gradient(mesh, q)[:, 0]`` to rounding."""
+    (least squares of operator version ``operators``, the same differences
+    ``q_j − q_i`` and weights) as one cached sparse product; equal to
+    ``gradient(mesh, q, operators=operators)[:, 0]`` to rounding."""
+    operators = check_operators(operators)
     if not sparse_ok(q):
-        return gradient(mesh, q)[:, 0]
+        return gradient(mesh, q, operators=operators)[:, 0]
 
     def build():
-        lsq = LeastSquaresGradient(mesh)
+        lsq = least_squares(mesh, operators)
         coef = lsq.coefficients(False, q.dtype, q.device)[:, 0]
         cell, nb = lsq.cell.to(q.device), lsq.neighbour.to(q.device)
         rows = torch.arange(len(cell), device=q.device)
         return cell, nb, csr(cell, rows, coef, (mesh.n_cells, len(cell)))
 
-    cell, nb, mat = per_mesh(mesh, ("solver.barotropic.x_gradient", q.dtype, str(q.device)),
-                             build)
+    cell, nb, mat = per_mesh(mesh, ("solver.barotropic.x_gradient", operators, q.dtype,
+                                    str(q.device)), build)
     return mat @ (q[nb] - q[cell])
 
 
@@ -111,6 +114,11 @@ class BarotropicModel(torch.nn.Module):
     flux_noise : float or Tensor (n_faces,)
         Std of Gaussian face-flux noise on every variable (conservative).
     generator : torch.Generator, optional
+    operators : str, optional
+        Operator version of the reconstruction stencils and gradients
+        (:mod:`meshclosure.fv.versions`; default the current one). ``"fv1"``
+        reproduces data made before the vertex stencils. Stored, checked, as
+        ``self.operators``.
 
     Examples
     --------
@@ -134,7 +142,8 @@ class BarotropicModel(torch.nn.Module):
                  kappa: Union[float, Tensor] = 0.0,
                  scheme: str = "linear", closure: Optional[Closure] = None,
                  flux_noise: Union[float, Tensor] = 0.0,
-                 generator: Optional[torch.Generator] = None) -> None:
+                 generator: Optional[torch.Generator] = None,
+                 operators: Optional[str] = None) -> None:
         super().__init__()
         if not isinstance(mesh, Mesh) or (mesh.dim != 2 and not mesh.is_sphere):
             raise TypeError("mesh must be a 2-D meshclosure Mesh (plane or sphere); got "
@@ -164,6 +173,7 @@ class BarotropicModel(torch.nn.Module):
         self.mesh, self.nu, self.drag, self.kappa = mesh, nu, drag, kappa
         self.forcing, self.scheme, self.closure = forcing, scheme, closure
         self.flux_noise, self.generator = flux_noise, generator
+        self.operators = check_operators(operators)
         self._closure_calls = ClosureCalls()
         self.poisson = PoissonSolver(mesh)
         x = mesh.cell_center
@@ -188,9 +198,10 @@ class BarotropicModel(torch.nn.Module):
         if self.scheme == "upwind":
             return upwind_flux(self.mesh, q, U)
         if self.scheme == "quadratic":
-            return quadratic_flux(self.mesh, q, U)
+            return quadratic_flux(self.mesh, q, U, operators=self.operators)
         return linear_flux(self.mesh, q, U,
-                           limiter="barth_jespersen" if self.scheme == "limited" else None)
+                           limiter="barth_jespersen" if self.scheme == "limited" else None,
+                           operators=self.operators)
 
     def _variables(self, state: Mapping[str, Tensor]) -> list:
         return ["zeta"] + [k for k in state if k != "zeta"]
@@ -291,7 +302,7 @@ class BoussinesqModel(BarotropicModel):
     buoyancy_flux : Tensor (n_boundary_faces,) or callable ``t -> Tensor``, optional
         Prescribed integrated OUTWARD buoyancy flux through the boundary faces
         (e.g. ``−B · A_b`` at the bottom heats from below); walls elsewhere.
-    scheme, closure, flux_noise, generator
+    scheme, closure, flux_noise, generator, operators
         As in :class:`BarotropicModel`.
     """
 
@@ -299,12 +310,13 @@ class BoussinesqModel(BarotropicModel):
                  kappa: Union[float, Tensor] = 0.0,
                  buoyancy_flux: Union[Tensor, Callable, None] = None, scheme: str = "linear",
                  closure: Optional[Closure] = None, flux_noise: Union[float, Tensor] = 0.0,
-                 generator: Optional[torch.Generator] = None) -> None:
+                 generator: Optional[torch.Generator] = None,
+                 operators: Optional[str] = None) -> None:
         if not isinstance(mesh, Mesh) or mesh.is_sphere or mesh.n_boundary_faces == 0:
             raise ValueError("BoussinesqModel needs a vertical slice with walls at bottom and top, "
                              "e.g. cartesian(nx, nz, lx, lz, periodic=(True, False)).")
         super().__init__(mesh, nu=nu, kappa=kappa, scheme=scheme, closure=closure,
-                         flux_noise=flux_noise, generator=generator)
+                         flux_noise=flux_noise, generator=generator, operators=operators)
         self.buoyancy_flux = buoyancy_flux
 
     def _parts(self, t: float, state: Mapping[str, Tensor]) -> list:
@@ -318,7 +330,7 @@ class BoussinesqModel(BarotropicModel):
             raise KeyError(f"state needs 'b' (buoyancy) and 'zeta'; got keys {sorted(state)}.")
         out = super().rhs(t, state)
         b = state["b"]
-        out["zeta"] = out["zeta"] + _x_gradient(self.mesh, b)
+        out["zeta"] = out["zeta"] + _x_gradient(self.mesh, b, self.operators)
         if self.buoyancy_flux is not None:
             bflux = self.buoyancy_flux(t) if callable(self.buoyancy_flux) else self.buoyancy_flux
             # divergence(mesh, 0, bflux) without the interior faces: the same values

@@ -46,10 +46,12 @@ def write_metrics(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def load_ensemble(out: Union[str, os.PathLike], mesh: Any, mode: str = "mean",
-                  generator: Optional[torch.Generator] = None):
+                  generator: Optional[torch.Generator] = None,
+                  operators: Optional[str] = None):
     """The ensemble :func:`train` wrote to ``out`` (``ensemble.json`` and one ``model.pt``
     per member) as an :class:`~meshclosure.train.uncertainty.EnsembleClosure` on ``mesh``
-    (each member checked against it, weights only).
+    (each member checked against it, weights only; and against ``operators``, the
+    data's operator version, when given: :func:`~meshclosure.nn.load_model`).
 
     Raises
     ------
@@ -64,7 +66,7 @@ def load_ensemble(out: Union[str, os.PathLike], mesh: Any, mode: str = "mean",
         raise ArgumentError("out", str(out), "holds no ensemble.json (written when an ensemble "
                             "run finishes)", "train with ensemble=M > 1 (--ensemble M) into "
                             "this folder, or load a single model with meshclosure.nn.load_model")
-    members = [load_model(Path(out) / m, mesh).closure()
+    members = [load_model(Path(out) / m, mesh, operators=operators).closure()
                for m in json.loads(listing.read_text())["members"]]
     return EnsembleClosure(members, mode=mode, generator=generator)
 

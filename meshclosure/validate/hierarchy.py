@@ -150,10 +150,12 @@ def _split_key(key: str):
 
 
 # ---------------------------------------------------------------------------- loading
-def load_closure(model: Any, mesh: Any):
+def load_closure(model: Any, mesh: Any, operators: Optional[str] = None):
     """A learned closure from ``model``: a ``model.pt`` file, a training folder (its
     ``model.pt``, or its ``ensemble.json`` for an ensemble), or a closure object
-    (returned as it is). Returns ``(closure, folder or None, name)``."""
+    (returned as it is). Returns ``(closure, folder or None, name)``. ``operators``:
+    the data's operator version; a model file of another one is refused
+    (:func:`~meshclosure.nn.load_model`)."""
     from ..closures import Closure
     from ..nn import load_model
     from ..train import load_ensemble
@@ -163,13 +165,14 @@ def load_closure(model: Any, mesh: Any):
     path = Path(model)
     if path.is_dir():
         if (path / "ensemble.json").is_file():
-            return load_ensemble(path, mesh), path, _model_name(path) + " ensemble"
+            return (load_ensemble(path, mesh, operators=operators), path,
+                    _model_name(path) + " ensemble")
         path = path / "model.pt"
     if not path.is_file():
         raise ArgumentError("model", str(model), "must be a model.pt file from `meshclosure "
                             "train`, or its folder", "train one with `meshclosure train "
                             "--data FILE --out DIR` and pass DIR/model.pt")
-    loaded = load_model(path, mesh)
+    loaded = load_model(path, mesh, operators=operators)
     return loaded.closure(), path.parent, _model_name(path.parent)
 
 
@@ -302,7 +305,7 @@ def validate(data: Any, model: Any = None, *, closures: Optional[Mapping[str, An
     rows: Dict[str, Any] = {}
     folder = None
     if model is not None:
-        learned, folder, name = load_closure(model, mesh)
+        learned, folder, name = load_closure(model, mesh, scenario.operators)
         rows[name] = learned
     baseline_rows = {k: v for k, v in _baselines(cal, scenario).items() if k != "none"}
     for name, c in (closures or {}).items():

@@ -14,6 +14,7 @@ import torch
 from meshclosure.data.targets import check_identity, coarse_inputs, subgrid_targets
 from meshclosure.fv import diffusive_flux, divergence, transport_from_streamfunction
 from meshclosure.fv.advection import linear_flux
+from meshclosure.fv.versions import OPERATOR_VERSION
 from meshclosure.mesh import (Coarsening, agglomerate, cartesian, column_parent, healpix,
                               icosahedral, native_parent)
 from meshclosure.solver import TracerModel, integrate
@@ -40,8 +41,9 @@ def _psi(mesh, x, phase=0.0):
 class StandInScenario:
     """Tracer in a fixed non-divergent flow: the scenario interface at its smallest.
 
-    ``dq/dt = −div(U q_f − κ∇q·n A)`` with the linear scheme, SSP-RK3, and on a
-    bounded slice a prescribed bottom inflow ``B`` (outward flux ``−B A``).
+    ``dq/dt = −div(U q_f − κ∇q·n A)`` with the linear scheme (the current operator
+    version, recorded in ``config`` as a scenario's is), SSP-RK3, and on a bounded
+    slice a prescribed bottom inflow ``B`` (outward flux ``−B A``).
     """
 
     name = "standin"
@@ -56,7 +58,8 @@ class StandInScenario:
         self.seed, self.kappa, self.strength, self.bottom_flux = seed, kappa, strength, bottom_flux
         self.config = {"scenario": self.name, "n_cells": mesh.n_cells, "factor": factor,
                        "seed": seed, "kappa": kappa, "strength": strength,
-                       "bottom_flux": bottom_flux}
+                       "bottom_flux": bottom_flux, "operators": OPERATOR_VERSION}
+        self.operators = OPERATOR_VERSION
         self.U = strength * transport_from_streamfunction(mesh, _psi(mesh, mesh.vertex_pos))
         self.model = TracerModel(mesh, self.U, kappa=kappa, scheme="linear",
                                  boundary_flux=self.boundary_fluxes(mesh, 0.0, None)["q"]

@@ -165,7 +165,8 @@ class BarotropicScenario(Scenario):
                                      window=_noise_window(p) + BLOCK)
         kw = {"omega": p["omega"]} if mesh.is_sphere else {"f0": p["f0"]}
         self.base = self._rotated(BarotropicModel(mesh, drag=p["drag"], forcing=self.forcing,
-                                                  scheme=p["scheme"], **kw))
+                                                  scheme=p["scheme"], operators=self.operators,
+                                                  **kw))
         self._model = _Augmented(self.base, mesh, {"zeta": p["nu"], "q": p["kappa"]},
                                  self._tracer_sources)
 
@@ -257,7 +258,8 @@ class BarotropicScenario(Scenario):
         store = self._cache(coarsening.coarse)
         if "transport_model" not in store:
             store["transport_model"] = self._rotated(BarotropicModel(
-                coarsening.coarse, scheme=self.params["scheme"], **self._planetary()))
+                coarsening.coarse, scheme=self.params["scheme"], operators=self.operators,
+                **self._planetary()))
         zeta = coarsening.restrict(state["zeta"])
         return store["transport_model"].transport(zeta).to(transport.dtype)
 
@@ -276,12 +278,13 @@ class BarotropicScenario(Scenario):
         (``coarse_dt ≈ 3.5 τ_F``): when the forcing decorrelates within a coarse step,
         the timing of its increments inside the step matters through the nonlinear
         advection, and no step-mean forcing can carry that."""
+        self._check_closure(closure)
         c, p = self.coarsening, self.params
         F = self._coarse_forcing(forcing)
         base = self._rotated(BarotropicModel(c.coarse, drag=p["drag"],
                                              forcing=lambda t, state: F(t)["zeta"],
                                              scheme=p["scheme"], closure=closure,
-                                             **self._planetary()))
+                                             operators=self.operators, **self._planetary()))
         target = c.restrict(self._target(self.fine))
         rate = p["relax_rate"]
         return _Augmented(base, c.coarse, {"zeta": p["nu"], "q": p["kappa"]},

@@ -18,11 +18,18 @@ from ...errors import ArgumentError
 from ...fv.advection import linear_flux, quadratic_flux, upwind_flux
 from ...fv.diffusion import diffusive_flux
 from ...fv.operators import divergence
+from ...fv.versions import OperatorVersionError, check_operators
 from ...mesh import Coarsening, Mesh
 from ...solver import NonFinitePart, first_nonfinite, integrate
 from ...typing import State
 
-__all__ = ["Scenario", "ood_seed", "rotation_matrix", "State"]
+__all__ = ["Scenario", "ood_seed", "rotation_matrix", "State", "closure_operators"]
+
+COMMON_PARAMETERS: Dict[str, Any] = {"operators": None}
+"""Parameters every scenario takes: ``operators``, the operator version
+(:mod:`meshclosure.fv.versions`) of every resolved operator it uses (fine and coarse
+models, ``Φ^res``, gradients); ``None`` means the current version, and the config
+records the name."""
 
 
 def ood_seed(seed: int) -> int:
@@ -158,6 +165,11 @@ class Scenario:
     :attr:`parameters` (defaults; ``None`` means "derived from the mesh", and
     the derived value is what :attr:`config` records).
 
+    Every scenario takes the parameter ``operators`` (:data:`COMMON_PARAMETERS`):
+    the operator version (:mod:`meshclosure.fv.versions`, default the current
+    one) of the fine and coarse models, ``Φ^res`` and the gradient inputs.
+    ``operators="fv1"`` reproduces data made before versions existed, bit for bit.
+
     Attributes
     ----------
     name : str
@@ -165,7 +177,10 @@ class Scenario:
         Conserved prognostic variables that get subgrid targets.
     config : dict
         Complete, JSON-serialisable: ``scenario``, ``mesh`` (canonical spec),
-        ``factor``, ``seed``, ``dt`` and every physical and numerical parameter.
+        ``factor``, ``seed``, ``dt``, ``operators`` and every physical and
+        numerical parameter.
+    operators : str
+        The operator version (``config["operators"]``).
     fine, coarse : Mesh
     coarsening : Coarsening
     dt : float
@@ -200,11 +215,12 @@ class Scenario:
                                 f"icosahedral and cubed meshes); the {self.name!r} scenario "
                                 "has none",
                                 "leave {rotation} out")
-        unknown = sorted(set(config) - set(self.parameters))
+        unknown = sorted(set(config) - set(self.parameters) - set(COMMON_PARAMETERS))
         if unknown:
             raise ValueError(f"unknown {self.name!r} scenario parameter(s) {unknown}; the "
                              f"parameters are {sorted(self.parameters)} (plus mesh, factor, "
-                             "seed). Check the spelling.")
+                             f"seed, {', '.join(COMMON_PARAMETERS)}). Check the spelling.")
+        operators = check_operators(config.get("operators"))
         spec = self.default_mesh if mesh is None else mesh
         if not isinstance(spec, str):
             raise ValueError(f"mesh must be a mesh spec string or None; got {mesh!r}; "
@@ -215,7 +231,7 @@ class Scenario:
         self.coarsening = self._build_coarsening(int(factor))
         self.coarse = self.coarsening.coarse
         self.seed, self.factor = int(seed), int(factor)
-        params = {**self.parameters, **config}
+        params = {**self.parameters, **config, "operators": operators}
         if "rotation" in params:
             params["rotation"] = canonical_rotation(params["rotation"])
             if params["rotation"] != 0 and not self.fine.is_sphere:
@@ -295,13 +311,19 @@ class Scenario:
         """Per-mesh store of derived fields (dropped with the mesh)."""
         return self._per_mesh.setdefault(mesh, {})
 
+    @property
+    def operators(self) -> str:
+        """The operator version of every resolved operator (``config["operators"]``)."""
+        return self.params["operators"]
+
     def _advect(self, mesh: Mesh, q: Tensor, U: Tensor) -> Tensor:
-        scheme = self.params["scheme"]
+        scheme, ops = self.params["scheme"], self.operators
         if scheme == "upwind":
             return upwind_flux(mesh, q, U)
         if scheme == "quadratic":
-            return quadratic_flux(mesh, q, U)
-        return linear_flux(mesh, q, U, limiter="barth_jespersen" if scheme == "limited" else None)
+            return quadratic_flux(mesh, q, U, operators=ops)
+        return linear_flux(mesh, q, U, limiter="barth_jespersen" if scheme == "limited" else None,
+                           operators=ops)
 
     @staticmethod
     def _diffuse(mesh: Mesh, q: Tensor, kappa: float) -> Optional[Tensor]:
@@ -468,8 +490,30 @@ class Scenario:
         forcing : callable ``t -> {var: (n_coarse_cells,)}``, optional
             The random forcing; default ``restrict(random_forcing(t))`` (the same
             realisation as the truth run).
+
+        Raises
+        ------
+        OperatorVersionError
+            ``closure`` records an operator version (``closure.operators``, set on
+            closures of loaded or trained models) other than :attr:`operators`;
+            the message names both (:meth:`_check_closure`).
         """
         raise NotImplementedError(f"the {self.name!r} scenario has no coarse model yet.")
+
+    def _check_closure(self, closure) -> None:
+        """Raise :class:`~meshclosure.fv.versions.OperatorVersionError` when ``closure``
+        (or a part of a sum or multiple of closures) records an operator version
+        (its ``operators`` attribute, e.g. a closure from a loaded model) other than
+        this scenario's; closures that record none pass (:func:`closure_operators`)."""
+        other = sorted(closure_operators(closure) - {self.operators})
+        if other:
+            raise OperatorVersionError(
+                f"closure was made with operator version {other[0]!r} (its features and "
+                f"targets), but this {self.name!r} scenario's coarse model uses "
+                f"{self.operators!r}: the closure would see other gradients and be added to "
+                f"another resolved flux than it was trained for. Rebuild the scenario with "
+                f"operators={other[0]!r} (Scenario.from_config(dataset.scenario_config) does), "
+                f"or retrain the closure on data made with operators={self.operators!r}.")
 
     def _coarse_forcing(self, forcing):
         """``forcing`` or the restricted fine realisation, as ``t -> {var: coarse field}``."""
@@ -508,6 +552,33 @@ class Scenario:
 
 
 # ----------------------------------------------------------------------------- shared bits
+def closure_operators(closure: Any, _depth: int = 0) -> set:
+    """The operator versions a closure records: its ``operators`` attribute (a name, e.g.
+    a :class:`~meshclosure.closures.ModelClosure` of a loaded model) and those of its parts
+    (sums, multiples, wrappers: ``parts``, ``closure``, ``inner``, ``members``, ``fn``).
+    Empty for closures that record none (baselines, plain functions).
+
+    >>> class C:
+    ...     operators = "fv1"
+    >>> sorted(closure_operators(C())), closure_operators(None)
+    (['fv1'], set())
+    """
+    if closure is None or _depth > 8:
+        return set()
+    found = set()
+    ops = getattr(closure, "operators", None)
+    if isinstance(ops, str):
+        found.add(ops)
+    for name in ("parts", "members"):
+        for part in getattr(closure, name, None) or ():
+            found |= closure_operators(part, _depth + 1)
+    for name in ("closure", "inner", "fn", "learned", "ensemble"):
+        part = getattr(closure, name, None)
+        if part is not None and part is not closure:
+            found |= closure_operators(part, _depth + 1)
+    return found
+
+
 def _valid_factors(mesh: Mesh, limit: int = 1024) -> list:
     """Every factor ``2..limit`` with which :meth:`Coarsening.native` coarsens ``mesh``."""
     from ...mesh.coarsening import native_parent

@@ -194,7 +194,7 @@ class ConvectionScenario(Scenario):
     def _setup(self) -> None:
         p, mesh = self.params, self.fine
         self.base = BoussinesqModel(mesh, buoyancy_flux=self._bottom_flux(mesh),
-                                    scheme=p["scheme"])
+                                    scheme=p["scheme"], operators=self.operators)
         self._model = _Augmented(self.base, mesh, {"zeta": p["nu"], "b": p["kappa"]},
                                  self._relaxation)
 
@@ -274,12 +274,14 @@ class ConvectionScenario(Scenario):
         column, diffusivity ``κ``, the prescribed wall fluxes (surface heating ``B``, the
         lid's conduction), relaxation to ``restrict(b_r)``, no resolved transport, and
         ``closure``'s vertical fluxes (the convective transport it must supply)."""
+        self._check_closure(closure)
         c, p = self.coarsening, self.params
         if not self._is_column(c.coarse):
             raise ValueError("coarse_model is the single-column model; this scenario's coarse "
                              f"mesh {c.coarse!r} is not a column.")
         zero = torch.zeros(c.coarse.n_faces, dtype=torch.float64, device=c.coarse.device)
         base = TracerModel(c.coarse, zero, scheme=p["scheme"], closure=closure, var="b",
+                           operators=self.operators,
                            boundary_flux=self._bottom_flux(c.coarse),
                            relaxation=(p["relax_rate"], c.restrict(self.reference_profile(
                                self.fine))))

@@ -216,7 +216,7 @@ class KinematicScenario(Scenario):
             self._vertex_trig = (torch.cos(a) * cb, torch.sin(a) * cb)
         self.base = TracerModel(mesh, self._transport_at,
                                 relaxation=(p["relax_rate"], self._target(mesh)),
-                                scheme=p["scheme"])
+                                scheme=p["scheme"], operators=self.operators)
         self._model = _Augmented(self.base, mesh, {"q": p["kappa"]})
 
     def _axis(self, t: float) -> Tuple[float, float, float]:
@@ -342,6 +342,7 @@ class KinematicScenario(Scenario):
         """The coarse tracer model (see :meth:`Scenario.coarse_model`): the prescribed
         coarse transport ``U_c(t)`` of :meth:`coarse_transport`, the same scheme and
         ``κ``, relaxation to ``restrict(q*)``; no random forcing (``forcing`` unused)."""
+        self._check_closure(closure)
         c, p = self.coarsening, self.params
         dummy = torch.zeros(0, dtype=torch.float64)
         if c.coarse.n_cells == self.fine.n_cells:
@@ -351,6 +352,7 @@ class KinematicScenario(Scenario):
             def transport(t):
                 return self.coarse_transport(c, t, None, dummy)
         base = TracerModel(c.coarse, transport, scheme=p["scheme"], closure=closure,
+                           operators=self.operators,
                            relaxation=(p["relax_rate"], c.restrict(self._target(self.fine))))
         return _Augmented(base, c.coarse, {"q": p["kappa"]})
 
