@@ -149,12 +149,13 @@ def _rotation(mesh):
     return transport_from_streamfunction(mesh, -mesh.vertex_pos[:, 2])
 
 
-def _log10_growth_per_revolution(mesh, scheme):
+def _log10_growth_per_revolution(mesh, scheme, operators=None):
     """From the spectrum of the semi-discrete operator ``dq/dt = L q``: ``max Re λ · 2π``
     (in log10), and the same for SSP-RK3 steps at Courant 0.5 and 0.1
     (``max |R(λ Δt)|`` per step, ``R(z) = 1 + z + z²/2 + z³/6``)."""
     U = _rotation(mesh)
-    lam = np.linalg.eigvals(advection_matrix(mesh, U, scheme).to_dense().numpy())
+    L = advection_matrix(mesh, U, scheme, operators=operators)
+    lam = np.linalg.eigvals(L.to_dense().numpy())
     out = {"semi": 2 * math.pi * lam.real.max() / math.log(10)}
     for courant in (0.5, 0.1):
         dt = cfl_dt(mesh, U, courant)
@@ -164,11 +165,11 @@ def _log10_growth_per_revolution(mesh, scheme):
     return out
 
 
-def _power_iteration(mesh, scheme, courant=0.5, n_steps=3000):
+def _power_iteration(mesh, scheme, courant=0.5, n_steps=3000, operators=None):
     """log10 growth per revolution of random data under SSP-RK3 steps, measured over the
     last quarter of ``n_steps`` (renormalised every step)."""
     U = _rotation(mesh)
-    L = advection_matrix(mesh, U, scheme)
+    L = advection_matrix(mesh, U, scheme, operators=operators)
     dt = cfl_dt(mesh, U, courant)
     q = torch.randn(mesh.n_cells, generator=torch.Generator().manual_seed(0),
                     dtype=torch.float64)
@@ -194,23 +195,67 @@ def small_sliver_mesh():
 
 
 def test_old_default_grows_on_slivers_not_on_icosahedral(small_sliver_mesh):
-    """The unlimited linear scheme (the old default) has eigenvalues with Re λ > 0 on the
-    sliver mesh: random data grows by > 10³ per revolution, at Courant 0.5 and 0.1 alike
-    (not a time-step problem); the quadratic and upwind schemes do not grow there, and the
-    linear scheme does not grow on the icosahedral dual mesh of similar size (642 cells)."""
-    linear = _log10_growth_per_revolution(small_sliver_mesh, "linear")
+    """The unlimited linear scheme with the fv1 operators (the old default: face-neighbour
+    gradients) has eigenvalues with Re λ > 0 on the sliver mesh: random data grows by > 10³
+    per revolution, at Courant 0.5 and 0.1 alike (not a time-step problem); the fv1
+    quadratic and the upwind schemes do not grow there, and the fv1 linear scheme does not
+    grow on the icosahedral dual mesh of similar size (642 cells)."""
+    linear = _log10_growth_per_revolution(small_sliver_mesh, "linear", "fv1")
     assert linear["semi"] > 3 and linear[0.5] > 3 and linear[0.1] > 3
     assert abs(linear[0.5] / linear["semi"] - 1) < 0.2
     assert abs(linear[0.1] / linear["semi"] - 1) < 0.05
     for scheme in ("quadratic", "upwind"):
-        other = _log10_growth_per_revolution(small_sliver_mesh, scheme)
+        other = _log10_growth_per_revolution(small_sliver_mesh, scheme, "fv1")
         assert other["semi"] < 1e-6 and other[0.5] < 1e-6 and other[0.1] < 1e-6
-    ico = _log10_growth_per_revolution(icosahedral(3, dual=True), "linear")
+    ico = _log10_growth_per_revolution(icosahedral(3, dual=True), "linear", "fv1")
     assert ico["semi"] < 1e-9 and ico[0.5] < 1e-9
     # random data, stepped: the same growth appears (power iteration)
-    measured = _power_iteration(small_sliver_mesh, "linear")
+    measured = _power_iteration(small_sliver_mesh, "linear", operators="fv1")
     assert measured > 3 and abs(measured / linear[0.5] - 1) < 0.25
-    assert _power_iteration(icosahedral(3, dual=True), "linear", n_steps=1000) < 1e-2
+    assert _power_iteration(icosahedral(3, dual=True), "linear", n_steps=1000,
+                            operators="fv1") < 1e-2
+
+
+@pytest.mark.parametrize("scheme", ["linear", "quadratic"])
+def test_fv2_does_not_grow_on_slivers(small_sliver_mesh, scheme):
+    """The default operators (fv2: vertex-neighbour gradients, k-exact quadratic) do not grow
+    on the mesh where fv1's linear scheme grows ×10¹² per revolution: the largest Re λ of
+    the semi-discrete operator and the largest SSP-RK3 amplification at Courant 0.5 and 0.1
+    are rounding, and random data stepped at both Courant numbers does not grow."""
+    growth = _log10_growth_per_revolution(small_sliver_mesh, scheme)
+    assert abs(growth["semi"]) < 1e-9 and growth[0.5] < 1e-9 and growth[0.1] < 1e-9, growth
+    for courant in (0.5, 0.1):
+        assert _power_iteration(small_sliver_mesh, scheme, courant) < 1e-2
+
+
+@pytest.fixture(scope="module")
+def williamson_sliver_mesh():
+    mesh = irregular_sphere(1000, seed=0)       # 1996 cells
+    q = mesh.quality()
+    assert q["min_angle"] < 1.0 and q["area_ratio"] >= 1e3      # 0.40°, 9.5e3
+    return mesh
+
+
+def test_default_scheme_and_cfl_step_survive_a_revolution_on_slivers(williamson_sliver_mesh):
+    """Williamson test 1 with the default scheme (linear, fv2) at the ``cfl_dt`` step
+    (Courant 0.5) stays finite and bounded for one revolution, with the mass kept to
+    rounding; the same run with the fv1 operators overflows (×10²⁶⁹ on this mesh)."""
+    from meshclosure.solver.flows import williamson_test1
+
+    mesh = williamson_sliver_mesh
+    res = williamson_test1(mesh, 0.0, "linear", courant=0.5)
+    assert res["n_steps"] > 5000                                 # the small cells' steps
+    h, exact = res["h"], res["h_exact"]
+    assert bool(torch.isfinite(h).all())
+    assert res["l2"] < 1.0 and res["max"] <= 1000.0 and res["min"] > -100.0, res["l2"]
+    V = mesh.cell_volume
+    assert abs(float((V * h).sum() / (V * exact).sum()) - 1) < 1e-12
+    old = williamson_test1(mesh, 0.0, "linear", courant=0.5, operators="fv1")
+    assert not (abs(old["max"]) < 1e6 and math.isfinite(old["l2"]))
+
+
+def test_default_operators_random_data_does_not_grow_on_slivers(williamson_sliver_mesh):
+    assert _power_iteration(williamson_sliver_mesh, "linear", 0.5, n_steps=2000) < 1e-2
 
 
 @pytest.mark.parametrize("kw, match", [
