@@ -83,7 +83,8 @@ import numpy as np
 
 from .._files import check_folder
 from ..errors import ArgumentError, MeshclosureError
-from .dataset import SPLIT_CODES, DatasetError, _versions, split_boundaries
+from .dataset import (SPLIT_CODES, DatasetError, _versions, fill_operator_version,
+                      split_boundaries)
 from .generate import (_PARTIAL_FORMAT, ResumeError, _open_partial, check_generate_arguments,
                        generate, partial_dir)
 from .store import (_encoding, _for_writing, _replace_folder, _umask, default_chunk_time,
@@ -145,9 +146,10 @@ def scenario_for_run(ds: Any, run: int):
     Returns
     -------
     Scenario
-        ``Scenario.from_config`` of that run's complete config: validation and
-        online training of run ``r`` need it (the kinematic coarse transport and
-        the barotropic random forcing depend on the seed).
+        ``Scenario.from_config`` of that run's complete config (with the operator
+        version the data was made with, ``"fv1"`` for stores from before versions):
+        validation and online training of run ``r`` need it (the kinematic coarse
+        transport and the barotropic random forcing depend on the seed).
 
     Raises
     ------
@@ -159,6 +161,7 @@ def scenario_for_run(ds: Any, run: int):
 
     if isinstance(ds, (str, os.PathLike)):
         ds = read_dataset(ds, verify="static")
+    fill_operator_version(ds)        # read_dataset did; a dataset opened otherwise: "fv1" if none
     if "run_configs" in ds.attrs:
         configs = json.loads(ds.attrs["run_configs"])
     else:

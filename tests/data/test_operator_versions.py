@@ -207,3 +207,21 @@ def test_unknown_version_names_the_known_ones():
                                          operators="fv0")):
         with pytest.raises(ArgumentError, match=r"operators='fv0'.*\('fv1', 'fv2'\)"):
             make()
+
+
+def test_multirun_configs_of_a_legacy_store_rebuild_fv1_runs():
+    import xarray as xr
+
+    from meshclosure.data.multirun import scenario_for_run
+
+    configs = [get_scenario("kinematic", "cartesian:16", seed=s, operators="fv1").config
+               for s in (3, 4)]
+    for c in configs:
+        del c["operators"]                               # as a pre-version store holds them
+    ds = xr.Dataset({"x": ("n", [1.0])}, attrs={"run_configs": json.dumps(configs),
+                                                "scenario_config": json.dumps(configs[0])})
+    before = static_hash(ds)
+    sc = scenario_for_run(ds, 1)
+    assert (sc.operators, sc.seed) == ("fv1", 4)
+    assert all(c["operators"] == "fv1" for c in json.loads(ds.attrs["run_configs"]))
+    assert static_hash(ds) == before                     # the stored attributes are checked
