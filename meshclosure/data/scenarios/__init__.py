@@ -83,7 +83,9 @@ def get_scenario(name: str, mesh: Optional[str] = None, factor: int = 4, seed: i
         and results agree across devices to rounding.
     **config
         Scenario parameters (see each class; unknown keys are an error), e.g.
-        ``rotation=30`` (degrees) for ``kinematic`` and ``barotropic`` on the sphere.
+        ``rotation=30`` (degrees) for ``kinematic`` and ``barotropic`` on the sphere,
+        and for every scenario ``operators`` (:mod:`meshclosure.fv.versions`; default
+        the current version, ``"fv1"`` the operators of data made before versions).
 
     Examples
     --------
@@ -92,6 +94,8 @@ def get_scenario(name: str, mesh: Optional[str] = None, factor: int = 4, seed: i
     (('q',), 16, 1)
     >>> get_scenario("kinematic", "healpix:4", factor=2, rotation=30).config["rotation"]
     30.0
+    >>> get_scenario("kinematic", "cartesian:16", operators="fv1").operators
+    'fv1'
     >>> get_scenario("kinematic", "cartesian:16", rotation=30)
     Traceback (most recent call last):
     ...
