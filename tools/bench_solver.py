@@ -5,13 +5,16 @@ from the least-squares gradient, upwind face value, flux divergence) on a
 doubly periodic Cartesian grid ``cartesian(n, n, 1.0, 1.0)`` with the constant,
 non-divergent transport ``U_f = u·n_f A_f``, ``u = (1, 0.5)``:
 
-(a) graph   the meshclosure graph solver, ``TracerModel`` + ``ssprk3_step``;
+(a) graph   the meshclosure graph solver, ``TracerModel`` + ``ssprk3_step``,
+            with the ``fv1`` operators (face-neighbour least-squares gradient);
 (b) stencil the same scheme as a vectorized structured-grid stencil in torch
-            (on a uniform periodic grid the least-squares gradient is the
-            central difference ``(q[i+1] − q[i−1]) / 2dx``), halo by circular
-            padding, slices as views, fused updates;
+            (on a uniform periodic grid the ``fv1`` least-squares gradient is
+            the central difference ``(q[i+1] − q[i−1]) / 2dx``; the ``fv2``
+            vertex-neighbour gradient is not), halo by circular padding,
+            slices as views, fused updates; checked against (a) to rounding;
 (c) pyg     the same step written with PyG ``MessagePassing`` (a gradient
-            convolution and a face-flux convolution, ``aggr="add"``);
+            convolution over the ``fv1`` face pairs and a face-flux
+            convolution, ``aggr="add"``);
 (d) roofline the least bytes one step must move (see :func:`min_bytes`)
             divided by the bandwidth of a STREAM triad ``a = b + s c`` on large
             float64 arrays measured in the same run; ``%roof`` is roofline
@@ -21,9 +24,21 @@ Times are the median (and best) of ``--repeats`` steps after warm-up (the
 warm-up builds the per-mesh operators, as any run of more than one step
 would). The machine is shared: compare ratios within one run.
 
+``--stencils`` (issue 15 item 2) compares the operator versions on sphere
+meshes (``cubed_sphere(64)``, ``icosahedral(6)``, ``healpix(64)``,
+``irregular_sphere(20000)``; solid-body rotation): for ``fv1``/``fv2`` x
+``linear``/``quadratic``, the non-zeros per row of the reconstruction matrix
+``[R_a; R_b]`` (per face side) and of the advection matrix (per cell), the
+one-time build time of the advection matrix on a mesh with an empty operator
+cache (gradient or quadratic fit, the sparse reconstruction, the product; best
+of two), and one SSP-RK3 step of ``TracerModel`` (the cached matrix path; the four
+cases of a mesh timed round-robin), each also as a ratio to ``fv1 linear`` on
+the same mesh in the same run.
+
     python tools/bench_solver.py                              # 1e4, 1e5, 1e6 cells; 1 and 2 threads
     python tools/bench_solver.py --sizes 100 316 --threads 1 --dtypes float64
     python tools/bench_solver.py --sphere                     # also HEALPix 256, icosahedral 7
+    python tools/bench_solver.py --stencils --threads 1       # only the operator versions
 """
 from __future__ import annotations
 
@@ -55,12 +70,14 @@ def make_case(n: int, dtype: torch.dtype):
     return mesh, U, q, dt
 
 
-def graph_stepper(mesh, U: Tensor) -> Callable[[Tensor, float], Tensor]:
-    """(a) ``TracerModel`` (scheme "linear") + ``ssprk3_step``."""
+def graph_stepper(mesh, U: Tensor, operators: str | None = "fv1",
+                  scheme: str = "linear") -> Callable[[Tensor, float], Tensor]:
+    """(a) ``TracerModel`` + ``ssprk3_step`` (default: scheme "linear", operators "fv1",
+    the scheme (b) and (c) compute)."""
     from meshclosure.solver.steppers import ssprk3_step
     from meshclosure.solver.tracer import TracerModel
 
-    model = TracerModel(mesh, U, scheme="linear")
+    model = TracerModel(mesh, U, scheme=scheme, operators=operators)
     return lambda q, dt: ssprk3_step(model.rhs, 0.0, {"q": q}, dt)["q"]
 
 
@@ -175,7 +192,7 @@ def pyg_stepper(mesh, U: Tensor) -> Callable[[Tensor, float], Tensor]:
             qj = q_j + (grad_j * r_src).sum(1, keepdim=True)
             return -u_out * torch.where(u_out >= 0, qi, qj)
 
-    lsq = LeastSquaresGradient(mesh)
+    lsq = LeastSquaresGradient(mesh, stencil="face")            # fv1: as (a) and (b)
     grad_index = torch.stack([lsq.neighbour, lsq.cell])         # source j -> target i
     coef = lsq.coefficients(False, dtype, "cpu")
     a, b = mesh.face_cells
@@ -249,11 +266,14 @@ def run_table(sizes, dtype, threads, repeats, pyg, bandwidth) -> None:
         mesh, U, q, dt = make_case(n, dtype)
         roof = min_bytes(mesh.n_cells, mesh.n_faces, q.element_size()) / bandwidth
         builders = [graph_stepper, stencil_stepper] + ([pyg_stepper] if pyg else [])
-        res = []
+        res, outs = [], []
         for build in builders:
             step = build(mesh, U)
             med, best = timeit(step, q, dt, repeats)
             res.append((med, best))
+            with torch.no_grad():
+                outs.append(step(q, dt))
+        check_same_scheme(outs, q, names)
         line = f"{mesh.n_cells:>9d} {mesh.n_cells / roof / 1e6:>10.1f}"
         for med, best in res:
             line += (f" | {mesh.n_cells / med / 1e6:6.2f};{mesh.n_cells / best / 1e6:6.2f} "
@@ -263,10 +283,23 @@ def run_table(sizes, dtype, threads, repeats, pyg, bandwidth) -> None:
         print(line, flush=True)
 
 
+def check_same_scheme(outs: list, q: Tensor, names: list) -> None:
+    """Refuse to report timings of steps that do not compute the same scheme: every step
+    must agree with (a) to ``100 eps |q|`` (the fv2 gradient on this grid differs by
+    ``O(dx²)`` of the field's third derivatives, far above that)."""
+    tol = 100 * torch.finfo(q.dtype).eps * float(q.abs().max())
+    for name, out in zip(names[1:], outs[1:]):
+        diff = float((out - outs[0]).abs().max())
+        if not diff <= tol:
+            raise SystemExit(f"{name} differs from {names[0]} by {diff:.3g} (> {tol:.3g}): "
+                             "not the same scheme; the comparison would be meaningless")
+
+
 def run_sphere(threads: int, repeats: int) -> None:
     from meshclosure.mesh import healpix, icosahedral
 
-    print(f"\nsphere, graph solver (a), float64, {threads} thread(s)")
+    print(f"\nsphere, graph solver (a) scheme linear, operators fv1, float64, "
+          f"{threads} thread(s)")
     for name, build in (("healpix nside 256", lambda: healpix(256)),
                         ("icosahedral level 7", lambda: icosahedral(7))):
         mesh = build()
@@ -284,6 +317,75 @@ def run_sphere(threads: int, repeats: int) -> None:
               f"{best * 1e3:.1f})  {mesh.n_cells / med / 1e6:6.2f} Mcell/s", flush=True)
 
 
+STENCIL_MESHES = {
+    "cubed_sphere(64)": lambda: __import__("meshclosure.mesh", fromlist=["x"]).cubed_sphere(64),
+    "icosahedral(6)": lambda: __import__("meshclosure.mesh", fromlist=["x"]).icosahedral(6),
+    "healpix(64)": lambda: __import__("meshclosure.mesh", fromlist=["x"]).healpix(64),
+    "irregular_sphere(20000)":
+        lambda: __import__("meshclosure.mesh", fromlist=["x"]).irregular_sphere(20000),
+}
+STENCIL_CASES = (("fv1", "linear"), ("fv2", "linear"), ("fv1", "quadratic"),
+                 ("fv2", "quadratic"))
+
+
+def stencil_build(mesh, U: Tensor, operators: str, scheme: str) -> dict:
+    """Build one ``--stencils`` case on a fresh operator cache: the build time of the
+    advection matrix, the non-zeros per row of it and of ``[R_a; R_b]``, and a stepper."""
+    import copy
+
+    from meshclosure.fv.advection import _reconstruction_matrix, advection_matrix
+
+    build = float("inf")
+    for _ in range(2):                  # best of two builds, each on an empty cache
+        fresh = copy.copy(mesh)         # a new object: an empty per-mesh operator cache
+        t0 = time.perf_counter()
+        L = advection_matrix(fresh, U, scheme, operators)
+        build = min(build, time.perf_counter() - t0)
+    R = _reconstruction_matrix(fresh, torch.float64, "cpu", scheme, operators)
+    return dict(build=build, nnz_adv=L._nnz() / mesh.n_cells,
+                nnz_rec=R._nnz() / (2 * mesh.n_faces),
+                step_fn=graph_stepper(fresh, U, operators, scheme))
+
+
+def run_stencils(repeats: int, threads: int, meshes=None) -> None:
+    """The ``--stencils`` table (markdown): fv1/fv2 x linear/quadratic on sphere meshes.
+
+    The four steppers of a mesh are timed round-robin (one step of each per round,
+    ``repeats`` rounds after 3 warm-up rounds), so a change of the shared machine's load
+    hits all four alike; median and best of the rounds."""
+    from meshclosure.fv.advection import cfl_dt
+    from meshclosure.solver.flows import solid_body_transport
+
+    print(f"\noperator versions, float64, {threads} thread(s), {repeats} rounds "
+          "(median; best)")
+    print("| mesh | cells | operators | scheme | nnz/row R (face side) | nnz/row L (cell) "
+          "| build s | step ms median (best) | build / fv1 lin | step / fv1 lin median (best) |")
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    for name in meshes or STENCIL_MESHES:
+        mesh = STENCIL_MESHES[name]()
+        U = solid_body_transport(mesh, 0.0)
+        x = mesh.cell_center.double() / mesh.radius
+        q = torch.exp(x[:, 0]) * torch.sin(2 * x[:, 1]) + x[:, 2] ** 2
+        dt = cfl_dt(mesh, U, 0.5)
+        cases = [stencil_build(mesh, U, ops, scheme) for ops, scheme in STENCIL_CASES]
+        times: list = [[] for _ in cases]
+        with torch.no_grad():
+            for k in range(repeats + 3):
+                for case, ts in zip(cases, times):
+                    t0 = time.perf_counter()
+                    case["step_fn"](q, dt)
+                    if k >= 3:
+                        ts.append(time.perf_counter() - t0)
+        ref_build, ref_med, ref_best = (cases[0]["build"], statistics.median(times[0]),
+                                        min(times[0]))
+        for (ops, scheme), r, ts in zip(STENCIL_CASES, cases, times):
+            med = statistics.median(ts)
+            print(f"| {name} | {mesh.n_cells} | {ops} | {scheme} | {r['nnz_rec']:.2f} "
+                  f"| {r['nnz_adv']:.2f} | {r['build']:.2f} | {med * 1e3:.2f} "
+                  f"({min(ts) * 1e3:.2f}) | {r['build'] / ref_build:.2f} "
+                  f"| {med / ref_med:.2f} ({min(ts) / ref_best:.2f}) |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 316, 1000])
@@ -293,7 +395,18 @@ def main() -> None:
     parser.add_argument("--no-pyg", action="store_true", help="skip (c)")
     parser.add_argument("--sphere", action="store_true",
                         help="also time (a) on HEALPix nside 256 and icosahedral level 7")
+    parser.add_argument("--stencils", action="store_true",
+                        help="only the operator-version table (fv1/fv2 x linear/quadratic on "
+                             "cubed_sphere(64), icosahedral(6), healpix(64), "
+                             "irregular_sphere(20000))")
+    parser.add_argument("--stencil-meshes", nargs="+", choices=list(STENCIL_MESHES),
+                        default=None, help="a subset of the --stencils meshes")
     args = parser.parse_args()
+    if args.stencils:
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            run_stencils(args.repeats, threads, args.stencil_meshes)
+        return
     pyg = not args.no_pyg
     if pyg:
         try:
