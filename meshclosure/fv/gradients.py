@@ -51,6 +51,7 @@ from torch import Tensor
 
 from .._cache import per_mesh
 from .._checks import check_float, check_rows
+from ..errors import ArgumentError
 from ..mesh import Mesh
 from .versions import check_operators, operator_set
 
@@ -104,10 +105,10 @@ def displacement(mesh: Mesh, origin: Tensor, target: Tensor) -> Tensor:
 
 
 def neighbour_pairs(mesh: Mesh, stencil: str = "vertex") -> tuple[Tensor, Tensor]:
-    """Directed cell pairs ``(i, j)`` of a gradient stencil, sorted by ``i`` then ``j``.
+    """Directed cell pairs ``(i, j)`` of a gradient stencil.
 
-    ``"face"``: ``j`` shares a face with ``i`` (each interior face twice, once
-    per direction). ``"vertex"``: ``j ≠ i`` shares at least one vertex with
+    ``"face"``: ``j`` shares a face with ``i`` (each interior face twice: all
+    owner -> neighbour pairs in face order, then the reverse ones). ``"vertex"``: ``j ≠ i`` shares at least one vertex with
     ``i`` (every face neighbour, plus the cells across the corners).
 
     Examples
@@ -118,8 +119,8 @@ def neighbour_pairs(mesh: Mesh, stencil: str = "vertex") -> tuple[Tensor, Tensor
     [4, 8]
     """
     if stencil not in ("face", "vertex"):
-        raise ValueError(f"stencil must be 'face' or 'vertex'; got {stencil!r}. "
-                         "Use 'vertex' (the operator version fv2 stencil).")
+        raise ArgumentError("stencil", stencil, "must be 'face' or 'vertex'",
+                            "use 'vertex' (the fv2 stencil) or 'face' (fv1)")
 
     def build() -> tuple[Tensor, Tensor]:
         import numpy as np
@@ -127,8 +128,9 @@ def neighbour_pairs(mesh: Mesh, stencil: str = "vertex") -> tuple[Tensor, Tensor
 
         n = mesh.n_cells
         fc = mesh.face_cells.cpu().numpy()
-        if stencil == "face":
-            i, j = np.r_[fc[0], fc[1]], np.r_[fc[1], fc[0]]
+        if stencil == "face":     # face order, both directions: fv1's summation order
+            return (torch.cat([mesh.face_cells[0], mesh.face_cells[1]]),
+                    torch.cat([mesh.face_cells[1], mesh.face_cells[0]]))
         else:
             cv = mesh.cell_vertices.cpu().numpy()
             rows = np.broadcast_to(np.arange(n)[:, None], cv.shape)[cv >= 0]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentError
 from ..mesh import Mesh
 from .gradients import _cached, displacement
 
@@ -159,8 +160,8 @@ class QuadraticFit:
 
     def __init__(self, mesh: Mesh, kind: str = "cell_average", weight_power: float = 2.0) -> None:
         if kind not in QUADRATIC_KINDS:
-            raise ValueError(f"kind must be one of {QUADRATIC_KINDS}; got {kind!r}. "
-                             "Use 'cell_average' (the fv2 reconstruction).")
+            raise ArgumentError("kind", kind, f"must be one of {QUADRATIC_KINDS}",
+                                "use 'cell_average' (fv2) or 'point' (fv1)")
         from .advection import face_displacement
         from .diffusion import _geometry, _stencils
 
@@ -208,7 +209,10 @@ class QuadraticFit:
         if poor.any():
             lin = torch.zeros(k, k, dtype=s.dtype, device=s.device)
             lin[t:, t:] = torch.eye(k - t, dtype=s.dtype, device=s.device)
-            mat = torch.where(poor[:, None, None], mat * (lin == 0) + lin, mat)
+            # the linear block alone (the linear-quadratic coupling dropped), identity on
+            # the quadratic block: the quadratic coefficients of these cells are zero
+            keep = linear[:, None] & linear[None, :]
+            mat = torch.where(poor[:, None, None], mat * keep + lin, mat)
             scaled = torch.where(poor[i, None], scaled * linear, scaled)
         inv = torch.linalg.pinv(mat, hermitian=True, rtol=1e-10)    # min-norm where deficient
         self.coef = torch.einsum("pkl,pl->pk", inv[i], w[:, None] * scaled) / unscale[i]

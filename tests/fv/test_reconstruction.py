@@ -332,10 +332,6 @@ def test_fv2_face_averages_third_order_on_a_periodic_plane():
     assert math.log2(e1 / e2) > 2.6, (e1, e2)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug, reported: QuadraticFit's linear fallback "
-                   "(cells whose stencil cannot fix a quadratic) keeps the linear-quadratic "
-                   "coupling blocks of the normal matrix (mat * (lin == 0)), so it is not a "
-                   "linear fit; remove this marker with the fix")
 def test_fv2_fallback_cells_reproduce_linear_fields():
     """Two rows of cells between walls: no stencil fixes ``y²``, every cell falls back to
     the linear fit, which must still reproduce linear fields at every face."""
@@ -344,7 +340,7 @@ def test_fv2_fallback_cells_reproduce_linear_fields():
     q = planar_cell_average(mesh, f)
     for side, got in enumerate(_face_values(mesh, q)):
         err = float((got - planar_face_average(mesh, f, side)).abs().max())
-        assert err < 1e-12, err                      # measured 0.18
+        assert err < 1e-12, err                      # 0.18 before the fallback fix
 
 
 # ---------------------------------------------------------------------- the gradient
