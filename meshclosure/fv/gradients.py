@@ -22,15 +22,20 @@ The vectors ``c_ij = M_i⁻¹ w_ij r_ij`` are precomputed once per mesh by
 :class:`LeastSquaresGradient`; a call is then two gathers and one
 ``index_add``.
 
-The neighbours ``j`` are the cells sharing a vertex with ``i`` (operator
-version ``fv2``, the default; see :mod:`meshclosure.fv.versions`) or only
-those sharing a face (``fv1``). Face neighbours are a poor stencil where they
-are few or nearly collinear: three neighbours of a sliver triangle make
-``M_i`` ill-conditioned, the gradient huge along the sliver, and the
-unlimited linear advection scheme unstable (random data grew ×10¹² per
-revolution on ``irregular_sphere(250)``); over the vertex neighbours (about
-12 for triangles, 8 for quadrilaterals) the fit is well-posed on such
-meshes, and the scheme does not grow there.
+The neighbours ``j`` are the cells sharing a face with ``i``, or, on meshes
+with slivers or sizes varying by more than 10³ (operator version ``fv2``, the
+default; :func:`gradient_stencil`), every cell sharing a vertex with ``i``.
+On such meshes the face-neighbour fit makes the unlimited linear advection
+scheme unstable (random data grew ×10¹² per revolution on
+``irregular_sphere(250)``, the largest Re λ of the semi-discrete operator
+being positive at any time step); over the vertex neighbours (about 12 for
+triangles) it does not grow there. The wider fit is not used everywhere:
+it smooths, and on good meshes it costs accuracy (Williamson's cosine bell
+with the linear scheme on icosahedral triangles, level 4: l2 0.42 against
+0.25 over the face neighbours; no gain on the cubed sphere, 0.394 against
+0.384 at 32 cells per panel edge). Choosing the vertex stencil per cell
+(where the face fit is ill-conditioned) does not cure the growth: the
+unstable mode is not confined to the sliver cells.
 
 Green–Gauss (Moukalled, Mangani & Darwish 2016, *The Finite Volume Method in
 Computational Fluid Dynamics*, §9.2, doi:10.1007/978-3-319-16874-6)::
@@ -59,7 +64,7 @@ _check_rows = check_rows
 
 __all__ = [
     "gradient", "LeastSquaresGradient", "face_interpolate", "face_gradient_normal",
-    "cell_to_vertex", "displacement", "neighbour_pairs",
+    "cell_to_vertex", "displacement", "neighbour_pairs", "gradient_stencil", "least_squares",
 ]
 
 def _cached(mesh: Mesh, key: str, build: Callable[[], Any]) -> Any:
@@ -166,7 +171,7 @@ class LeastSquaresGradient:
         distance squared, which makes the fit scale-free; 0: unweighted).
     stencil : {"vertex", "face"}, optional
         The neighbours of the fit (:func:`neighbour_pairs`); default: that of
-        the current operator version (``"vertex"``).
+        the current operator version on this mesh (:func:`gradient_stencil`).
 
     Notes
     -----
@@ -204,7 +209,7 @@ class LeastSquaresGradient:
         self.boundary_face_cell = mesh.boundary_face_cell
         self.device = mesh.device
         self.weight_power = float(weight_power)
-        self.stencil = operator_set().gradient_stencil if stencil is None else stencil
+        self.stencil = gradient_stencil(mesh) if stencil is None else stencil
         m = mesh.double()
         x = m.cell_center
         # directed pairs: cell -> neighbour
@@ -357,9 +362,39 @@ def _green_gauss(mesh: Mesh, q: Tensor, boundary_value: Tensor | None) -> Tensor
     return out
 
 
+def gradient_stencil(mesh: Mesh, operators: str | None = None) -> str:
+    """The gradient stencil (``"face"`` or ``"vertex"``) an operator version uses on ``mesh``.
+
+    ``fv1``: always the face neighbours. ``fv2``: the vertex neighbours on
+    meshes that :meth:`Mesh.validate` warns of (smallest interior angle below
+    ``SLIVER_ANGLE`` = 10° or cell areas varying by more than
+    ``AREA_RATIO_LIMIT`` = 10³), the face neighbours elsewhere.
+
+    Examples
+    --------
+    >>> from meshclosure.mesh import icosahedral, irregular_sphere
+    >>> gradient_stencil(icosahedral(3)), gradient_stencil(irregular_sphere(250))
+    ('face', 'vertex')
+    >>> gradient_stencil(irregular_sphere(250), operators="fv1")
+    'face'
+    """
+    stencil = operator_set(operators).gradient_stencil
+    if stencil != "by_quality":
+        return stencil
+
+    def build() -> str:
+        from ..mesh._validate import AREA_RATIO_LIMIT, SLIVER_ANGLE
+
+        quality = mesh.quality()
+        poor = (quality["min_angle"] is not None and quality["min_angle"] < SLIVER_ANGLE) \
+            or quality["area_ratio"] > AREA_RATIO_LIMIT
+        return "vertex" if poor else "face"
+    return _cached(mesh, "gradient_stencil_by_quality", build)
+
+
 def least_squares(mesh: Mesh, operators: str | None = None) -> LeastSquaresGradient:
     """The cached :class:`LeastSquaresGradient` of ``mesh`` for an operator version."""
-    stencil = operator_set(operators).gradient_stencil
+    stencil = gradient_stencil(mesh, operators)
     return _cached(mesh, ("lsq", stencil), lambda: LeastSquaresGradient(mesh, stencil=stencil))
 
 
@@ -373,7 +408,7 @@ def gradient(mesh: Mesh, q: Tensor, method: str = "least_squares",
     q : Tensor, shape (n_cells, ...)
         Cell values (any float dtype, any device; differentiable).
     method : {"least_squares", "green_gauss"}
-        Weighted least squares over the vertex neighbours (default; exact for
+        Weighted least squares over the neighbours (default; exact for
         linear fields on any mesh) or Green–Gauss with linear face values
         (exact for linear fields where face centres lie midway between cell
         centres). See the module docstring for the equations.
@@ -384,8 +419,9 @@ def gradient(mesh: Mesh, q: Tensor, method: str = "least_squares",
         the zero-gradient face value ``q_f = q_i``.
     operators : str, optional
         Operator version (:mod:`meshclosure.fv.versions`): ``"fv2"`` fits over
-        the vertex neighbours, ``"fv1"`` over the face neighbours. Default:
-        the current version.
+        the vertex neighbours on poor meshes and the face neighbours elsewhere
+        (:func:`gradient_stencil`), ``"fv1"`` always over the face neighbours.
+        Default: the current version.
 
     Returns
     -------

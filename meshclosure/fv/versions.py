@@ -16,14 +16,16 @@ version   what it is
           quadratic reconstruction fits cell averages as point values at the
           cell centres. The linear scheme is unstable on sliver triangles
           (random data grew ×10¹² per revolution on ``irregular_sphere(250)``).
-``fv2``   Least-squares cell gradient over the **vertex** neighbours (every
-          cell sharing a vertex: 8 on a quadrilateral grid, about 12 on
-          triangles, 6 on hexagons); the quadratic reconstruction is
-          **k-exact**: its polynomial has the cell's average, and it fits the
-          neighbours' averages (the cells' second moments enter the fit), so
-          it reproduces quadratic fields' cell averages exactly and its face
-          values are third-order accurate. No growth on sliver meshes with
-          the linear scheme (the largest Re λ of ``−div Φ`` is rounding).
+``fv2``   The cell gradient fits the **vertex** neighbours (every cell sharing
+          a vertex) on meshes with slivers or sizes varying by more than
+          10³ (those :meth:`Mesh.validate` warns of: smallest angle < 10° or
+          area ratio > 10³), and the face neighbours elsewhere (as ``fv1``);
+          the quadratic reconstruction is **k-exact**: its polynomial has the
+          cell's average, it fits the neighbours' averages (the cells' second
+          moments enter the fit) over the vertex neighbours (widened where
+          fewer than 7), and the face value is the face average, so it is
+          exact for quadratic fields. The linear scheme does not grow on
+          sliver meshes (the largest Re λ of ``−div Φ`` is rounding).
 ========  =======================================================================
 
 The current version, :data:`OPERATOR_VERSION`, is what every operator uses by
@@ -47,9 +49,10 @@ class OperatorSet:
     ----------
     name : str
         The version (``"fv1"``, ``"fv2"``).
-    gradient_stencil : {"face", "vertex"}
-        Cells in the least-squares gradient fit: face neighbours, or every
-        cell sharing a vertex.
+    gradient_stencil : {"face", "vertex", "by_quality"}
+        Cells in the least-squares gradient fit: face neighbours, every cell
+        sharing a vertex, or the vertex neighbours on meshes with poor quality
+        and the face neighbours elsewhere (:func:`meshclosure.fv.gradients.gradient_stencil`).
     quadratic : {"point", "cell_average"}
         The quadratic reconstruction fits neighbour averages as point values
         (``"point"``) or as averages over the cells (``"cell_average"``, k-exact).
@@ -62,7 +65,7 @@ class OperatorSet:
 
 OPERATOR_VERSIONS: dict[str, OperatorSet] = {
     "fv1": OperatorSet("fv1", gradient_stencil="face", quadratic="point"),
-    "fv2": OperatorSet("fv2", gradient_stencil="vertex", quadratic="cell_average"),
+    "fv2": OperatorSet("fv2", gradient_stencil="by_quality", quadratic="cell_average"),
 }
 """Every operator version this code can still compute, by name."""
 

@@ -7,7 +7,7 @@ from .cubed import cubed_sphere
 from .coarsening import Coarsening, agglomerate, column_parent, native_parent
 from .healpix import healpix
 from .icosahedral import icosahedral
-from .irregular import irregular_sphere
+from .irregular import irregular_sphere, jittered_sphere
 from .meshio_adapter import from_meshio
 from .spec import parse_mesh_spec
 
@@ -16,5 +16,5 @@ __all__ = [
     "from_meshio",
     "Coarsening", "native_parent", "agglomerate", "column_parent", "grid_to_cells",
     "cells_to_grid", "parse_mesh_spec", "PolygonGeometry",
-    "irregular_sphere", "MeshQualityWarning",
+    "irregular_sphere", "jittered_sphere", "MeshQualityWarning",
 ]

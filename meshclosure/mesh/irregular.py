@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ArgumentError
 from ._mesh import Mesh
 
-__all__ = ["irregular_sphere"]
+__all__ = ["irregular_sphere", "jittered_sphere"]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -78,8 +78,6 @@ def irregular_sphere(n_points: int, seed: int = 0, clusters: int = 4,
     ...
     meshclosure.errors.ArgumentError: n_points=3: must be an integer >= 4 (a closed triangulated sphere needs 4 points); pass e.g. n_points=2000.
     """
-    from scipy.spatial import ConvexHull
-
     from ._build import from_polygons
 
     if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 4:
@@ -119,20 +117,103 @@ def irregular_sphere(n_points: int, seed: int = 0, clusters: int = 4,
         tangent = direction[:, :1] * e1 + direction[:, 1:] * e2
         points.append(_unit(np.cos(angle) * c + np.sin(angle) * tangent))
     v = np.concatenate(points)
-    hull = ConvexHull(v)
-    if not (hull.equations[:, 3] < 0).all():     # the origin inside: the points surround it
+    tri = _hull_triangles(v)
+    if tri is None:                  # the origin outside the hull: the points surround it not
         raise ArgumentError("cluster_fraction", cluster_fraction, f"with spread={spread} "
                             f"leaves the {n_points} points in part of the sphere only (their "
                             "hull does not enclose the centre, so they triangulate no closed "
                             "sphere)", "lower cluster_fraction (keep uniform points) or raise "
                             "spread")
+    info = {"family": "irregular", "n_points": n_points, "seed": int(seed),
+            "clusters": int(clusters), "cluster_fraction": float(cluster_fraction),
+            "spread": float(spread)}
+    return from_polygons(v * float(radius), tri, radius=float(radius), info=info)
+
+
+def _hull_triangles(v: np.ndarray):
+    """Delaunay triangles of unit vectors ``v`` (their convex hull), counter-clockwise seen
+    from outside, in a fixed order; ``None`` when the hull does not enclose the origin."""
+    from scipy.spatial import ConvexHull
+
+    hull = ConvexHull(v)
+    if not (hull.equations[:, 3] < 0).all():
+        return None
     tri = hull.simplices.astype(np.int64)
     # counter-clockwise seen from outside: (b - a) x (c - a) points away from the origin
     a, b, c = v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]
     flip = (np.cross(b - a, c - a) * (a + b + c)).sum(1) < 0
     tri[flip] = tri[flip][:, ::-1]
-    tri = tri[np.lexsort(tri.T[::-1])]           # a fixed cell order, independent of qhull's
-    info = {"family": "irregular", "n_points": n_points, "seed": int(seed),
-            "clusters": int(clusters), "cluster_fraction": float(cluster_fraction),
-            "spread": float(spread)}
+    return tri[np.lexsort(tri.T[::-1])]          # a fixed cell order, independent of qhull's
+
+
+def jittered_sphere(n_points: int, jitter: float = 0.4, seed: int = 0,
+                    radius: float = 1.0) -> Mesh:
+    """Delaunay triangulation of a jittered quasi-uniform point set on the sphere.
+
+    The ``n_points`` points of a Fibonacci (golden-spiral) lattice, each moved
+    by up to ``jitter`` times the mean spacing ``sqrt(4π/n_points)`` in a random
+    tangent direction (uniform in the disc), then triangulated (their convex
+    hull). The result is what a user's own mesh generator gives: irregular
+    connectivity (vertices of degree 4 to 8), triangles of varying shape,
+    but a bounded size ratio, so that convergence under refinement can be
+    measured (:func:`irregular_sphere` is the stress case: slivers and
+    clustered sizes).
+
+    Parameters
+    ----------
+    n_points : int
+        Number of points, ``>= 12``; ``2 n_points − 4`` triangles.
+    jitter : float
+        Displacement bound in units of the mean spacing, in ``[0, 0.5]``.
+    seed : int
+        Seed of the NumPy generator (same arguments, same mesh).
+    radius : float
+
+    Returns
+    -------
+    Mesh
+        ``info = {"family": "irregular", "n_points": ..., "seed": ..., "jitter": ...}``.
+
+    Examples
+    --------
+    >>> mesh = jittered_sphere(1000, seed=2)
+    >>> mesh.n_cells, mesh.euler_characteristic()
+    (1996, 2)
+    >>> q = mesh.quality()
+    >>> q["area_ratio"] < 100 and q["min_angle"] > 1.0
+    True
+    >>> jittered_sphere(1000, jitter=0.8)
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: jitter=0.8: must be a number in [0, 0.5] (a fraction of the mean point spacing); pass e.g. jitter=0.4.
+    """
+    from ._build import from_polygons
+
+    if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) \
+            or n_points < 12:
+        raise ArgumentError("n_points", n_points, "must be an integer >= 12",
+                            "pass e.g. n_points=2000")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ArgumentError("seed", seed, "must be an integer >= 0", "pass e.g. seed=0")
+    if isinstance(jitter, bool) or not isinstance(jitter, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= float(jitter) <= 0.5:
+        raise ArgumentError("jitter", jitter, "must be a number in [0, 0.5] (a fraction of the "
+                            "mean point spacing)", "pass e.g. jitter=0.4")
+    n = int(n_points)
+    k = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * k / n
+    lon = np.pi * (1.0 + 5 ** 0.5) * k
+    rho = np.sqrt(1.0 - z * z)
+    p = np.stack([rho * np.cos(lon), rho * np.sin(lon), z], 1)
+    rng = np.random.default_rng(seed)
+    spacing = np.sqrt(4 * np.pi / n)
+    angle = rng.uniform(0.0, 2 * np.pi, n)
+    dist = float(jitter) * spacing * np.sqrt(rng.uniform(0.0, 1.0, n))
+    e1 = _unit(np.cross(p, np.where(np.abs(p[:, :1]) < 0.9, [[1.0, 0.0, 0.0]],
+                                    [[0.0, 1.0, 0.0]])))
+    e2 = np.cross(p, e1)
+    tangent = np.cos(angle)[:, None] * e1 + np.sin(angle)[:, None] * e2
+    v = _unit(np.cos(dist)[:, None] * p + np.sin(dist)[:, None] * tangent)
+    tri = _hull_triangles(v)
+    info = {"family": "irregular", "n_points": n, "seed": int(seed), "jitter": float(jitter)}
     return from_polygons(v * float(radius), tri, radius=float(radius), info=info)
