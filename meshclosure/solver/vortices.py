@@ -14,7 +14,8 @@ a rotation about ``c`` at angular velocity::
 
     ω'(θ') = V_t / (R ρ'),   ρ' = ρ0 cos θ',   V_t = u0 (3√3/2) sech²ρ' tanh ρ'
 
-(``ω' = 0`` at ``ρ' = 0``), ``ρ0 = 3``, so the velocity is
+(the paper sets ``ω' = 0`` at ``ρ' = 0``, the vortex frame's poles, where it multiplies
+zero in both the velocity and ``q``; the code uses the limit), ``ρ0 = 3``, so the velocity is
 ``u = (u0/R) k' × x + ω'(θ') c(t) × x``. The tracer solution at every time is::
 
     q = 1 − tanh[(ρ'/γ) sin(λ' − ω'(θ') t)],   γ = 5,
@@ -230,8 +231,7 @@ def moving_vortices_transport(mesh: Mesh, alpha: float = ALPHA,
 
 
 def moving_vortices_exact(mesh: Mesh, t: float, alpha: float = ALPHA,
-                          u0: Optional[float] = None, rho0: float = RHO0,
-                          gamma: float = GAMMA) -> Tensor:
+                          u0: Optional[float] = None, gamma: float = GAMMA) -> Tensor:
     """Exact tracer ``q = 1 − tanh[(ρ'/γ) sin(λ' − ω' t)]`` at the cell centres ``(n_cells,)``.
 
     Parameters
@@ -241,8 +241,9 @@ def moving_vortices_exact(mesh: Mesh, t: float, alpha: float = ALPHA,
     t : float
         Time (s).
     alpha, u0 : see :func:`moving_vortices_streamfunction`.
-    rho0, gamma : float
-        ``ρ0`` and ``γ`` (3 and 5 in the paper).
+    gamma : float
+        Stiffness ``γ`` of the tracer field (5 in the paper; ``ρ0`` is fixed at
+        :data:`RHO0`, since the flow uses it).
 
     Examples
     --------
@@ -260,7 +261,7 @@ def moving_vortices_exact(mesh: Mesh, t: float, alpha: float = ALPHA,
     if not gamma > 0:
         raise ArgumentError("gamma", gamma, "must be > 0", "pass the paper's 5.0")
     R = _require_sphere(mesh, "moving vortices")
-    return _exact_points(mesh.cell_center, float(t), alpha, R, _u0(R, u0), rho0, gamma)
+    return _exact_points(mesh.cell_center, float(t), alpha, R, _u0(R, u0), gamma=gamma)
 
 
 def _exact_points(x: Tensor, t: float, alpha: float, R: float, u0: float,
