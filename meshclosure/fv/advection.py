@@ -595,10 +595,13 @@ def cfl_dt(mesh: Mesh, U, courant: float = 0.5,
     Between samples it is an estimate: a flow that peaks between two sample
     times can exceed it there (sample finer, or lower ``courant``). It bounds
     the time step only: whether a scheme is stable at that step is a property
-    of the scheme and the mesh. The unlimited linear scheme can grow a mode on
-    meshes with slivers at any time step; :meth:`Mesh.validate` warns of
-    such meshes and names the stable schemes (``"quadratic"``, ``"limited"``,
-    ``"upwind"``).
+    of the scheme and the mesh. With the old face-neighbour gradients
+    (``operators="fv1"``) the unlimited linear scheme grows a mode on meshes
+    with slivers at any time step; the default operators (``"fv2"``) fit the
+    gradient over the vertex neighbours on such meshes, where it does not grow
+    (the largest Re λ of the semi-discrete operator is rounding on every mesh
+    tested), and ``"quadratic"``, ``"limited"`` and ``"upwind"`` are stable
+    there too. :meth:`Mesh.validate` warns of such meshes.
 
     Parameters
     ----------

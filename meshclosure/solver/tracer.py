@@ -92,8 +92,10 @@ class TracerModel(torch.nn.Module):
         Random generator for the flux noise.
     operators : str, optional
         Operator version of the reconstruction stencils
-        (:mod:`meshclosure.fv.versions`; default the current one, ``"fv2"``).
-        ``"fv1"`` reproduces data made before the vertex stencils.
+        (:mod:`meshclosure.fv.versions`; default the current one, ``"fv2"``:
+        k-exact quadratic reconstruction, vertex-neighbour gradients on meshes
+        with slivers, where the linear scheme is then stable). ``"fv1"``
+        reproduces data made before operator versions existed.
 
     Examples
     --------
