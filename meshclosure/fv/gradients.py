@@ -383,7 +383,7 @@ def gradient_stencil(mesh: Mesh, operators: str | None = None) -> str:
         return stencil
 
     def build() -> str:
-        from ..mesh._validate import AREA_RATIO_LIMIT, SLIVER_ANGLE
+        from ..mesh import AREA_RATIO_LIMIT, SLIVER_ANGLE
 
         quality = mesh.quality()
         poor = (quality["min_angle"] is not None and quality["min_angle"] < SLIVER_ANGLE) \

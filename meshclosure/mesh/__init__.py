@@ -1,7 +1,7 @@
 """Meshes as finite-volume geometry: the `Mesh`, its adapters, and coarsening."""
 from ._build import PolygonGeometry, from_polygons
 from ._mesh import Mesh, MeshError
-from ._validate import MeshQualityWarning
+from ._validate import AREA_RATIO_LIMIT, SLIVER_ANGLE, MeshQualityWarning
 from .cartesian import cartesian, cells_to_grid, grid_to_cells
 from .cubed import cubed_sphere
 from .coarsening import Coarsening, agglomerate, column_parent, native_parent
@@ -16,5 +16,6 @@ __all__ = [
     "from_meshio",
     "Coarsening", "native_parent", "agglomerate", "column_parent", "grid_to_cells",
     "cells_to_grid", "parse_mesh_spec", "PolygonGeometry",
-    "irregular_sphere", "jittered_sphere", "MeshQualityWarning",
+    "irregular_sphere", "jittered_sphere", "MeshQualityWarning", "SLIVER_ANGLE",
+    "AREA_RATIO_LIMIT",
 ]
