@@ -227,7 +227,16 @@ def test_coarse_model_refuses_a_closure_of_another_version(saved):
     sc2 = _scenario()
     plain = lambda t, s, mesh: {"q": torch.zeros(sc2.coarse.n_faces, dtype=torch.float64)}
     sc2.coarse_model(closure=plain)                            # records no version: accepted
-    for bad in (closure, 0.5 * closure + plain):
+    from meshclosure.train import EnsembleClosure
+
+    class WithMethods:           # a closure whose `members` is a method, not a list of parts
+        def members(self):
+            return []
+
+        def __call__(self, t, s, mesh):
+            return {}
+    sc2.coarse_model(closure=WithMethods())                    # records no version: accepted
+    for bad in (closure, 0.5 * closure + plain, EnsembleClosure([closure, closure])):
         with pytest.raises(OperatorVersionError) as info:
             sc2.coarse_model(closure=bad)
         msg = str(info.value)

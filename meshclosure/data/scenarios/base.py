@@ -570,8 +570,10 @@ def closure_operators(closure: Any, _depth: int = 0) -> set:
     if isinstance(ops, str):
         found.add(ops)
     for name in ("parts", "members"):
-        for part in getattr(closure, name, None) or ():
-            found |= closure_operators(part, _depth + 1)
+        parts = getattr(closure, name, None)
+        if isinstance(parts, (list, tuple, torch.nn.ModuleList)):   # not a method of that name
+            for part in parts:
+                found |= closure_operators(part, _depth + 1)
     for name in ("closure", "inner", "fn", "learned", "ensemble"):
         part = getattr(closure, name, None)
         if part is not None and part is not closure:
