@@ -116,7 +116,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError, MeshclosureError
-from ..fv.versions import check_operators
+from ..fv.versions import agree_operators, check_operators
 from ..mesh import Mesh
 from .targets import SubgridSample
 
@@ -573,15 +573,8 @@ def build_dataset(samples: Sequence[SubgridSample], coarse: Mesh, *, config: Map
 
 def _dataset_operators(config: Mapping[str, Any], operators: Optional[str]) -> str:
     """The operator version :func:`build_dataset` records (see its ``operators``)."""
-    theirs = config.get("operators")
-    if operators is None:
-        return check_operators(theirs, "config['operators']")
-    operators = check_operators(operators)
-    if theirs is not None and theirs != operators:
-        raise ArgumentError("operators", operators, f"differs from config['operators'] = "
-                            f"{theirs!r} (the scenario's operator version)",
-                            "leave {operators} out (the config's is recorded)")
-    return operators
+    return agree_operators(operators, config.get("operators"),
+                           "config['operators'], the scenario's operator version")
 
 
 def _pipeline_config(variables, inputs, config, operators: str) -> dict:

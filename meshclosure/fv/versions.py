@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from ..errors import ArgumentError, MeshclosureError
 
 __all__ = ["OPERATOR_VERSION", "OPERATOR_VERSIONS", "OperatorSet", "operator_set",
-           "check_operators", "OperatorVersionError"]
+           "check_operators", "agree_operators", "OperatorVersionError"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,27 @@ def check_operators(operators: str | None, argument: str = "operators") -> str:
 def operator_set(operators: str | None = None) -> OperatorSet:
     """The :class:`OperatorSet` of a version name (``None``: the current version)."""
     return OPERATOR_VERSIONS[check_operators(operators)]
+
+
+def agree_operators(operators: str | None, recorded: str | None, where: str) -> str:
+    """The version to record: ``operators`` if given, else ``recorded`` (``None``: current).
+
+    ``recorded`` is what a part already carries (``where`` names it, e.g. ``"the feature
+    pipeline's operator version"``); an ``operators`` that differs is refused.
+
+    Examples
+    --------
+    >>> agree_operators(None, "fv1", "the config's"), agree_operators("fv2", None, "x")
+    ('fv1', 'fv2')
+    >>> agree_operators("fv2", "fv1", "the config's operator version")
+    Traceback (most recent call last):
+    ...
+    meshclosure.errors.ArgumentError: operators='fv2': differs from the config's operator version 'fv1'; leave operators out (the recorded one is used).
+    """
+    if operators is None:
+        return check_operators(recorded, "recorded operators")
+    operators = check_operators(operators)
+    if recorded is not None and recorded != operators:
+        raise ArgumentError("operators", operators, f"differs from {where} {recorded!r}",
+                            "leave {operators} out (the recorded one is used)")
+    return operators

@@ -57,7 +57,8 @@ import torch
 
 from .._files import atomic_path, refuse_existing
 from ..errors import ArgumentError, MeshclosureError
-from ..fv.versions import OPERATOR_VERSIONS, OperatorVersionError, check_operators
+from ..fv.versions import (OPERATOR_VERSIONS, OperatorVersionError, agree_operators,
+                           check_operators)
 from ..mesh import Mesh
 from .registry import build_model
 
@@ -185,15 +186,8 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, features: Any = 
 
 def _save_operators(features: Any, operators: Optional[str]) -> str:
     """The operator version :func:`save_model` records (see its ``operators``)."""
-    theirs = getattr(features, "operators", None)
-    if operators is None:
-        return check_operators(theirs)
-    operators = check_operators(operators)
-    if theirs is not None and theirs != operators:
-        raise ArgumentError("operators", operators, f"differs from the feature pipeline's "
-                            f"operator version {theirs!r} (the version of the training data)",
-                            "leave {operators} out (the pipeline's is recorded)")
-    return operators
+    return agree_operators(operators, getattr(features, "operators", None),
+                           "the feature pipeline's operator version (that of the training data)")
 
 
 def load_weights_only(path: Path, what: str, kind: str, fix: str, fix_pickled: str) -> Any:
