@@ -64,7 +64,8 @@ def convergence(device: str, families, schemes, alphas, shape: str = "cosine_bel
                     t0 = time.time()
                     r = williamson_test1(mesh, ALPHAS[aname], scheme, shape=shape,
                                          operators=ops)
-                    row = dict(family=fam, operators=ops or OPERATOR_VERSION, size=n, cells=r["n_cells"], scheme=scheme, alpha=aname,
+                    row = dict(family=fam, operators=ops or OPERATOR_VERSION, size=n,
+                               cells=r["n_cells"], scheme=scheme, alpha=aname,
                                l1=r["l1"], l2=r["l2"], linf=r["linf"], min=r["min"],
                                max=r["max"], steps=r["n_steps"], seconds=time.time() - t0)
                     row["order_l2"] = (None if prev is None else
@@ -72,7 +73,8 @@ def convergence(device: str, families, schemes, alphas, shape: str = "cosine_bel
                                        / (0.5 * math.log(r["n_cells"] / prev["cells"])))
                     rows.append(row)
                     prev = row
-                    print(f"{row['operators']} {fam:17s} {n:3d} {row['cells']:6d} {scheme:8s} {aname:9s} "
+                    print(f"{row['operators']} {fam:17s} {n:3d} {row['cells']:6d} {scheme:8s} "
+                          f"{aname:9s} "
                           f"l1={row['l1']:.4f} l2={row['l2']:.4f} linf={row['linf']:.4f} "
                           f"order_l2={'' if row['order_l2'] is None else format(row['order_l2'], '.2f'):5s} "
                           f"min={row['min']:.3g} max={row['max']:.4g} steps={row['steps']} "

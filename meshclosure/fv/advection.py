@@ -38,7 +38,9 @@ neighbours' cell averages (cell moments enter through ``⟨φ⟩``), over the
 cells sharing a vertex (or, where those are fewer than 7, also the cells two
 faces away), and ``⟨φ⟩_f`` is the average over the face, so ``q_f`` is the
 face-averaged value of the reconstructed quadratic: exact for quadratic
-fields. The flux is ``U_f q_f`` (one value per face), so the scheme stays
+fields on planar meshes with straight faces (where the stencil fixes a
+quadratic; not on agglomerated meshes, whose faces are polylines), third
+order on the sphere. The flux is ``U_f q_f`` (one value per face), so the scheme stays
 formally second order. Williamson's cosine bell, one revolution at Courant
 ``1/k_max``: l2 0.275 / 0.070 at 32 / 64 cells per cubed-sphere panel edge
 (order 1.97), 0.307 / 0.085 on icosahedral triangles (5,120 / 20,480 cells,
@@ -299,7 +301,8 @@ def quadratic_flux(mesh: Mesh, q: Tensor, U: Tensor, operators: Optional[str] = 
 
     ``Φ_f = U_f q_f`` with ``q_f`` the upwind cell's weighted quadratic
     least-squares fit averaged over the face (``fv2``; evaluated at the face
-    centre with ``fv1``): exact for quadratic fields on any mesh, second order
+    centre with ``fv1``): exact for quadratic fields on planar meshes with
+    straight faces (see :mod:`meshclosure.fv.reconstruction`), second order
     overall (one flux value per face), and markedly more accurate than
     :func:`linear_flux` on HEALPix, cubed-sphere and hexagonal meshes.
     Not limited: it can create small new extrema near sharp features.
@@ -596,12 +599,14 @@ def cfl_dt(mesh: Mesh, U, courant: float = 0.5,
     times can exceed it there (sample finer, or lower ``courant``). It bounds
     the time step only: whether a scheme is stable at that step is a property
     of the scheme and the mesh. With the old face-neighbour gradients
-    (``operators="fv1"``) the unlimited linear scheme grows a mode on meshes
-    with slivers at any time step; the default operators (``"fv2"``) fit the
-    gradient over the vertex neighbours on such meshes, where it does not grow
-    (the largest Re λ of the semi-discrete operator is rounding on every mesh
-    tested), and ``"quadratic"``, ``"limited"`` and ``"upwind"`` are stable
-    there too. :meth:`Mesh.validate` warns of such meshes.
+    (``operators="fv1"``) the unlimited linear scheme grows a mode on
+    irregular triangulations at any time step (with slivers, and on some
+    without: :func:`~meshclosure.fv.gradients.gradient_stencil`); the default
+    operators (``"fv2"``) fit the gradient over the vertex neighbours on every
+    mesh outside the built-in structured families, where it does not grow on
+    the meshes tested (the largest Re λ of the semi-discrete operator is
+    rounding), and ``"quadratic"``, ``"limited"`` and ``"upwind"`` are stable
+    there too. :meth:`Mesh.validate` warns of meshes with slivers.
 
     Parameters
     ----------

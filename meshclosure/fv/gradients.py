@@ -22,30 +22,22 @@ The vectors ``c_ij = M_i⁻¹ w_ij r_ij`` are precomputed once per mesh by
 :class:`LeastSquaresGradient`; a call is then two gathers and one
 ``index_add``.
 
-The neighbours ``j`` are the cells sharing a face with ``i``, or, on meshes
-with slivers or sizes varying by more than 10³ (operator version ``fv2``, the
-default; :func:`gradient_stencil`), every cell sharing a vertex with ``i``.
-On such meshes the face-neighbour fit makes the unlimited linear advection
-scheme unstable (random data grew ×10¹² per revolution on
-``irregular_sphere(250)``, the largest Re λ of the semi-discrete operator
-being positive at any time step); over the vertex neighbours (about 12 for
-triangles) it does not grow there. The wider fit is not used everywhere:
-it smooths, and on good meshes it costs accuracy (Williamson's cosine bell
-with the linear scheme on icosahedral triangles, level 4: l2 0.42 against
-0.25 over the face neighbours; no gain on the cubed sphere, 0.394 against
-0.384 at 32 cells per panel edge). Choosing the vertex stencil per cell
-(where the face fit is ill-conditioned) does not cure the growth: the
-unstable mode is not confined to the sliver cells.
-
-Green–Gauss (Moukalled, Mangani & Darwish 2016, *The Finite Volume Method in
-Computational Fluid Dynamics*, §9.2, doi:10.1007/978-3-319-16874-6)::
-
-    g_i = P_i (1/V_i) Σ_{f ∈ ∂i} (q_f − q_i) n_f A_f
-
-with ``q_f`` from :func:`face_interpolate`, ``n_f`` outward from ``i`` and
-``P_i`` the projection onto the tangent plane at ``x_i``. Subtracting ``q_i``
-changes nothing in the plane (``Σ n_f A_f = 0`` around a closed polygon) and
-removes the curvature term ``∮ n ds ≠ 0`` of a spherical polygon.
+The neighbours ``j`` are the cells sharing a face with ``i`` (operator version
+``fv1``; ``fv2`` on the built-in structured families) or every cell sharing a
+vertex with ``i`` (``fv2`` on every other mesh: users' meshes, irregular
+triangulations, agglomerated coarse meshes; :func:`gradient_stencil`). On
+irregular triangulations the face-neighbour fit makes the unlimited linear
+advection scheme unstable at any time step: random data grew ×10¹² per
+revolution on ``irregular_sphere(250)`` (slivers), and ×10^3.3 on
+``jittered_sphere(4000, jitter=0.35)``, whose smallest angle is 14.5°; over
+the vertex neighbours (about 12 for triangles) it does not grow there. The
+wider fit is not used on the structured families: it smooths, and there it
+costs accuracy (Williamson's cosine bell with the linear scheme on icosahedral
+triangles, level 4: l2 0.42 against 0.25 over the face neighbours at
+``α = π/2 − 0.05``, 0.40 against 0.33 at ``α = 0``; no gain on the cubed sphere,
+0.394 against 0.384 at 32 cells per panel edge). Choosing the vertex stencil
+per cell (where the face fit is ill-conditioned) does not cure the growth:
+the unstable mode is not confined to the sliver cells.
 """
 from __future__ import annotations
 
@@ -65,6 +57,7 @@ _check_rows = check_rows
 __all__ = [
     "gradient", "LeastSquaresGradient", "face_interpolate", "face_gradient_normal",
     "cell_to_vertex", "displacement", "neighbour_pairs", "gradient_stencil", "least_squares",
+    "STRUCTURED_FAMILIES",
 ]
 
 def _cached(mesh: Mesh, key: str, build: Callable[[], Any]) -> Any:
@@ -113,7 +106,8 @@ def neighbour_pairs(mesh: Mesh, stencil: str = "vertex") -> tuple[Tensor, Tensor
     """Directed cell pairs ``(i, j)`` of a gradient stencil.
 
     ``"face"``: ``j`` shares a face with ``i`` (each interior face twice: all
-    owner -> neighbour pairs in face order, then the reverse ones). ``"vertex"``: ``j ≠ i`` shares at least one vertex with
+    owner -> neighbour pairs in face order, then the reverse ones).
+    ``"vertex"``: ``j ≠ i`` shares at least one vertex with
     ``i`` (every face neighbour, plus the cells across the corners).
 
     Examples
@@ -362,34 +356,49 @@ def _green_gauss(mesh: Mesh, q: Tensor, boundary_value: Tensor | None) -> Tensor
     return out
 
 
+STRUCTURED_FAMILIES = ("cartesian", "column", "healpix", "icosahedral", "cubed")
+"""Mesh families on which fv2 keeps the face-neighbour gradient (the linear scheme's
+spectrum checked stable on them, and the face fit is the more accurate one there)."""
+
+
 def gradient_stencil(mesh: Mesh, operators: str | None = None) -> str:
     """The gradient stencil (``"face"`` or ``"vertex"``) an operator version uses on ``mesh``.
 
-    ``fv1``: always the face neighbours. ``fv2``: the vertex neighbours on
-    meshes that :meth:`Mesh.validate` warns of (smallest interior angle below
-    ``SLIVER_ANGLE`` = 10° or cell areas varying by more than
-    ``AREA_RATIO_LIMIT`` = 10³), the face neighbours elsewhere.
+    ``fv1``: always the face neighbours. ``fv2``: the face neighbours on the
+    built-in structured families (:data:`STRUCTURED_FAMILIES`, and their native
+    coarsenings) unless :meth:`Mesh.validate` warns of the mesh (smallest
+    angle below 10°, areas varying by more than 10³); the vertex neighbours on
+    every other mesh: meshes read with ``from_meshio`` or built with
+    ``from_polygons``, ``irregular_sphere``, ``jittered_sphere``, agglomerated
+    coarse meshes. The face fit's linear scheme grows on irregular
+    triangulations even without slivers (``jittered_sphere(4000, jitter=0.35)``:
+    smallest angle 14.5°, random data ×10^3.3 per revolution at Courant 0.5
+    and 0.1 alike), so no angle threshold separates the safe meshes from the
+    others; on the structured families it does not grow, and it is the more
+    accurate fit there.
 
     Examples
     --------
-    >>> from meshclosure.mesh import icosahedral, irregular_sphere
-    >>> gradient_stencil(icosahedral(3)), gradient_stencil(irregular_sphere(250))
+    >>> from meshclosure.mesh import icosahedral, irregular_sphere, jittered_sphere
+    >>> gradient_stencil(icosahedral(3)), gradient_stencil(jittered_sphere(500))
     ('face', 'vertex')
     >>> gradient_stencil(irregular_sphere(250), operators="fv1")
     'face'
     """
     stencil = operator_set(operators).gradient_stencil
-    if stencil != "by_quality":
+    if stencil != "by_mesh":
         return stencil
 
     def build() -> str:
         from ..mesh import AREA_RATIO_LIMIT, SLIVER_ANGLE
 
-        quality = mesh.quality()
+        if mesh.family not in STRUCTURED_FAMILIES:
+            return "vertex"
+        quality = mesh.double().quality()
         poor = (quality["min_angle"] is not None and quality["min_angle"] < SLIVER_ANGLE) \
             or quality["area_ratio"] > AREA_RATIO_LIMIT
         return "vertex" if poor else "face"
-    return _cached(mesh, "gradient_stencil_by_quality", build)
+    return _cached(mesh, "gradient_stencil_by_mesh", build)
 
 
 def least_squares(mesh: Mesh, operators: str | None = None) -> LeastSquaresGradient:

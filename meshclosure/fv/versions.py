@@ -16,16 +16,20 @@ version   what it is
           quadratic reconstruction fits cell averages as point values at the
           cell centres. The linear scheme is unstable on sliver triangles
           (random data grew ×10¹² per revolution on ``irregular_sphere(250)``).
-``fv2``   The cell gradient fits the **vertex** neighbours (every cell sharing
-          a vertex) on meshes with slivers or sizes varying by more than
-          10³ (those :meth:`Mesh.validate` warns of: smallest angle < 10° or
-          area ratio > 10³), and the face neighbours elsewhere (as ``fv1``);
-          the quadratic reconstruction is **k-exact**: its polynomial has the
-          cell's average, it fits the neighbours' averages (the cells' second
+``fv2``   The cell gradient fits the face neighbours on the built-in
+          structured families (cartesian, HEALPix, icosahedral, cubed sphere)
+          and the **vertex** neighbours (every cell sharing a vertex) on every
+          other mesh (users' meshes, irregular triangulations, agglomerated
+          coarse meshes) and on meshes that :meth:`Mesh.validate` warns of;
+          the linear scheme then does not grow on the irregular meshes
+          tested (the largest Re λ of ``−div Φ`` is rounding). The quadratic
+          reconstruction is **k-exact**: its polynomial has the cell's
+          average, it fits the neighbours' averages (the cells' second
           moments enter the fit) over the vertex neighbours (widened where
-          fewer than 7), and the face value is the face average, so it is
-          exact for quadratic fields. The linear scheme does not grow on
-          sliver meshes (the largest Re λ of ``−div Φ`` is rounding).
+          fewer than 7), and the face value is the face average (along the
+          chord), so it is exact for quadratic fields on planar meshes with
+          straight faces where the stencil fixes a quadratic, third order on
+          the sphere.
 ========  =======================================================================
 
 The current version, :data:`OPERATOR_VERSION`, is what every operator uses by
@@ -49,10 +53,11 @@ class OperatorSet:
     ----------
     name : str
         The version (``"fv1"``, ``"fv2"``).
-    gradient_stencil : {"face", "vertex", "by_quality"}
+    gradient_stencil : {"face", "vertex", "by_mesh"}
         Cells in the least-squares gradient fit: face neighbours, every cell
-        sharing a vertex, or the vertex neighbours on meshes with poor quality
-        and the face neighbours elsewhere (:func:`meshclosure.fv.gradients.gradient_stencil`).
+        sharing a vertex, or the face neighbours on the structured families
+        and the vertex neighbours elsewhere
+        (:func:`meshclosure.fv.gradients.gradient_stencil`).
     quadratic : {"point", "cell_average"}
         The quadratic reconstruction fits neighbour averages as point values
         (``"point"``) or as averages over the cells (``"cell_average"``, k-exact).
@@ -65,7 +70,7 @@ class OperatorSet:
 
 OPERATOR_VERSIONS: dict[str, OperatorSet] = {
     "fv1": OperatorSet("fv1", gradient_stencil="face", quadratic="point"),
-    "fv2": OperatorSet("fv2", gradient_stencil="by_quality", quadratic="cell_average"),
+    "fv2": OperatorSet("fv2", gradient_stencil="by_mesh", quadratic="cell_average"),
 }
 """Every operator version this code can still compute, by name."""
 

@@ -262,8 +262,11 @@ class Mesh:
         sliver cells at any time step (random data grew ×3.7·10³ per revolution
         on a Delaunay mesh with 0.5° angles); the default operators (``"fv2"``,
         vertex-neighbour stencils) and the ``"quadratic"``, ``"limited"`` and
-        ``"upwind"`` schemes stay stable there. The built-in families (cartesian, healpix, icosahedral,
-        cubed) never warn; :func:`irregular_sphere` meshes are made to.
+        ``"upwind"`` schemes stay stable there (fv2 fits the vertex neighbours
+        on every mesh outside the built-in structured families, warned of or
+        not: :func:`meshclosure.fv.gradients.gradient_stencil`). The built-in
+        families (cartesian, healpix, icosahedral, cubed) never warn;
+        :func:`irregular_sphere` meshes are made to.
 
         Parameters
         ----------

@@ -143,7 +143,8 @@ def _planar_slivers():
     pts = np.concatenate([rng.uniform(0, 1, (60, 2)), [[0, 0], [1, 0], [0, 1], [1, 1]]])
     tri = Delaunay(pts).simplices
     a, b, c = pts[tri[:, 0]], pts[tri[:, 1]], pts[tri[:, 2]]
-    flip = np.cross(b - a, c - a) < 0
+    u, v = b - a, c - a
+    flip = u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0] < 0          # clockwise: reorder
     tri[flip] = tri[flip][:, ::-1]
     mesh = from_polygons(pts, tri)
     assert mesh.quality()["min_angle"] < 1.0
