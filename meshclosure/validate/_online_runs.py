@@ -100,7 +100,7 @@ def budget_terms(model: Any, t: float, state: Mapping[str, Tensor]) -> Dict[str,
             s += _total(f, V)
         out = {k: 0.0 for k in state}
         if isinstance(base, BoussinesqModel):
-            s += _total(gradient(mesh, state["b"])[:, 0], V)
+            s += _total(gradient(mesh, state["b"], operators=base.operators)[:, 0], V)
             b = base.buoyancy_flux(t) if callable(base.buoyancy_flux) else base.buoyancy_flux
             if b is not None:
                 out["b"] = -float(b.double().sum())

@@ -270,6 +270,7 @@ def validate(data: Any, model: Any = None, *, closures: Optional[Mapping[str, An
     ValidationResult
     """
     from ..data import read_dataset
+    from ..data.dataset import fill_operator_version
     from ..data.scenarios import Scenario
 
     say = echo or (lambda s: _log.info("%s", s))
@@ -286,6 +287,7 @@ def validate(data: Any, model: Any = None, *, closures: Optional[Mapping[str, An
 
         check_out(out, overwrite)                  # refuse before any work
     ds = read_dataset(data) if isinstance(data, (str, os.PathLike)) else data
+    fill_operator_version(ds)          # a dataset from before versions: its configs are fv1
     if {"coupled", "online"} & set(stages) and int(ds.attrs.get("trajectory", 0)) != 1:
         raise ArgumentError("data", str(data) if isinstance(data, (str, os.PathLike)) else
                             "dataset", "must be a trajectory dataset for the coupled and online "
