@@ -2,8 +2,11 @@
 
 Each cell ``i`` gets a quadratic polynomial in its tangent-plane coordinates
 ``s`` (geodesic normal coordinates on the sphere, origin at the cell centre)
-from a weighted least-squares fit over the cells sharing a vertex with it or
-two faces away (:func:`meshclosure.fv.diffusion._stencils`)::
+from a weighted least-squares fit over nearby cells: ``fv1`` over the cells
+sharing a vertex with it or two faces away (the fit of
+:mod:`meshclosure.fv.diffusion`), ``fv2`` over the cells sharing a vertex,
+widened by the cells two faces away only where those are fewer than 7
+(:func:`quadratic_stencil`)::
 
     p_i(s) = q_i + a_i · (φ(s) − ⟨φ⟩_i),    φ(s) = (s_u, s_v, ½ s_u², s_u s_v, ½ s_v²)
 
@@ -170,7 +173,7 @@ class QuadraticFit:
             raise ArgumentError("kind", kind, f"must be one of {QUADRATIC_KINDS}",
                                 "use 'cell_average' (fv2) or 'point' (fv1)")
         from .advection import face_displacement
-        from .diffusion import _geometry, _stencils
+        from .diffusion import _geometry
 
         m = mesh.double()
         basis = _local_basis(m)
