@@ -116,7 +116,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ArgumentError, MeshclosureError
-from ..fv.versions import agree_operators, check_operators
+from ..fv.versions import agree_operators
 from ..mesh import Mesh
 from .targets import SubgridSample
 

@@ -323,6 +323,10 @@ pass days within the run or a longer days.
     from .integrate import integrate
     from .tracer import TracerModel
 
+    if isinstance(days, bool) or not isinstance(days, (int, float)) \
+            or not (math.isfinite(days) and days > 0):
+        raise ArgumentError("days", days, "must be a positive finite number of days",
+                            "pass e.g. days=12.0 (one revolution)")
     samples = sorted(float(d) for d in sample_days)
     if not samples or samples[0] <= 0 or samples[-1] > days:
         raise ArgumentError("sample_days", tuple(sample_days),

@@ -203,3 +203,12 @@ def test_second_order_at_six_days(family):
     e1, e2 = (r["errors"][6.0]["l2"] for r in runs)
     order = math.log(e1 / e2) / (0.5 * math.log(runs[1]["n_cells"] / runs[0]["n_cells"]))
     assert order >= 1.8, (family, sizes, e1, e2, order)
+
+
+@pytest.mark.parametrize("days", [-1.0, 0.0, float("nan"), float("inf"), "12"])
+def test_bad_run_length_is_refused_by_name(days):
+    from meshclosure.errors import ArgumentError
+
+    with pytest.raises(ArgumentError) as info:
+        moving_vortices(icosahedral(1), days=days)
+    assert info.value.argument == "days"
